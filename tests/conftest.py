@@ -50,3 +50,60 @@ def golden_manifest(arch: str) -> list:
     import json
 
     return json.loads((GOLDEN_DIR / f"{arch}.manifest.json").read_text())
+
+
+# --- Synthetic models in a Hugging Face cache -------------------------------------------------
+
+# Test models: zoo name -> golden architecture whose synthetic weights stand in for it.
+# RMBG-2.0's Swin-L would be a 900 MB file; the pipeline is exercised on the two small ones.
+TEST_MODELS = {"RMBG-1.4": "isnet", "BiRefNet_lite": "birefnet_lite"}
+_FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
+_synthetic_cache: dict[str, dict] = {}
+
+
+def synthetic_checkpoint(arch: str) -> dict[str, torch.Tensor]:
+    """The golden synthetic weights of `arch`, keyed like the Hub checkpoint."""
+    if arch not in _synthetic_cache:
+        manifest = golden_manifest(arch)
+        shapes = {name: torch.empty(shape, dtype=getattr(torch, dtype)) for name, shape, dtype in manifest}
+        _synthetic_cache[arch] = synthetic_state_dict(shapes)
+    return dict(_synthetic_cache[arch])
+
+
+def write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+def cache_model(cache_dir: Path, repo_id: str, state: dict[str, torch.Tensor]) -> Path:
+    """Writes `state` as model.safetensors in huggingface_hub's own cache layout."""
+    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(_FAKE_COMMIT)
+    return write_checkpoint(repo_dir / "snapshots" / _FAKE_COMMIT / "model.safetensors", state)
+
+
+@pytest.fixture(scope="session")
+def hf_home(tmp_path_factory) -> Path:
+    """A Hugging Face home whose cache holds synthetic RMBG-1.4 and BiRefNet_lite checkpoints."""
+    if not golden_available():
+        pytest.skip(f"golden synthetic weights not found at {GOLDEN_DIR} (set RMBG_GOLDEN_DIR)")
+    from bgremover.zoo import ZOO
+
+    home = tmp_path_factory.mktemp("hf_home")
+    for name, arch in TEST_MODELS.items():
+        cache_model(home / "hub", ZOO[name].repo_id, synthetic_checkpoint(arch))
+    return home
+
+
+@pytest.fixture
+def offline_hub(hf_home: Path, monkeypatch) -> Path:
+    """Points the process at the synthetic cache with HF_HUB_OFFLINE=1, as a user without network."""
+    monkeypatch.setenv("HF_HOME", str(hf_home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return hf_home

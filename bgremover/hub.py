@@ -1,0 +1,219 @@
+"""Finding checkpoints (zoo name, Hub repo id, folder or file) and loading them into native networks.
+
+Only `.safetensors` files are read: they hold tensors and nothing else, so loading a
+model never unpickles data and never runs code from a model repository. Every failure
+becomes a `ModelLoadError` whose message names the model and says what to do.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+)
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from . import zoo
+from .nets import UnknownArchitecture, describe, network_for
+from .zoo import ModelInfo
+
+# Wrappers that training scripts put around module names (DataParallel, torch.compile).
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# Buffers computed by the module itself; a checkpoint may or may not carry them.
+_DERIVED_BUFFERS = ("relative_position_index", "num_batches_tracked")
+_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_MAX_LISTED_KEYS = 8
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found, fetched or loaded; the message says why and how to fix it."""
+
+
+@dataclass
+class LoadedModel:
+    info: ModelInfo
+    network: nn.Module
+    architecture: str
+    checkpoint: Path
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"])
+    home = (
+        os.environ.get("HF_HOME")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
+    )
+    return Path(home) / "hub"
+
+
+def is_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def resolve(spec: str) -> ModelInfo:
+    """Turns what the user typed into a ModelInfo: zoo name, local file or folder, or Hub repo id."""
+    known = zoo.lookup(spec)
+    if known is not None:
+        return known
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return ModelInfo(
+            name=path.name, repo_id=None, architecture="", local_path=str(path / "model.safetensors")
+        )
+    if path.suffix == ".safetensors" or path.is_file():
+        return ModelInfo(name=path.stem, repo_id=None, architecture="", local_path=str(path))
+    if _REPO_ID.match(spec):
+        return ModelInfo(name=spec, repo_id=spec, architecture="")
+    names = ", ".join(zoo.ZOO)
+    raise ModelLoadError(
+        f"Unknown model {spec!r}: not a model name ({names}), not an existing file or folder, "
+        "and not a Hugging Face repo id like 'owner/name'."
+    )
+
+
+def is_cached(info: ModelInfo) -> bool:
+    if info.local_path:
+        return Path(info.local_path).is_file()
+    found = try_to_load_from_cache(info.repo_id, info.filename, cache_dir=hub_cache_dir())
+    return isinstance(found, str)
+
+
+def _gated_message(info: ModelInfo) -> str:
+    token_state = (
+        "HF_TOKEN is set but that account has no access"
+        if os.environ.get("HF_TOKEN")
+        else ("HF_TOKEN is not set")
+    )
+    return (
+        f"{info.name} ({info.repo_id}) is a gated model and {token_state}. To get access: log in at "
+        f"{info.page}, accept the license there ({info.license}), create a read token at "
+        "https://huggingface.co/settings/tokens, and set it as HF_TOKEN (for Docker: in .env). "
+        "Or pick an open model such as BiRefNet (MIT)."
+    )
+
+
+def checkpoint_file(info: ModelInfo) -> Path:
+    """The local path of the model's weights, downloading them into the cache if needed."""
+    if info.local_path:
+        path = Path(info.local_path)
+        if not path.is_file():
+            raise ModelLoadError(
+                f"{info.name}: no checkpoint at {path}. Give a .safetensors file or a "
+                "folder that holds model.safetensors."
+            )
+        return path
+    try:
+        return Path(
+            hf_hub_download(
+                info.repo_id,
+                info.filename,
+                cache_dir=hub_cache_dir(),
+                token=os.environ.get("HF_TOKEN") or None,
+                local_files_only=is_offline(),
+            )
+        )
+    except GatedRepoError as error:
+        raise ModelLoadError(_gated_message(info)) from error
+    except RepositoryNotFoundError as error:
+        raise ModelLoadError(
+            f"{info.name}: the Hub has no repository {info.repo_id!r} (or it is private: set HF_TOKEN)."
+        ) from error
+    except LocalEntryNotFoundError as error:
+        raise ModelLoadError(
+            f"{info.name} is not in the local cache ({hub_cache_dir()}) and the Hub cannot be reached "
+            f"({'HF_HUB_OFFLINE is set' if is_offline() else 'no network'}). Download it once where there "
+            f"is internet with `python rmbg.py download {info.name}` and copy the cache folder here, "
+            "or unset HF_HUB_OFFLINE."
+        ) from error
+    except EntryNotFoundError as error:
+        raise ModelLoadError(
+            f"{info.name}: {info.repo_id} has no file {info.filename!r}. This app loads safetensors "
+            "checkpoints of the BiRefNet and IS-Net architectures only."
+        ) from error
+    except (HfHubHTTPError, OSError) as error:
+        raise ModelLoadError(
+            f"{info.name}: downloading {info.filename} from {info.page} failed: {error}"
+        ) from error
+
+
+def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """Reads a safetensors checkpoint; other formats are refused since they would need unpickling."""
+    if path.suffix != ".safetensors":
+        raise ModelLoadError(
+            f"{name}: {path.name} is not a .safetensors file. Pickle-based checkpoints (.pth, .bin, .ckpt) "
+            "can run arbitrary code when loaded and are not supported; convert it to safetensors first."
+        )
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ModelLoadError(
+            f"{name}: the checkpoint {path} is corrupt or incomplete ({error}). Delete it and download it "
+            f"again (`python rmbg.py download {name}`)."
+        ) from error
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(key.startswith(prefix) for key in state):
+            state = {key.removeprefix(prefix): value for key, value in state.items()}
+    return state
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED_KEYS])
+    return shown + (f" and {len(keys) - _MAX_LISTED_KEYS} more" if len(keys) > _MAX_LISTED_KEYS else "")
+
+
+def _load_into(network: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    """Strict loading, with derived buffers taken from the module when the checkpoint lacks them."""
+    expected = network.state_dict()
+    derived = {k: v for k, v in expected.items() if k.endswith(_DERIVED_BUFFERS) and k not in state}
+    state = {**state, **derived}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong_shape = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s): {_listed(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s): {_listed(unexpected)}")
+    if wrong_shape:
+        problems.append(f"{len(wrong_shape)} tensor(s) with the wrong shape: {_listed(wrong_shape)}")
+    if problems:
+        raise ModelLoadError(
+            f"{name}: the checkpoint does not fit the {describe(expected)} network: "
+            + "; ".join(problems)
+            + ". It may be damaged or from a different architecture variant."
+        )
+    network.load_state_dict(state, strict=True)
+
+
+def load_model(
+    spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedModel:
+    """Finds, fetches and loads a model; the network comes back in eval mode on `device`."""
+    info = resolve(spec)
+    path = checkpoint_file(info)
+    state = read_state_dict(path, info.name)
+    try:
+        architecture = describe(state)
+        network = network_for(state)
+    except UnknownArchitecture as error:
+        raise ModelLoadError(f"{info.name}: {error}.") from error
+    _load_into(network, state, info.name)
+    family = zoo.ISNET if architecture == "IS-Net" else zoo.BIREFNET
+    if info.architecture != family:
+        info = replace(info, architecture=family, **zoo.defaults_for(family))
+    network = network.eval().to(device=device, dtype=dtype)
+    return LoadedModel(info=info, network=network, architecture=architecture, checkpoint=path)

@@ -1,0 +1,126 @@
+"""The table of known models: where each lives, how to feed it, and who may use it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+BIREFNET = "birefnet"
+ISNET = "isnet"
+
+BRIA_LICENSE = "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)"
+MIT_LICENSE = "MIT"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything the pipeline needs to know about a model besides its weights.
+
+    `architecture` decides the post-processing: BiRefNet returns logits (sigmoid),
+    IS-Net a probability map that RMBG-1.4's pipeline min-max stretches.
+    """
+
+    name: str
+    repo_id: str | None
+    architecture: str
+    input_size: int = 1024
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    license: str = "unknown: check the model card"
+    gated: bool = False
+    filename: str = "model.safetensors"
+    description: str = ""
+    local_path: str | None = None
+
+    @property
+    def page(self) -> str:
+        return f"https://huggingface.co/{self.repo_id}" if self.repo_id else str(self.local_path)
+
+
+ISNET_MEAN = (0.5, 0.5, 0.5)
+ISNET_STD = (1.0, 1.0, 1.0)
+
+_MODELS = [
+    ModelInfo(
+        "RMBG-2.0",
+        "briaai/RMBG-2.0",
+        BIREFNET,
+        license=BRIA_LICENSE,
+        gated=True,
+        description="BRIA's best background remover (BiRefNet, Swin-L)",
+    ),
+    ModelInfo(
+        "RMBG-1.4",
+        "briaai/RMBG-1.4",
+        ISNET,
+        mean=ISNET_MEAN,
+        std=ISNET_STD,
+        license=BRIA_LICENSE,
+        gated=True,
+        description="BRIA's previous model (IS-Net), smaller and faster",
+    ),
+    ModelInfo(
+        "BiRefNet",
+        "ZhengPeng7/BiRefNet",
+        BIREFNET,
+        license=MIT_LICENSE,
+        description="general-purpose BiRefNet (Swin-L), open weights",
+    ),
+    ModelInfo(
+        "BiRefNet_lite",
+        "ZhengPeng7/BiRefNet_lite",
+        BIREFNET,
+        license=MIT_LICENSE,
+        description="BiRefNet with a Swin-T backbone: about 3x faster",
+    ),
+    ModelInfo(
+        "BiRefNet_HR",
+        "ZhengPeng7/BiRefNet_HR",
+        BIREFNET,
+        input_size=2048,
+        license=MIT_LICENSE,
+        description="BiRefNet trained at 2048x2048 for high-resolution images",
+    ),
+    ModelInfo(
+        "BiRefNet-matting",
+        "ZhengPeng7/BiRefNet-matting",
+        BIREFNET,
+        license=MIT_LICENSE,
+        description="BiRefNet trained for soft alpha mattes (hair, fur, glass)",
+    ),
+    ModelInfo(
+        "BiRefNet_dynamic",
+        "ZhengPeng7/BiRefNet_dynamic",
+        BIREFNET,
+        license=MIT_LICENSE,
+        description="BiRefNet trained on varied resolutions, for non-default inference sizes",
+    ),
+    ModelInfo(
+        "BiRefNet-portrait",
+        "ZhengPeng7/BiRefNet-portrait",
+        BIREFNET,
+        license=MIT_LICENSE,
+        description="BiRefNet fine-tuned for people",
+    ),
+]
+
+ZOO: dict[str, ModelInfo] = {model.name: model for model in _MODELS}
+DEFAULT_MODEL = "RMBG-2.0"
+
+
+def lookup(name: str) -> ModelInfo | None:
+    """The zoo entry called `name` (case-insensitive) or whose repo id is `name`."""
+    folded = name.casefold()
+    for model in _MODELS:
+        if folded in (model.name.casefold(), (model.repo_id or "").casefold()):
+            return model
+    return None
+
+
+def defaults_for(architecture: str) -> dict:
+    """Pre-processing for checkpoints outside the zoo, from their architecture's model card."""
+    if architecture == ISNET:
+        return {"mean": ISNET_MEAN, "std": ISNET_STD}
+    return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
