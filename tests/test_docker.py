@@ -390,7 +390,7 @@ def test_cpu_dockerfile_uses_cpu_wheels():
 def test_gpu_dockerfile_uses_cuda_wheels():
     instructions = parse_dockerfile(ROOT / "Dockerfile.gpu")
     froms = [a.split()[0] for k, a in instructions if k == "FROM"]
-    assert re.match(r"(nvidia/cuda:12\.[\d.]+-cudnn[\w.-]*-runtime-ubuntu|pytorch/pytorch:)", froms[-1])
+    assert re.match(r"(nvidia/cuda:1[2-9]\.[\d.]+-cudnn[\w.-]*-runtime-ubuntu|pytorch/pytorch:)", froms[-1])
     runs = " ".join(a for k, a in instructions if k == "RUN")
     assert "whl/cpu" not in runs, "the GPU image must use the default (CUDA) PyPI wheels"
     assert "3.11" in runs or "python3.11" in " ".join(froms)
