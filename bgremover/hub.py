@@ -53,10 +53,7 @@ def hub_cache_dir() -> Path:
     """The Hugging Face cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])
-    home = (
-        os.environ.get("HF_HOME")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    )
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
     return Path(home) / "hub"
 
 
@@ -71,9 +68,7 @@ def resolve(spec: str) -> ModelInfo:
         return known
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ModelInfo(
-            name=path.name, repo_id=None, architecture="", local_path=str(path / "model.safetensors")
-        )
+        return ModelInfo(name=path.name, repo_id=None, architecture="", local_path=str(path / "model.safetensors"))
     if path.suffix == ".safetensors" or path.is_file():
         return ModelInfo(name=path.stem, repo_id=None, architecture="", local_path=str(path))
     if _REPO_ID.match(spec):
@@ -94,9 +89,7 @@ def is_cached(info: ModelInfo) -> bool:
 
 def _gated_message(info: ModelInfo) -> str:
     token_state = (
-        "HF_TOKEN is set but that account has no access"
-        if os.environ.get("HF_TOKEN")
-        else ("HF_TOKEN is not set")
+        "HF_TOKEN is set but that account has no access" if os.environ.get("HF_TOKEN") else ("HF_TOKEN is not set")
     )
     return (
         f"{info.name} ({info.repo_id}) is a gated model and {token_state}. To get access: log in at "
@@ -145,9 +138,7 @@ def checkpoint_file(info: ModelInfo) -> Path:
             "checkpoints of the BiRefNet and IS-Net architectures only."
         ) from error
     except (HfHubHTTPError, OSError) as error:
-        raise ModelLoadError(
-            f"{info.name}: downloading {info.filename} from {info.page} failed: {error}"
-        ) from error
+        raise ModelLoadError(f"{info.name}: downloading {info.filename} from {info.page} failed: {error}") from error
 
 
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
@@ -176,9 +167,9 @@ def _listed(keys: list[str]) -> str:
 
 
 def _load_into(network: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
-    """Strict loading, with derived buffers taken from the module when the checkpoint lacks them."""
+    """Strict loading; buffers the module derives itself are always its own, stored or not."""
     expected = network.state_dict()
-    derived = {k: v for k, v in expected.items() if k.endswith(_DERIVED_BUFFERS) and k not in state}
+    derived = {k: v for k, v in expected.items() if k.endswith(_DERIVED_BUFFERS)}
     state = {**state, **derived}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -199,9 +190,7 @@ def _load_into(network: nn.Module, state: dict[str, torch.Tensor], name: str) ->
     network.load_state_dict(state, strict=True)
 
 
-def load_model(
-    spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> LoadedModel:
+def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Finds, fetches and loads a model; the network comes back in eval mode on `device`."""
     info = resolve(spec)
     path = checkpoint_file(info)

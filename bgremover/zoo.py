@@ -10,7 +10,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BIREFNET = "birefnet"
 ISNET = "isnet"
 
-BRIA_LICENSE = "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)"
+RMBG2_LICENSE = "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)"
+RMBG14_LICENSE = "bria-rmbg-1.4 (non-commercial; commercial use needs an agreement with BRIA)"
 MIT_LICENSE = "MIT"
 
 
@@ -47,7 +48,7 @@ _MODELS = [
         "RMBG-2.0",
         "briaai/RMBG-2.0",
         BIREFNET,
-        license=BRIA_LICENSE,
+        license=RMBG2_LICENSE,
         gated=True,
         description="BRIA's best background remover (BiRefNet, Swin-L)",
     ),
@@ -57,7 +58,7 @@ _MODELS = [
         ISNET,
         mean=ISNET_MEAN,
         std=ISNET_STD,
-        license=BRIA_LICENSE,
+        license=RMBG14_LICENSE,
         gated=True,
         description="BRIA's previous model (IS-Net), smaller and faster",
     ),

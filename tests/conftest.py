@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-GOLDEN_DIR = Path(
-    os.environ.get("RMBG_GOLDEN_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "golden")
-)
+GOLDEN_DIR = Path(os.environ.get("RMBG_GOLDEN_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "golden"))
 
 
 def golden_available() -> bool:
@@ -52,6 +50,12 @@ def golden_manifest(arch: str) -> list:
     return json.loads((GOLDEN_DIR / f"{arch}.manifest.json").read_text())
 
 
+def manifest_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """Uninitialised tensors with the reference checkpoint's names, shapes and dtypes."""
+    manifest = golden_manifest(arch)
+    return {name: torch.empty(shape, dtype=getattr(torch, dtype)) for name, shape, dtype in manifest}
+
+
 # --- Synthetic models in a Hugging Face cache -------------------------------------------------
 
 # Test models: zoo name -> golden architecture whose synthetic weights stand in for it.
@@ -64,9 +68,10 @@ _synthetic_cache: dict[str, dict] = {}
 def synthetic_checkpoint(arch: str) -> dict[str, torch.Tensor]:
     """The golden synthetic weights of `arch`, keyed like the Hub checkpoint."""
     if arch not in _synthetic_cache:
-        manifest = golden_manifest(arch)
-        shapes = {name: torch.empty(shape, dtype=getattr(torch, dtype)) for name, shape, dtype in manifest}
-        _synthetic_cache[arch] = synthetic_state_dict(shapes)
+        from bgremover.nets import network_for
+
+        network = network_for(manifest_state_dict(arch))
+        _synthetic_cache[arch] = synthetic_state_dict(network.state_dict())
     return dict(_synthetic_cache[arch])
 
 

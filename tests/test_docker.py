@@ -201,12 +201,10 @@ def test_compose_service(compose_config, compose_file, service_name, dockerfile,
 
 
 @pytest.mark.parametrize(("compose_file", "service_name", "dockerfile", "device"), COMPOSE_CASES)
-def test_compose_reads_settings_from_environment(
-    compose_config, compose_file, service_name, dockerfile, device
-):
-    env = compose_config(
-        compose_file, env={"HF_TOKEN": "hf_test", "RMBG_MODEL": "BiRefNet", "RMBG_DEVICE": "auto"}
-    )["services"][service_name]["environment"]
+def test_compose_reads_settings_from_environment(compose_config, compose_file, service_name, dockerfile, device):
+    env = compose_config(compose_file, env={"HF_TOKEN": "hf_test", "RMBG_MODEL": "BiRefNet", "RMBG_DEVICE": "auto"})[
+        "services"
+    ][service_name]["environment"]
     assert env["HF_TOKEN"] == "hf_test"
     assert env["RMBG_MODEL"] == "BiRefNet"
     assert env["RMBG_DEVICE"] == "auto"

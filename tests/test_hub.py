@@ -68,9 +68,7 @@ def test_truncated_file_is_reported(offline_hub, tmp_path) -> None:
     path = write_checkpoint(tmp_path / "m.safetensors", synthetic_checkpoint("isnet"))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(
-        ModelLoadError, match=r"m: the checkpoint .* is corrupt or incomplete.*download it again"
-    ):
+    with pytest.raises(ModelLoadError, match=r"m: the checkpoint .* is corrupt or incomplete.*download it again"):
         load_model(str(path))
 
 
@@ -103,9 +101,7 @@ def test_pickle_checkpoints_are_refused(offline_hub, tmp_path) -> None:
 
 
 def test_offline_and_not_cached(offline_hub) -> None:
-    with pytest.raises(
-        ModelLoadError, match=r"BiRefNet is not in the local cache .*HF_HUB_OFFLINE is set.*download"
-    ):
+    with pytest.raises(ModelLoadError, match=r"BiRefNet is not in the local cache .*HF_HUB_OFFLINE is set.*download"):
         load_model("BiRefNet")
 
 

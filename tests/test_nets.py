@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import golden_input, golden_manifest, golden_output, requires_golden, synthetic_state_dict
+from conftest import (
+    golden_input,
+    golden_manifest,
+    golden_output,
+    manifest_state_dict,
+    requires_golden,
+    synthetic_state_dict,
+)
 
 from bgremover.nets import SWIN_L, SWIN_T, BiRefNet, ISNet, UnknownArchitecture, describe, network_for
 
 ARCHS = ["birefnet", "birefnet_lite", "isnet"]
 pytestmark = requires_golden
-
-
-def manifest_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """Empty tensors with the reference checkpoint's names, shapes and dtypes."""
-    return {
-        name: torch.empty(shape, dtype=getattr(torch, dtype)) for name, shape, dtype in golden_manifest(arch)
-    }
 
 
 _models: dict[str, torch.nn.Module] = {}

@@ -32,11 +32,7 @@ def swin_config_of(state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
     stages = sorted({int(m.group(1)) for k in state_dict if (m := re.match(r"bb\.layers\.(\d+)\.", k))})
     depths, heads = [], []
     for stage in stages:
-        blocks = {
-            int(m.group(1))
-            for k in state_dict
-            if (m := re.match(rf"bb\.layers\.{stage}\.blocks\.(\d+)\.", k))
-        }
+        blocks = {int(m.group(1)) for k in state_dict if (m := re.match(rf"bb\.layers\.{stage}\.blocks\.(\d+)\.", k))}
         depths.append(len(blocks))
         heads.append(state_dict[f"bb.layers.{stage}.blocks.0.attn.relative_position_bias_table"].shape[1])
     table_rows = state_dict["bb.layers.0.blocks.0.attn.relative_position_bias_table"].shape[0]

@@ -161,9 +161,7 @@ class SwinStage(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, downsample: bool):
         super().__init__()
         self.window_size = window_size
-        self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, shifted=i % 2 == 1) for i in range(depth)
-        )
+        self.blocks = nn.ModuleList(SwinBlock(dim, num_heads, window_size, shifted=i % 2 == 1) for i in range(depth))
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -1,0 +1,279 @@
+"""Command line: `rmbg [serve]`, `rmbg remove`, `rmbg models`, `rmbg download`, `rmbg bench`, `rmbg eval`.
+
+Commands are thin: they parse arguments and hand over to the pipeline, the hub
+loader or the web app. Errors the user can fix are printed as one line, not a trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import hub, imaging, zoo
+from .pipeline import Options, Remover
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+STDIO = "-"
+
+
+class UsageError(Exception):
+    """A mistake in the command line; printed without a trace, exit status 2."""
+
+
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#RRGGBB', 'RRGGBB' or 'R,G,B'."""
+    value = text.strip().lstrip("#")
+    try:
+        if "," in value:
+            rgb = tuple(int(part) for part in value.split(","))
+        elif len(value) == 6:
+            rgb = tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
+        else:
+            raise ValueError
+        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+            raise ValueError
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a colour: use #RRGGBB or R,G,B (0-255)") from None
+    return rgb
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        default=os.environ.get("RMBG_MODEL", zoo.DEFAULT_MODEL),
+        help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: %(default)s)",
+    )
+    parser.add_argument("--device", default=os.environ.get("RMBG_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
+
+
+def _add_remove(commands) -> None:
+    parser = commands.add_parser("remove", help="remove the background of files, folders, globs or stdin")
+    parser.add_argument("inputs", nargs="+", help="image files, folders (recursive), globs, or - for stdin")
+    parser.add_argument("-o", "--out", help="output file (one input), folder, or - for stdout")
+    add_model_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--output", choices=("cutout", "mask", "color", "image"), default="cutout")
+    parser.add_argument("--bg-color", type=parse_color, default=(255, 255, 255), help="for --output color")
+    parser.add_argument("--bg-image", type=Path, help="for --output image (cover-fitted)")
+    parser.add_argument("--threshold", type=float, help="0-1: make the mask binary at this level")
+    parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
+    parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
+    parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
+    parser.add_argument("--format", choices=imaging.OUTPUT_FORMATS, default="png")
+    parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
+    parser.add_argument("--max-pixels", type=int, default=imaging.DEFAULT_MAX_PIXELS)
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=run_remove)
+
+
+@dataclass
+class Job:
+    source: Path | str
+    target: Path | str
+
+
+def _expand(inputs: list[str]) -> Iterator[tuple[Path, Path, bool]]:
+    """(file, root, from_folder): the file's path relative to root is mirrored in the output."""
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                    yield file, path, True
+        elif path.is_file():
+            yield path, path.parent, False
+        else:
+            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
+            if not matches:
+                raise UsageError(f"{item}: no such file, folder or matching files")
+            yield from ((match, match.parent, False) for match in matches)
+
+
+def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
+    """Where each output goes.
+
+    With -o FOLDER, each input folder's tree is mirrored there. Without it, a folder's
+    outputs go to a sibling FOLDER_nobg, and a file's beside it as NAME_nobg.EXT.
+    """
+    if inputs == [STDIO]:
+        return [Job(STDIO, out or STDIO)]
+    suffix = "." + fmt.replace("jpeg", "jpg")
+    files = list(_expand(inputs))
+    if out and len(files) == 1 and not files[0][2] and Path(out).suffix and not Path(out).is_dir():
+        return [Job(files[0][0], Path(out))]
+    jobs, claimed = [], set()
+    for file, root, from_folder in files:
+        stem = file.stem
+        if out:
+            folder = Path(out) / file.parent.relative_to(root)
+        elif from_folder:
+            folder = root.parent / f"{root.name}_nobg" / file.parent.relative_to(root)
+        else:
+            folder, stem = file.parent, f"{file.stem}_nobg"
+        target = folder / (stem + suffix)
+        if target in claimed:  # photo.jpg and photo.png in one folder
+            target = folder / (file.name.replace(".", "_") + suffix)
+        claimed.add(target)
+        jobs.append(Job(file, target))
+    return jobs
+
+
+def _options(args) -> Options:
+    if args.format == "jpeg" and args.output in ("cutout",):
+        raise UsageError(
+            "JPEG has no transparency: use --output color (with --bg-color) or image, or --format png/webp"
+        )
+    background = None
+    if args.bg_image:
+        background = imaging.decode(args.bg_image, max_pixels=args.max_pixels).rgb
+    return Options(
+        output=args.output,
+        background_color=args.bg_color,
+        background_image=background,
+        threshold=args.threshold,
+        crop=args.crop,
+        crop_margin=args.crop_margin,
+        refine_edges=args.refine_edges,
+    )
+
+
+def _write(target: Path | str, data: bytes) -> None:
+    """Atomic: a run stopped mid-write leaves no half file that a resumed run would skip."""
+    if target == STDIO:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def run_remove(args) -> int:
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    options = _options(args)
+    jobs = plan_jobs(args.inputs, args.out, args.format)
+    for job in jobs:
+        if job.source != STDIO and Path(job.target).resolve() == Path(job.source).resolve():
+            raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
+    todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
+    skipped = len(jobs) - len(todo)
+    remover = Remover(args.model, args.device, args.precision, args.size, args.max_pixels)
+    failures: list[str] = []
+    done = 0
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(todo), unit="img", disable=args.quiet or len(todo) < 2, file=sys.stderr)
+    for start in range(0, len(todo), args.batch_size):
+        batch, decoded = [], []
+        for job in todo[start : start + args.batch_size]:
+            try:
+                source = sys.stdin.buffer.read() if job.source == STDIO else job.source
+                decoded.append(remover.decode(source, name=str(job.source)))
+                batch.append(job)
+            except imaging.ImageError as error:
+                failures.append(str(error))
+                progress.write(f"skipped {error}")
+                progress.update(1)
+        for job, result in zip(batch, remover.process(decoded, options), strict=True):
+            _write(job.target, imaging.encode(result.image, args.format, result.icc_profile))
+            done += 1
+            progress.update(1)
+    progress.close()
+    if args.inputs != [STDIO]:
+        summary = f"{done} done, {skipped} skipped (already there; --overwrite redoes them), {len(failures)} failed"
+        print(summary, file=sys.stderr)
+    for failure in failures:
+        print(f"failed: {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _add_models(commands) -> None:
+    parser = commands.add_parser("models", help="list the model zoo: license, gated, cached")
+    parser.set_defaults(handler=run_models)
+    parser = commands.add_parser("download", help="fetch weights into the Hugging Face cache ahead of time")
+    parser.add_argument("names", nargs="+", help="zoo names or Hub repo ids")
+    parser.set_defaults(handler=run_download)
+
+
+def run_models(args) -> int:
+    rows = [("model", "repo", "size", "license", "gated", "cached")]
+    for info in zoo.ZOO.values():
+        rows.append(
+            (
+                info.name,
+                info.repo_id,
+                str(info.input_size),
+                info.license.split(" (")[0],
+                "yes" if info.gated else "no",
+                "yes" if hub.is_cached(info) else "no",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    print(f"\ncache: {hub.hub_cache_dir()}")
+    print("Gated models need their license accepted on the Hub and HF_TOKEN set. RMBG weights: non-commercial.")
+    return 0
+
+
+def run_download(args) -> int:
+    failed = 0
+    for name in args.names:
+        try:
+            path = hub.checkpoint_file(hub.resolve(name))
+            print(f"{name}: {path}")
+        except hub.ModelLoadError as error:
+            print(f"error: {error}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def _add_serve(commands) -> None:
+    parser = commands.add_parser("serve", help="the web app and HTTP API (the default command)")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    add_model_arguments(parser)
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args) -> int:
+    from .web.app import serve
+
+    return serve(args)
+
+
+COMMANDS = [_add_serve, _add_remove, _add_models]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rmbg", description="Self-hosted AI background remover.")
+    commands = parser.add_subparsers(dest="command")
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["serve", *argv]
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError, hub.ModelLoadError, imaging.ImageError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished outputs are kept; run again to resume", file=sys.stderr)
+        return 130
