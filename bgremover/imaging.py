@@ -73,6 +73,8 @@ def decode(
             raise ImageError(
                 f"{name}: not an image this app can read. Use PNG, JPEG, WebP, TIFF, BMP or GIF."
             ) from error
+        except (OSError, SyntaxError, ValueError) as error:
+            raise _damaged(name, error) from error
     pixels = image.width * image.height
     if pixels > max_pixels:
         raise ImageError(
@@ -90,6 +92,10 @@ def decode(
         ) from error
     icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
     return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+
+
+def _damaged(name: str, error: Exception) -> ImageError:
+    return ImageError(f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it.")
 
 
 def _array_to_image(array: np.ndarray) -> Image.Image:

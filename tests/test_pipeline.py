@@ -1,0 +1,148 @@
+"""The Remover on synthetic-weight models: model-card pre/post-processing, outputs and the library API."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from test_imaging import gradient
+
+from bgremover.pipeline import Options, Remover, check_inference_size, pick_device, pick_dtype
+
+SIZE = 256
+
+
+@pytest.fixture(scope="module")
+def removers(hf_home) -> dict[str, Remover]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HOME", str(hf_home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        return {name: Remover(name, device="cpu", inference_size=SIZE) for name in ("RMBG-1.4", "BiRefNet_lite")}
+
+
+def photo(width: int = 300, height: int = 200) -> Image.Image:
+    """A bright disc on a dark textured background."""
+    y, x = np.mgrid[0:height, 0:width]
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
+    rng = np.random.default_rng(0)
+    array = np.where(disc[..., None], [240, 200, 40], rng.integers(0, 90, (height, width, 3)))
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def reference_birefnet_mask(remover: Remover, image: Image.Image) -> np.ndarray:
+    """BiRefNet's model-card pipeline: PIL resize, ToTensor, ImageNet normalisation, sigmoid,
+    8-bit mask resized back with PIL."""
+    resized = image.resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+    x = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    x = (x - torch.tensor(remover.info.mean).view(1, 3, 1, 1)) / torch.tensor(remover.info.std).view(1, 3, 1, 1)
+    with torch.inference_mode():
+        prediction = remover.loaded.network(x).sigmoid()[0, 0]
+    mask = Image.fromarray((prediction.numpy() * 255).astype(np.uint8))
+    return np.asarray(mask.resize(image.size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def reference_isnet_mask(remover: Remover, image: Image.Image) -> np.ndarray:
+    """RMBG-1.4's published utilities: bilinear interpolate, /255, mean 0.5 std 1.0; first
+    side output, bilinear back, min-max stretch, x255."""
+    x = torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1)[None]
+    x = F.interpolate(x, size=(SIZE, SIZE), mode="bilinear") / 255.0
+    x = (x - 0.5) / 1.0
+    with torch.inference_mode():
+        result = remover.loaded.network(x)
+    result = F.interpolate(result, size=image.size[::-1], mode="bilinear")[0, 0]
+    result = (result - result.min()) / (result.max() - result.min())
+    return (result * 255).numpy().astype(np.uint8).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("name", "reference"), [("BiRefNet_lite", reference_birefnet_mask), ("RMBG-1.4", reference_isnet_mask)]
+)
+def test_mask_equals_the_upstream_pipeline(removers, name, reference) -> None:
+    remover = removers[name]
+    image = photo()
+    ours = np.asarray(remover.predict([image])[0], dtype=np.float32)
+    theirs = reference(remover, image)
+    difference = np.abs(ours - theirs)
+    assert ours.shape == theirs.shape == (200, 300)
+    assert difference.mean() <= 1.5, difference.mean()
+
+
+def test_isnet_mask_is_stretched_to_full_range(removers) -> None:
+    mask = np.asarray(removers["RMBG-1.4"].predict([photo()])[0])
+    assert mask.min() == 0 and mask.max() == 255
+
+
+def test_batch_gives_each_images_own_mask(removers) -> None:
+    remover = removers["BiRefNet_lite"]
+    images = [photo(300, 200), gradient(120, 90)]
+    batched = remover.predict(images)
+    singles = [remover.predict([image])[0] for image in images]
+    for together, alone, image in zip(batched, singles, images, strict=True):
+        assert together.size == image.size
+        assert np.abs(np.asarray(together, dtype=int) - np.asarray(alone, dtype=int)).max() <= 1
+
+
+def test_cutout_has_input_size_and_alpha_is_the_mask(removers) -> None:
+    remover = removers["RMBG-1.4"]
+    decoded = remover.decode(photo(301, 199))
+    result = remover.process([decoded])[0]
+    assert result.image.mode == "RGBA" and result.image.size == (301, 199)
+    assert np.array_equal(np.asarray(result.image)[..., 3], np.asarray(result.mask))
+    assert np.array_equal(np.asarray(result.image)[..., :3], np.asarray(decoded.rgb))
+
+
+def test_threshold_mask_and_crop_outputs(removers) -> None:
+    remover = removers["RMBG-1.4"]
+    hard = remover.remove(photo(), output="mask", threshold=0.5)
+    assert hard.mode == "L" and set(np.unique(np.asarray(hard))) <= {0, 255}
+    cropped = remover.remove(photo(), threshold=0.5, crop=True, crop_margin=2)
+    rows, cols = np.nonzero(np.asarray(hard) >= 8)
+    assert cropped.size == (
+        min(cols.max() + 3, 300) - max(cols.min() - 2, 0),
+        min(rows.max() + 3, 200) - max(rows.min() - 2, 0),
+    )
+
+
+def test_colour_output_is_opaque_rgb(removers) -> None:
+    remover = removers["RMBG-1.4"]
+    out = remover.remove(photo(), output="color", background_color=(0, 255, 0), threshold=0.5)
+    mask = np.asarray(remover.remove(photo(), output="mask", threshold=0.5))
+    array = np.asarray(out)
+    assert out.mode == "RGB"
+    assert (array[mask == 0] == [0, 255, 0]).all()
+    assert np.array_equal(array[mask == 255], np.asarray(photo())[mask == 255])
+
+
+def test_library_api_accepts_pil_bytes_arrays_and_paths(removers, tmp_path) -> None:
+    remover = removers["RMBG-1.4"]
+    image = photo()
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    path = tmp_path / "p.png"
+    image.save(path)
+    outputs = [remover.remove(x) for x in (image, buffer.getvalue(), np.asarray(image), path, str(path))]
+    for out in outputs[1:]:
+        assert np.array_equal(np.asarray(out), np.asarray(outputs[0]))
+
+
+def test_options_and_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="unknown output 'sticker'"):
+        Options(output="sticker")
+    with pytest.raises(ValueError, match="threshold 2 must be between 0 and 1"):
+        Options(threshold=2)
+    with pytest.raises(ValueError, match="output 'image' needs a background image"):
+        Options(output="image")
+    with pytest.raises(ValueError, match="must be a positive multiple of 32"):
+        check_inference_size(500)
+    with pytest.raises(ValueError, match="unknown precision 'fp8'"):
+        pick_dtype("fp8", torch.device("cpu"))
+    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert pick_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU here"):
+            pick_device("cuda")
