@@ -252,7 +252,15 @@ def run_serve(args) -> int:
     return serve(args)
 
 
-COMMANDS = [_add_serve, _add_remove, _add_models]
+def _add_eval(commands) -> None:
+    from .evaluate import add_arguments, run_eval
+
+    parser = commands.add_parser("eval", help="score models against ground-truth masks (DIS5K layout or CSV)")
+    add_arguments(parser)
+    parser.set_defaults(handler=run_eval)
+
+
+COMMANDS = [_add_serve, _add_remove, _add_models, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
