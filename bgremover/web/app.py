@@ -1,0 +1,65 @@
+"""`python rmbg.py [serve]`: the Gradio UI and the HTTP API on one uvicorn server, sharing one set of models.
+
+The server answers at once, before any model is ready: the default model loads in a
+background thread, and until it is ready (or if it cannot be) the status line and
+`/health` say why. That keeps a container's first start, which may download a
+gigabyte, from looking like a crash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+import gradio as gr
+import uvicorn
+from fastapi import FastAPI
+
+from .api import add_routes
+from .state import Registry, Scratch, max_upload_bytes
+from .ui import build_ui
+
+log = logging.getLogger(__name__)
+
+# System fonts only: a self-hosted app should not make every visitor's browser call Google Fonts.
+THEME = gr.themes.Soft(
+    font=["ui-sans-serif", "system-ui", "sans-serif"],
+    font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
+)
+
+
+def create_app(registry: Registry, max_upload: int | None = None, host: str = "0.0.0.0", port: int = 7860) -> FastAPI:
+    """The API routes first, then Gradio mounted at '/' (a mount there would shadow later routes)."""
+    max_upload = max_upload or max_upload_bytes()
+    app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
+    add_routes(app, registry, max_upload)
+    demo = build_ui(registry, Scratch())
+    # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
+    # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
+    # way). Without it, any client could name any image on the server as an input and get it back.
+    demo.has_launched = True
+    return gr.mount_gradio_app(
+        app,
+        demo,
+        path="/",
+        server_name=host,
+        server_port=port,
+        max_file_size=max_upload,
+        theme=THEME,
+        ssr_mode=False,
+        footer_links=["api", "settings"],
+        run_history=False,  # would keep users' images on the server
+        show_error=True,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Runs until stopped; bad settings (device, size, upload limit) fail here, before the port opens."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    registry = Registry(args.model, args.device, args.precision, args.size)
+    app = create_app(registry, max_upload_bytes(), args.host, args.port)
+    registry.load_in_background()
+    log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", args.host, args.port)
+    # Browsers hold Gradio's heartbeat streams open: without a timeout a stop would wait for every tab.
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    return 0

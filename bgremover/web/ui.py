@@ -1,0 +1,429 @@
+"""The Gradio UI: Remove background, Batch and Compare models tabs under an always-visible status line.
+
+Every handler turns the errors a user can fix (not an image, a gated model, a bad
+option) into a `gr.Error` with the message that says how; anything else is logged and
+reported as unexpected, and the server goes on serving. The heavy events share one
+queue slot (`concurrency_id="device"`), so users see their place in the queue while
+one inference runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import gradio as gr
+from PIL import Image
+
+from .. import imaging, zoo
+from ..hub import ModelLoadError
+from ..pipeline import Options, Remover, Result
+from .state import Registry, Scratch, measure, parse_color
+
+log = logging.getLogger(__name__)
+
+OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
+SIZES = (512, 768, 1024, 1536, 2048)
+THUMBNAIL = 192
+# Heavy events: one at a time on the device, and uploads decoded by the app itself (see decode_upload).
+HEAVY = {"concurrency_limit": 1, "concurrency_id": "device", "preprocess": False}
+LIGHT = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
+# 1, 2, 3 quarter turns to the left (counter-clockwise).
+_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+
+def upload_name(upload: dict | str) -> str:
+    if isinstance(upload, dict):
+        return Path(upload.get("orig_name") or upload.get("path") or "image").name
+    return Path(upload).name
+
+
+def decode_upload(upload: dict | str | None, max_pixels: int, missing: str = "Add an image first.") -> imaging.Decoded:
+    """Decodes an upload as the heavy events receive it (unpreprocessed: a FileData dict, or a path).
+
+    Those events skip Gradio's preprocessing, which would open the file with Pillow first and
+    fail on a broken one with Pillow's words; this way every bad file gets the app's message.
+    Gradio has already checked that the path is one of its uploads.
+    """
+    if not upload:
+        raise gr.Error(missing)
+    path = upload.get("path") if isinstance(upload, dict) else upload
+    return imaging.decode(Path(path).read_bytes(), name=upload_name(upload), max_pixels=max_pixels)
+
+
+def friendly(handler: Callable) -> Callable:
+    """Fixable errors as a readable gr.Error (model errors stay open: they hold the fix); bugs are logged."""
+
+    @functools.wraps(handler)
+    def wrapper(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except ModelLoadError as error:
+            raise gr.Error(str(error), duration=None, title="Model not available") from error
+        except ValueError as error:  # imaging.ImageError and bad options
+            raise gr.Error(str(error)) from error
+        except Exception as error:
+            log.exception("%s failed", handler.__name__)
+            raise gr.Error(f"Unexpected error ({type(error).__name__}); the server log has the details.") from error
+
+    return wrapper
+
+
+def rotated(image: Image.Image, turns: int) -> Image.Image:
+    """`turns` quarter turns to the left; negative turns go right."""
+    turns %= 4
+    return image.transpose(_TURNS[turns]) if turns else image
+
+
+def unique_png_names(names: list[str]) -> list[str]:
+    """Each original name with .png; a repeated stem (photo.jpg, photo.png) gets ' (2)' and so on."""
+    seen: dict[str, int] = {}
+    unique = []
+    for name in names:
+        stem = Path(name).stem or "image"
+        seen[stem] = seen.get(stem, 0) + 1
+        unique.append(f"{stem}.png" if seen[stem] == 1 else f"{stem} ({seen[stem]}).png")
+    return unique
+
+
+def model_choices(registry: Registry) -> list[tuple[str, str]]:
+    """Dropdown entries labelled with each model's license, and 'gated' where access must be requested."""
+    choices = []
+    for name in registry.names():
+        info = zoo.ZOO.get(name)
+        label = name if info is None else f"{name} · {info.license.split(' (')[0]}"
+        choices.append((label + (" · gated" if info and info.gated else ""), name))
+    return choices
+
+
+def size_choices(registry: Registry) -> list[tuple[str, int]]:
+    """0 is the server's --size where one was given, else each model's own input size."""
+    default = f"server default ({registry.default_size})" if registry.default_size else "model default"
+    return [(default, 0)] + [(str(size), size) for size in sorted({*SIZES, registry.default_size or SIZES[0]})]
+
+
+def status_markdown(registry: Registry) -> str:
+    """Device, and which models are loaded, loading, downloading, cached or failed (with the fix)."""
+    rows = registry.models()
+
+    def listed(keep: Callable[[dict], bool], suffix: Callable[[dict], str] = lambda row: "") -> str:
+        return ", ".join(row["name"] + suffix(row) for row in rows if keep(row)) or "none"
+
+    busy = listed(lambda r: r["state"] in ("loading", "downloading"), lambda r: f" ({r['state']})")
+    lines = [
+        f"**Device:** {registry.describe_device()} · **Default model:** {registry.default_model} · "
+        f"**Loaded:** {listed(lambda r: r['loaded'])} · **Loading:** {busy} · "
+        f"**Cached:** {listed(lambda r: r['cached'])}"
+    ]
+    lines += [f"> ⚠️ **{row['name']}** is not available: {row['error']}" for row in rows if row["error"]]
+    return "\n\n".join(lines)
+
+
+class Handlers:
+    """The UI's event handlers; their parameter names are the parameters of the named API endpoints."""
+
+    def __init__(self, registry: Registry, scratch: Scratch):
+        self.registry = registry
+        self.scratch = scratch
+
+    def decode(self, upload: dict | str | None, missing: str) -> imaging.Decoded:
+        return decode_upload(upload, self.registry.max_pixels, missing)
+
+    def options(self, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges) -> Options:
+        background = None
+        if output == "image":
+            background = self.decode(bg_image, "Choose a background image, or another output.").rgb
+        return Options(
+            output=output,
+            background_color=parse_color(bg_color) if output == "color" else (255, 255, 255),
+            background_image=background,
+            threshold=float(threshold or 0) or None,
+            crop=bool(crop),
+            crop_margin=int(crop_margin or 0),
+            refine_edges=bool(refine_edges),
+        )
+
+    def run(self, remover: Remover, decoded: list[imaging.Decoded], options: Options) -> list[Result]:
+        with self.registry.inference_lock:
+            return remover.process(decoded, options)
+
+    def save_png(self, folder: Path, name: str, result: Result) -> Path:
+        path = folder / name
+        path.write_bytes(imaging.encode(result.image, "png", result.icc_profile))
+        return path
+
+    @friendly
+    def remove(
+        self,
+        image: dict | None,
+        model: str,
+        output: str = "cutout",
+        bg_color: str = "#ffffff",
+        bg_image: dict | None = None,
+        threshold: float = 0.0,
+        crop: bool = False,
+        crop_margin: int = 0,
+        refine_edges: bool = False,
+        size: int | str = 0,
+    ):
+        """Before/after, cut-out, mask, the PNG to download and the time taken."""
+        options = self.options(output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges)
+        decoded = self.decode(image, "Upload, paste or drop an image first.")
+        remover = self.registry.get(model, size)
+        started = time.perf_counter()
+        result = self.run(remover, [decoded], options)[0]
+        seconds = time.perf_counter() - started
+        folder = self.scratch.new_dir()
+        path = str(self.save_png(folder, f"{Path(decoded.name).stem}_nobg.png", result))
+        before = folder / "before.jpg"  # only a preview: JPEG is many times faster to write than PNG
+        decoded.rgb.save(before, quality=90)
+        width, height = decoded.rgb.size
+        info = (
+            f"**{remover.info.name}** at {remover.inference_size} px on {self.registry.device}: "
+            f"**{seconds:.2f} s** for {width}×{height} px"
+        )
+        return (str(before), path), path, result.mask, path, info
+
+    @friendly
+    def batch(
+        self,
+        files: list[dict] | None,
+        rotations: dict | None,
+        model: str,
+        batch_size: int = 4,
+        threshold: float = 0.0,
+        size: int | str = 0,
+        progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
+    ):
+        """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
+        if not files:
+            raise gr.Error("Add some images first.")
+        remover = self.registry.get(model, size)
+        decoded, failures = [], []
+        for index, upload in enumerate(files):
+            try:
+                item = self.decode(upload, "")
+            except imaging.ImageError as error:
+                failures.append(str(error))
+                continue
+            item.rgb = rotated(item.rgb, (rotations or {}).get(index, 0))
+            decoded.append(item)
+        if not decoded:
+            raise gr.Error("None of the files is a usable image: " + " ".join(failures))
+        options, step = Options(threshold=float(threshold or 0) or None), max(int(batch_size), 1)
+        results, started = [], time.perf_counter()
+        for start in range(0, len(decoded), step):
+            progress((start, len(decoded)), desc="Removing backgrounds", unit="images")
+            results += self.run(remover, decoded[start : start + step], options)
+        seconds = time.perf_counter() - started
+        folder = self.scratch.new_dir()
+        names = unique_png_names([r.name for r in results])
+        paths = [self.save_png(folder, name, result) for name, result in zip(names, results, strict=True)]
+        archive = folder / "backgrounds-removed.zip"
+        with zipfile.ZipFile(archive, "w") as zipped:  # PNGs are compressed already: stored as they are
+            for path in paths:
+                zipped.write(path, path.name)
+        summary = f"{len(paths)} image(s) in **{seconds:.2f} s** ({seconds / len(paths):.2f} s each, batch size {step})"
+        summary += "".join(f"\n\n> ⚠️ skipped {failure}" for failure in failures)
+        return [(str(path), path.name) for path in paths], str(archive), summary
+
+    @friendly
+    def compare(self, image: dict | None, model_a: str, model_b: str, size: int | str = 0):
+        """Each model's cut-out with its time and peak memory; a model that cannot load says why."""
+        decoded = self.decode(image, "Upload, paste or drop an image first.")
+        first = self.compare_one(decoded, model_a, size)
+        second = self.compare_one(decoded, model_b, size)
+        return *first, *second
+
+    def compare_one(self, decoded: imaging.Decoded, model: str, size: int | str) -> tuple[Image.Image | None, str]:
+        try:
+            remover = self.registry.get(model, size)
+        except ModelLoadError as error:
+            return None, f"**{model}** could not be loaded.\n\n> {error}"
+        with self.registry.inference_lock, measure(remover.device) as usage:
+            result = remover.process([decoded], Options())[0]
+        return result.image, f"**{remover.info.name}** at {remover.inference_size} px: {usage.describe()}"
+
+    @friendly
+    def thumbnails(self, files: list[dict] | None) -> tuple[list[dict], dict]:
+        """Small previews of a new batch (or why a file is unusable); rotations start over."""
+        items = []
+        for upload in files or []:
+            name = upload_name(upload)
+            try:
+                thumb = self.decode(upload, "").rgb
+                thumb.thumbnail((THUMBNAIL, THUMBNAIL))
+                items.append({"name": name, "thumb": thumb, "error": None})
+            except imaging.ImageError as error:
+                items.append({"name": name, "thumb": None, "error": str(error)})
+        return items, {}
+
+
+def _rotator(index: int, step: int) -> Callable[[dict], dict]:
+    def rotate(rotations: dict) -> dict:
+        return {**rotations, index: (rotations.get(index, 0) + step) % 4}
+
+    return rotate
+
+
+def _model_dropdown(registry: Registry, label: str, value: str) -> gr.Dropdown:
+    return gr.Dropdown(
+        model_choices(registry),
+        value=value,
+        label=label,
+        info="RMBG weights are for non-commercial use; gated models need HF_TOKEN.",
+    )
+
+
+def _size_dropdown(registry: Registry) -> gr.Dropdown:
+    return gr.Dropdown(
+        size_choices(registry),
+        value=registry.default_size or 0,
+        label="Inference size",
+        info="Larger sees finer detail but is slower; a multiple of 32.",
+        allow_custom_value=True,
+    )
+
+
+def _remove_tab(handlers: Handlers, registry: Registry) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            image = gr.Image(
+                type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="remove-input"
+            )
+            model = _model_dropdown(registry, "Model", registry.default_model)
+            with gr.Accordion("Options", open=False):
+                output = gr.Radio(OUTPUT_CHOICES, value="cutout", label="Output")
+                bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
+                bg_image = gr.Image(
+                    type="filepath", image_mode=None, label="Background image", visible=False, height=160
+                )
+                threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
+                with gr.Row():
+                    crop = gr.Checkbox(label="Crop to subject")
+                    crop_margin = gr.Number(0, minimum=0, precision=0, label="Crop margin (px)")
+                refine_edges = gr.Checkbox(label="Refine edges (remove colour fringes)")
+                size = _size_dropdown(registry)
+            run = gr.Button("Remove background", variant="primary", elem_id="remove-button")
+        with gr.Column(scale=2):
+            slider = gr.ImageSlider(label="Before / after", format="png", max_height=520, elem_id="remove-slider")
+            with gr.Row():
+                cutout = gr.Image(label="Result", format="png", elem_id="remove-result", interactive=False)
+                mask = gr.Image(label="Mask", format="png", elem_id="remove-mask", interactive=False)
+            download = gr.DownloadButton("Download PNG", elem_id="remove-download")
+            info = gr.Markdown(elem_id="remove-info")
+
+    def show_background_inputs(choice: str):
+        return gr.ColorPicker(visible=choice == "color"), gr.Image(visible=choice == "image")
+
+    output.change(show_background_inputs, output, [bg_color, bg_image], **LIGHT)
+    run.click(
+        handlers.remove,
+        [image, model, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges, size],
+        [slider, cutout, mask, download, info],
+        api_name="remove",
+        **HEAVY,
+    )
+
+
+def _batch_tab(handlers: Handlers, registry: Registry) -> None:
+    files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-files")
+    items, rotations = gr.State([]), gr.State({})
+
+    @gr.render(inputs=[items, rotations])
+    def previews(previews: list[dict], turns: dict) -> None:
+        with gr.Row():
+            for index, item in enumerate(previews):
+                with gr.Column(min_width=THUMBNAIL, scale=0):
+                    if item["thumb"] is None:
+                        gr.Markdown(item["error"])
+                        continue
+                    thumb = rotated(item["thumb"], turns.get(index, 0))
+                    gr.Image(
+                        thumb,
+                        label=item["name"],
+                        height=THUMBNAIL,
+                        interactive=False,
+                        buttons=[],
+                        elem_classes="batch-preview",
+                    )
+                    with gr.Row():
+                        left = gr.Button("⟲ Left", size="sm", min_width=60)
+                        right = gr.Button("⟳ Right", size="sm", min_width=60)
+                    left.click(_rotator(index, 1), rotations, rotations, **LIGHT)
+                    right.click(_rotator(index, -1), rotations, rotations, **LIGHT)
+
+    with gr.Row():
+        model = _model_dropdown(registry, "Model", registry.default_model)
+        batch_size = gr.Slider(
+            1, 16, value=4, step=1, label="Batch size", info="Images per inference; more needs memory."
+        )
+        threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
+        size = _size_dropdown(registry)
+    run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
+    gallery = gr.Gallery(label="Results", columns=4, format="png", elem_id="batch-gallery")
+    archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
+    summary = gr.Markdown()
+    files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
+    run.click(
+        handlers.batch,
+        [files, rotations, model, batch_size, threshold, size],
+        [gallery, archive, summary],
+        api_name="batch",
+        **HEAVY,
+    )
+
+
+def _compare_tab(handlers: Handlers, registry: Registry) -> None:
+    with gr.Row():
+        image = gr.Image(
+            type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="compare-input"
+        )
+        with gr.Column():
+            model_a = _model_dropdown(registry, "Model A", "RMBG-1.4")
+            model_b = _model_dropdown(registry, "Model B", "RMBG-2.0")
+            size = _size_dropdown(registry)
+            run = gr.Button("Compare", variant="primary", elem_id="compare-button")
+    with gr.Row():
+        with gr.Column():
+            image_a = gr.Image(label="Model A", format="png", interactive=False)
+            info_a = gr.Markdown(elem_id="compare-info-a")
+        with gr.Column():
+            image_b = gr.Image(label="Model B", format="png", interactive=False)
+            info_b = gr.Markdown(elem_id="compare-info-b")
+    run.click(
+        handlers.compare,
+        [image, model_a, model_b, size],
+        [image_a, info_a, image_b, info_b],
+        api_name="compare",
+        **HEAVY,
+    )
+
+
+def build_ui(registry: Registry, scratch: Scratch | None = None) -> gr.Blocks:
+    """The whole UI; the default model keeps loading in the background while it is already served."""
+    handlers = Handlers(registry, scratch or Scratch())
+    with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown("## Background remover")
+        status = gr.Markdown(status_markdown(registry), elem_id="status")
+        with gr.Tabs():
+            with gr.Tab("Remove background", id="remove"):
+                _remove_tab(handlers, registry)
+            with gr.Tab("Batch", id="batch"):
+                _batch_tab(handlers, registry)
+            with gr.Tab("Compare models", id="compare"):
+                _compare_tab(handlers, registry)
+
+        def refresh() -> str:
+            return status_markdown(registry)
+
+        gr.Timer(2).tick(refresh, outputs=status, **LIGHT)
+        demo.load(refresh, outputs=status, **LIGHT)
+    demo.queue(default_concurrency_limit=None)
+    return demo

@@ -1,0 +1,490 @@
+"""The web server end to end: a real `python rmbg.py` process with the synthetic models, spoken to over HTTP.
+
+The HTTP API (`/api/remove`, `/api/models`, `/health`) and Gradio's named endpoints
+(through gradio_client) are both checked against what the pipeline computes in-process.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image, ImageDraw
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "RMBG-1.4"
+# fp32 everywhere: `auto` may pick bf16 on some CPUs, and the in-process reference must match the server.
+SERVER_ARGS = ("--model", MODEL, "--size", "256", "--precision", "fp32")
+UPLOAD_LIMIT_MB = 1
+TIMEOUT = 120
+
+
+# --- A live server in a subprocess ------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    url: str
+    log: Path
+    running: bool = True
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(self.url + path, timeout=TIMEOUT)
+
+    def remove(self, image: bytes, name: str = "photo.png", **fields) -> requests.Response:
+        data = {key: str(value) for key, value in fields.items()}
+        return requests.post(self.url + "/api/remove", files={"file": (name, image)}, data=data, timeout=TIMEOUT)
+
+
+STARTED: list[Server] = []
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _wait_until_up(process: subprocess.Popen, server: Server, path: str, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with status {process.returncode}:\n{server.log.read_text()}")
+        try:
+            if server.get(path).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{server.url}{path} did not answer 200 in time:\n{server.log.read_text()}")
+
+
+@contextmanager
+def run_server(folder: Path, hf_home: Path, *args: str, ready: str = "/health", **env: str) -> Iterator[Server]:
+    """`python rmbg.py` on a free port, offline on the synthetic cache, its output in folder/server.log."""
+    environment = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "RMBG_DEVICE": "cpu", **env}
+    for name in ("HF_HUB_CACHE", "HF_TOKEN", "RMBG_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
+        environment.pop(name, None)
+    port = free_port()
+    server = Server(f"http://127.0.0.1:{port}", folder / "server.log")
+    command = [sys.executable, "rmbg.py", "--host", "127.0.0.1", "--port", str(port), *args]
+    with open(server.log, "wb") as log:
+        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    STARTED.append(server)
+    try:
+        _wait_until_up(process, server, ready, time.monotonic() + 180)
+        yield server
+    finally:
+        server.running = False
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(autouse=True)
+def server_logs_on_failure(request) -> Iterator[None]:
+    """A failed test shows the logs of the servers it used: running ones and any it started itself."""
+    failed, known = request.session.testsfailed, len(STARTED)
+    yield
+    if request.session.testsfailed > failed:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        for server in [s for s in STARTED[:known] if s.running] + STARTED[known:]:
+            reporter.write_sep("-", f"server log {server.log}")
+            reporter.write_line(server.log.read_text()[-20000:] if server.log.exists() else "(no log)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, hf_home) -> Iterator[Server]:
+    folder = tmp_path_factory.mktemp("web_api")
+    limit = str(UPLOAD_LIMIT_MB)
+    with run_server(folder, hf_home, *SERVER_ARGS, RMBG_MAX_UPLOAD_MB=limit) as up:
+        yield up
+
+
+# --- Images and what the pipeline makes of them in-process ------------------------------------
+
+
+def sample_image(width: int = 200, height: int = 150, seed: int = 0) -> Image.Image:
+    """A gradient with a disc on it, different for every seed."""
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 40 + seed * 20)], -1)
+    image = Image.fromarray(base.astype(np.uint8))
+    ImageDraw.Draw(image).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(230, 40, seed))
+    return image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def opened(response: requests.Response) -> Image.Image:
+    assert response.status_code == 200, response.text
+    image = Image.open(io.BytesIO(response.content))
+    image.load()
+    return image
+
+
+def channel(image: Image.Image, band: str) -> np.ndarray:
+    return np.asarray(image.getchannel(band), dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def sample() -> Image.Image:
+    return sample_image()
+
+
+@pytest.fixture(scope="module")
+def expected_mask(hf_home, sample) -> np.ndarray:
+    """The soft mask the pipeline computes in this process, with the server's model and size."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HOME", str(hf_home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.delenv("HF_HUB_CACHE", raising=False)
+        from bgremover.pipeline import Remover
+
+        mask = Remover(MODEL, device="cpu", precision="fp32", inference_size=256).predict([sample])[0]
+    return np.asarray(mask, dtype=np.int16)
+
+
+# --- The shared model registry, in-process ---------------------------------------------------
+
+
+def test_registry_loads_a_model_once_and_shares_it_across_sizes(offline_hub):
+    from bgremover.web.state import Registry, UnknownModel
+
+    registry = Registry(MODEL, device="cpu", precision="fp32", size=256)
+    ready, body = registry.health()
+    assert not ready and body["status"] == "loading"
+    base = registry.get(MODEL)
+    assert registry.get("rmbg-1.4") is base and base.inference_size == 256
+    larger = registry.get(MODEL, 512)
+    assert larger.inference_size == 512 and larger.loaded is base.loaded and base.inference_size == 256
+    assert registry.health() == (True, {"status": "ok", "device": "cpu", "model": MODEL})
+    assert registry.describe_device() == "cpu (fp32)"
+    for outside_the_zoo in ("/etc/passwd", "someone/some-repo"):  # clients must not pick files or repos
+        with pytest.raises(UnknownModel):
+            registry.get(outside_the_zoo)
+    with pytest.raises(ValueError, match="above the limit"):
+        registry.get(MODEL, 4096)
+
+
+# --- /health and /api/models -----------------------------------------------------------------
+
+
+def test_health_is_ok_once_the_default_model_is_loaded(server):
+    response = server.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "device": "cpu", "model": MODEL}
+
+
+def test_models_lists_the_zoo_with_license_gated_cached_and_loaded(server):
+    from bgremover.zoo import ZOO
+
+    body = server.get("/api/models").json()
+    assert body["default_model"] == MODEL and body["device"] == "cpu"
+    rows = {row["name"]: row for row in body["models"]}
+    assert set(rows) == set(ZOO)
+    assert rows[MODEL] | {"cached": True, "loaded": True, "gated": True, "default": True} == rows[MODEL]
+    assert "non-commercial" in rows[MODEL]["license"]
+    assert rows["BiRefNet_lite"]["cached"] and not rows["BiRefNet_lite"]["gated"]
+    assert rows["BiRefNet_lite"]["license"] == "MIT"
+    assert rows["BiRefNet_HR"] | {"cached": False, "loaded": False} == rows["BiRefNet_HR"]
+    assert rows["RMBG-2.0"]["gated"] and not rows["RMBG-2.0"]["cached"]
+
+
+# --- /api/remove: results --------------------------------------------------------------------
+
+
+def test_cutout_is_a_png_of_the_input_size_whose_alpha_is_the_models_mask(server, sample, expected_mask):
+    response = server.remove(png_bytes(sample), size=256)
+    assert response.headers["content-type"] == "image/png"
+    assert 'filename="photo_nobg.png"' in response.headers["content-disposition"]
+    cutout = opened(response)
+    assert cutout.format == "PNG" and cutout.mode == "RGBA" and cutout.size == sample.size
+    alpha = channel(cutout, "A")
+    assert alpha.std() > 1, "a constant mask would make this test meaningless"
+    assert np.abs(alpha - expected_mask).max() <= 1  # the same model in another process: equal up to rounding
+    assert np.array_equal(np.asarray(cutout.convert("RGB")), np.asarray(sample))
+
+
+def test_mask_output_is_the_cutouts_alpha_pixel_for_pixel(server, sample):
+    cutout = opened(server.remove(png_bytes(sample)))
+    mask = opened(server.remove(png_bytes(sample), output="mask"))
+    assert mask.mode == "L" and mask.size == sample.size
+    assert np.array_equal(np.asarray(mask), np.asarray(cutout.getchannel("A")))
+
+
+def test_color_output_composites_over_the_background_colour(server, sample):
+    alpha = channel(opened(server.remove(png_bytes(sample), output="mask")), "L")
+    result = opened(server.remove(png_bytes(sample), output="color", bg_color="#00ff00"))
+    assert result.mode == "RGB" and result.size == sample.size
+    pixels = np.asarray(result, dtype=np.int16)
+    assert (alpha == 0).any() and (pixels[alpha == 0] == (0, 255, 0)).all()
+    source = np.asarray(sample, dtype=np.float64)
+    expected = (source * alpha[..., None] + np.array([0, 255, 0]) * (255 - alpha[..., None])) / 255
+    assert np.abs(pixels - expected).max() <= 1.0
+
+
+def test_threshold_makes_the_soft_mask_binary_at_that_level(server, sample):
+    soft = channel(opened(server.remove(png_bytes(sample), output="mask")), "L")
+    hard = channel(opened(server.remove(png_bytes(sample), output="mask", threshold=0.5)), "L")
+    assert set(np.unique(hard)) == {0, 255}
+    assert np.array_equal(hard, np.where(soft >= 128, 255, 0))
+
+
+def test_crop_cuts_the_image_to_the_subjects_box_plus_margin(server, sample):
+    from bgremover.imaging import binarize, subject_box
+
+    soft = opened(server.remove(png_bytes(sample), output="mask"))
+    left, top, right, bottom = subject_box(binarize(soft, 1.0), margin=3)
+    cropped = opened(server.remove(png_bytes(sample), crop="true", crop_margin=3, threshold=1.0))
+    assert cropped.size == (right - left, bottom - top)
+    assert cropped.width < sample.width and cropped.height < sample.height
+
+
+def test_webp_is_lossless_with_alpha_and_jpeg_needs_an_opaque_output(server, sample):
+    png = opened(server.remove(png_bytes(sample)))
+    response = server.remove(png_bytes(sample), format="webp")
+    assert response.headers["content-type"] == "image/webp"
+    webp = opened(response)
+    assert webp.format == "WEBP" and webp.mode == "RGBA"
+    assert np.array_equal(np.asarray(webp), np.asarray(png))
+    response = server.remove(png_bytes(sample), format="jpeg", output="color")
+    assert response.headers["content-type"] == "image/jpeg"
+    jpeg = opened(response)
+    assert jpeg.format == "JPEG" and jpeg.size == sample.size
+    refused = server.remove(png_bytes(sample), format="jpeg")
+    assert refused.status_code == 400 and "transparency" in refused.json()["error"]
+
+
+def test_parallel_requests_all_get_their_own_correct_result(server):
+    images = [sample_image(120 + 8 * i, 90 + 4 * i, seed=i) for i in range(10)]
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(lambda image: server.remove(png_bytes(image)), images))
+    for image, response in zip(images, responses, strict=True):
+        cutout = opened(response)
+        assert cutout.size == image.size
+        assert np.array_equal(np.asarray(cutout.convert("RGB")), np.asarray(image))
+    single = opened(server.remove(png_bytes(images[3])))
+    assert np.array_equal(np.asarray(single), np.asarray(opened(responses[3])))
+
+
+# --- /api/remove: errors ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "mentions"),
+    [
+        ({"threshold": "2"}, "threshold"),
+        ({"threshold": "half"}, "threshold"),
+        ({"output": "sticker"}, "output"),
+        ({"format": "gif"}, "format"),
+        ({"bg_color": "blue"}, "colour"),
+        ({"size": "100"}, "multiple of 32"),
+        ({"crop": "maybe"}, "crop"),
+        ({"crop_margin": "-1"}, "margin"),
+        ({"model": "no-such-model"}, "unknown model"),
+        ({"treshold": "0.5"}, "unknown field"),
+    ],
+)
+def test_bad_options_are_400_with_a_message(server, sample, fields, mentions):
+    response = server.remove(png_bytes(sample), **fields)
+    assert response.status_code == 400
+    assert mentions in response.json()["error"]
+
+
+def test_a_request_without_a_file_is_400(server):
+    response = requests.post(server.url + "/api/remove", data={"output": "mask"}, timeout=TIMEOUT)
+    assert response.status_code == 400 and "file" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "mentions"),
+    [
+        (lambda png: b"", "empty"),
+        (lambda png: b"this is not an image", "not an image"),
+        (lambda png: png[: len(png) // 2], "truncated"),
+    ],
+    ids=["zero-bytes", "text", "truncated-png"],
+)
+def test_unusable_images_are_415_with_the_reason(server, sample, payload, mentions):
+    response = server.remove(payload(png_bytes(sample)), name="broken.png")
+    assert response.status_code == 415
+    error = response.json()["error"]
+    assert mentions in error and "broken.png" in error
+    assert server.get("/health").status_code == 200
+
+
+def test_uploads_over_the_limit_are_413_by_length_and_while_reading(server):
+    limit = UPLOAD_LIMIT_MB * 1024 * 1024
+    too_big = server.remove(os.urandom(limit + 200_000), name="big.png")
+    assert too_big.status_code == 413 and "RMBG_MAX_UPLOAD_MB" in too_big.json()["error"]
+
+    host, port = server.url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=TIMEOUT)
+    connection.putrequest("POST", "/api/remove")  # declares 1 GB, sends nothing: refused unread
+    connection.putheader("Content-Type", "multipart/form-data; boundary=x")
+    connection.putheader("Content-Length", str(1024**3))
+    connection.endheaders()
+    assert connection.getresponse().status == 413
+    connection.close()
+
+    def chunked_body() -> Iterator[bytes]:  # no Content-Length at all: counted while reading
+        yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="big.png"\r\n\r\n'
+        for _ in range(12):
+            yield os.urandom(100_000)
+        yield b"\r\n--x--\r\n"
+
+    streamed = requests.post(
+        server.url + "/api/remove",
+        data=chunked_body(),
+        headers={"Content-Type": "multipart/form-data; boundary=x"},
+        timeout=TIMEOUT,
+    )
+    assert streamed.status_code == 413
+    assert server.get("/health").status_code == 200
+
+
+def test_an_uncached_model_is_503_with_the_fix(server, sample):
+    response = server.remove(png_bytes(sample), model="BiRefNet")
+    assert response.status_code == 503
+    error = response.json()["error"]
+    assert "not in the local cache" in error and "rmbg.py download BiRefNet" in error
+    assert server.get("/health").status_code == 200
+    assert opened(server.remove(png_bytes(sample))).mode == "RGBA"
+
+
+def test_another_cached_model_loads_on_demand(server, sample):
+    cutout = opened(server.remove(png_bytes(sample), model="BiRefNet_lite", size=256))
+    assert cutout.mode == "RGBA" and cutout.size == sample.size
+    rows = {row["name"]: row for row in server.get("/api/models").json()["models"]}
+    assert rows["BiRefNet_lite"]["loaded"]
+
+
+# --- Gradio's named endpoints through gradio_client ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server.url + "/", verbose=False)
+
+
+@pytest.fixture(scope="module")
+def sample_file(tmp_path_factory, sample) -> Path:
+    path = tmp_path_factory.mktemp("inputs") / "sample.png"
+    sample.save(path)
+    return path
+
+
+def test_client_remove_gives_slider_cutout_mask_download_and_time(client, sample_file, sample, expected_mask):
+    from gradio_client import handle_file
+
+    slider, result, mask, download, info = client.predict(handle_file(str(sample_file)), MODEL, api_name="/remove")
+    assert Path(download).name == "sample_nobg.png"
+    cutout = Image.open(download)
+    assert cutout.format == "PNG" and cutout.mode == "RGBA" and cutout.size == sample.size
+    assert np.abs(channel(cutout, "A") - expected_mask).max() <= 1
+    assert np.array_equal(np.asarray(Image.open(mask).convert("L")), np.asarray(cutout.getchannel("A")))
+    before, after = (Image.open(path) for path in slider)
+    difference = np.abs(np.asarray(before.convert("RGB"), dtype=np.int16) - np.asarray(sample, dtype=np.int16))
+    assert before.size == sample.size and difference.mean() < 3  # a JPEG preview of the input
+    assert np.array_equal(np.asarray(after), np.asarray(cutout))
+    assert Image.open(result).size == sample.size
+    assert MODEL in info and " s**" in info
+
+
+def test_client_remove_reports_bad_input_and_missing_models(client, tmp_path, sample_file):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    text = tmp_path / "notes.png"
+    text.write_bytes(b"this is not an image")
+    with pytest.raises(AppError, match="notes.png: not an image"):
+        client.predict(handle_file(str(text)), MODEL, api_name="/remove")
+    with pytest.raises(AppError, match="rmbg.py download BiRefNet"):
+        client.predict(handle_file(str(sample_file)), "BiRefNet", api_name="/remove")
+
+
+def test_client_batch_keeps_names_and_zips_pngs(client, tmp_path):
+    from gradio_client import handle_file
+
+    paths = []
+    for index, name in enumerate(["cat.jpg", "dog.png", "broken.png"]):
+        paths.append(tmp_path / name)
+        sample_image(100 + 20 * index, 80, seed=index).save(paths[-1])
+    paths[-1].write_bytes(paths[-1].read_bytes()[:100])
+    gallery, archive, summary = client.predict(
+        [handle_file(str(path)) for path in paths], MODEL, 2, 0.0, 256, api_name="/batch"
+    )
+    assert [item["caption"] for item in gallery] == ["cat.png", "dog.png"]
+    with zipfile.ZipFile(archive) as zipped:
+        assert zipped.namelist() == ["cat.png", "dog.png"]
+        sizes = [Image.open(io.BytesIO(zipped.read(name))).size for name in zipped.namelist()]
+        modes = {Image.open(io.BytesIO(zipped.read(name))).mode for name in zipped.namelist()}
+    assert sizes == [(100, 80), (120, 80)] and modes == {"RGBA"}
+    assert "2 image(s)" in summary and "broken.png" in summary and "truncated" in summary
+
+
+def test_client_compare_shows_each_models_time_and_memory(client, sample_file, sample):
+    from gradio_client import handle_file
+
+    image_a, info_a, image_b, info_b = client.predict(
+        handle_file(str(sample_file)), MODEL, "BiRefNet_lite", 256, api_name="/compare"
+    )
+    for image, info, name in ((image_a, info_a, MODEL), (image_b, info_b, "BiRefNet_lite")):
+        assert Image.open(image).size == sample.size and Image.open(image).mode == "RGBA"
+        assert name in info and " s · peak RSS " in info and "MiB" in info
+    _, _, missing, reason = client.predict(handle_file(str(sample_file)), MODEL, "RMBG-2.0", 256, api_name="/compare")
+    assert missing is None and "RMBG-2.0" in reason and "not in the local cache" in reason
+
+
+def test_gradio_inputs_must_be_the_clients_own_uploads(server, sample_file):
+    """Naming a file that is on the server (here: the test's own image) as an input must be refused."""
+    endpoint = server.url + "/gradio_api/call/remove"
+    payload = {"path": str(sample_file), "meta": {"_type": "gradio.FileData"}}
+    inputs = [payload, MODEL, "cutout", "#ffffff", None, 0, False, 0, False, 0]
+    event = requests.post(endpoint, json={"data": inputs}, timeout=TIMEOUT).json()["event_id"]
+    stream = requests.get(f"{endpoint}/{event}", timeout=TIMEOUT).text
+    assert "event: error" in stream and "not uploaded by a user" in stream
+    assert "event: complete" not in stream
+
+
+# --- A server whose default model cannot be loaded -------------------------------------------
+
+
+def test_health_is_503_with_the_reason_while_the_ui_still_serves(tmp_path, hf_home, sample):
+    with run_server(tmp_path, hf_home, "--model", "BiRefNet", ready="/") as unready:
+        health = unready.get("/health")
+        assert health.status_code == 503
+        body = health.json()
+        assert body["model"] == "BiRefNet" and body["status"] in ("loading", "error")
+        deadline = time.monotonic() + 60
+        while body["status"] == "loading" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            body = unready.get("/health").json()
+        assert body["status"] == "error" and "not in the local cache" in body["reason"]
+        assert unready.get("/").status_code == 200
+        response = unready.remove(png_bytes(sample))
+        assert response.status_code == 503 and "rmbg.py download BiRefNet" in response.json()["error"]
+        assert opened(unready.remove(png_bytes(sample), model=MODEL, size=256)).mode == "RGBA"
+        assert unready.get("/health").status_code == 503

@@ -1,0 +1,150 @@
+"""The UI in a real browser: Debian's chromium driven by Playwright against a live `python rmbg.py`.
+
+Without /usr/bin/chromium these tests skip, except under CI (env CI set), where a
+missing browser must not pass silently.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Shared with the API tests: the live-server helpers and the log dump on failure (an autouse fixture).
+from test_web_api import MODEL, SERVER_ARGS, Server, run_server, sample_image, server_logs_on_failure  # noqa: F401
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOT_COPY = Path("/tmp/rmbg-ui.png")
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        message = f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium) for the browser tests."
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, hf_home) -> Iterator[Server]:
+    with run_server(tmp_path_factory.mktemp("web_ui"), hf_home, *SERVER_ARGS) as up:
+        yield up
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(server.url + "/")
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def images(tmp_path) -> list[Path]:
+    paths = [tmp_path / "portrait.png", tmp_path / "landscape.jpg"]
+    sample_image(200, 150, seed=0).save(paths[0])
+    sample_image(160, 100, seed=1).save(paths[1], quality=95)
+    return paths
+
+
+def test_remove_tab_uploads_runs_and_downloads_a_png_with_alpha(page, images, tmp_path):
+    from playwright.sync_api import expect
+
+    expect(page.locator("#status")).to_contain_text(f"Loaded: {MODEL}")
+    page.locator("#remove-input input[type=file]").set_input_files(str(images[0]))
+    expect(page.locator("#remove-input img")).to_be_visible()
+    page.locator("#remove-button").click()
+    expect(page.locator("#remove-result img")).to_be_visible()
+    expect(page.locator("#remove-slider img")).to_have_count(2)
+    expect(page.locator("#remove-info")).to_contain_text(f"{MODEL} at 256 px on cpu")
+    with page.expect_download() as download_info:
+        page.locator("#remove-download").click()
+    download = download_info.value
+    assert download.suggested_filename == "portrait_nobg.png"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    result = Image.open(saved)
+    assert result.format == "PNG" and result.mode == "RGBA" and result.size == (200, 150)
+    assert np.asarray(result.getchannel("A")).std() > 1
+    screenshot = tmp_path / "remove-tab.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    shutil.copyfile(screenshot, SCREENSHOT_COPY)
+
+
+def test_a_broken_upload_shows_the_apps_message_and_the_page_keeps_working(page, images, tmp_path):
+    from playwright.sync_api import expect
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not an image")
+    page.locator("#remove-input input[type=file]").set_input_files(str(broken))
+    page.locator("#remove-button").click()
+    expect(page.get_by_text("broken.png: not an image this app can read")).to_be_visible()
+    page.locator("#remove-input input[type=file]").set_input_files(str(images[1]))
+    page.locator("#remove-button").click()
+    expect(page.locator("#remove-info")).to_contain_text("for 160×100 px")
+
+
+def test_batch_rotates_before_processing_and_zips_pngs(page, images, tmp_path):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Batch").click()
+    page.locator("#batch-files input[type=file]").set_input_files([str(path) for path in images])
+    rotate_left = page.get_by_role("button", name="⟲ Left")
+    expect(rotate_left).to_have_count(2)
+    rotate_left.first.click()
+    first_preview_is_upright = """() => {
+        const img = document.querySelector('.batch-preview img');
+        return img !== null && img.complete && img.naturalHeight > img.naturalWidth;
+    }"""
+    page.wait_for_function(first_preview_is_upright)
+    page.locator("#batch-button").click()
+    expect(page.locator("#batch-gallery img")).to_have_count(2)
+    with page.expect_download() as download_info:
+        page.locator("#batch-download").click()
+    archive = tmp_path / "batch.zip"
+    download_info.value.save_as(archive)
+    with zipfile.ZipFile(archive) as zipped:
+        assert zipped.namelist() == ["portrait.png", "landscape.png"]
+        sizes = [Image.open(io.BytesIO(zipped.read(name))).size for name in zipped.namelist()]
+    assert sizes == [(150, 200), (160, 100)]  # the first turned a quarter to the left, the second as it was
+    page.screenshot(path=str(tmp_path / "batch-tab.png"), full_page=True)
+
+
+def test_compare_shows_both_models_and_why_one_cannot_load(page, images, tmp_path):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Compare models").click()
+    page.locator("#compare-input input[type=file]").set_input_files(str(images[0]))
+    expect(page.locator("#compare-input img")).to_be_visible()
+    page.locator("#compare-button").click()
+    expect(page.locator("#compare-info-a")).to_contain_text("peak RSS")
+    expect(page.locator("#compare-info-b")).to_contain_text("RMBG-2.0 could not be loaded")
+    expect(page.locator("#compare-info-b")).to_contain_text("not in the local cache")
+    expect(page.locator("#status")).to_contain_text("RMBG-2.0 is not available")
+    page.screenshot(path=str(tmp_path / "compare-tab.png"), full_page=True)
