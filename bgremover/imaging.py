@@ -109,6 +109,29 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     raise ImageError(f"numpy arrays must be HxW, HxWx3 or HxWx4, not {array.shape}.")
 
 
+def parse_color(text: str) -> tuple[int, int, int]:
+    """'#RRGGBB', '#RGB' (what HTML colour pickers send), 'rgb(r, g, b)' or 'r,g,b'."""
+    value = (text or "").strip().lower()
+    try:
+        if value.startswith("rgb"):  # rgb(...) or rgba(...): the alpha part is ignored
+            parts = value[value.index("(") + 1 : value.rindex(")")].split(",")[:3]
+            rgb = tuple(round(float(part)) for part in parts)
+        elif "," in value:
+            rgb = tuple(int(part) for part in value.split(","))
+        else:
+            value = value.lstrip("#")
+            if len(value) == 3:
+                value = "".join(c * 2 for c in value)
+            if len(value) != 6:
+                raise ValueError
+            rgb = tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
+        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{text!r} is not a colour: use #RRGGBB, e.g. #00ff00.") from None
+    return rgb
+
+
 def binarize(mask: Image.Image, threshold: float) -> Image.Image:
     """A hard mask: 255 where the soft mask is at least `threshold` (0..1), 0 elsewhere."""
     cut = int(round(threshold * 255))

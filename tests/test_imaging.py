@@ -190,3 +190,11 @@ def test_encode_formats() -> None:
         imaging.encode(cutout, "jpeg")
     flat = imaging.composite(gradient(20, 10), _known_mask(), (255, 255, 255))
     assert Image.open(io.BytesIO(imaging.encode(flat, "jpg"))).format == "JPEG"
+
+
+def test_parse_color_accepts_what_users_and_pickers_send() -> None:
+    assert imaging.parse_color("#00ff00") == imaging.parse_color("0f0") == (0, 255, 0)
+    assert imaging.parse_color("rgba(10, 20, 30, 0.5)") == imaging.parse_color("10,20,30") == (10, 20, 30)
+    for bad in ("#12", "1,2", "300,0,0", "red"):
+        with pytest.raises(ValueError, match=f"{bad!r} is not a colour: use #RRGGBB"):
+            imaging.parse_color(bad)

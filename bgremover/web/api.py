@@ -27,7 +27,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from .. import imaging
 from ..hub import ModelLoadError
 from ..pipeline import Options
-from .state import ModelNotReady, Registry, parse_color, parse_size
+from .state import ModelNotReady, Registry, parse_size
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def parse_job(form: FormData, registry: Registry) -> Job:
             raise ValueError("JPEG has no transparency: use output=color or mask, or format=png or webp.")
         options = Options(
             output=output,
-            background_color=parse_color(str(form.get("bg_color", "#ffffff"))),
+            background_color=imaging.parse_color(str(form.get("bg_color", "#ffffff"))),
             threshold=_number(form, "threshold", float, None),
             crop=_flag(form, "crop"),
             crop_margin=int(_number(form, "crop_margin", int, 0)),

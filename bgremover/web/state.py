@@ -70,27 +70,6 @@ def parse_size(value: object, default: int | None = None) -> int | None:
     return check_inference_size(size)
 
 
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'#RRGGBB' or '#RGB' (what HTML colour pickers send), or 'rgb(r, g, b)'."""
-    value = (text or "").strip().lower()
-    try:
-        if value.startswith("rgb"):
-            parts = value[value.index("(") + 1 : value.rindex(")")].split(",")[:3]
-            rgb = tuple(round(float(part)) for part in parts)
-        else:
-            value = value.lstrip("#")
-            if len(value) == 3:
-                value = "".join(c * 2 for c in value)
-            if len(value) != 6:
-                raise ValueError
-            rgb = tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
-        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-            raise ValueError
-    except ValueError:
-        raise ValueError(f"{text!r} is not a colour: use #RRGGBB, e.g. #00ff00.") from None
-    return rgb
-
-
 class Registry:
     """The models of this server process, loaded on first use and kept for everyone."""
 

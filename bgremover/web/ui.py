@@ -22,7 +22,7 @@ from PIL import Image
 from .. import imaging, zoo
 from ..hub import ModelLoadError
 from ..pipeline import Options, Remover, Result
-from .state import Registry, Scratch, measure, parse_color
+from .state import Registry, Scratch, measure
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Handlers:
             background = self.decode(bg_image, "Choose a background image, or another output.").rgb
         return Options(
             output=output,
-            background_color=parse_color(bg_color) if output == "color" else (255, 255, 255),
+            background_color=imaging.parse_color(bg_color) if output == "color" else (255, 255, 255),
             background_image=background,
             threshold=float(threshold or 0) or None,
             crop=bool(crop),
