@@ -260,7 +260,16 @@ def _add_eval(commands) -> None:
     parser.set_defaults(handler=run_eval)
 
 
-COMMANDS = [_add_serve, _add_remove, _add_models, _add_eval]
+def _add_bench(commands) -> None:
+    from .bench import add_arguments, run_command
+
+    parser = commands.add_parser("bench", help="time a model here and check its fast path against float32 eager")
+    add_model_arguments(parser)
+    add_arguments(parser)
+    parser.set_defaults(handler=run_command)
+
+
+COMMANDS = [_add_serve, _add_remove, _add_models, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

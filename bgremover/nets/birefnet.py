@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import deform_conv2d
 
 from .swin import SwinConfig, SwinTransformer
 
@@ -23,6 +22,12 @@ _PATCH_FEATURE_DIVISOR = 8
 _DECODER_WIDTH = 64
 _ASPP_WIDTH = 256
 _GRADIENT_WIDTH = 16
+# Elements of the sampled-tap matrix per chunk of output rows in the deformable
+# convolution (16 MB in float32): large enough for an efficient matmul, small enough
+# to stay in cache and keep memory flat at any image size.
+_DEFORM_CHUNK = 1 << 22
+# On a GPU, fewer and larger chunks: launch overhead matters more than cache.
+_DEFORM_CHUNK_GPU = 1 << 26
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -36,11 +41,67 @@ def image_patches(image: torch.Tensor, size: tuple[int, int] | torch.Size) -> to
 
     Tiles are ordered column by column (left to right, each top to bottom), each
     contributing its 3 colour channels, which is the order the checkpoints learned.
+    The result is laid out channels-last, the layout the decoder convolutions run fastest in.
     """
     b, c, h, w = image.shape
     th, tw = size
-    tiles = image.view(b, c, h // th, th, w // tw, tw).permute(0, 4, 2, 1, 3, 5)
-    return tiles.reshape(b, -1, th, tw)
+    tiles = image.view(b, c, h // th, th, w // tw, tw).permute(0, 3, 5, 4, 2, 1)  # b, th, tw, columns, rows, c
+    return tiles.reshape(b, th, tw, -1).permute(0, 3, 1, 2)
+
+
+def _tap_grid(offset: torch.Tensor, kernel: tuple[int, int], padding: int, size: torch.Size, top: int) -> torch.Tensor:
+    """Sampling points (1, taps, rows * W_out, 2) for `grid_sample`, for output rows `top`... of one image.
+
+    `offset` (2 * taps, rows, W_out) holds (dy, dx) per tap as torchvision lays it out;
+    the result is each tap's position plus its offset as (x, y), normalised so that -1
+    and 1 are the centres of the first and last pixels.
+    """
+    _, rows, w_out = offset.shape
+    kh, kw = kernel
+    h, w = size
+    device = offset.device
+    tap_rows = torch.arange(kh, device=device).repeat_interleave(kw)[:, None, None] - padding
+    tap_cols = torch.arange(kw, device=device).repeat(kh)[:, None, None] - padding
+    ys = (tap_rows + torch.arange(top, top + rows, device=device)[:, None]).expand(-1, -1, w_out)
+    xs = (tap_cols + torch.arange(w_out, device=device)).expand(-1, rows, -1)
+    grid = offset.float().view(kh * kw, 2, rows, w_out).permute(0, 2, 3, 1).flip(-1) + torch.stack((xs, ys), dim=-1)
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device)
+    return grid.mul_(scale).sub_(1.0).view(1, kh * kw, -1, 2)
+
+
+def deform_conv2d(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int, mask: torch.Tensor
+) -> torch.Tensor:
+    """Modulated deformable convolution (stride 1, dilation 1, one offset group, no bias).
+
+    Same arguments and result as `torchvision.ops.deform_conv2d`, computed per chunk of
+    output rows as bilinear sampling of every tap (`grid_sample` on a channels-last
+    copy of `x`, whose zero padding matches torchvision's out-of-bounds rule) and one
+    matmul. Sampling stays in float32 because positions need the precision; the matmul
+    runs in `x`'s dtype, so bfloat16 models get the fast bf16 GEMM, which
+    torchvision's CPU kernel lacks. Memory stays flat at any size. The result is channels-last.
+    """
+    b, c, h, w = x.shape
+    out_channels, _, kh, kw = weight.shape
+    taps = kh * kw
+    h_out, w_out = offset.shape[-2:]
+    source = x.float()
+    if h == 1 or w == 1:  # align_corners cannot address a 1-pixel axis: add a zero line, as out of bounds reads
+        source = F.pad(source, (0, int(w == 1), 0, int(h == 1)))
+    source = source.contiguous(memory_format=torch.channels_last)
+    columns_to_out = weight.reshape(out_channels, c * taps).t()
+    out = torch.empty(b, h_out * w_out, out_channels, dtype=x.dtype, device=x.device)
+    chunk = _DEFORM_CHUNK if x.device.type == "cpu" else _DEFORM_CHUNK_GPU
+    step = max(1, chunk // (c * taps * w_out))
+    for i in range(b):
+        for top in range(0, h_out, step):
+            rows = slice(top, min(h_out, top + step))
+            grid = _tap_grid(offset[i, :, rows], (kh, kw), padding, source.shape[-2:], top)
+            sampled = F.grid_sample(source[i : i + 1], grid, align_corners=True)  # 1, C, taps, pixels
+            columns = torch.empty(sampled.shape[1:], dtype=x.dtype, device=x.device)
+            torch.mul(sampled[0], mask[i, :, rows].reshape(1, taps, -1), out=columns)
+            torch.mm(columns.view(c * taps, -1).t(), columns_to_out, out=out[i, top * w_out : rows.stop * w_out])
+    return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
 
 
 class DeformableConv2d(nn.Module):
@@ -55,9 +116,12 @@ class DeformableConv2d(nn.Module):
         self.regular_conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        offset = self.offset_conv(x)
-        modulator = 2.0 * torch.sigmoid(self.modulator_conv(x))
-        return deform_conv2d(x, offset, self.regular_conv.weight, padding=self.padding, mask=modulator)
+        """Offsets and modulation come from one convolution: the input is read once, in one larger GEMM."""
+        weight = torch.cat([self.offset_conv.weight, self.modulator_conv.weight])
+        bias = torch.cat([self.offset_conv.bias, self.modulator_conv.bias])
+        taps = self.modulator_conv.out_channels
+        offset, modulator = F.conv2d(x, weight, bias, padding=self.padding).split([2 * taps, taps], dim=1)
+        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, 2.0 * torch.sigmoid(modulator))
 
 
 class DeformableBranch(nn.Module):
@@ -87,9 +151,17 @@ class DeformableASPP(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        branches = [self.aspp1(x), *(branch(x) for branch in self.aspp_deforms)]
-        pooled = self.global_avg_pool(x).expand(-1, -1, *x.shape[-2:])
-        return F.relu(self.bn1(self.conv1(torch.cat([*branches, pooled], dim=1))))
+        """`conv1` over the concatenated branches, computed as the sum of each branch's share.
+
+        Each branch is consumed as soon as it exists, so the 5-branch stack (the largest
+        tensor of the decoder) is never built, and the pooled branch, constant over the
+        map, enters as a per-image bias instead of being broadcast to full size.
+        """
+        weights = self.conv1.weight.split(_ASPP_WIDTH, dim=1)
+        out = F.conv2d(self.global_avg_pool(x), weights[-1])
+        for branch, weight in zip([self.aspp1, *self.aspp_deforms], weights[:-1], strict=True):
+            out = out + F.conv2d(branch(x), weight)
+        return F.relu(self.bn1(out))
 
 
 class DecoderBlock(nn.Module):
@@ -184,12 +256,33 @@ class Decoder(nn.Module):
         p = self._gate(2, self.decoder_block2(self._with_patches(image, p, self.ipt_blk3)))
         p = _resize(p, x1.shape[-2:]) + self.lateral_block2(x1)
         p = self.decoder_block1(self._with_patches(image, p, self.ipt_blk2))
-        p = _resize(p, image.shape[-2:])
-        return self.conv_out1(self._with_patches(image, p, self.ipt_blk1))
+        return self._output(image, p)
+
+    def _output(self, image: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """`conv_out1` over [p resized to the image, ipt_blk1(image)], without building that full-size stack.
+
+        The 1x1 head is linear per pixel, so its share for `p` commutes with the bilinear
+        resize (applied to 1 channel instead of ~200), and its share for the image
+        features folds into ipt_blk1's last convolution (no activation in between),
+        which then has 1 output channel instead of 48.
+        """
+        head, encoder = self.conv_out1[0], self.ipt_blk1
+        split = p.shape[1]
+        to_image = head.weight[:, split:].flatten(1)  # 1, patch channels
+        folded = torch.einsum("oc,cikl->oikl", to_image, encoder.conv_out.weight)
+        bias = head.bias + to_image @ encoder.conv_out.bias
+        features = encoder.conv1(image_patches(image, image.shape[-2:]))
+        coarse = _resize(F.conv2d(p, head.weight[:, :split]), image.shape[-2:])
+        return coarse + F.conv2d(features, folded, bias, padding=encoder.conv_out.padding)
 
 
 class BiRefNet(nn.Module):
-    """Input: a normalised batch (B, 3, H, W), H and W multiples of 32. Output: logits (B, 1, H, W)."""
+    """Input: a normalised batch (B, 3, H, W), H and W multiples of 32. Output: logits (B, 1, H, W).
+
+    The input may come in any float dtype and is cast to the weights' (so a bfloat16 or
+    float16 network takes the same float32 batch as a float32 one); the logits come back
+    in float32, for the same reason.
+    """
 
     def __init__(self, backbone: SwinConfig):
         super().__init__()
@@ -205,7 +298,8 @@ class BiRefNet(nn.Module):
         return [torch.cat([f, _resize(g, f.shape[-2:])], dim=1) for f, g in zip(full, half, strict=True)]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        image = image.to(self.bb.patch_embed.proj.weight.dtype)
         x1, x2, x3, x4 = self.encode(image)
         top = x4.shape[-2:]
         x4 = self.squeeze_module(torch.cat([_resize(x1, top), _resize(x2, top), _resize(x3, top), x4], dim=1))
-        return self.decoder(image, x1, x2, x3, x4)
+        return self.decoder(image, x1, x2, x3, x4).float()

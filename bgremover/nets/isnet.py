@@ -138,7 +138,12 @@ class ISNet(nn.Module):
         self.side6 = nn.Conv2d(512, out_ch, kernel_size=3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Foreground probabilities in [0, 1] for a normalised image batch ``x`` of shape (B, C, H, W)."""
+        """Foreground probabilities in [0, 1] for a normalised image batch ``x`` of shape (B, C, H, W).
+
+        ``x`` may come in any float dtype and is cast to the weights' (a bfloat16 network
+        takes the same float32 batch); the probabilities come back in float32.
+        """
+        x = x.to(self.conv_in.weight.dtype)
         encoder = (self.stage1, self.stage2, self.stage3, self.stage4, self.stage5)
         decoder = (self.stage5d, self.stage4d, self.stage3d, self.stage2d, self.stage1d)
 
@@ -154,4 +159,4 @@ class ISNet(nn.Module):
         for stage, skip in zip(decoder, reversed(features), strict=True):
             hx = stage(torch.cat((_resize_to(hx, skip), skip), dim=1))
 
-        return torch.sigmoid(_resize_to(self.side1(hx), x))
+        return torch.sigmoid(_resize_to(self.side1(hx), x).float())

@@ -8,6 +8,7 @@ checkpoints on the Hub, so their state dicts load as they are.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -42,12 +43,6 @@ def _to_windows(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.reshape(-1, size * size, c)
 
 
-def _from_windows(windows: torch.Tensor, size: int, h: int, w: int) -> torch.Tensor:
-    c = windows.shape[-1]
-    x = windows.view(-1, h // size, w // size, size, size, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
-
-
 def _relative_position_index(size: int) -> torch.Tensor:
     """For each pair of tokens in a window, the row of the bias table holding their offset."""
     coords = torch.stack(torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")).flatten(1)
@@ -69,6 +64,63 @@ def _shifted_window_mask(hp: int, wp: int, size: int, shift: int, device: torch.
     return torch.zeros(different.shape, device=device).masked_fill(different, _CROSS_REGION_LOGIT)
 
 
+class WindowLayout:
+    """Where each token goes when a (padded, optionally shifted) map is cut into windows, and back.
+
+    The padding, the cyclic shift and the window partition are one permutation of the
+    tokens, so each direction is a single row gather over a precomputed index instead of
+    pad + roll + permute copies; the reverse gather also drops the padding.
+
+    With a shift, only the windows of the last window row and column mix regions and
+    need the shift mask. Windows are ordered so that all images' unmasked windows come
+    first (`plain` of them: attention with the bias alone, broadcast), then each
+    image's `masked` windows (attention with bias + mask). Cached per input shape.
+    """
+
+    def __init__(self, batch: int, h: int, w: int, size: int, shift: int, device: torch.device):
+        hp, wp = h + (-h % size), w + (-w % size)
+        rows = ((torch.arange(hp, device=device) + shift) % hp)[:, None]
+        cols = ((torch.arange(wp, device=device) + shift) % wp)[None, :]
+        source = torch.where((rows < h) & (cols < w), rows * w + cols, -1)
+        source = _to_windows(source[None, :, :, None], size).flatten(1)  # window, token -> map token or -1
+        grid_rows, grid_cols = hp // size, wp // size
+        border = torch.zeros(grid_rows, grid_cols, dtype=torch.bool, device=device)
+        if shift:
+            border[-1, :] = border[:, -1] = True
+        border = border.flatten()
+        offsets = torch.arange(batch, device=device)[:, None, None] * (h * w)
+        per_image = torch.where(source >= 0, source + offsets, -1)  # image, window, token
+        order = torch.cat([per_image[:, ~border].flatten(), per_image[:, border].flatten()])
+        valid = order >= 0
+        self.masked = grid_rows + grid_cols - 1 if shift else 0
+        self.plain = batch * (grid_rows * grid_cols - self.masked)
+        self.mask = _shifted_window_mask(hp, wp, size, shift, device)[border] if shift else None
+        self._gather = order.clamp(min=0)
+        self._padding = (~valid).nonzero().flatten()
+        self._scatter = torch.empty(batch * h * w, dtype=torch.long, device=device)
+        self._scatter[order[valid]] = valid.nonzero().flatten()
+        self._tokens = size * size
+
+    def partition(self, x: torch.Tensor, padding_value: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H*W, C) -> (B * windows, N, C); padding tokens get `padding_value` (a C-vector), or zero."""
+        c = x.shape[-1]
+        windows = x.reshape(-1, c).index_select(0, self._gather)
+        if self._padding.numel():
+            windows[self._padding] = 0 if padding_value is None else padding_value
+        return windows.view(-1, self._tokens, c)
+
+    def merge(self, windows: torch.Tensor, batch: int) -> torch.Tensor:
+        """(B * windows, N, C) -> (B, H*W, C), padding dropped."""
+        c = windows.shape[-1]
+        return windows.reshape(-1, c).index_select(0, self._scatter).view(batch, -1, c)
+
+
+@functools.lru_cache(maxsize=64)
+def _window_layout(batch: int, h: int, w: int, size: int, shift: int, device: torch.device) -> WindowLayout:
+    """Layouts depend on shapes only: built once per input size, then reused by every forward."""
+    return WindowLayout(batch, h, w, size, shift, device)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a learned relative position bias."""
 
@@ -87,20 +139,34 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, windows: int, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B * windows, N, C); mask: (windows, N, N) additive, or None.
+    def forward(self, x: torch.Tensor, layout: WindowLayout, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H*W, C) normalised tokens; mask: (masked windows, N, N) additive, or None.
 
-        Bias and mask go into one fused attention call, broadcast over the batch
-        instead of being copied per image.
+        The projections are per token, so they run on the map's tokens, not on the
+        windows: padding tokens (zero, so their qkv is the qkv bias) cost no matmul
+        rows, which is up to a quarter of them at the deep stages. q, k and v stay
+        strided views and go to the fused attention kernel as 4-D tensors (5-D ones
+        fall back to the slow reference path). The bias broadcasts over the plain
+        windows; bias + mask is built only for one image's masked windows.
         """
-        bw, n, c = x.shape
-        qkv = self.qkv(x).view(bw // windows, windows, n, 3, self.num_heads, c // self.num_heads)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5)  # each (B, windows, heads, N, head_dim)
-        bias = self.position_bias()  # heads, N, N
-        if mask is not None:
-            bias = bias + mask.unsqueeze(1)  # windows, heads, N, N
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), scale=self.scale)
-        return self.proj(out.transpose(2, 3).reshape(bw, n, c))
+        b, _, c = x.shape
+        heads = self.num_heads
+        windows = layout.partition(self.qkv(x), self.qkv.bias)
+        bw, n, _ = windows.shape
+        q, k, v = windows.view(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each (B*windows, heads, N, d)
+        bias = self.position_bias().unsqueeze(0).to(q.dtype)  # 1, heads, N, N
+        spans = [(0, layout.plain, bias)]
+        if mask is not None and layout.plain < bw:
+            masked = (bias + mask.unsqueeze(1)).to(q.dtype)
+            spans += [(start, start + mask.shape[0], masked) for start in range(layout.plain, bw, mask.shape[0])]
+        # The kernel's output is laid out (windows, N, heads, d): concatenating the transposed
+        # views gives (windows, N, C) rows without another copy.
+        out = [
+            F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=m, scale=self.scale).transpose(1, 2)
+            for i, j, m in spans
+            if j > i
+        ]
+        return self.proj(layout.merge((out[0] if len(out) == 1 else torch.cat(out)).reshape(bw, n, c), b))
 
 
 class Mlp(nn.Module):
@@ -124,21 +190,12 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, 4 * dim)
 
-    def forward(self, x: torch.Tensor, h: int, w: int, mask: torch.Tensor) -> torch.Tensor:
-        """x: (B, H*W, C). Padding is added after norm1, as the checkpoints expect."""
-        b, _, c = x.shape
-        size = self.window_size
-        y = self.norm1(x).view(b, h, w, c)
-        y = F.pad(y, (0, 0, 0, -w % size, 0, -h % size))
-        hp, wp = y.shape[1:3]
-        if self.shift:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-        windows = (hp // size) * (wp // size)
-        y = self.attn(_to_windows(y, size), windows, mask if self.shift else None)
-        y = _from_windows(y, size, hp, wp)
-        if self.shift:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y[:, :h, :w, :].reshape(b, h * w, c)
+    def forward(self, x: torch.Tensor, layout: WindowLayout, mask: torch.Tensor | None) -> torch.Tensor:
+        """x: (B, H*W, C); `layout` matches this block's shift.
+
+        The window padding is added after norm1 (zero tokens), as the checkpoints expect.
+        """
+        x = x + self.attn(self.norm1(x), layout, mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -165,10 +222,11 @@ class SwinStage(nn.Module):
         self.downsample = PatchMerging(dim) if downsample else None
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        size = self.window_size
-        mask = _shifted_window_mask(h + (-h % size), w + (-w % size), size, size // 2, x.device)
+        size, b = self.window_size, x.shape[0]
         for block in self.blocks:
-            x = block(x, h, w, mask)
+            layout = _window_layout(b, h, w, size, block.shift, x.device)
+            mask = layout.mask.to(x.dtype) if layout.mask is not None else None
+            x = block(x, layout, mask)
         return x
 
 
@@ -187,7 +245,7 @@ class PatchEmbed(nn.Module):
 
 
 class SwinTransformer(nn.Module):
-    """Returns the four stage outputs (strides 4, 8, 16, 32) as (B, C, H, W) maps."""
+    """Returns the four stage outputs (strides 4, 8, 16, 32) as (B, C, H, W) maps in channels-last memory."""
 
     def __init__(self, config: SwinConfig):
         super().__init__()
@@ -209,7 +267,7 @@ class SwinTransformer(nn.Module):
         for i, stage in enumerate(self.layers):
             x = stage(x, h, w)
             norm = getattr(self, f"norm{i}")
-            outputs.append(norm(x).view(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
+            outputs.append(norm(x).view(b, h, w, -1).permute(0, 3, 1, 2))  # channels-last, as the decoder wants
             if stage.downsample is not None:
                 x = stage.downsample(x, h, w)
                 h, w = (h + 1) // 2, (w + 1) // 2

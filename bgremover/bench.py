@@ -1,0 +1,393 @@
+"""`rmbg bench`: how fast and how large a model runs here, and how far its fast path drifts from float32.
+
+It times the network itself on a normalised batch (decoding, resizing and encoding
+images are left out): load time, first-result latency, steady latency (p50/p90),
+images per second and peak memory. Then it runs one fixed input through the same
+fast path and through the float32 eager network and reports how much the alpha masks
+differ, in 1/255 steps, so a speed-up is never quoted without its accuracy cost.
+
+`--synthetic` needs no download: the zoo entry's architecture gets deterministic
+pseudo-random weights, generated here per tensor from its name (so any run, on any
+machine, gets the same network) with the scale a trained layer would have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import zoo
+from .hub import load_model
+from .nets import SWIN_L, SWIN_T, BiRefNet, ISNet
+from .pipeline import check_inference_size, compile_requested, pick_device, pick_dtype, prepare_network
+
+# Zoo models whose BiRefNet uses the small backbone; every other BiRefNet is Swin-L.
+_SWIN_T_MODELS = {"BiRefNet_lite"}
+# Seed of the fixed input the accuracy check feeds both paths.
+_CHECK_SEED = 20240601
+# Commit name of the synthetic checkpoint in the temporary Hub cache of the cold-start test.
+_SYNTHETIC_COMMIT = "0" * 40
+# What the cold-start child process runs: import, load, report; no inference.
+_COLD_START_CODE = """
+import resource, sys
+from bgremover.pipeline import Remover
+Remover(sys.argv[1], sys.argv[2], sys.argv[3])
+print("ready", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
+"""
+
+
+@dataclass
+class BenchResult:
+    """One benchmark run; times in seconds, memory in MiB, alpha deltas in 1/255 steps."""
+
+    model: str
+    architecture: str
+    synthetic: bool
+    device: str
+    dtype: str
+    fast_path: bool
+    compiled: bool
+    size: int
+    batch_size: int
+    runs: int
+    threads: int
+    load_s: float
+    first_s: float
+    p50_s: float
+    p90_s: float
+    images_per_s: float
+    peak_mib: float
+    peak_kind: str
+    latencies_s: list[float] = field(default_factory=list)
+    check: dict | None = None
+    cold_start_s: list[float] | None = None
+    cold_start_peak_mib: float | None = None
+    torch_version: str = torch.__version__
+    load_average: tuple[float, float, float] | None = None
+
+
+# --- Synthetic weights -----------------------------------------------------------------------
+
+
+def synthetic_value(name: str, like: torch.Tensor) -> torch.Tensor:
+    """The deterministic float32 value of one state-dict entry, from its name and shape.
+
+    Convolution and linear weights are normal with variance 1/fan_in (activations keep
+    their scale through deep stacks), norm scales near 1, biases and bias tables small,
+    batch-norm statistics plausible; integer buffers keep their computed values.
+    """
+    if not like.dtype.is_floating_point:
+        return like.clone()
+    shape = tuple(like.shape)
+    generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "running_var":
+        return 1.0 + 0.5 * torch.rand(shape, generator=generator)
+    normal = torch.randn(shape, generator=generator)
+    if leaf == "running_mean":
+        return 0.1 * normal
+    if leaf == "relative_position_bias_table":
+        return 0.02 * normal
+    if len(shape) > 1:
+        return normal / math.sqrt(math.prod(shape[1:]))
+    return 1.0 + 0.1 * normal if leaf == "weight" else 0.02 * normal
+
+
+@torch.no_grad()
+def fill_synthetic(network: nn.Module) -> nn.Module:
+    """Overwrites every parameter and buffer in place, one tensor at a time (no second copy of the model)."""
+    for name, tensor in network.state_dict(keep_vars=True).items():
+        tensor.copy_(synthetic_value(name, tensor.detach().cpu()))
+    return network
+
+
+def synthetic_architecture(model: str) -> tuple[nn.Module, zoo.ModelInfo]:
+    """An untrained network with the zoo model's architecture, and its zoo entry."""
+    info = zoo.lookup(model)
+    if info is None:
+        raise ValueError(f"--synthetic needs a zoo model name ({', '.join(zoo.ZOO)}), not {model!r}.")
+    if info.architecture == zoo.ISNET:
+        return ISNet(), info
+    return BiRefNet(SWIN_T if info.name in _SWIN_T_MODELS else SWIN_L), info
+
+
+def synthetic_network(model: str, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, zoo.ModelInfo]:
+    """The zoo model's architecture with synthetic weights, in eval mode on `device` in `dtype`.
+
+    The network is converted before it is filled, so float32 and the target dtype are
+    never held whole at the same time.
+    """
+    network, info = synthetic_architecture(model)
+    network = fill_synthetic(network.eval().to(device=device, dtype=dtype))
+    return network, info
+
+
+# --- Measuring -------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mib(device: torch.device) -> tuple[float, str]:
+    """Peak GPU memory allocated by PyTorch on CUDA, else the process's peak resident set (ru_maxrss)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib / 1024 if sys.platform != "darwin" else kib / 2**20, "process peak RSS"
+
+
+def fixed_input(batch: int, size: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
+    """A reproducible stand-in for a normalised image batch (standard normal, like the golden inputs)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, size, size, generator=generator).to(device=device, dtype=dtype)
+
+
+def alpha(output: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
+    """The mask in [0, 1] as float32: sigmoid of BiRefNet's logits, IS-Net's probability as it is."""
+    output = output.float()
+    return torch.sigmoid(output) if info.architecture == zoo.BIREFNET else output
+
+
+def _run(network: nn.Module, batch: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, float]:
+    start = time.perf_counter()
+    with torch.inference_mode():
+        output = network(batch)
+    _sync(device)
+    return output, time.perf_counter() - start
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def _load(
+    model: str, device: torch.device, dtype: torch.dtype, synthetic: bool, fast_path: bool, compiled: bool = False
+) -> tuple[nn.Module, zoo.ModelInfo]:
+    """The network as `Remover` runs it (`fast_path`), or the plain eager one the accuracy check compares with."""
+    if synthetic:
+        network, info = synthetic_network(model, device, dtype)
+    else:
+        loaded = load_model(model, device, dtype)
+        network, info = loaded.network, loaded.info
+    return (prepare_network(network, compiled) if fast_path else network), info
+
+
+def float32_delta(
+    model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sample: torch.Tensor, synthetic: bool
+) -> dict:
+    """Mean and max |fast_alpha - alpha of the float32 eager network| over `sample`, in 1/255 steps.
+
+    Called once the fast network is released, so the two are never resident together.
+    """
+    reference, _ = _load(model, sample.device, torch.float32, synthetic, fast_path=False)
+    reference_alpha = alpha(_run(reference, sample, sample.device)[0], info)
+    delta = (fast_alpha - reference_alpha).abs() * 255.0
+    return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
+
+
+def _time_forwards(
+    network: nn.Module, batch: torch.Tensor, runs: int, device: torch.device
+) -> tuple[float, list[float]]:
+    """The first forward's latency (one-time setup included), then `runs` steady ones."""
+    first = _run(network, batch, device)[1]
+    return first, [_run(network, batch, device)[1] for _ in range(runs)]
+
+
+def run_bench(
+    model: str = zoo.DEFAULT_MODEL,
+    device: str = "auto",
+    precision: str = "auto",
+    size: int | None = None,
+    batch_size: int = 1,
+    runs: int = 5,
+    synthetic: bool = False,
+    check: bool = True,
+    compiled: bool | None = None,
+    fast_path: bool = True,
+) -> BenchResult:
+    """Loads the model as `Remover` would, times the first and `runs` more forwards, then checks accuracy.
+
+    Peak memory is read before the check, whose float32 network would otherwise dominate it.
+    """
+    chosen = pick_device(device)
+    dtype = pick_dtype(precision, chosen)
+    compiled = fast_path and (compile_requested() if compiled is None else compiled)
+    if chosen.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(chosen)
+    start = time.perf_counter()
+    network, info = _load(model, chosen, dtype, synthetic, fast_path, compiled)
+    _sync(chosen)
+    load_s = time.perf_counter() - start
+    size = check_inference_size(size or info.input_size)
+    first_s, latencies = _time_forwards(network, fixed_input(batch_size, size, chosen, dtype, size), runs, chosen)
+    peak, peak_kind = peak_memory_mib(chosen)
+    p50 = statistics.median(latencies) if latencies else first_s
+    result = BenchResult(
+        model=info.name,
+        architecture=type(getattr(network, "_orig_mod", network)).__name__,
+        synthetic=synthetic,
+        device=str(chosen),
+        dtype=str(dtype).removeprefix("torch."),
+        fast_path=fast_path,
+        compiled=compiled,
+        size=size,
+        batch_size=batch_size,
+        runs=runs,
+        threads=torch.get_num_threads(),
+        load_s=load_s,
+        first_s=first_s,
+        p50_s=p50,
+        p90_s=_percentile(latencies, 0.9) if latencies else first_s,
+        images_per_s=batch_size / p50,
+        peak_mib=peak,
+        peak_kind=peak_kind,
+        latencies_s=latencies,
+        load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
+    )
+    if check:
+        sample = fixed_input(1, size, chosen, torch.float32, _CHECK_SEED)
+        fast_alpha = alpha(_run(network, sample.to(dtype), chosen)[0], info)
+        del network
+        result.check = float32_delta(model, info, fast_alpha, sample, synthetic)
+    return result
+
+
+# --- Cold start --------------------------------------------------------------------------------
+
+
+def write_synthetic_cache(model: str, hub_dir: Path) -> Path:
+    """Saves the zoo model's synthetic float32 weights where the Hub cache would keep its checkpoint."""
+    from safetensors.torch import save_file
+
+    network, info = synthetic_network(model, torch.device("cpu"), torch.float32)
+    repo = hub_dir / ("models--" + info.repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(_SYNTHETIC_COMMIT)
+    path = repo / "snapshots" / _SYNTHETIC_COMMIT / info.filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in network.state_dict().items()}, str(path))
+    return path
+
+
+def _time_to_ready(model: str, device: str, precision: str, env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from spawning a fresh interpreter until its `Remover` is loaded (inference excluded),
+    and that process's peak RSS in MiB by then (the loading transient)."""
+    command = [sys.executable, "-c", _COLD_START_CODE, model, device, precision]
+    start = time.perf_counter()
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        line = child.stdout.readline()
+        elapsed = time.perf_counter() - start
+        _, errors = child.communicate()
+    if not line.startswith("ready"):
+        raise RuntimeError(f"the cold-start process failed: {errors.strip().splitlines()[-1:]}")
+    return elapsed, float(line.split()[1])
+
+
+def cold_start(
+    model: str, device: str, precision: str, synthetic: bool, repeats: int = 3
+) -> list[tuple[float, float]]:
+    """Process start to a ready `Remover`, with the weights already cached, `repeats` times: (seconds, peak MiB).
+
+    With `synthetic`, a synthetic checkpoint is written to a temporary Hub cache that
+    the child processes use offline, so the real loading code path is measured.
+    """
+    with tempfile.TemporaryDirectory(prefix="rmbg-bench-") as home:
+        env = dict(os.environ)
+        if synthetic:
+            write_synthetic_cache(model, Path(home) / "hub")
+            env.update(HF_HOME=home, HF_HUB_OFFLINE="1")
+            env.pop("HF_HUB_CACHE", None)
+            model = zoo.lookup(model).name
+        return [_time_to_ready(model, device, precision, env) for _ in range(repeats)]
+
+
+def format_result(result: BenchResult) -> str:
+    """A short human-readable report."""
+    source = "synthetic weights" if result.synthetic else "checkpoint"
+    path = ("" if result.fast_path else ", plain eager") + (", compiled" if result.compiled else "")
+    lines = [
+        f"{result.model} ({result.architecture}, {source}) on {result.device}, {result.dtype}{path}, "
+        f"{result.size}x{result.size}, batch {result.batch_size}, {result.threads} threads, "
+        f"torch {result.torch_version}",
+        f"load            {result.load_s:8.2f} s",
+        f"first result    {result.first_s:8.2f} s",
+        f"steady p50      {result.p50_s:8.3f} s   p90 {result.p90_s:.3f} s   ({result.runs} runs)",
+        f"throughput      {result.images_per_s:8.2f} img/s",
+        f"peak memory     {result.peak_mib:8.0f} MiB ({result.peak_kind}, before the accuracy check)",
+    ]
+    if result.check:
+        lines.append(
+            f"vs float32 eager  mean |d alpha| {result.check['mean_delta_255']:.4f}/255, "
+            f"max {result.check['max_delta_255']:.3f}/255 ({result.check['size']}x{result.check['size']})"
+        )
+    if result.cold_start_s:
+        runs = ", ".join(f"{t:.2f}" for t in result.cold_start_s)
+        lines.append(
+            f"cold start      {statistics.median(result.cold_start_s):8.2f} s   (median; new process to loaded "
+            f"Remover, weights cached: {runs}; its peak RSS {result.cold_start_peak_mib:.0f} MiB)"
+        )
+    if result.load_average:
+        lines.append("load average    " + " ".join(f"{v:.2f}" for v in result.load_average) + " (other processes)")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rmbg bench` beyond the shared --model, --device, --precision and --size."""
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs after the first (default: %(default)s)")
+    parser.add_argument("--synthetic", action="store_true", help="the model's architecture with synthetic weights")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (as RMBG_COMPILE=1)")
+    parser.add_argument("--plain", action="store_true", help="without the fast-path hook (channels-last, compile)")
+    parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--cold-start",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N fresh processes from start to a loaded Remover (weights cached, no inference)",
+    )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`rmbg bench`: the CLI front-end of `run_bench`."""
+    if args.batch_size < 1 or args.runs < 0:
+        raise ValueError("--batch-size must be at least 1 and --runs at least 0.")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_bench(
+        model=args.model,
+        device=args.device,
+        precision=args.precision,
+        size=args.size,
+        batch_size=args.batch_size,
+        runs=args.runs,
+        synthetic=args.synthetic,
+        check=not args.no_check,
+        compiled=True if args.compile else None,
+        fast_path=not args.plain,
+    )
+    if args.cold_start:
+        runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)
+        result.cold_start_s = [seconds for seconds, _ in runs]
+        result.cold_start_peak_mib = max(peak for _, peak in runs)
+    print(json.dumps(asdict(result)) if args.json else format_result(result))
+    return 0

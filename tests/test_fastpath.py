@@ -1,0 +1,196 @@
+"""The fast inference paths stay within their accuracy budget of the float32 eager reference.
+
+Budgets, on the alpha mask in 1/255 steps: mean |delta| <= 0.5 and max |delta| <= 16 for
+a default path; the custom deformable convolution matches torchvision's to ~1e-4 in float32.
+No timings here: speed is measured by `rmbg bench` and recorded in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import golden_input, golden_output, manifest_state_dict, requires_golden, synthetic_checkpoint
+from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
+
+from bgremover import bench, zoo
+from bgremover.cli import main
+from bgremover.nets import network_for
+from bgremover.nets.birefnet import deform_conv2d
+from bgremover.nets.swin import WindowLayout
+from bgremover.pipeline import native_bf16_cpu, pick_dtype, prepare_network
+
+MEAN_BUDGET_255 = 0.5
+MAX_BUDGET_255 = 16.0
+ARCHS = ["birefnet", "birefnet_lite", "isnet"]
+CPU = torch.device("cpu")
+
+
+def _alpha(output: torch.Tensor, arch: str) -> torch.Tensor:
+    output = output.float()
+    return output if arch == "isnet" else torch.sigmoid(output)
+
+
+def _fast_network(arch: str, dtype: torch.dtype) -> torch.nn.Module:
+    """The golden synthetic network as `Remover` runs it: eval, converted to `dtype`, then the fast-path hook."""
+    network = network_for(manifest_state_dict(arch))
+    network.load_state_dict(synthetic_checkpoint(arch), strict=True)
+    return prepare_network(network.eval().to(dtype=dtype), compile_network=False)
+
+
+def _delta_255(arch: str, dtype: torch.dtype, height: int = 256, width: int = 384) -> torch.Tensor:
+    with torch.inference_mode():
+        output = _fast_network(arch, dtype)(golden_input(height, width).to(dtype))
+    assert output.shape == (1, 1, height, width)
+    return (_alpha(output, arch) - _alpha(golden_output(arch, height, width), arch)).abs() * 255.0
+
+
+# --- Deformable convolution ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kernel", "padding", "height", "width"),
+    [(1, 0, 13, 9), (3, 1, 17, 24), (3, 0, 40, 70), (7, 3, 20, 33), (7, 2, 12, 12), (3, 1, 1, 6), (7, 3, 1, 1)],
+)
+def test_deform_conv2d_matches_torchvision(kernel: int, padding: int, height: int, width: int) -> None:
+    generator = torch.Generator().manual_seed(kernel * 1000 + height * 10 + width)
+    channels, taps = 16, kernel * kernel
+    out_h, out_w = height + 2 * padding - kernel + 1, width + 2 * padding - kernel + 1
+    x = torch.randn(2, channels, height, width, generator=generator)
+    # Offsets of several pixels: many taps land between pixels, at the border or fully outside.
+    offset = 3.0 * torch.randn(2, 2 * taps, out_h, out_w, generator=generator)
+    mask = 2.0 * torch.rand(2, taps, out_h, out_w, generator=generator)
+    weight = torch.randn(32, channels, kernel, kernel, generator=generator) / (channels * taps) ** 0.5
+    expected = torchvision_deform_conv2d(x, offset, weight, padding=(padding, padding), mask=mask)
+    actual = deform_conv2d(x, offset, weight, padding, mask)
+    assert actual.shape == expected.shape
+    assert (actual - expected).abs().max().item() <= 1e-4
+
+
+def test_deform_conv2d_samples_outside_the_image_as_zero() -> None:
+    x = torch.randn(1, 4, 6, 6)
+    offset = torch.full((1, 2 * 9, 6, 6), 50.0)  # every tap far outside
+    out = deform_conv2d(x, offset, torch.randn(8, 4, 3, 3), 1, torch.ones(1, 9, 6, 6))
+    assert out.abs().max().item() == 0.0
+
+
+def test_deform_conv2d_large_input_is_chunked_exactly() -> None:
+    """Enough rows for several chunks: the seams between chunks must not show."""
+    generator = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 64, 48, 160, generator=generator)
+    offset = 2.0 * torch.randn(1, 98, 48, 160, generator=generator)
+    mask = torch.rand(1, 49, 48, 160, generator=generator)
+    weight = torch.randn(16, 64, 7, 7, generator=generator) / (64 * 49) ** 0.5
+    expected = torchvision_deform_conv2d(x, offset, weight, padding=(3, 3), mask=mask)
+    assert (deform_conv2d(x, offset, weight, 3, mask) - expected).abs().max().item() <= 1e-4
+
+
+def test_deform_conv2d_bfloat16_stays_close() -> None:
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 16, 20, 20, generator=generator)
+    offset = 2.0 * torch.randn(1, 18, 20, 20, generator=generator)
+    mask = torch.rand(1, 9, 20, 20, generator=generator)
+    weight = torch.randn(32, 16, 3, 3, generator=generator) / 12.0
+    expected = torchvision_deform_conv2d(x, offset, weight, padding=(1, 1), mask=mask)
+    actual = deform_conv2d(x.bfloat16(), offset.bfloat16(), weight.bfloat16(), 1, mask.bfloat16())
+    assert actual.dtype == torch.bfloat16
+    assert (actual.float() - expected).abs().max().item() <= 0.1
+
+
+# --- Window layout -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("h", "w", "shift"), [(14, 21, 0), (14, 21, 3), (9, 5, 3), (7, 7, 3)])
+def test_window_layout_round_trip(h: int, w: int, shift: int) -> None:
+    layout = WindowLayout(2, h, w, 7, shift, CPU)
+    tokens = torch.randn(2, h * w, 5)
+    fill = torch.arange(5.0)
+    windows = layout.partition(tokens, fill)
+    assert windows.shape[1:] == (49, 5)
+    assert torch.equal(layout.merge(windows, 2), tokens)
+    padding_rows = windows.view(-1, 5)[layout._padding]
+    assert torch.equal(padding_rows, fill.expand_as(padding_rows))
+
+
+# --- Whole networks on the golden synthetic weights --------------------------------------------
+
+
+def test_auto_precision_on_cpu() -> None:
+    assert pick_dtype("auto", CPU) == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
+
+
+@requires_golden
+@pytest.mark.parametrize("arch", ARCHS)
+def test_fast_path_hook_keeps_float32_exact(arch: str) -> None:
+    """Channels-last weights change memory layout only: float32 stays at golden parity."""
+    with torch.inference_mode():
+        output = _fast_network(arch, torch.float32)(golden_input(256, 384))
+    assert (output - golden_output(arch, 256, 384)).abs().max().item() <= 1e-4
+
+
+@requires_golden
+@pytest.mark.parametrize("arch", ARCHS)
+def test_default_cpu_path_within_budget(arch: str) -> None:
+    """bfloat16 + channels-last, what `auto` picks on a CPU with native bf16, tested on any CPU."""
+    delta = _delta_255(arch, torch.bfloat16)
+    assert delta.mean().item() <= MEAN_BUDGET_255
+    assert delta.max().item() <= MAX_BUDGET_255
+
+
+@requires_golden
+@pytest.mark.parametrize("arch", ["birefnet_lite", "isnet"])
+def test_cuda_default_dtype_runs_on_cpu(arch: str) -> None:
+    """The CUDA default is float16: its dtype handling (deformable sampling, masks, folded heads) is checked here.
+
+    Float16 is slow on a CPU, so a small input, against this network's own float32 eager output.
+    """
+    image = golden_input(96, 128)
+    reference = network_for(manifest_state_dict(arch))
+    reference.load_state_dict(synthetic_checkpoint(arch), strict=True)
+    with torch.inference_mode():
+        expected = _alpha(reference.eval()(image), arch)
+        actual = _alpha(_fast_network(arch, torch.float16)(image.half()), arch)
+    delta = (actual - expected).abs() * 255.0
+    assert delta.mean().item() <= MEAN_BUDGET_255
+    assert delta.max().item() <= MAX_BUDGET_255
+
+
+# --- rmbg bench ----------------------------------------------------------------------------------
+
+
+@requires_golden
+@pytest.mark.parametrize(("model", "arch"), [("BiRefNet_lite", "birefnet_lite"), ("RMBG-1.4", "isnet")])
+def test_bench_synthetic_weights_follow_the_golden_scheme(model: str, arch: str) -> None:
+    network, _ = bench.synthetic_network(model, CPU, torch.float32)
+    ours = network.state_dict()
+    golden = synthetic_checkpoint(arch)
+    assert set(golden) <= set(ours)
+    assert all(torch.equal(ours[name], value) for name, value in golden.items())
+
+
+def test_bench_architectures_follow_the_zoo() -> None:
+    assert type(bench.synthetic_architecture("RMBG-1.4")[0]).__name__ == "ISNet"
+    assert bench.synthetic_architecture("BiRefNet_lite")[0].bb.config.embed_dim == 96
+    assert bench.synthetic_architecture(zoo.DEFAULT_MODEL)[0].bb.config.embed_dim == 192
+    with pytest.raises(ValueError, match="zoo model"):
+        bench.synthetic_architecture("someone/else")
+
+
+def test_bench_command_json(capsys) -> None:
+    status = main(["bench", "--synthetic", "--model", "RMBG-1.4", "--size", "64", "--runs", "2", "--json"])
+    assert status == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model"] == "RMBG-1.4" and result["size"] == 64 and len(result["latencies_s"]) == 2
+    assert result["peak_mib"] > 0 and result["images_per_s"] > 0
+    assert result["check"]["mean_delta_255"] <= MEAN_BUDGET_255
+    assert result["check"]["max_delta_255"] <= MAX_BUDGET_255
+
+
+def test_bench_command_text(capsys) -> None:
+    status = main(["bench", "--synthetic", "--model", "RMBG-1.4", "--size", "64", "--runs", "1", "--precision", "fp32"])
+    assert status == 0
+    text = capsys.readouterr().out
+    for label in ("load", "first result", "steady p50", "img/s", "peak memory", "vs float32 eager"):
+        assert label in text
+    assert "mean |d alpha| 0.0000/255" in text
