@@ -300,9 +300,7 @@ def _time_to_ready(model: str, device: str, precision: str, env: dict[str, str])
     return elapsed, float(line.split()[1])
 
 
-def cold_start(
-    model: str, device: str, precision: str, synthetic: bool, repeats: int = 3
-) -> list[tuple[float, float]]:
+def cold_start(model: str, device: str, precision: str, synthetic: bool, repeats: int = 3) -> list[tuple[float, float]]:
     """Process start to a ready `Remover`, with the weights already cached, `repeats` times: (seconds, peak MiB).
 
     With `synthetic`, a synthetic checkpoint is written to a temporary Hub cache that

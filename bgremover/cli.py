@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub, imaging, zoo
-from .pipeline import Options, Remover
+from .pipeline import PRECISION_HELP, Options, Remover
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 STDIO = "-"
@@ -25,21 +25,11 @@ class UsageError(Exception):
     """A mistake in the command line; printed without a trace, exit status 2."""
 
 
-def parse_color(text: str) -> tuple[int, int, int]:
-    """'#RRGGBB', 'RRGGBB' or 'R,G,B'."""
-    value = text.strip().lstrip("#")
+def color_argument(text: str) -> tuple[int, int, int]:
     try:
-        if "," in value:
-            rgb = tuple(int(part) for part in value.split(","))
-        elif len(value) == 6:
-            rgb = tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
-        else:
-            raise ValueError
-        if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
-            raise ValueError
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a colour: use #RRGGBB or R,G,B (0-255)") from None
-    return rgb
+        return imaging.parse_color(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,7 +39,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: %(default)s)",
     )
     parser.add_argument("--device", default=os.environ.get("RMBG_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
 
@@ -60,7 +50,7 @@ def _add_remove(commands) -> None:
     add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--output", choices=("cutout", "mask", "color", "image"), default="cutout")
-    parser.add_argument("--bg-color", type=parse_color, default=(255, 255, 255), help="for --output color")
+    parser.add_argument("--bg-color", type=color_argument, default=(255, 255, 255), help="for --output color")
     parser.add_argument("--bg-image", type=Path, help="for --output image (cover-fitted)")
     parser.add_argument("--threshold", type=float, help="0-1: make the mask binary at this level")
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import hub, imaging, zoo
 from .cli import IMAGE_SUFFIXES, UsageError
+from .pipeline import PRECISION_HELP
 
 if TYPE_CHECKING:
     from .pipeline import Remover
@@ -607,7 +608,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("eval_out"), help="prediction cache (default: %(default)s)")
     parser.add_argument("--device", default=os.environ.get("RMBG_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16, bf16")
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true", help="recompute predictions that are already cached")

@@ -200,9 +200,13 @@ def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype
         network = network_for(state)
     except UnknownArchitecture as error:
         raise ModelLoadError(f"{info.name}: {error}.") from error
+    # Cast before loading: copying the checkpoint into an fp32 network and then converting
+    # would hold both precisions at once (2.2 GB instead of 1.8 GB for RMBG-2.0 in bf16).
+    network = network.to(dtype=dtype)
     _load_into(network, state, info.name)
+    del state
     family = zoo.ISNET if architecture == "IS-Net" else zoo.BIREFNET
     if info.architecture != family:
         info = replace(info, architecture=family, **zoo.defaults_for(family))
-    network = network.eval().to(device=device, dtype=dtype)
+    network = network.eval().to(device=device)
     return LoadedModel(info=info, network=network, architecture=architecture, checkpoint=path)

@@ -26,6 +26,7 @@ from . import imaging, zoo
 from .hub import LoadedModel, load_model
 
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_HELP = "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16"
 ImageInput = Image.Image | bytes | str | Path | np.ndarray
 
 

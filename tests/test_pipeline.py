@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from PIL import Image
 from test_imaging import gradient
 
-from bgremover.pipeline import Options, Remover, check_inference_size, pick_device, pick_dtype
+from bgremover.pipeline import Options, Remover, check_inference_size, native_bf16_cpu, pick_device, pick_dtype
 
 SIZE = 256
 
@@ -140,7 +140,7 @@ def test_options_and_settings_are_validated() -> None:
         check_inference_size(500)
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         pick_dtype("fp8", torch.device("cpu"))
-    assert pick_dtype("auto", torch.device("cpu")) == torch.float32
+    assert pick_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
     assert pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
         assert pick_device("auto") == torch.device("cpu")
