@@ -135,16 +135,11 @@ def _options(args) -> Options:
 
 
 def _write(target: Path | str, data: bytes) -> None:
-    """Atomic: a run stopped mid-write leaves no half file that a resumed run would skip."""
     if target == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-        return
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(target)
+    else:
+        imaging.write_atomic(Path(target), data)
 
 
 def run_remove(args) -> int:

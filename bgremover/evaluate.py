@@ -348,14 +348,7 @@ class Cache:
     def save(self) -> None:
         """Atomic, like the predictions: an interrupted run never leaves a half-written record."""
         record = {"settings": self.settings, "seconds_per_image": self.seconds}
-        _write_atomic(self.folder / TIMINGS_FILE, json.dumps(record, indent=1).encode())
-
-
-def _write_atomic(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(target)
+        imaging.write_atomic(self.folder / TIMINGS_FILE, json.dumps(record, indent=1).encode())
 
 
 def open_cache(folder: Path, settings: dict, overwrite: bool) -> Cache:
@@ -431,7 +424,7 @@ class Predictor:
         masks = remover.predict(images)
         per_image = (time.perf_counter() - started) / len(samples)
         for sample, mask in zip(samples, masks, strict=True):
-            _write_atomic(cache.prediction(sample), imaging.encode(mask, "png"))
+            imaging.write_atomic(cache.prediction(sample), imaging.encode(mask, "png"))
             cache.seconds[sample.key] = per_image
         cache.save()
         return len(samples)

@@ -222,3 +222,11 @@ def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = Non
     buffer = io.BytesIO()
     image.save(buffer, format=fmt.upper(), **options)
     return buffer.getvalue()
+
+
+def write_atomic(target: Path, data: bytes) -> None:
+    """A run stopped mid-write leaves no half file that a resumed run would take as done."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(target)
