@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import zoo
+from . import hub, zoo
 from .hub import load_model
 from .nets import SWIN_L, SWIN_T, BiRefNet, ISNet
 from .pipeline import check_inference_size, compile_requested, pick_device, pick_dtype, prepare_network
@@ -274,16 +274,8 @@ def run_bench(
 
 def write_synthetic_cache(model: str, hub_dir: Path) -> Path:
     """Saves the zoo model's synthetic float32 weights where the Hub cache would keep its checkpoint."""
-    from safetensors.torch import save_file
-
     network, info = synthetic_network(model, torch.device("cpu"), torch.float32)
-    repo = hub_dir / ("models--" + info.repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True, exist_ok=True)
-    (repo / "refs" / "main").write_text(_SYNTHETIC_COMMIT)
-    path = repo / "snapshots" / _SYNTHETIC_COMMIT / info.filename
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({name: tensor.contiguous() for name, tensor in network.state_dict().items()}, str(path))
-    return path
+    return hub.store_in_cache(hub_dir, info.repo_id, network.state_dict(), _SYNTHETIC_COMMIT)
 
 
 def _time_to_ready(model: str, device: str, precision: str, env: dict[str, str]) -> tuple[float, float]:

@@ -22,7 +22,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import zoo
@@ -159,6 +159,25 @@ def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
         if state and all(key.startswith(prefix) for key in state):
             state = {key.removeprefix(prefix): value for key, value in state.items()}
     return state
+
+
+def save_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
+    """Writes a state dict as safetensors, the only format `read_state_dict` accepts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(path))
+    return path
+
+
+def store_in_cache(cache_dir: Path, repo_id: str, state: dict[str, torch.Tensor], revision: str) -> Path:
+    """Places a checkpoint in huggingface_hub's own cache layout, as if downloaded at `revision`.
+
+    Lets offline hosts, benchmarks and tests exercise the real by-name loading path
+    with weights that never came from the Hub.
+    """
+    repo = cache_dir / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    return save_checkpoint(repo / "snapshots" / revision / "model.safetensors", state)
 
 
 def _listed(keys: list[str]) -> str:

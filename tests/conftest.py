@@ -76,19 +76,16 @@ def synthetic_checkpoint(arch: str) -> dict[str, torch.Tensor]:
 
 
 def write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    from safetensors.torch import save_file
+    from bgremover.hub import save_checkpoint
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    return path
+    return save_checkpoint(path, state)
 
 
 def cache_model(cache_dir: Path, repo_id: str, state: dict[str, torch.Tensor]) -> Path:
     """Writes `state` as model.safetensors in huggingface_hub's own cache layout."""
-    repo_dir = cache_dir / ("models--" + repo_id.replace("/", "--"))
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(_FAKE_COMMIT)
-    return write_checkpoint(repo_dir / "snapshots" / _FAKE_COMMIT / "model.safetensors", state)
+    from bgremover.hub import store_in_cache
+
+    return store_in_cache(cache_dir, repo_id, state, _FAKE_COMMIT)
 
 
 @pytest.fixture(scope="session")
