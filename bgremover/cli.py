@@ -116,10 +116,7 @@ def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
 
 
 def _options(args) -> Options:
-    if args.format == "jpeg" and args.output in ("cutout",):
-        raise UsageError(
-            "JPEG has no transparency: use --output color (with --bg-color) or image, or --format png/webp"
-        )
+    imaging.output_format(args.format, transparent=args.output == "cutout")
     background = None
     if args.bg_image:
         background = imaging.decode(args.bg_image, max_pixels=args.max_pixels).rgb

@@ -207,13 +207,24 @@ def composite(foreground: Image.Image, mask: Image.Image, background: Image.Imag
     return Image.composite(foreground.convert("RGB"), backdrop, mask)
 
 
-def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = None, quality: int = 95) -> bytes:
-    """PNG and WebP are lossless and keep alpha; JPEG needs an opaque image."""
-    fmt = fmt.lower().replace("jpg", "jpeg")
+def output_format(fmt: str, transparent: bool) -> str:
+    """The canonical format name ('jpg' is 'jpeg'), checked against whether the output has alpha.
+
+    Callers check it before any inference, so a wrong choice costs nothing.
+    """
+    fmt = fmt.strip().lower().replace("jpg", "jpeg")
     if fmt not in OUTPUT_FORMATS:
         raise ImageError(f"unknown output format {fmt!r}: use png, webp or jpeg.")
-    if fmt == "jpeg" and image.mode == "RGBA":
-        raise ImageError("JPEG has no transparency: choose a background colour or image, or use png/webp.")
+    if fmt == "jpeg" and transparent:
+        raise ImageError(
+            "JPEG has no transparency: choose a background colour or image (or the mask), or use png/webp."
+        )
+    return fmt
+
+
+def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = None, quality: int = 95) -> bytes:
+    """PNG and WebP are lossless and keep alpha; JPEG needs an opaque image."""
+    fmt = output_format(fmt, transparent=image.mode == "RGBA")
     options: dict = {"icc_profile": icc_profile} if icc_profile else {}
     if fmt == "webp":
         options.update(lossless=True, exact=True)

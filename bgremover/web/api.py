@@ -114,14 +114,10 @@ def parse_job(form: FormData, registry: Registry) -> Job:
     if not isinstance(upload, UploadFile):
         raise ApiError(400, "no image: send it as a file in the multipart field 'file'.")
     output = str(form.get("output", "cutout")).strip().lower()
-    fmt = str(form.get("format", "png")).strip().lower().replace("jpg", "jpeg")
     try:
         if output not in OUTPUTS:
             raise ValueError(f"output={output!r}: use {', '.join(OUTPUTS)}.")
-        if fmt not in imaging.OUTPUT_FORMATS:
-            raise ValueError(f"format={fmt!r}: use {', '.join(imaging.OUTPUT_FORMATS)}.")
-        if fmt == "jpeg" and output == "cutout":
-            raise ValueError("JPEG has no transparency: use output=color or mask, or format=png or webp.")
+        fmt = imaging.output_format(str(form.get("format", "png")), transparent=output == "cutout")
         options = Options(
             output=output,
             background_color=imaging.parse_color(str(form.get("bg_color", "#ffffff"))),
