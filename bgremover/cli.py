@@ -195,7 +195,7 @@ def run_models(args) -> int:
                 info.name,
                 info.repo_id,
                 str(info.input_size),
-                info.license.split(" (")[0],
+                info.license_name,
                 "yes" if info.gated else "no",
                 "yes" if hub.is_cached(info) else "no",
             )

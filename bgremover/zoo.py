@@ -36,6 +36,11 @@ class ModelInfo:
     local_path: str | None = None
 
     @property
+    def license_name(self) -> str:
+        """The license without its explanation, for tables and dropdowns: 'CC BY-NC 4.0'."""
+        return self.license.split(" (")[0]
+
+    @property
     def page(self) -> str:
         return f"https://huggingface.co/{self.repo_id}" if self.repo_id else str(self.local_path)
 

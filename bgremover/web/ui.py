@@ -97,7 +97,7 @@ def model_choices(registry: Registry) -> list[tuple[str, str]]:
     choices = []
     for name in registry.names():
         info = zoo.ZOO.get(name)
-        label = name if info is None else f"{name} · {info.license.split(' (')[0]}"
+        label = name if info is None else f"{name} · {info.license_name}"
         choices.append((label + (" · gated" if info and info.gated else ""), name))
     return choices
 
