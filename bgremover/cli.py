@@ -269,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         argv = ["serve", *argv]
     args = parser.parse_args(argv)
     try:
-        return args.handler(args)
+        status = args.handler(args)
+        sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
+        return status
     except (UsageError, ValueError, hub.ModelLoadError, imaging.ImageError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; run again to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `rmbg models | head`: the reader left, which is not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141

@@ -126,3 +126,12 @@ def test_missing_input_and_bad_model(offline_hub, tmp_path, capsys) -> None:
     photo().save(tmp_path / "p.png")
     assert main(["remove", str(tmp_path / "p.png"), "--model", "BiRefNet", "-q"]) == 2
     assert "BiRefNet is not in the local cache" in capsys.readouterr().err
+
+
+def test_output_piped_into_a_reader_that_stops_early(offline_hub) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        f"{sys.executable} {ROOT / 'rmbg.py'} models | head -1", shell=True, capture_output=True, env=env, timeout=120
+    )
+    assert done.stdout.decode().startswith("model ")
+    assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr
