@@ -20,17 +20,13 @@ import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from . import hub, imaging, zoo
 from .cli import IMAGE_SUFFIXES, UsageError
-from .pipeline import PRECISION_HELP
-
-if TYPE_CHECKING:
-    from .pipeline import Remover
+from .pipeline import PRECISION_HELP, Remover, check_inference_size, pick_device, pick_dtype, precision_name
 
 BETA2 = 0.3  # beta^2 of the F-measure, as in every SOD/DIS benchmark
 WF_BETA2 = 1.0  # weighted F-measure: beta^2 = 1, as in Margolin et al.'s reference code
@@ -41,8 +37,7 @@ TIMINGS_FILE = "timings.json"
 PLOT_FILE = "pr_curves.png"
 _EXAMPLES = 3
 _ROTATED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
-_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-_GRAY_MODES = ("L", "1", "F", *_SIXTEEN_BIT)  # read as grayscale without a warning
+_GRAY_MODES = ("L", "1", "F", *imaging.SIXTEEN_BIT_MODES)  # read as grayscale without a warning
 
 
 class DatasetError(ValueError):
@@ -230,11 +225,7 @@ def read_ground_truth(path: Path) -> np.ndarray:
     """The mask as uint8 0-255 grayscale, the input pysodmetrics binarises (> 128)."""
     with Image.open(path) as image:
         image.load()
-        if image.mode in _SIXTEEN_BIT:
-            values = np.asarray(image, dtype=np.float64)
-            scale = 257.0 if values.max(initial=0) > 255 else 1.0
-            return np.clip(values / scale + 0.5, 0, 255).astype(np.uint8)
-        return np.asarray(image.convert("L"))
+        return np.asarray(imaging.to_gray8(image))
 
 
 def read_prediction(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -380,8 +371,6 @@ class Predictor:
     def load(self) -> Remover:
         """The model, loaded on first use only: a fully cached run never loads it."""
         if self._remover is None:
-            from .pipeline import Remover
-
             self._remover = Remover(self.model, self.args.device, self.args.precision, self.args.size)
             self._remover.predict([Image.new("RGB", (64, 64), (128, 128, 128))])  # CUDA/cuDNN start-up, untimed
         return self._remover
@@ -649,14 +638,12 @@ def _models(specs: list[str] | None) -> list[Model]:
 
 def _settings(args: argparse.Namespace) -> dict:
     """What a cached prediction depends on besides the model: predictions made otherwise are not reused."""
-    from .pipeline import PRECISIONS, check_inference_size, pick_device, pick_dtype
-
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     if args.size is not None:
         check_inference_size(args.size)
     dtype = pick_dtype(args.precision, pick_device(args.device))
-    return {"size": args.size, "precision": next(name for name, d in PRECISIONS.items() if d == dtype)}
+    return {"size": args.size, "precision": precision_name(dtype)}
 
 
 def run_eval(args: argparse.Namespace) -> int:

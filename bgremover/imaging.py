@@ -21,7 +21,7 @@ Image.MAX_IMAGE_PIXELS = None
 
 DEFAULT_MAX_PIXELS = int(os.environ.get("RMBG_MAX_PIXELS", 100_000_000))
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
-_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 class ImageError(ValueError):
@@ -37,12 +37,19 @@ class Decoded:
     name: str = "image"
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
-    """RGB colours only: any alpha the input has is dropped, never fed to the model."""
-    if image.mode in _SIXTEEN_BIT_MODES:
+def to_gray8(image: Image.Image) -> Image.Image:
+    """8-bit grayscale; 16-bit images are scaled (Pillow's own conversion would clip them at 255)."""
+    if image.mode in SIXTEEN_BIT_MODES:
         values = np.asarray(image, dtype=np.float64)
         scale = 257.0 if values.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(values / scale + 0.5, 0, 255).astype(np.uint8)).convert("RGB")
+        return Image.fromarray(np.clip(values / scale + 0.5, 0, 255).astype(np.uint8))
+    return image.convert("L")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB colours only: any alpha the input has is dropped, never fed to the model."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return to_gray8(image).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
     return image.convert("RGB")

@@ -89,6 +89,11 @@ def prepare_network(network: torch.nn.Module, compile_network: bool | None = Non
     return network
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """'fp32', 'fp16' or 'bf16': how settings, caches and the UI name a dtype."""
+    return next(name for name, known in PRECISIONS.items() if known == dtype)
+
+
 def check_inference_size(size: int) -> int:
     if size < 32 or size % 32:
         raise ValueError(f"inference size {size} must be a positive multiple of 32 (e.g. 512, 768, 1024).")

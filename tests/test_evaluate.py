@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from bgremover import evaluate, pipeline
 from bgremover.cli import main
 from bgremover.evaluate import DatasetError, load_dataset, read_ground_truth, read_prediction, score
-from bgremover.pipeline import PRECISIONS, pick_dtype
+from bgremover.pipeline import pick_dtype, precision_name
 
 H, W = 96, 128
 N = H * W
@@ -338,7 +338,7 @@ def test_eval_end_to_end_and_resume(offline_hub, mini, tmp_path, capsys, monkeyp
     assert sorted(mtimes(predictions)) == ["box.png", "disc.png", "wedge.png"]
     assert Image.open(predictions / "disc.png").size == (W, H)
     record = json.loads((predictions / "timings.json").read_text())
-    auto = {dtype: name for name, dtype in PRECISIONS.items()}[pick_dtype("auto", torch.device("cpu"))]
+    auto = precision_name(pick_dtype("auto", torch.device("cpu")))
     assert record["settings"] == {"model": "RMBG-1.4", "size": 256, "precision": auto}
     assert sorted(record["seconds_per_image"]) == ["box", "disc", "wedge"]
 

@@ -26,7 +26,7 @@ import torch
 
 from .. import hub, imaging, zoo
 from ..hub import ModelLoadError
-from ..pipeline import PRECISIONS, Remover, check_inference_size, pick_device, pick_dtype
+from ..pipeline import Remover, check_inference_size, pick_device, pick_dtype, precision_name
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Registry:
 
     @property
     def precision_name(self) -> str:
-        return {dtype: name for name, dtype in PRECISIONS.items()}.get(self.dtype, str(self.dtype))
+        return precision_name(self.dtype)
 
     def state(self, name: str) -> str:
         """'loaded', 'downloading', 'loading', 'failed' or '' (not tried yet)."""
