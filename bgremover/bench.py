@@ -30,13 +30,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import hub, zoo
+from . import hub, settings, zoo
+from .engines import pick_device, pick_dtype
+from .engines.pytorch import TorchEngine
 from .hub import load_model
-from .nets import SWIN_L, SWIN_T, BiRefNet, ISNet
-from .pipeline import check_inference_size, compile_requested, pick_device, pick_dtype, prepare_network
+from .nets import BACKBONES, BiRefNet, ISNet, describe
+from .pipeline import check_inference_size
 
-# Zoo models whose BiRefNet uses the small backbone; every other BiRefNet is Swin-L.
-_SWIN_T_MODELS = {"BiRefNet_lite"}
 # Seed of the fixed input the accuracy check feeds both paths.
 _CHECK_SEED = 20240601
 # Commit name of the synthetic checkpoint in the temporary Hub cache of the cold-start test.
@@ -45,7 +45,7 @@ _SYNTHETIC_COMMIT = "0" * 40
 _COLD_START_CODE = """
 import resource, sys
 from bgremover.pipeline import Remover
-Remover(sys.argv[1], sys.argv[2], sys.argv[3])
+Remover.load(sys.argv[1], sys.argv[2], sys.argv[3])
 print("ready", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
 """
 
@@ -55,7 +55,8 @@ class BenchResult:
     """One benchmark run; times in seconds, memory in MiB, alpha deltas in 1/255 steps."""
 
     model: str
-    architecture: str
+    network: str
+    engine: str
     synthetic: bool
     device: str
     dtype: str
@@ -120,9 +121,9 @@ def synthetic_architecture(model: str) -> tuple[nn.Module, zoo.ModelInfo]:
     info = zoo.lookup(model)
     if info is None:
         raise ValueError(f"--synthetic needs a zoo model name ({', '.join(zoo.ZOO)}), not {model!r}.")
-    if info.architecture == zoo.ISNET:
+    if info.family == zoo.ISNET:
         return ISNet(), info
-    return BiRefNet(SWIN_T if info.name in _SWIN_T_MODELS else SWIN_L), info
+    return BiRefNet(BACKBONES[info.backbone]), info
 
 
 def synthetic_network(model: str, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, zoo.ModelInfo]:
@@ -161,14 +162,13 @@ def fixed_input(batch: int, size: int, device: torch.device, dtype: torch.dtype,
 def alpha(output: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
     """The mask in [0, 1] as float32: sigmoid of BiRefNet's logits, IS-Net's probability as it is."""
     output = output.float()
-    return torch.sigmoid(output) if info.architecture == zoo.BIREFNET else output
+    return torch.sigmoid(output) if info.processing.activation == "sigmoid" else output
 
 
-def _run(network: nn.Module, batch: torch.Tensor, device: torch.device) -> tuple[torch.Tensor, float]:
+def _run(engine: TorchEngine, batch: torch.Tensor) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
-    with torch.inference_mode():
-        output = network(batch)
-    _sync(device)
+    output = engine(batch)
+    _sync(engine.device)
     return output, time.perf_counter() - start
 
 
@@ -179,14 +179,15 @@ def _percentile(values: list[float], q: float) -> float:
 
 def _load(
     model: str, device: torch.device, dtype: torch.dtype, synthetic: bool, fast_path: bool, compiled: bool = False
-) -> tuple[nn.Module, zoo.ModelInfo]:
-    """The network as `Remover` runs it (`fast_path`), or the plain eager one the accuracy check compares with."""
+) -> TorchEngine:
+    """The engine as `Remover` runs it (`fast_path`), or the plain eager one the accuracy check compares with."""
     if synthetic:
         network, info = synthetic_network(model, device, dtype)
+        label = describe(network.state_dict())
     else:
         loaded = load_model(model, device, dtype)
-        network, info = loaded.network, loaded.info
-    return (prepare_network(network, compiled) if fast_path else network), info
+        network, info, label = loaded.network, loaded.info, loaded.label
+    return TorchEngine(network, info, label, compiled, fast_path)
 
 
 def float32_delta(
@@ -196,18 +197,16 @@ def float32_delta(
 
     Called once the fast network is released, so the two are never resident together.
     """
-    reference, _ = _load(model, sample.device, torch.float32, synthetic, fast_path=False)
-    reference_alpha = alpha(_run(reference, sample, sample.device)[0], info)
+    reference = _load(model, sample.device, torch.float32, synthetic, fast_path=False)
+    reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
     return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
 
 
-def _time_forwards(
-    network: nn.Module, batch: torch.Tensor, runs: int, device: torch.device
-) -> tuple[float, list[float]]:
+def _time_forwards(engine: TorchEngine, batch: torch.Tensor, runs: int) -> tuple[float, list[float]]:
     """The first forward's latency (one-time setup included), then `runs` steady ones."""
-    first = _run(network, batch, device)[1]
-    return first, [_run(network, batch, device)[1] for _ in range(runs)]
+    first = _run(engine, batch)[1]
+    return first, [_run(engine, batch)[1] for _ in range(runs)]
 
 
 def run_bench(
@@ -228,20 +227,22 @@ def run_bench(
     """
     chosen = pick_device(device)
     dtype = pick_dtype(precision, chosen)
-    compiled = fast_path and (compile_requested() if compiled is None else compiled)
+    compiled = fast_path and (settings.compile_network() if compiled is None else compiled)
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)
     start = time.perf_counter()
-    network, info = _load(model, chosen, dtype, synthetic, fast_path, compiled)
+    engine = _load(model, chosen, dtype, synthetic, fast_path, compiled)
+    info = engine.info
     _sync(chosen)
     load_s = time.perf_counter() - start
     size = check_inference_size(size or info.input_size)
-    first_s, latencies = _time_forwards(network, fixed_input(batch_size, size, chosen, dtype, size), runs, chosen)
+    first_s, latencies = _time_forwards(engine, fixed_input(batch_size, size, chosen, dtype, size), runs)
     peak, peak_kind = peak_memory_mib(chosen)
     p50 = statistics.median(latencies) if latencies else first_s
     result = BenchResult(
         model=info.name,
-        architecture=type(getattr(network, "_orig_mod", network)).__name__,
+        network=engine.label,
+        engine=engine.describe(),
         synthetic=synthetic,
         device=str(chosen),
         dtype=str(dtype).removeprefix("torch."),
@@ -263,8 +264,8 @@ def run_bench(
     )
     if check:
         sample = fixed_input(1, size, chosen, torch.float32, _CHECK_SEED)
-        fast_alpha = alpha(_run(network, sample.to(dtype), chosen)[0], info)
-        del network
+        fast_alpha = alpha(_run(engine, sample)[0], info)
+        del engine
         result.check = float32_delta(model, info, fast_alpha, sample, synthetic)
     return result
 
@@ -313,7 +314,7 @@ def format_result(result: BenchResult) -> str:
     source = "synthetic weights" if result.synthetic else "checkpoint"
     path = ("" if result.fast_path else ", plain eager") + (", compiled" if result.compiled else "")
     lines = [
-        f"{result.model} ({result.architecture}, {source}) on {result.device}, {result.dtype}{path}, "
+        f"{result.model} ({result.network}, {source}) on {result.device}, {result.dtype}{path}, "
         f"{result.size}x{result.size}, batch {result.batch_size}, {result.threads} threads, "
         f"torch {result.torch_version}",
         f"load            {result.load_s:8.2f} s",

@@ -14,20 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hub, imaging, zoo
-from .pipeline import PRECISION_HELP, Options, Remover
+from . import hub, settings, zoo
+from .engines import PRECISION_HELP
+from .errors import UsageError
+from .imaging import composing, decoding, encoding
+from .service.options import build_request
+from .service.pool import ModelPool
+from .service.removal import Item, RemovalService
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
 STDIO = "-"
-
-
-class UsageError(Exception):
-    """A mistake in the command line; printed without a trace, exit status 2."""
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
     try:
-        return imaging.parse_color(text)
+        return composing.parse_color(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -35,10 +35,10 @@ def color_argument(text: str) -> tuple[int, int, int]:
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
-        default=os.environ.get("RMBG_MODEL", zoo.DEFAULT_MODEL),
+        default=settings.model(),
         help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: %(default)s)",
     )
-    parser.add_argument("--device", default=os.environ.get("RMBG_DEVICE", "auto"), help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
@@ -56,9 +56,9 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
-    parser.add_argument("--format", choices=imaging.OUTPUT_FORMATS, default="png")
+    parser.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
-    parser.add_argument("--max-pixels", type=int, default=imaging.DEFAULT_MAX_PIXELS)
+    parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(handler=run_remove)
 
@@ -75,7 +75,7 @@ def _expand(inputs: list[str]) -> Iterator[tuple[Path, Path, bool]]:
         path = Path(item)
         if path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                if file.is_file() and file.suffix.lower() in decoding.IMAGE_SUFFIXES:
                     yield file, path, True
         elif path.is_file():
             yield path, path.parent, False
@@ -115,19 +115,19 @@ def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
     return jobs
 
 
-def _options(args) -> Options:
-    imaging.output_format(args.format, transparent=args.output == "cutout")
+def _request(args):
     background = None
     if args.bg_image:
-        background = imaging.decode(args.bg_image, max_pixels=args.max_pixels).rgb
-    return Options(
+        background = decoding.decode(args.bg_image, max_pixels=args.max_pixels).rgb
+    return build_request(
         output=args.output,
-        background_color=args.bg_color,
-        background_image=background,
+        bg_color=args.bg_color,
+        bg_image=background,
         threshold=args.threshold,
         crop=args.crop,
         crop_margin=args.crop_margin,
         refine_edges=args.refine_edges,
+        fmt=args.format,
     )
 
 
@@ -136,40 +136,40 @@ def _write(target: Path | str, data: bytes) -> None:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
     else:
-        imaging.write_atomic(Path(target), data)
+        encoding.write_atomic(Path(target), data)
+
+
+def _item(job: Job) -> Item:
+    source = sys.stdin.buffer.read() if job.source == STDIO else job.source
+    return Item(str(job.source), source)
 
 
 def run_remove(args) -> int:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    options = _options(args)
+    request = _request(args)
     jobs = plan_jobs(args.inputs, args.out, args.format)
     for job in jobs:
         if job.source != STDIO and Path(job.target).resolve() == Path(job.source).resolve():
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
     skipped = len(jobs) - len(todo)
-    remover = Remover(args.model, args.device, args.precision, args.size, args.max_pixels)
+    service = RemovalService(ModelPool(args.model, args.device, args.precision, args.size), args.max_pixels)
+    service.pool.get()  # load (or fail) before any input is read
     failures: list[str] = []
     done = 0
     from tqdm import tqdm
 
     progress = tqdm(total=len(todo), unit="img", disable=args.quiet or len(todo) < 2, file=sys.stderr)
-    for start in range(0, len(todo), args.batch_size):
-        batch, decoded = [], []
-        for job in todo[start : start + args.batch_size]:
-            try:
-                source = sys.stdin.buffer.read() if job.source == STDIO else job.source
-                decoded.append(remover.decode(source, name=str(job.source)))
-                batch.append(job)
-            except imaging.ImageError as error:
-                failures.append(str(error))
-                progress.write(f"skipped {error}")
-                progress.update(1)
-        for job, result in zip(batch, remover.process(decoded, options), strict=True):
-            _write(job.target, imaging.encode(result.image, args.format, result.icc_profile))
+    removals = service.remove_many(map(_item, todo), request, args.batch_size)
+    for job, removal in zip(todo, removals, strict=True):
+        if removal.error:
+            failures.append(removal.error)
+            progress.write(f"skipped {removal.error}")
+        else:
+            _write(job.target, removal.data)
             done += 1
-            progress.update(1)
+        progress.update(1)
     progress.close()
     if args.inputs != [STDIO]:
         summary = f"{done} done, {skipped} skipped (already there; --overwrite redoes them), {len(failures)} failed"
@@ -222,8 +222,8 @@ def run_download(args) -> int:
 
 def _add_serve(commands) -> None:
     parser = commands.add_parser("serve", help="the web app and HTTP API (the default command)")
-    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--host", default=settings.server_host())
+    parser.add_argument("--port", type=int, default=settings.server_port())
     add_model_arguments(parser)
     parser.set_defaults(handler=run_serve)
 
@@ -235,7 +235,7 @@ def run_serve(args) -> int:
 
 
 def _add_eval(commands) -> None:
-    from .evaluate import add_arguments, run_eval
+    from .eval.command import add_arguments, run_eval
 
     parser = commands.add_parser("eval", help="score models against ground-truth masks (DIS5K layout or CSV)")
     add_arguments(parser)
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         status = args.handler(args)
         sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
         return status
-    except (UsageError, ValueError, hub.ModelLoadError, imaging.ImageError) as error:
+    except (UsageError, ValueError, hub.ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

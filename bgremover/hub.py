@@ -7,7 +7,6 @@ becomes a `ModelLoadError` whose message names the model and says what to do.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,8 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from . import zoo
-from .nets import UnknownArchitecture, describe, network_for
+from . import settings, zoo
+from .nets import UnknownArchitecture, backbone_of, describe, family_of, network_for
 from .zoo import ModelInfo
 
 # Wrappers that training scripts put around module names (DataParallel, torch.compile).
@@ -43,22 +42,15 @@ class ModelLoadError(RuntimeError):
 
 @dataclass
 class LoadedModel:
+    """A network with its zoo entry; `label` names the network read off the checkpoint ('BiRefNet (Swin-L)')."""
+
     info: ModelInfo
     network: nn.Module
-    architecture: str
+    label: str
     checkpoint: Path
 
 
-def hub_cache_dir() -> Path:
-    """The Hugging Face cache, read from the environment at call time (HF_HUB_CACHE, HF_HOME)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"])
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "huggingface"
-    return Path(home) / "hub"
-
-
-def is_offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+hub_cache_dir = settings.hub_cache_dir
 
 
 def resolve(spec: str) -> ModelInfo:
@@ -68,11 +60,11 @@ def resolve(spec: str) -> ModelInfo:
         return known
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ModelInfo(name=path.name, repo_id=None, architecture="", local_path=str(path / "model.safetensors"))
+        return ModelInfo(name=path.name, repo_id=None, family="", local_path=str(path / "model.safetensors"))
     if path.suffix == ".safetensors" or path.is_file():
-        return ModelInfo(name=path.stem, repo_id=None, architecture="", local_path=str(path))
+        return ModelInfo(name=path.stem, repo_id=None, family="", local_path=str(path))
     if _REPO_ID.match(spec):
-        return ModelInfo(name=spec, repo_id=spec, architecture="")
+        return ModelInfo(name=spec, repo_id=spec, family="")
     names = ", ".join(zoo.ZOO)
     raise ModelLoadError(
         f"Unknown model {spec!r}: not a model name ({names}), not an existing file or folder, "
@@ -89,7 +81,7 @@ def is_cached(info: ModelInfo) -> bool:
 
 def _gated_message(info: ModelInfo) -> str:
     token_state = (
-        "HF_TOKEN is set but that account has no access" if os.environ.get("HF_TOKEN") else ("HF_TOKEN is not set")
+        "HF_TOKEN is set but that account has no access" if settings.hub_token() else "HF_TOKEN is not set"
     )
     return (
         f"{info.name} ({info.repo_id}) is a gated model and {token_state}. To get access: log in at "
@@ -115,8 +107,8 @@ def checkpoint_file(info: ModelInfo) -> Path:
                 info.repo_id,
                 info.filename,
                 cache_dir=hub_cache_dir(),
-                token=os.environ.get("HF_TOKEN") or None,
-                local_files_only=is_offline(),
+                token=settings.hub_token(),
+                local_files_only=settings.hub_offline(),
             )
         )
     except GatedRepoError as error:
@@ -128,7 +120,7 @@ def checkpoint_file(info: ModelInfo) -> Path:
     except LocalEntryNotFoundError as error:
         raise ModelLoadError(
             f"{info.name} is not in the local cache ({hub_cache_dir()}) and the Hub cannot be reached "
-            f"({'HF_HUB_OFFLINE is set' if is_offline() else 'no network'}). Download it once where there "
+            f"({'HF_HUB_OFFLINE is set' if settings.hub_offline() else 'no network'}). Download it once where there "
             f"is internet with `python rmbg.py download {info.name}` and copy the cache folder here, "
             "or unset HF_HUB_OFFLINE."
         ) from error
@@ -215,7 +207,7 @@ def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype
     path = checkpoint_file(info)
     state = read_state_dict(path, info.name)
     try:
-        architecture = describe(state)
+        label, family, backbone = describe(state), family_of(state), backbone_of(state)
         network = network_for(state)
     except UnknownArchitecture as error:
         raise ModelLoadError(f"{info.name}: {error}.") from error
@@ -224,8 +216,7 @@ def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype
     network = network.to(dtype=dtype)
     _load_into(network, state, info.name)
     del state
-    family = zoo.ISNET if architecture == "IS-Net" else zoo.BIREFNET
-    if info.architecture != family:
-        info = replace(info, architecture=family, **zoo.defaults_for(family))
+    if (info.family, info.backbone) != (family, backbone):  # a custom checkpoint, or a zoo name reused
+        info = replace(info, family=family, backbone=backbone)
     network = network.eval().to(device=device)
-    return LoadedModel(info=info, network=network, architecture=architecture, checkpoint=path)
+    return LoadedModel(info=info, network=network, label=label, checkpoint=path)

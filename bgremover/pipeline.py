@@ -1,20 +1,18 @@
-"""Images in, masks and cut-outs out: the one pipeline behind the CLI, the web app and the API.
+"""Images in, masks and cut-outs out: what every front end runs around an engine.
 
-A `Remover` loads its model once and applies that model's own pre- and
-post-processing as its model card defines it:
-
-- BiRefNet / RMBG-2.0: resize to the input size (antialiased bilinear), ImageNet
-  mean/std, sigmoid of the logits, bilinear resize back.
-- IS-Net / RMBG-1.4: bilinear resize, mean 0.5 / std 1.0, the first side output,
-  bilinear resize back, then stretched so its minimum is 0 and maximum 1.
+A `Remover` receives an engine (the loaded model on its device) and applies that
+model family's own pre- and post-processing as its card defines it, driven by the
+zoo's `Processing` row: the resize filter, mean/std, and the output activation
+(sigmoid of BiRefNet's logits; RMBG-1.4's min-max stretch).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import copy
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,82 +20,39 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from . import imaging, zoo
-from .hub import LoadedModel, load_model
+from . import zoo
+from .engines import Engine, load_engine
+from .imaging import composing, decoding
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PRECISION_HELP = "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16"
 ImageInput = Image.Image | bytes | str | Path | np.ndarray
-
-
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` is the first CUDA GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        chosen = torch.device(device)
-    except RuntimeError as error:
-        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N.") from error
-    if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here. Use --device cpu.")
-    return chosen
-
-
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX).
-
-    Elsewhere oneDNN emulates bf16 and it is slower than float32, so `auto` keeps fp32 there.
-    """
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """`auto` is fp16 on CUDA, bf16 on a CPU with native bf16, else fp32.
-
-    Measured on an AVX512-BF16 CPU (BENCHMARKS.md): bf16 runs RMBG-2.0 at 1024² in about half
-    the time of float32 (9.1 s vs 17.2 s) with 0.7 GB less memory, while the alpha mask
-    stays within 0.13/255 (mean) and 0.8/255 (max) of float32's; IS-Net within 0.09/255 and 0.6/255.
-    """
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if native_bf16_cpu() else torch.float32
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}.")
-    return PRECISIONS[precision]
-
-
-def compile_requested() -> bool:
-    """RMBG_COMPILE=1 opts into torch.compile.
-
-    Off by default: on a 2-core CPU compiling took minutes for a sub-second gain per image
-    (BENCHMARKS.md); on a GPU server that stays up it may pay off, but that is unmeasured.
-    """
-    return os.environ.get("RMBG_COMPILE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def prepare_network(network: torch.nn.Module, compile_network: bool | None = None) -> torch.nn.Module:
-    """The fast path applied to a loaded network, shared by `Remover` and `rmbg bench`.
-
-    Convolution weights go channels-last, the layout the networks keep their feature
-    maps in (oneDNN and cuDNN run NHWC convolutions fastest). torch.compile is opt-in.
-    """
-    network = network.to(memory_format=torch.channels_last)
-    if compile_requested() if compile_network is None else compile_network:
-        network = torch.compile(network)
-    return network
-
-
-def precision_name(dtype: torch.dtype) -> str:
-    """'fp32', 'fp16' or 'bf16': how settings, caches and the UI name a dtype."""
-    return next(name for name, known in PRECISIONS.items() if known == dtype)
 
 
 def check_inference_size(size: int) -> int:
     if size < 32 or size % 32:
         raise ValueError(f"inference size {size} must be a positive multiple of 32 (e.g. 512, 768, 1024).")
     return size
+
+
+@dataclass
+class Timings:
+    """Seconds per stage of one request or batch; `queue` is the wait for the device, not work."""
+
+    decode: float = 0.0
+    queue: float = 0.0
+    infer: float = 0.0
+    finish: float = 0.0
+    encode: float = 0.0
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            setattr(self, name, getattr(self, name) + time.perf_counter() - started)
+
+    def as_dict(self) -> dict[str, float]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -115,7 +70,6 @@ class Options:
     crop: bool = False
     crop_margin: int = 0
     refine_edges: bool = False
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.output not in ("cutout", "mask", "color", "image"):
@@ -137,91 +91,112 @@ class Result:
 
 
 class Remover:
-    """A loaded model and its pre/post-processing; safe to share between threads."""
+    """An engine plus its model's pre/post-processing; safe to share between threads."""
 
-    def __init__(
-        self,
+    def __init__(self, engine: Engine, inference_size: int | None = None):
+        self.engine = engine
+        self.info = engine.info
+        self.device = engine.device
+        self.inference_size = check_inference_size(inference_size or self.info.input_size)
+        processing = self.info.processing
+        shape = (1, 3, 1, 1)
+        self._mean = torch.tensor(processing.mean, device=self.device).view(shape)
+        self._std = torch.tensor(processing.std, device=self.device).view(shape)
+
+    @classmethod
+    def load(
+        cls,
         model: str = zoo.DEFAULT_MODEL,
         device: str = "auto",
         precision: str = "auto",
         inference_size: int | None = None,
-        max_pixels: int = imaging.DEFAULT_MAX_PIXELS,
-    ):
-        self.device = pick_device(device)
-        self.dtype = pick_dtype(precision, self.device)
-        self.loaded: LoadedModel = load_model(model, self.device, self.dtype)
-        self.loaded.network = prepare_network(self.loaded.network)
-        self.info = self.loaded.info
-        self.inference_size = check_inference_size(inference_size or self.info.input_size)
-        self.max_pixels = max_pixels
-        self._lock = threading.Lock()
-        shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(self.info.mean, device=self.device).view(shape)
-        self._std = torch.tensor(self.info.std, device=self.device).view(shape)
+    ) -> Remover:
+        """The one-line way in for scripts: `Remover.load("BiRefNet")` loads the PyTorch engine."""
+        return cls(load_engine(model, device, precision), inference_size)
 
-    @property
-    def is_birefnet(self) -> bool:
-        return self.info.architecture == zoo.BIREFNET
+    def at_size(self, size: int | None) -> Remover:
+        """This remover at another inference size, sharing the engine (no second copy of the model)."""
+        if size is None or size == self.inference_size:
+            return self
+        view = copy.copy(self)
+        view.inference_size = check_inference_size(size)
+        return view
 
-    def _prepare(self, images: Sequence[Image.Image]) -> torch.Tensor:
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The normalised batch at the inference size, built on the engine's device."""
         size = (self.inference_size, self.inference_size)
+        antialias = self.info.processing.antialias
         batch = []
         for image in images:
             pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).to(self.device)
             pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
-            batch.append(F.interpolate(pixels, size=size, mode="bilinear", antialias=self.is_birefnet))
-        return ((torch.cat(batch) - self._mean) / self._std).to(self.dtype)
+            batch.append(F.interpolate(pixels, size=size, mode="bilinear", antialias=antialias))
+        return (torch.cat(batch) - self._mean) / self._std
 
-    def _to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+        """One raw output (1, h, w) as a mask of `size` (width, height), mode L."""
         width, height = size
         mask = F.interpolate(prediction[None].float(), size=(height, width), mode="bilinear")[0, 0]
-        if self.is_birefnet:
+        if self.info.processing.activation == "sigmoid":
             mask = torch.sigmoid(mask)
         else:
             low, high = mask.min(), mask.max()
             mask = (mask - low) / (high - low).clamp(min=1e-8)
         return Image.fromarray((mask * 255.0 + 0.5).clamp(0, 255).byte().cpu().numpy())
 
-    def predict(self, images: Sequence[Image.Image]) -> list[Image.Image]:
-        """Soft masks (mode L, each the size of its image) for a batch of RGB images."""
+    def predict(self, images: Sequence[Image.Image], timings: Timings | None = None) -> list[Image.Image]:
+        """Soft masks (mode L, each the size of its image) for a batch of RGB images.
+
+        Only the engine call holds the device lock. `timings.queue` gets the wait for it,
+        `timings.infer` the rest: resizing and normalising on the device, the network, the masks.
+        """
         if not images:
             return []
-        with self._lock, torch.inference_mode():
-            batch = self._prepare(images)
-            predictions = self.loaded.network(batch)
-            return [self._to_mask(p, image.size) for p, image in zip(predictions, images, strict=True)]
+        timings = timings if timings is not None else Timings()
+        started = time.perf_counter()
+        with torch.inference_mode():
+            batch = self.preprocess(images)
+            asked = time.perf_counter()
+            with self.engine.lock:
+                waited = time.perf_counter() - asked
+                predictions = self.engine(batch)
+            masks = [self.to_mask(p, image.size) for p, image in zip(predictions, images, strict=True)]
+        timings.queue += waited
+        timings.infer += time.perf_counter() - started - waited
+        return masks
 
-    def decode(self, source: ImageInput, name: str = "image") -> imaging.Decoded:
-        return imaging.decode(source, name=name, max_pixels=self.max_pixels)
-
-    def process(self, decoded: Sequence[imaging.Decoded], options: Options | None = None) -> list[Result]:
+    def process(
+        self, decoded: Sequence[decoding.Decoded], options: Options | None = None, timings: Timings | None = None
+    ) -> list[Result]:
         """Masks for a batch of decoded images, then each one's output per `options`."""
         options = options or Options()
-        masks = self.predict([d.rgb for d in decoded])
-        return [finish(d, mask, options) for d, mask in zip(decoded, masks, strict=True)]
+        timings = timings if timings is not None else Timings()
+        masks = self.predict([d.rgb for d in decoded], timings)
+        with timings.stage("finish"):
+            return [finish(d, mask, options) for d, mask in zip(decoded, masks, strict=True)]
 
     def remove(self, source: ImageInput, options: Options | None = None, **option_fields) -> Image.Image:
         """The one-call library API: background removed from a PIL image, bytes, path or array."""
         options = options or Options(**option_fields)
-        return self.process([self.decode(source)], options)[0].image
+        return self.process([decoding.decode(source)], options)[0].image
 
 
-def finish(decoded: imaging.Decoded, mask: Image.Image, options: Options) -> Result:
+def finish(decoded: decoding.Decoded, mask: Image.Image, options: Options) -> Result:
     """Applies threshold, output kind, edge refinement and crop to one image and its mask."""
     if options.threshold is not None:
-        mask = imaging.binarize(mask, options.threshold)
+        mask = composing.binarize(mask, options.threshold)
     if options.output == "mask":
         image = mask
     else:
-        foreground = imaging.estimate_foreground(decoded.rgb, mask) if options.refine_edges else decoded.rgb
+        foreground = composing.estimate_foreground(decoded.rgb, mask) if options.refine_edges else decoded.rgb
         background = {
             "cutout": None,
             "color": options.background_color,
             "image": options.background_image,
         }[options.output]
-        image = imaging.composite(foreground, mask, background)
+        image = composing.composite(foreground, mask, background)
     if options.crop:
-        box = imaging.subject_box(mask, options.crop_margin)
+        box = composing.subject_box(mask, options.crop_margin)
         if box is not None:
             image, mask = image.crop(box), mask.crop(box)
     return Result(image=image, mask=mask, icc_profile=decoded.icc_profile, name=decoded.name)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import settings
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 BIREFNET = "birefnet"
 ISNET = "isnet"
+ISNET_MEAN = (0.5, 0.5, 0.5)
+ISNET_STD = (1.0, 1.0, 1.0)
 
 RMBG2_LICENSE = "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)"
 RMBG14_LICENSE = "bria-rmbg-1.4 (non-commercial; commercial use needs an agreement with BRIA)"
@@ -16,19 +20,42 @@ MIT_LICENSE = "MIT"
 
 
 @dataclass(frozen=True)
+class Processing:
+    """How a model family's card feeds its network and reads its output.
+
+    `antialias`: whether the resize to the input size is antialiased (BiRefNet's torchvision
+    transform is; RMBG-1.4's plain bilinear resize is not). `activation`: "sigmoid" for
+    logits (BiRefNet), "stretch" for a probability map that RMBG-1.4's pipeline min-max
+    stretches to 0..1.
+    """
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    antialias: bool
+    activation: str
+
+
+PROCESSING = {
+    BIREFNET: Processing(IMAGENET_MEAN, IMAGENET_STD, antialias=True, activation="sigmoid"),
+    ISNET: Processing(ISNET_MEAN, ISNET_STD, antialias=False, activation="stretch"),
+}
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Everything the pipeline needs to know about a model besides its weights.
 
-    `architecture` decides the post-processing: BiRefNet returns logits (sigmoid),
-    IS-Net a probability map that RMBG-1.4's pipeline min-max stretches.
+    `family` ("birefnet" or "isnet") decides the pre- and post-processing; `backbone`
+    names the Swin size of a BiRefNet ("Swin-L", "Swin-T"), so that a network of the
+    right shape can be built without its checkpoint (synthetic benchmarks). Both are
+    empty for a checkpoint outside the zoo until the loader reads them off its tensors.
     """
 
     name: str
     repo_id: str | None
-    architecture: str
+    family: str
+    backbone: str | None = None
     input_size: int = 1024
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
     license: str = "unknown: check the model card"
     gated: bool = False
     filename: str = "model.safetensors"
@@ -41,18 +68,20 @@ class ModelInfo:
         return self.license.split(" (")[0]
 
     @property
+    def processing(self) -> Processing:
+        return PROCESSING[self.family]
+
+    @property
     def page(self) -> str:
         return f"https://huggingface.co/{self.repo_id}" if self.repo_id else str(self.local_path)
 
-
-ISNET_MEAN = (0.5, 0.5, 0.5)
-ISNET_STD = (1.0, 1.0, 1.0)
 
 _MODELS = [
     ModelInfo(
         "RMBG-2.0",
         "briaai/RMBG-2.0",
         BIREFNET,
+        "Swin-L",
         license=RMBG2_LICENSE,
         gated=True,
         description="BRIA's best background remover (BiRefNet, Swin-L)",
@@ -61,8 +90,6 @@ _MODELS = [
         "RMBG-1.4",
         "briaai/RMBG-1.4",
         ISNET,
-        mean=ISNET_MEAN,
-        std=ISNET_STD,
         license=RMBG14_LICENSE,
         gated=True,
         description="BRIA's previous model (IS-Net), smaller and faster",
@@ -71,6 +98,7 @@ _MODELS = [
         "BiRefNet",
         "ZhengPeng7/BiRefNet",
         BIREFNET,
+        "Swin-L",
         license=MIT_LICENSE,
         description="general-purpose BiRefNet (Swin-L), open weights",
     ),
@@ -78,6 +106,7 @@ _MODELS = [
         "BiRefNet_lite",
         "ZhengPeng7/BiRefNet_lite",
         BIREFNET,
+        "Swin-T",
         license=MIT_LICENSE,
         description="BiRefNet with a Swin-T backbone: about 3x faster",
     ),
@@ -85,6 +114,7 @@ _MODELS = [
         "BiRefNet_HR",
         "ZhengPeng7/BiRefNet_HR",
         BIREFNET,
+        "Swin-L",
         input_size=2048,
         license=MIT_LICENSE,
         description="BiRefNet trained at 2048x2048 for high-resolution images",
@@ -93,6 +123,7 @@ _MODELS = [
         "BiRefNet-matting",
         "ZhengPeng7/BiRefNet-matting",
         BIREFNET,
+        "Swin-L",
         license=MIT_LICENSE,
         description="BiRefNet trained for soft alpha mattes (hair, fur, glass)",
     ),
@@ -100,6 +131,7 @@ _MODELS = [
         "BiRefNet_dynamic",
         "ZhengPeng7/BiRefNet_dynamic",
         BIREFNET,
+        "Swin-L",
         license=MIT_LICENSE,
         description="BiRefNet trained on varied resolutions, for non-default inference sizes",
     ),
@@ -107,13 +139,14 @@ _MODELS = [
         "BiRefNet-portrait",
         "ZhengPeng7/BiRefNet-portrait",
         BIREFNET,
+        "Swin-L",
         license=MIT_LICENSE,
         description="BiRefNet fine-tuned for people",
     ),
 ]
 
 ZOO: dict[str, ModelInfo] = {model.name: model for model in _MODELS}
-DEFAULT_MODEL = "RMBG-2.0"
+DEFAULT_MODEL = settings.DEFAULT_MODEL
 
 
 def lookup(name: str) -> ModelInfo | None:
@@ -123,10 +156,3 @@ def lookup(name: str) -> ModelInfo | None:
         if folded in (model.name.casefold(), (model.repo_id or "").casefold()):
             return model
     return None
-
-
-def defaults_for(architecture: str) -> dict:
-    """Pre-processing for checkpoints outside the zoo, from their architecture's model card."""
-    if architecture == ISNET:
-        return {"mean": ISNET_MEAN, "std": ISNET_STD}
-    return {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}

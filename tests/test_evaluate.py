@@ -10,10 +10,12 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from bgremover import evaluate, pipeline
+from bgremover import pipeline
 from bgremover.cli import main
-from bgremover.evaluate import DatasetError, load_dataset, read_ground_truth, read_prediction, score
-from bgremover.pipeline import pick_dtype, precision_name
+from bgremover.engines import pick_dtype, precision_name
+from bgremover.eval.datasets import DatasetError, load_dataset, read_ground_truth, read_prediction
+from bgremover.eval.metrics import score
+from bgremover.eval.predictions import sanitise
 
 H, W = 96, 128
 N = H * W
@@ -385,11 +387,11 @@ def test_eval_end_to_end_and_resume(offline_hub, mini, tmp_path, capsys, monkeyp
     # An interrupted --overwrite leaves no old prediction behind to be mixed in when the run resumes.
     real_predict, calls = pipeline.Remover.predict, []
 
-    def interrupted(self, images):
+    def interrupted(self, images, timings=None):
         calls.append(len(images))
         if len(calls) == 3:  # the warm-up pass, box, then Ctrl-C during disc
             raise KeyboardInterrupt
-        return real_predict(self, images)
+        return real_predict(self, images, timings)
 
     with monkeypatch.context() as patch:
         patch.setattr(pipeline.Remover, "predict", interrupted)
@@ -440,9 +442,9 @@ def test_eval_errors_are_one_line(offline_hub, tmp_path, capsys, monkeypatch) ->
 
 
 def test_sanitised_names() -> None:
-    assert evaluate.sanitise("briaai/RMBG-2.0") == "briaai_RMBG-2.0"
-    assert evaluate.sanitise("../x") == "x"
-    assert evaluate.sanitise("///") == "unnamed"
+    assert sanitise("briaai/RMBG-2.0") == "briaai_RMBG-2.0"
+    assert sanitise("../x") == "x"
+    assert sanitise("///") == "unnamed"
 
 
 def test_eval_reports_images_that_fail_to_decode(offline_hub, mini, tmp_path, capsys) -> None:

@@ -19,7 +19,8 @@ from bgremover.cli import main
 from bgremover.nets import network_for
 from bgremover.nets.birefnet import deform_conv2d
 from bgremover.nets.swin import WindowLayout
-from bgremover.pipeline import native_bf16_cpu, pick_dtype, prepare_network
+from bgremover.engines import native_bf16_cpu, pick_dtype
+from bgremover.engines.pytorch import prepare_network
 
 MEAN_BUDGET_255 = 0.5
 MAX_BUDGET_255 = 16.0
@@ -36,7 +37,7 @@ def _fast_network(arch: str, dtype: torch.dtype) -> torch.nn.Module:
     """The golden synthetic network as `Remover` runs it: eval, converted to `dtype`, then the fast-path hook."""
     network = network_for(manifest_state_dict(arch))
     network.load_state_dict(synthetic_checkpoint(arch), strict=True)
-    return prepare_network(network.eval().to(dtype=dtype), compile_network=False)
+    return prepare_network(network.eval().to(dtype=dtype))
 
 
 def _delta_255(arch: str, dtype: torch.dtype, height: int = 256, width: int = 384) -> torch.Tensor:

@@ -21,8 +21,8 @@ def _output(network: torch.nn.Module) -> torch.Tensor:
 def test_loads_zoo_name_from_cache_offline(offline_hub) -> None:
     loaded = load_model("RMBG-1.4")
     assert isinstance(loaded.network, ISNet)
-    assert loaded.architecture == "IS-Net"
-    assert loaded.info.mean == (0.5, 0.5, 0.5) and loaded.info.std == (1.0, 1.0, 1.0)
+    assert loaded.label == "IS-Net"
+    assert loaded.info.processing.mean == (0.5, 0.5, 0.5) and loaded.info.processing.std == (1.0, 1.0, 1.0)
     assert loaded.checkpoint.is_file() and str(offline_hub) in str(loaded.checkpoint)
     assert not loaded.network.training
 
@@ -31,8 +31,8 @@ def test_loads_any_repo_id_and_detects_architecture(offline_hub) -> None:
     cache_model(offline_hub / "hub", "someone/my-birefnet-finetune", synthetic_checkpoint("birefnet_lite"))
     loaded = load_model("someone/my-birefnet-finetune")
     assert isinstance(loaded.network, BiRefNet)
-    assert loaded.architecture == "BiRefNet (Swin-T)"
-    assert loaded.info.mean == (0.485, 0.456, 0.406)
+    assert loaded.label == "BiRefNet (Swin-T)"
+    assert loaded.info.processing.mean == (0.485, 0.456, 0.406) and loaded.info.backbone == "Swin-T"
 
 
 def test_loads_local_folder_and_file(offline_hub, tmp_path) -> None:

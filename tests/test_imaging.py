@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms
 
-from bgremover import imaging
-from bgremover.imaging import ImageError, decode
+from bgremover.imaging import composing, encoding
+from bgremover.imaging.decoding import ImageError, decode
 
 
 def _bytes(image: Image.Image, fmt: str, **options) -> bytes:
@@ -88,9 +88,9 @@ def test_icc_profile_is_kept_into_the_output() -> None:
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     decoded = decode(_bytes(gradient(), "PNG", icc_profile=profile))
     assert decoded.icc_profile == profile
-    cutout = imaging.composite(decoded.rgb, Image.new("L", decoded.rgb.size, 255), None)
+    cutout = composing.composite(decoded.rgb, Image.new("L", decoded.rgb.size, 255), None)
     for fmt in ("png", "webp"):
-        assert Image.open(io.BytesIO(imaging.encode(cutout, fmt, decoded.icc_profile))).info["icc_profile"] == profile
+        assert Image.open(io.BytesIO(encoding.encode(cutout, fmt, decoded.icc_profile))).info["icc_profile"] == profile
 
 
 def test_too_many_pixels_is_refused() -> None:
@@ -130,7 +130,7 @@ def _known_mask() -> Image.Image:
 
 def test_colour_background_composites_pixel_for_pixel() -> None:
     foreground = Image.new("RGB", (20, 10), (200, 100, 0))
-    out = np.asarray(imaging.composite(foreground, _known_mask(), (0, 0, 255)), dtype=int)
+    out = np.asarray(composing.composite(foreground, _known_mask(), (0, 0, 255)), dtype=int)
     assert out.shape == (10, 20, 3)
     assert tuple(out[3, 6]) == (200, 100, 0)
     assert tuple(out[0, 0]) == (0, 0, 255)
@@ -141,7 +141,7 @@ def test_image_background_is_cover_fitted() -> None:
     left_red_right_green = Image.new("RGB", (80, 10), (255, 0, 0))
     left_red_right_green.paste((0, 255, 0), (40, 0, 80, 10))
     foreground = Image.new("RGB", (20, 10), (9, 9, 9))
-    out = imaging.composite(foreground, _known_mask(), left_red_right_green)
+    out = composing.composite(foreground, _known_mask(), left_red_right_green)
     assert out.size == (20, 10)
     assert out.getpixel((6, 3)) == (9, 9, 9)
     # Covering 20x10 keeps the 80x10 image's scale and crops its centre: red then green.
@@ -149,17 +149,17 @@ def test_image_background_is_cover_fitted() -> None:
 
 
 def test_cutout_alpha_is_the_mask() -> None:
-    out = imaging.composite(gradient(20, 10), _known_mask(), None)
+    out = composing.composite(gradient(20, 10), _known_mask(), None)
     assert out.mode == "RGBA"
     assert np.array_equal(np.asarray(out)[..., 3], np.asarray(_known_mask()))
 
 
 def test_threshold_and_subject_box() -> None:
-    hard = np.asarray(imaging.binarize(_known_mask(), 0.6))
+    hard = np.asarray(composing.binarize(_known_mask(), 0.6))
     assert set(np.unique(hard)) == {0, 255} and hard[7, 15] == 0
-    assert imaging.subject_box(_known_mask()) == (5, 2, 16, 8)
-    assert imaging.subject_box(_known_mask(), margin=3) == (2, 0, 19, 10)
-    assert imaging.subject_box(Image.new("L", (5, 5))) is None
+    assert composing.subject_box(_known_mask()) == (5, 2, 16, 8)
+    assert composing.subject_box(_known_mask(), margin=3) == (2, 0, 19, 10)
+    assert composing.subject_box(Image.new("L", (5, 5))) is None
 
 
 def test_refined_edges_lose_the_old_background() -> None:
@@ -173,7 +173,7 @@ def test_refined_edges_lose_the_old_background() -> None:
     blended = alpha[..., None] * red + (1 - alpha[..., None]) * blue
     image = Image.fromarray(blended.round().astype(np.uint8))
     mask = Image.fromarray((alpha * 255).round().astype(np.uint8))
-    refined = np.asarray(imaging.estimate_foreground(image, mask), dtype=np.float32)
+    refined = np.asarray(composing.estimate_foreground(image, mask), dtype=np.float32)
     edge = (slice(None), size // 2)
     before = np.abs(blended[edge] - red).mean()
     after = np.abs(refined[edge] - red).mean()
@@ -181,20 +181,20 @@ def test_refined_edges_lose_the_old_background() -> None:
 
 
 def test_encode_formats() -> None:
-    cutout = imaging.composite(gradient(20, 10), _known_mask(), None)
-    png = Image.open(io.BytesIO(imaging.encode(cutout, "png")))
-    webp = Image.open(io.BytesIO(imaging.encode(cutout, "webp")))
+    cutout = composing.composite(gradient(20, 10), _known_mask(), None)
+    png = Image.open(io.BytesIO(encoding.encode(cutout, "png")))
+    webp = Image.open(io.BytesIO(encoding.encode(cutout, "webp")))
     assert png.mode == "RGBA" and np.array_equal(np.asarray(png), np.asarray(cutout))
     assert webp.mode == "RGBA" and np.array_equal(np.asarray(webp)[..., 3], np.asarray(cutout)[..., 3])
     with pytest.raises(ImageError, match="JPEG has no transparency"):
-        imaging.encode(cutout, "jpeg")
-    flat = imaging.composite(gradient(20, 10), _known_mask(), (255, 255, 255))
-    assert Image.open(io.BytesIO(imaging.encode(flat, "jpg"))).format == "JPEG"
+        encoding.encode(cutout, "jpeg")
+    flat = composing.composite(gradient(20, 10), _known_mask(), (255, 255, 255))
+    assert Image.open(io.BytesIO(encoding.encode(flat, "jpg"))).format == "JPEG"
 
 
 def test_parse_color_accepts_what_users_and_pickers_send() -> None:
-    assert imaging.parse_color("#00ff00") == imaging.parse_color("0f0") == (0, 255, 0)
-    assert imaging.parse_color("rgba(10, 20, 30, 0.5)") == imaging.parse_color("10,20,30") == (10, 20, 30)
+    assert composing.parse_color("#00ff00") == composing.parse_color("0f0") == (0, 255, 0)
+    assert composing.parse_color("rgba(10, 20, 30, 0.5)") == composing.parse_color("10,20,30") == (10, 20, 30)
     for bad in ("#12", "1,2", "300,0,0", "red"):
         with pytest.raises(ValueError, match=f"{bad!r} is not a colour: use #RRGGBB"):
-            imaging.parse_color(bad)
+            composing.parse_color(bad)

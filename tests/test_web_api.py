@@ -160,23 +160,23 @@ def expected_mask(hf_home, sample) -> np.ndarray:
         patch.delenv("HF_HUB_CACHE", raising=False)
         from bgremover.pipeline import Remover
 
-        mask = Remover(MODEL, device="cpu", precision="fp32", inference_size=256).predict([sample])[0]
+        mask = Remover.load(MODEL, device="cpu", precision="fp32", inference_size=256).predict([sample])[0]
     return np.asarray(mask, dtype=np.int16)
 
 
-# --- The shared model registry, in-process ---------------------------------------------------
+# --- The shared model pool, in-process -------------------------------------------------------
 
 
-def test_registry_loads_a_model_once_and_shares_it_across_sizes(offline_hub):
-    from bgremover.web.state import Registry, UnknownModel
+def test_pool_loads_a_model_once_and_shares_it_across_sizes(offline_hub):
+    from bgremover.service.pool import ModelPool, UnknownModel
 
-    registry = Registry(MODEL, device="cpu", precision="fp32", size=256)
+    registry = ModelPool(MODEL, device="cpu", precision="fp32", size=256)
     ready, body = registry.health()
     assert not ready and body["status"] == "loading"
     base = registry.get(MODEL)
     assert registry.get("rmbg-1.4") is base and base.inference_size == 256
     larger = registry.get(MODEL, 512)
-    assert larger.inference_size == 512 and larger.loaded is base.loaded and base.inference_size == 256
+    assert larger.inference_size == 512 and larger.engine is base.engine and base.inference_size == 256
     assert registry.health() == (True, {"status": "ok", "device": "cpu", "model": MODEL})
     assert registry.describe_device() == "cpu (fp32)"
     for outside_the_zoo in ("/etc/passwd", "someone/some-repo"):  # clients must not pick files or repos
@@ -251,7 +251,7 @@ def test_threshold_makes_the_soft_mask_binary_at_that_level(server, sample):
 
 
 def test_crop_cuts_the_image_to_the_subjects_box_plus_margin(server, sample):
-    from bgremover.imaging import binarize, subject_box
+    from bgremover.imaging.composing import binarize, subject_box
 
     soft = opened(server.remove(png_bytes(sample), output="mask"))
     left, top, right, bottom = subject_box(binarize(soft, 1.0), margin=3)

@@ -17,9 +17,21 @@ from .birefnet import BiRefNet
 from .isnet import ISNet
 from .swin import SWIN_L, SWIN_T, SwinConfig
 
-__all__ = ["BiRefNet", "ISNet", "SWIN_L", "SWIN_T", "SwinConfig", "UnknownArchitecture", "network_for"]
+__all__ = [
+    "BACKBONES",
+    "BiRefNet",
+    "ISNet",
+    "SWIN_L",
+    "SWIN_T",
+    "SwinConfig",
+    "UnknownArchitecture",
+    "family_of",
+    "network_for",
+]
 
-_SWIN_NAMES = {SWIN_L: "Swin-L", SWIN_T: "Swin-T"}
+# The Swin sizes of the public checkpoints, by the names the zoo uses.
+BACKBONES = {"Swin-L": SWIN_L, "Swin-T": SWIN_T}
+_SWIN_NAMES = {config: name for name, config in BACKBONES.items()}
 
 
 class UnknownArchitecture(ValueError):
@@ -40,13 +52,12 @@ def swin_config_of(state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
     return SwinConfig(embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(heads), window_size=window)
 
 
-def describe(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """A short human name for the checkpoint's architecture, e.g. 'BiRefNet (Swin-L)'."""
+def family_of(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """'isnet' or 'birefnet' (the zoo's family names), from the checkpoint's tensor names."""
     if "stage1.rebnconvin.conv_s1.weight" in state_dict:
-        return "IS-Net"
+        return "isnet"
     if "bb.patch_embed.proj.weight" in state_dict and "decoder.conv_out1.0.weight" in state_dict:
-        config = swin_config_of(state_dict)
-        return f"BiRefNet ({_SWIN_NAMES.get(config, f'Swin, {config.embed_dim} channels')})"
+        return "birefnet"
     sample = ", ".join(list(state_dict)[:3])
     raise UnknownArchitecture(
         "the checkpoint is neither an IS-Net (RMBG-1.4) nor a BiRefNet (RMBG-2.0, BiRefNet*) network "
@@ -54,8 +65,22 @@ def describe(state_dict: Mapping[str, torch.Tensor]) -> str:
     )
 
 
+def backbone_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """'Swin-L', 'Swin-T', another Swin's width, or None for IS-Net."""
+    if family_of(state_dict) == "isnet":
+        return None
+    config = swin_config_of(state_dict)
+    return _SWIN_NAMES.get(config, f"Swin, {config.embed_dim} channels")
+
+
+def describe(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """A short human label for the checkpoint's network, e.g. 'BiRefNet (Swin-L)'."""
+    backbone = backbone_of(state_dict)
+    return f"BiRefNet ({backbone})" if backbone else "IS-Net"
+
+
 def network_for(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """An untrained network whose state dict has the checkpoint's names and shapes."""
-    if describe(state_dict) == "IS-Net":
+    if family_of(state_dict) == "isnet":
         return ISNet()
     return BiRefNet(swin_config_of(state_dict))

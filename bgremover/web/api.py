@@ -12,7 +12,6 @@ Status codes of /api/remove: 400 bad options or form, 413 upload over RMBG_MAX_U
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +23,20 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from .. import imaging
 from ..hub import ModelLoadError
-from ..pipeline import Options
-from .state import ModelNotReady, Registry, parse_size
+from ..imaging.decoding import ImageError
+from ..service.options import Request as RemovalRequest
+from ..service.options import build_request
+from ..service.pool import ModelNotReady
+from ..service.removal import Removal, RemovalService
 
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("cutout", "mask", "color")
-FIELDS = ("file", "model", "output", "bg_color", "threshold", "crop", "crop_margin", "refine_edges", "size", "format")
+OPTION_FIELDS = ("output", "bg_color", "threshold", "crop", "crop_margin", "refine_edges", "size", "model")
+FIELDS = ("file", *OPTION_FIELDS, "format")
 # Room for the multipart boundaries, part headers and option fields around the file itself.
 _FORM_OVERHEAD = 64 * 1024
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 class ApiError(Exception):
@@ -51,10 +52,7 @@ class ApiError(Exception):
 
 @dataclass
 class Job:
-    model: str
-    size: int | None
-    fmt: str
-    options: Options
+    request: RemovalRequest
     filename: str
 
 
@@ -88,24 +86,7 @@ async def read_form(request: Request, max_upload: int) -> FormData:
         raise ApiError(400, f"malformed form: {error.message}") from error
 
 
-def _flag(form: FormData, field: str) -> bool:
-    value = str(form.get(field, "")).strip().lower()
-    if value in _TRUE or value in _FALSE:
-        return value in _TRUE
-    raise ValueError(f"{field}={value!r}: use true or false.")
-
-
-def _number(form: FormData, field: str, kind: type, default: float | None) -> float | None:
-    value = str(form.get(field, "")).strip()
-    if value.lower() in ("", "none"):
-        return default
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"{field}={value!r} is not a{'n integer' if kind is int else ' number'}.") from None
-
-
-def parse_job(form: FormData, registry: Registry) -> Job:
+def parse_job(form: FormData, service: RemovalService) -> Job:
     """Every option checked before any work, so a typo costs the client a 400, not an inference."""
     unknown = sorted(set(form.keys()) - set(FIELDS))
     if unknown:
@@ -113,43 +94,25 @@ def parse_job(form: FormData, registry: Registry) -> Job:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ApiError(400, "no image: send it as a file in the multipart field 'file'.")
-    output = str(form.get("output", "cutout")).strip().lower()
+    fields = {name: form.get(name) for name in OPTION_FIELDS if name in form}
     try:
-        if output not in OUTPUTS:
-            raise ValueError(f"output={output!r}: use {', '.join(OUTPUTS)}.")
-        fmt = imaging.output_format(str(form.get("format", "png")), transparent=output == "cutout")
-        options = Options(
-            output=output,
-            background_color=imaging.parse_color(str(form.get("bg_color", "#ffffff"))),
-            threshold=_number(form, "threshold", float, None),
-            crop=_flag(form, "crop"),
-            crop_margin=int(_number(form, "crop_margin", int, 0)),
-            refine_edges=_flag(form, "refine_edges"),
-        )
-        model = registry.canonical(str(form.get("model", "")))
-        size = parse_size(form.get("size"))
+        request = build_request(**fields, fmt=str(form.get("format", "png")), outputs=OUTPUTS)
+        request.model = service.pool.canonical(request.model)
     except ValueError as error:
         raise ApiError(400, str(error)) from error
-    return Job(model, size, fmt, options, Path(upload.filename or "image").name)
+    return Job(request, Path(upload.filename or "image").name)
 
 
-def process(registry: Registry, job: Job, data: bytes) -> tuple[bytes, float]:
-    """Decode, infer (one inference on the device at a time), encode; runs in a worker thread."""
+def process(service: RemovalService, job: Job, data: bytes) -> Removal:
+    """The removal use case in a worker thread, its failures as the statuses the API documents."""
     try:
-        decoded = imaging.decode(data, name=job.filename, max_pixels=registry.max_pixels)
-    except imaging.ImageError as error:
+        return service.remove(data, job.request, name=job.filename, wait=False)
+    except ImageError as error:
         raise ApiError(415, str(error)) from error
-    try:
-        remover = registry.get(job.model, job.size, wait=False)
     except ModelNotReady as error:
         raise ApiError(503, str(error), {"Retry-After": "10"}) from error
     except ModelLoadError as error:
         raise ApiError(503, str(error)) from error
-    started = time.perf_counter()
-    with registry.inference_lock:
-        result = remover.process([decoded], job.options)[0]
-    seconds = time.perf_counter() - started
-    return imaging.encode(result.image, job.fmt, result.icc_profile), seconds
 
 
 def _disposition(name: str) -> str:
@@ -158,7 +121,7 @@ def _disposition(name: str) -> str:
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
 
 
-def add_routes(app: FastAPI, registry: Registry, max_upload: int) -> None:
+def add_routes(app: FastAPI, service: RemovalService, max_upload: int) -> None:
     """Registers the API on `app`; call before mounting Gradio at '/', which would shadow later routes."""
 
     @app.post("/api/remove")
@@ -166,30 +129,32 @@ def add_routes(app: FastAPI, registry: Registry, max_upload: int) -> None:
         try:
             form = await read_form(request, max_upload)
             try:
-                job = parse_job(form, registry)
+                job = parse_job(form, service)
                 data = await form["file"].read()
             finally:
                 await form.close()
-            body, seconds = await run_in_threadpool(process, registry, job, data)
+            removal = await run_in_threadpool(process, service, job, data)
         except ApiError as error:
             return error.response()
         except Exception:
             log.exception("POST /api/remove failed")
             return ApiError(500, "unexpected server error; the server log has the details.").response()
-        extension = "jpg" if job.fmt == "jpeg" else job.fmt
+        fmt = job.request.fmt
+        extension = "jpg" if fmt == "jpeg" else fmt
         headers = {
             "Content-Disposition": _disposition(f"{Path(job.filename).stem}_nobg.{extension}"),
-            "X-Model": job.model,
-            "X-Inference-Seconds": f"{seconds:.3f}",
+            "X-Model": job.request.model,
+            "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
+            "X-Inference-Seconds": f"{removal.timings.infer:.3f}",
         }
-        return Response(body, media_type=f"image/{job.fmt}", headers=headers)
+        return Response(removal.data, media_type=f"image/{fmt}", headers=headers)
 
     @app.get("/api/models")
     def models() -> JSONResponse:
-        rows = registry.models()
-        return JSONResponse({"default_model": registry.default_model, "device": str(registry.device), "models": rows})
+        pool = service.pool
+        return JSONResponse({"default_model": pool.default_model, "device": str(pool.device), "models": pool.models()})
 
     @app.get("/health")
     def health() -> JSONResponse:
-        ready, body = registry.health()
+        ready, body = service.pool.health()
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -15,8 +15,11 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
+from .. import settings
+from ..service.pool import ModelPool
+from ..service.removal import RemovalService
 from .api import add_routes
-from .state import Registry, Scratch, max_upload_bytes
+from .scratch import Scratch
 from .ui import build_ui
 
 log = logging.getLogger(__name__)
@@ -28,12 +31,14 @@ THEME = gr.themes.Soft(
 )
 
 
-def create_app(registry: Registry, max_upload: int | None = None, host: str = "0.0.0.0", port: int = 7860) -> FastAPI:
+def create_app(
+    service: RemovalService, max_upload: int | None = None, host: str = "0.0.0.0", port: int = 7860
+) -> FastAPI:
     """The API routes first, then Gradio mounted at '/' (a mount there would shadow later routes)."""
-    max_upload = max_upload or max_upload_bytes()
+    max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
-    add_routes(app, registry, max_upload)
-    demo = build_ui(registry, Scratch())
+    add_routes(app, service, max_upload)
+    demo = build_ui(service, Scratch())
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
@@ -56,9 +61,10 @@ def create_app(registry: Registry, max_upload: int | None = None, host: str = "0
 def serve(args: argparse.Namespace) -> int:
     """Runs until stopped; bad settings (device, size, upload limit) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    registry = Registry(args.model, args.device, args.precision, args.size)
-    app = create_app(registry, max_upload_bytes(), args.host, args.port)
-    registry.load_in_background()
+    pool = ModelPool(args.model, args.device, args.precision, args.size)
+    service = RemovalService(pool)
+    app = create_app(service, settings.max_upload_bytes(), args.host, args.port)
+    pool.load_in_background()
     log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", args.host, args.port)
     # Browsers hold Gradio's heartbeat streams open: without a timeout a stop would wait for every tab.
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)

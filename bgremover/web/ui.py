@@ -2,9 +2,9 @@
 
 Every handler turns the errors a user can fix (not an image, a gated model, a bad
 option) into a `gr.Error` with the message that says how; anything else is logged and
-reported as unexpected, and the server goes on serving. The heavy events share one
-queue slot (`concurrency_id="device"`), so users see their place in the queue while
-one inference runs.
+reported as unexpected, and the server goes on serving. Every handler is a thin adapter
+over the removal service; the device lock inside it serialises inference only, so one
+user's result is encoded while the next user's image is already on the device.
 """
 
 from __future__ import annotations
@@ -19,21 +19,26 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from .. import imaging, zoo
+from .. import zoo
 from ..hub import ModelLoadError
-from ..pipeline import Options, Remover, Result
-from .state import Registry, Scratch, measure
+from ..imaging import decoding
+from ..pipeline import Options
+from ..service.options import build_request
+from ..service.pool import ModelPool
+from ..service.removal import Item, RemovalService, rotated
+from ..service.usage import measure
+from .scratch import Scratch
 
 log = logging.getLogger(__name__)
 
 OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
 SIZES = (512, 768, 1024, 1536, 2048)
 THUMBNAIL = 192
-# Heavy events: one at a time on the device, and uploads decoded by the app itself (see decode_upload).
-HEAVY = {"concurrency_limit": 1, "concurrency_id": "device", "preprocess": False}
+# Heavy events: two at a time (one on the device while the other decodes or encodes; the device
+# lock orders inference), the rest wait in Gradio's queue and see their place; uploads are decoded
+# by the app itself (see decode_upload).
+HEAVY = {"concurrency_limit": 2, "concurrency_id": "work", "preprocess": False}
 LIGHT = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
-# 1, 2, 3 quarter turns to the left (counter-clockwise).
-_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
 
 
 def upload_name(upload: dict | str) -> str:
@@ -42,17 +47,16 @@ def upload_name(upload: dict | str) -> str:
     return Path(upload).name
 
 
-def decode_upload(upload: dict | str | None, max_pixels: int, missing: str = "Add an image first.") -> imaging.Decoded:
-    """Decodes an upload as the heavy events receive it (unpreprocessed: a FileData dict, or a path).
+def upload_path(upload: dict | str | None, missing: str) -> Path:
+    """The file of an upload as the heavy events receive it (unpreprocessed: a FileData dict, or a path).
 
     Those events skip Gradio's preprocessing, which would open the file with Pillow first and
-    fail on a broken one with Pillow's words; this way every bad file gets the app's message.
-    Gradio has already checked that the path is one of its uploads.
+    fail on a broken one with Pillow's words; the service decodes it and every bad file gets
+    the app's message. Gradio has already checked that the path is one of its uploads.
     """
     if not upload:
         raise gr.Error(missing)
-    path = upload.get("path") if isinstance(upload, dict) else upload
-    return imaging.decode(Path(path).read_bytes(), name=upload_name(upload), max_pixels=max_pixels)
+    return Path(upload.get("path") if isinstance(upload, dict) else upload)
 
 
 def friendly(handler: Callable) -> Callable:
@@ -66,19 +70,13 @@ def friendly(handler: Callable) -> Callable:
             raise
         except ModelLoadError as error:
             raise gr.Error(str(error), duration=None, title="Model not available") from error
-        except ValueError as error:  # imaging.ImageError and bad options
+        except ValueError as error:  # ImageError and bad options
             raise gr.Error(str(error)) from error
         except Exception as error:
             log.exception("%s failed", handler.__name__)
             raise gr.Error(f"Unexpected error ({type(error).__name__}); the server log has the details.") from error
 
     return wrapper
-
-
-def rotated(image: Image.Image, turns: int) -> Image.Image:
-    """`turns` quarter turns to the left; negative turns go right."""
-    turns %= 4
-    return image.transpose(_TURNS[turns]) if turns else image
 
 
 def unique_png_names(names: list[str]) -> list[str]:
@@ -92,32 +90,32 @@ def unique_png_names(names: list[str]) -> list[str]:
     return unique
 
 
-def model_choices(registry: Registry) -> list[tuple[str, str]]:
+def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
     """Dropdown entries labelled with each model's license, and 'gated' where access must be requested."""
     choices = []
-    for name in registry.names():
+    for name in pool.names():
         info = zoo.ZOO.get(name)
         label = name if info is None else f"{name} · {info.license_name}"
         choices.append((label + (" · gated" if info and info.gated else ""), name))
     return choices
 
 
-def size_choices(registry: Registry) -> list[tuple[str, int]]:
+def size_choices(pool: ModelPool) -> list[tuple[str, int]]:
     """0 is the server's --size where one was given, else each model's own input size."""
-    default = f"server default ({registry.default_size})" if registry.default_size else "model default"
-    return [(default, 0)] + [(str(size), size) for size in sorted({*SIZES, registry.default_size or SIZES[0]})]
+    default = f"server default ({pool.default_size})" if pool.default_size else "model default"
+    return [(default, 0)] + [(str(size), size) for size in sorted({*SIZES, pool.default_size or SIZES[0]})]
 
 
-def status_markdown(registry: Registry) -> str:
+def status_markdown(pool: ModelPool) -> str:
     """Device, and which models are loaded, loading, downloading, cached or failed (with the fix)."""
-    rows = registry.models()
+    rows = pool.models()
 
     def listed(keep: Callable[[dict], bool], suffix: Callable[[dict], str] = lambda row: "") -> str:
         return ", ".join(row["name"] + suffix(row) for row in rows if keep(row)) or "none"
 
     busy = listed(lambda r: r["state"] in ("loading", "downloading"), lambda r: f" ({r['state']})")
     lines = [
-        f"**Device:** {registry.describe_device()} · **Default model:** {registry.default_model} · "
+        f"**Device:** {pool.describe_device()} · **Default model:** {pool.default_model} · "
         f"**Loaded:** {listed(lambda r: r['loaded'])} · **Loading:** {busy} · "
         f"**Cached:** {listed(lambda r: r['cached'])}"
     ]
@@ -128,35 +126,13 @@ def status_markdown(registry: Registry) -> str:
 class Handlers:
     """The UI's event handlers; their parameter names are the parameters of the named API endpoints."""
 
-    def __init__(self, registry: Registry, scratch: Scratch):
-        self.registry = registry
+    def __init__(self, service: RemovalService, scratch: Scratch):
+        self.service = service
+        self.pool = service.pool
         self.scratch = scratch
 
-    def decode(self, upload: dict | str | None, missing: str) -> imaging.Decoded:
-        return decode_upload(upload, self.registry.max_pixels, missing)
-
-    def options(self, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges) -> Options:
-        background = None
-        if output == "image":
-            background = self.decode(bg_image, "Choose a background image, or another output.").rgb
-        return Options(
-            output=output,
-            background_color=imaging.parse_color(bg_color) if output == "color" else (255, 255, 255),
-            background_image=background,
-            threshold=float(threshold or 0) or None,
-            crop=bool(crop),
-            crop_margin=int(crop_margin or 0),
-            refine_edges=bool(refine_edges),
-        )
-
-    def run(self, remover: Remover, decoded: list[imaging.Decoded], options: Options) -> list[Result]:
-        with self.registry.inference_lock:
-            return remover.process(decoded, options)
-
-    def save_png(self, folder: Path, name: str, result: Result) -> Path:
-        path = folder / name
-        path.write_bytes(imaging.encode(result.image, "png", result.icc_profile))
-        return path
+    def decode(self, upload: dict | str | None, missing: str) -> decoding.Decoded:
+        return self.service.decode(upload_path(upload, missing), upload_name(upload))
 
     @friendly
     def remove(
@@ -172,23 +148,41 @@ class Handlers:
         refine_edges: bool = False,
         size: int | str = 0,
     ):
-        """Before/after, cut-out, mask, the PNG to download and the time taken."""
-        options = self.options(output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges)
-        decoded = self.decode(image, "Upload, paste or drop an image first.")
-        remover = self.registry.get(model, size)
-        started = time.perf_counter()
-        result = self.run(remover, [decoded], options)[0]
-        seconds = time.perf_counter() - started
-        folder = self.scratch.new_dir()
-        path = str(self.save_png(folder, f"{Path(decoded.name).stem}_nobg.png", result))
-        before = folder / "before.jpg"  # only a preview: JPEG is many times faster to write than PNG
-        decoded.rgb.save(before, quality=90)
-        width, height = decoded.rgb.size
-        info = (
-            f"**{remover.info.name}** at {remover.inference_size} px on {self.registry.device}: "
-            f"**{seconds:.2f} s** for {width}×{height} px"
+        """Before/after, cut-out, mask, the PNG to download and the time taken.
+
+        The PNG is encoded once, outside the device lock, and the same file feeds the slider,
+        the result view and the download button.
+        """
+        background = None
+        if output == "image":
+            background = self.decode(bg_image, "Choose a background image, or another output.").rgb
+        request = build_request(
+            output=output,
+            bg_color=bg_color if output == "color" else None,
+            bg_image=background,
+            threshold=float(threshold or 0) or None,
+            crop=bool(crop),
+            crop_margin=int(crop_margin or 0),
+            refine_edges=bool(refine_edges),
+            model=model,
+            size=size,
         )
-        return (str(before), path), path, result.mask, path, info
+        source = upload_path(image, "Upload, paste or drop an image first.")
+        removal = self.service.remove(source, request, upload_name(image))
+        folder = self.scratch.new_dir()
+        path = folder / f"{Path(removal.name).stem}_nobg.png"
+        path.write_bytes(removal.data)
+        before = folder / "before.jpg"  # only a preview: JPEG is many times faster to write than PNG
+        original = removal.original
+        original.save(before, quality=90)
+        width, height = original.size
+        timings = removal.timings
+        info = (
+            f"**{removal.model}** at {removal.size} px on {self.pool.device}: "
+            f"**{timings.infer:.2f} s** inference for {width}×{height} px "
+            f"(decode {timings.decode:.2f} s, finish {timings.finish:.2f} s, encode {timings.encode:.2f} s)"
+        )
+        return (str(before), str(path)), str(path), removal.result.mask, str(path), info
 
     @friendly
     def batch(
@@ -204,27 +198,29 @@ class Handlers:
         """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
         if not files:
             raise gr.Error("Add some images first.")
-        remover = self.registry.get(model, size)
-        decoded, failures = [], []
-        for index, upload in enumerate(files):
-            try:
-                item = self.decode(upload, "")
-            except imaging.ImageError as error:
-                failures.append(str(error))
-                continue
-            item.rgb = rotated(item.rgb, (rotations or {}).get(index, 0))
-            decoded.append(item)
-        if not decoded:
-            raise gr.Error("None of the files is a usable image: " + " ".join(failures))
-        options, step = Options(threshold=float(threshold or 0) or None), max(int(batch_size), 1)
-        results, started = [], time.perf_counter()
-        for start in range(0, len(decoded), step):
-            progress((start, len(decoded)), desc="Removing backgrounds", unit="images")
-            results += self.run(remover, decoded[start : start + step], options)
-        seconds = time.perf_counter() - started
+        request = build_request(threshold=float(threshold or 0) or None, model=model, size=size)
+        items = [
+            Item(upload_name(upload), upload_path(upload, ""), (rotations or {}).get(index, 0))
+            for index, upload in enumerate(files)
+        ]
+        step, started = max(int(batch_size), 1), time.perf_counter()
         folder = self.scratch.new_dir()
-        names = unique_png_names([r.name for r in results])
-        paths = [self.save_png(folder, name, result) for name, result in zip(names, results, strict=True)]
+        done, failures = [], []
+        progress((0, len(items)), desc="Removing backgrounds", unit="images")
+        for removal in self.service.remove_many(items, request, step):
+            if removal.error:
+                failures.append(removal.error)
+            else:
+                done.append(removal)
+            progress((len(done) + len(failures), len(items)), desc="Removing backgrounds", unit="images")
+        if not done:
+            raise gr.Error("None of the files is a usable image: " + " ".join(failures))
+        seconds = time.perf_counter() - started
+        names = unique_png_names([removal.name for removal in done])
+        paths = []
+        for name, removal in zip(names, done, strict=True):
+            paths.append(folder / name)
+            paths[-1].write_bytes(removal.data)
         archive = folder / "backgrounds-removed.zip"
         with zipfile.ZipFile(archive, "w") as zipped:  # PNGs are compressed already: stored as they are
             for path in paths:
@@ -241,12 +237,12 @@ class Handlers:
         second = self.compare_one(decoded, model_b, size)
         return *first, *second
 
-    def compare_one(self, decoded: imaging.Decoded, model: str, size: int | str) -> tuple[Image.Image | None, str]:
+    def compare_one(self, decoded: decoding.Decoded, model: str, size: int | str) -> tuple[Image.Image | None, str]:
         try:
-            remover = self.registry.get(model, size)
+            remover = self.pool.get(model, size)
         except ModelLoadError as error:
             return None, f"**{model}** could not be loaded.\n\n> {error}"
-        with self.registry.inference_lock, measure(remover.device) as usage:
+        with measure(remover.device) as usage:
             result = remover.process([decoded], Options())[0]
         return result.image, f"**{remover.info.name}** at {remover.inference_size} px: {usage.describe()}"
 
@@ -260,7 +256,7 @@ class Handlers:
                 thumb = self.decode(upload, "").rgb
                 thumb.thumbnail((THUMBNAIL, THUMBNAIL))
                 items.append({"name": name, "thumb": thumb, "error": None})
-            except imaging.ImageError as error:
+            except decoding.ImageError as error:
                 items.append({"name": name, "thumb": None, "error": str(error)})
         return items, {}
 
@@ -272,32 +268,32 @@ def _rotator(index: int, step: int) -> Callable[[dict], dict]:
     return rotate
 
 
-def _model_dropdown(registry: Registry, label: str, value: str) -> gr.Dropdown:
+def _model_dropdown(pool: ModelPool, label: str, value: str) -> gr.Dropdown:
     return gr.Dropdown(
-        model_choices(registry),
+        model_choices(pool),
         value=value,
         label=label,
         info="RMBG weights are for non-commercial use; gated models need HF_TOKEN.",
     )
 
 
-def _size_dropdown(registry: Registry) -> gr.Dropdown:
+def _size_dropdown(pool: ModelPool) -> gr.Dropdown:
     return gr.Dropdown(
-        size_choices(registry),
-        value=registry.default_size or 0,
+        size_choices(pool),
+        value=pool.default_size or 0,
         label="Inference size",
         info="Larger sees finer detail but is slower; a multiple of 32.",
         allow_custom_value=True,
     )
 
 
-def _remove_tab(handlers: Handlers, registry: Registry) -> None:
+def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             image = gr.Image(
                 type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="remove-input"
             )
-            model = _model_dropdown(registry, "Model", registry.default_model)
+            model = _model_dropdown(pool, "Model", pool.default_model)
             with gr.Accordion("Options", open=False):
                 output = gr.Radio(OUTPUT_CHOICES, value="cutout", label="Output")
                 bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
@@ -309,7 +305,7 @@ def _remove_tab(handlers: Handlers, registry: Registry) -> None:
                     crop = gr.Checkbox(label="Crop to subject")
                     crop_margin = gr.Number(0, minimum=0, precision=0, label="Crop margin (px)")
                 refine_edges = gr.Checkbox(label="Refine edges (remove colour fringes)")
-                size = _size_dropdown(registry)
+                size = _size_dropdown(pool)
             run = gr.Button("Remove background", variant="primary", elem_id="remove-button")
         with gr.Column(scale=2):
             slider = gr.ImageSlider(label="Before / after", format="png", max_height=520, elem_id="remove-slider")
@@ -332,7 +328,7 @@ def _remove_tab(handlers: Handlers, registry: Registry) -> None:
     )
 
 
-def _batch_tab(handlers: Handlers, registry: Registry) -> None:
+def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
     files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-files")
     items, rotations = gr.State([]), gr.State({})
 
@@ -360,12 +356,12 @@ def _batch_tab(handlers: Handlers, registry: Registry) -> None:
                     right.click(_rotator(index, -1), rotations, rotations, **LIGHT)
 
     with gr.Row():
-        model = _model_dropdown(registry, "Model", registry.default_model)
+        model = _model_dropdown(pool, "Model", pool.default_model)
         batch_size = gr.Slider(
             1, 16, value=4, step=1, label="Batch size", info="Images per inference; more needs memory."
         )
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
-        size = _size_dropdown(registry)
+        size = _size_dropdown(pool)
     run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
     gallery = gr.Gallery(label="Results", columns=4, format="png", elem_id="batch-gallery")
     archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
@@ -380,15 +376,15 @@ def _batch_tab(handlers: Handlers, registry: Registry) -> None:
     )
 
 
-def _compare_tab(handlers: Handlers, registry: Registry) -> None:
+def _compare_tab(handlers: Handlers, pool: ModelPool) -> None:
     with gr.Row():
         image = gr.Image(
             type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="compare-input"
         )
         with gr.Column():
-            model_a = _model_dropdown(registry, "Model A", "RMBG-1.4")
-            model_b = _model_dropdown(registry, "Model B", "RMBG-2.0")
-            size = _size_dropdown(registry)
+            model_a = _model_dropdown(pool, "Model A", "RMBG-1.4")
+            model_b = _model_dropdown(pool, "Model B", "RMBG-2.0")
+            size = _size_dropdown(pool)
             run = gr.Button("Compare", variant="primary", elem_id="compare-button")
     with gr.Row():
         with gr.Column():
@@ -406,22 +402,23 @@ def _compare_tab(handlers: Handlers, registry: Registry) -> None:
     )
 
 
-def build_ui(registry: Registry, scratch: Scratch | None = None) -> gr.Blocks:
+def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Blocks:
     """The whole UI; the default model keeps loading in the background while it is already served."""
-    handlers = Handlers(registry, scratch or Scratch())
+    pool = service.pool
+    handlers = Handlers(service, scratch or Scratch())
     with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## Background remover")
-        status = gr.Markdown(status_markdown(registry), elem_id="status")
+        status = gr.Markdown(status_markdown(pool), elem_id="status")
         with gr.Tabs():
             with gr.Tab("Remove background", id="remove"):
-                _remove_tab(handlers, registry)
+                _remove_tab(handlers, pool)
             with gr.Tab("Batch", id="batch"):
-                _batch_tab(handlers, registry)
+                _batch_tab(handlers, pool)
             with gr.Tab("Compare models", id="compare"):
-                _compare_tab(handlers, registry)
+                _compare_tab(handlers, pool)
 
         def refresh() -> str:
-            return status_markdown(registry)
+            return status_markdown(pool)
 
         gr.Timer(2).tick(refresh, outputs=status, **LIGHT)
         demo.load(refresh, outputs=status, **LIGHT)

@@ -1,0 +1,63 @@
+"""Which device and which precision a run uses when the user says `auto`."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISION_HELP = "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16"
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """`auto` is the first CUDA GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError as error:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N.") from error
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but PyTorch sees no CUDA GPU here. Use --device cpu.")
+    return chosen
+
+
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX).
+
+    Elsewhere oneDNN emulates bf16 and it is slower than float32, so `auto` keeps fp32 there.
+    """
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` is fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (BENCHMARKS.md has the trade-off)."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if native_bf16_cpu() else torch.float32
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}.")
+    return PRECISIONS[precision]
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """'fp32', 'fp16' or 'bf16': how settings, caches and the UI name a dtype."""
+    return next(name for name, known in PRECISIONS.items() if known == dtype)
+
+
+_locks: dict[str, threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def device_lock(device: torch.device) -> threading.Lock:
+    """The one lock per device that every engine on it holds while it infers.
+
+    Two forwards at once on one GPU are not faster, only twice the activation memory; on a
+    CPU they would split the same cores. Only inference takes it: decoding, compositing and
+    encoding of other requests go on meanwhile.
+    """
+    with _locks_guard:
+        return _locks.setdefault(str(device), threading.Lock())

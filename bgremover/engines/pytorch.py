@@ -1,0 +1,60 @@
+"""The PyTorch engine: the project's own networks, eager or compiled, on a CPU or a CUDA GPU."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import settings
+from ..hub import load_model
+from ..zoo import ModelInfo
+from .devices import device_lock, pick_device, pick_dtype, precision_name
+
+
+def prepare_network(network: nn.Module, compiled: bool = False) -> nn.Module:
+    """The fast path applied to a loaded network, shared by the engine and `rmbg bench`.
+
+    Convolution weights go channels-last, the layout the networks keep their feature
+    maps in (oneDNN and cuDNN run NHWC convolutions fastest). torch.compile is opt-in:
+    its first call takes minutes.
+    """
+    network = network.to(memory_format=torch.channels_last)
+    return torch.compile(network) if compiled else network
+
+
+class TorchEngine:
+    """A loaded network on one device; callers hold `lock` around calls (see `device_lock`)."""
+
+    name = "torch"
+
+    def __init__(
+        self, network: nn.Module, info: ModelInfo, label: str = "", compiled: bool = False, fast_path: bool = True
+    ):
+        """`fast_path=False` runs the network exactly as built: the float32 eager reference of `rmbg bench`."""
+        parameter = next(network.parameters())
+        self.info = info
+        self.label = label or type(network).__name__
+        self.device = parameter.device
+        self.dtype = parameter.dtype
+        self.compiled = compiled and fast_path
+        self.fast_path = fast_path
+        self.lock = device_lock(self.device)
+        self.network = prepare_network(network, self.compiled) if fast_path else network
+
+    @classmethod
+    def load(
+        cls, model: str, device: str = "auto", precision: str = "auto", compiled: bool | None = None
+    ) -> TorchEngine:
+        """Loads `model` through the hub loader; `compiled=None` follows RMBG_COMPILE."""
+        chosen = pick_device(device)
+        loaded = load_model(model, chosen, pick_dtype(precision, chosen))
+        compiled = settings.compile_network() if compiled is None else compiled
+        return cls(loaded.network, loaded.info, loaded.label, compiled)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.network(batch.to(self.dtype)).float()
+
+    def describe(self) -> str:
+        path = ", compiled" if self.compiled else ("" if self.fast_path else ", plain eager")
+        return f"torch {precision_name(self.dtype)} on {self.device}{path}"

@@ -1,0 +1,118 @@
+"""Decoding real-world image files into upright RGB, with the metadata the output keeps."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .. import settings
+
+# Pillow's own decompression-bomb guard would fire before ours with a less useful
+# message and a fixed limit; `decode` enforces the configurable limit instead.
+Image.MAX_IMAGE_PIXELS = None
+
+# What `rmbg remove` picks up from a folder, and what `rmbg eval` pairs by file stem.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message names the problem and the fix."""
+
+
+@dataclass
+class Decoded:
+    """An input image as RGB, upright, with what must survive into the output."""
+
+    rgb: Image.Image
+    icc_profile: bytes | None = None
+    name: str = "image"
+
+
+def to_gray8(image: Image.Image) -> Image.Image:
+    """8-bit grayscale; 16-bit images are scaled (Pillow's own conversion would clip them at 255)."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(image, dtype=np.float64)
+        scale = 257.0 if values.max(initial=0) > 255 else 1.0
+        return Image.fromarray(np.clip(values / scale + 0.5, 0, 255).astype(np.uint8))
+    return image.convert("L")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """RGB colours only: any alpha the input has is dropped, never fed to the model."""
+    if image.mode in SIXTEEN_BIT_MODES:
+        return to_gray8(image).convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    return image.convert("RGB")
+
+
+def decode(
+    data: bytes | str | Path | Image.Image | np.ndarray,
+    name: str = "image",
+    max_pixels: int | None = None,
+) -> Decoded:
+    """Opens anything Pillow reads (first frame of animations), applies EXIF orientation.
+
+    `max_pixels` defaults to RMBG_MAX_PIXELS; larger images are refused before their pixels are decoded.
+    """
+    max_pixels = max_pixels or settings.max_pixels()
+    if isinstance(data, np.ndarray):
+        return Decoded(rgb=_to_rgb(_array_to_image(data)), name=name)
+    if isinstance(data, Image.Image):
+        image = data
+    else:
+        if isinstance(data, (str, Path)):
+            name = Path(data).name
+            try:
+                data = Path(data).read_bytes()
+            except OSError as error:
+                raise ImageError(f"{name}: cannot read the file ({error.strerror or error}).") from error
+        if not data:
+            raise ImageError(f"{name}: the file is empty (0 bytes). Check that it was copied or uploaded fully.")
+        try:
+            image = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError as error:
+            raise ImageError(
+                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, TIFF, BMP or GIF."
+            ) from error
+        except (OSError, SyntaxError, ValueError) as error:
+            raise _damaged(name, error) from error
+    pixels = image.width * image.height
+    if pixels > max_pixels:
+        raise ImageError(
+            f"{name}: {image.width}x{image.height} is {pixels / 1e6:.0f} megapixels, more than the limit of "
+            f"{max_pixels / 1e6:.0f}. Downscale it first, or raise the limit (RMBG_MAX_PIXELS, --max-pixels)."
+        )
+    try:
+        image.seek(0)
+        image.load()
+        upright = ImageOps.exif_transpose(image)
+        rgb = _to_rgb(upright)
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(
+            f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it."
+        ) from error
+    icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
+    return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+
+
+def _damaged(name: str, error: Exception) -> ImageError:
+    return ImageError(f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it.")
+
+
+def _array_to_image(array: np.ndarray) -> Image.Image:
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating):
+            array = np.clip(array * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        else:
+            raise ImageError(f"numpy arrays must be uint8 (0-255) or float (0-1), not {array.dtype}.")
+    if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
+        return Image.fromarray(array.squeeze(2) if array.ndim == 3 and array.shape[2] == 1 else array)
+    raise ImageError(f"numpy arrays must be HxW, HxWx3 or HxWx4, not {array.shape}.")
+
+

@@ -1,0 +1,101 @@
+"""A removal request, checked once for every front end before any work is done.
+
+The HTTP API hands in form strings, the UI widget values and the CLI parsed arguments;
+all of them go through `build_request`, so a value means the same everywhere and a
+mistake costs a clear message instead of an inference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from ..imaging import composing, encoding
+from ..pipeline import Options, check_inference_size
+
+# Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
+MAX_INFERENCE_SIZE = 2048
+OUTPUTS = ("cutout", "mask", "color", "image")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+@dataclass
+class Request:
+    """What to run (`model`, `size`: None for the server's or model's default) and what to make of it."""
+
+    options: Options
+    fmt: str = "png"
+    model: str | None = None
+    size: int | None = None
+
+
+def parse_size(value: object, default: int | None = None) -> int | None:
+    """An inference size from a form, a dropdown or the command line; empty, 0 or 'default' mean `default`."""
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("", "0", "default", "none", "model default"):
+        return default
+    try:
+        size = int(float(text))
+    except ValueError:
+        raise ValueError(f"inference size {value!r} is not a number: use a multiple of 32 such as 1024.") from None
+    if size > MAX_INFERENCE_SIZE:
+        raise ValueError(f"inference size {size} is above the limit of {MAX_INFERENCE_SIZE}.")
+    return check_inference_size(size)
+
+
+def parse_flag(value: object, name: str) -> bool:
+    """true/false, yes/no, on/off, 1/0 (empty is false)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value if value is not None else "").strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{name}={text!r}: use true or false.")
+
+
+def parse_number(value: object, name: str, kind: type = float, default: float | None = None) -> float | None:
+    """A number from a form field; empty or 'none' give `default`."""
+    text = str(value if value is not None else "").strip()
+    if text.lower() in ("", "none"):
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a{'n integer' if kind is int else ' number'}.") from None
+
+
+def build_request(
+    *,
+    output: str = "cutout",
+    bg_color: str | tuple[int, int, int] | None = None,
+    bg_image: Image.Image | None = None,
+    threshold: object = None,
+    crop: object = False,
+    crop_margin: object = 0,
+    refine_edges: object = False,
+    fmt: str = "png",
+    model: str | None = None,
+    size: object = None,
+    outputs: tuple[str, ...] = OUTPUTS,
+) -> Request:
+    """Every option checked and converted; raises ValueError with the fix on the first bad one.
+
+    `outputs` narrows the choice where a front end offers fewer (the HTTP API has no background image).
+    """
+    output = str(output or "cutout").strip().lower()
+    if output not in outputs:
+        raise ValueError(f"output={output!r}: use {', '.join(outputs)}.")
+    fmt = encoding.output_format(str(fmt or "png"), transparent=output == "cutout")
+    color = bg_color if isinstance(bg_color, tuple) else composing.parse_color(str(bg_color or "#ffffff"))
+    options = Options(
+        output=output,
+        background_color=color,
+        background_image=bg_image,
+        threshold=parse_number(threshold, "threshold"),
+        crop=parse_flag(crop, "crop"),
+        crop_margin=int(parse_number(crop_margin, "crop_margin", int, 0)),
+        refine_edges=parse_flag(refine_edges, "refine_edges"),
+    )
+    model = str(model).strip() if model is not None and str(model).strip() else None
+    return Request(options=options, fmt=fmt, model=model, size=parse_size(size))

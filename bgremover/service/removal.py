@@ -1,0 +1,167 @@
+"""The removal use case: decode, infer, finish, encode; the one request path of every front end.
+
+Only inference holds the device (the engine's lock, taken inside `Remover.predict`);
+decoding, compositing and encoding run outside it, so a queued request's inference
+starts while the previous one is still being encoded. `remove_many` goes further for
+batch work: worker threads decode the next batch and encode the last one while the
+device infers, so the device never waits for PNG compression.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image
+
+from ..imaging import decoding, encoding
+from ..pipeline import Remover, Result, Timings, finish
+from .options import Request
+from .pool import ModelPool
+
+# Quarter turns to the left (counter-clockwise), as the UI's batch tab asks for them.
+_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+
+
+@dataclass
+class Item:
+    """One input of a batch: its name (for messages and output names), its bytes or path, a rotation."""
+
+    name: str
+    source: bytes | str | Path
+    turns: int = 0
+
+
+@dataclass
+class Removal:
+    """The outcome for one input: the encoded file, its result and the upright input, or why it failed."""
+
+    name: str
+    data: bytes | None = None
+    result: Result | None = None
+    original: Image.Image | None = None
+    error: str | None = None
+    timings: Timings = field(default_factory=Timings)
+    model: str = ""
+    size: int = 0
+
+
+def rotated(image: Image.Image, turns: int) -> Image.Image:
+    """`turns` quarter turns to the left; negative turns go right."""
+    turns %= 4
+    return image.transpose(_TURNS[turns]) if turns else image
+
+
+class RemovalService:
+    """Runs requests against the models of a `ModelPool`; shared by the API, the UI, the CLI and eval."""
+
+    def __init__(self, pool: ModelPool, max_pixels: int | None = None, workers: int = 2):
+        self.pool = pool
+        self.max_pixels = max_pixels
+        self.workers = workers
+
+    def decode(self, source: bytes | str | Path, name: str = "image", turns: int = 0) -> decoding.Decoded:
+        """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
+        decoded = decoding.decode(source, name=name, max_pixels=self.max_pixels)
+        decoded.rgb = rotated(decoded.rgb, turns)
+        return decoded
+
+    def remover(self, request: Request, wait: bool = True) -> Remover:
+        return self.pool.get(request.model, request.size, wait=wait)
+
+    def remove(self, source: bytes | str | Path, request: Request, name: str = "image", wait: bool = True) -> Removal:
+        """One image end to end. Raises ImageError for a bad input and ModelLoadError for a model that
+        cannot run (ModelNotReady with `wait=False` while it loads)."""
+        timings = Timings()
+        with timings.stage("decode"):
+            decoded = self.decode(source, name)
+        remover = self.remover(request, wait)
+        result = remover.process([decoded], request.options, timings)[0]
+        return self._encoded(remover, decoded, result, request, timings)
+
+    def remove_many(self, items: Iterable[Item], request: Request, batch_size: int = 1) -> Iterator[Removal]:
+        """Removals in input order; an unreadable input becomes a Removal with its `error`, and the rest go on."""
+        remover = self.remover(request)
+        batches = _chunks(iter(items), max(batch_size, 1))
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="rmbg-io") as workers:
+            outputs: deque[Future[Removal]] = deque()
+            upcoming = self._decode_batch(workers, next(batches, []))
+            try:
+                while upcoming:
+                    current, upcoming = upcoming, self._decode_batch(workers, next(batches, []))
+                    outputs.extend(self._infer_batch(workers, remover, request, current))
+                    while len(outputs) > 2 * batch_size:  # bounded: finished images do not pile up in memory
+                        yield outputs.popleft().result()
+            except GeneratorExit:  # the consumer stopped: nothing more to hand out
+                raise
+            except BaseException:  # Ctrl-C or an error: the images already inferred are still handed out
+                yield from _drain(outputs)
+                raise
+            yield from _drain(outputs)
+
+    def _decode_batch(self, workers: ThreadPoolExecutor, items: list[Item]) -> list[tuple[Item, Future, Timings]]:
+        decoding_jobs = []
+        for item in items:
+            timings = Timings()
+            decoding_jobs.append((item, workers.submit(self._timed_decode, item, timings), timings))
+        return decoding_jobs
+
+    def _timed_decode(self, item: Item, timings: Timings) -> decoding.Decoded:
+        with timings.stage("decode"):
+            return self.decode(item.source, item.name, item.turns)
+
+    def _infer_batch(
+        self, workers: ThreadPoolExecutor, remover: Remover, request: Request, batch: list[tuple[Item, Future, Timings]]
+    ) -> list[Future[Removal]]:
+        """One forward for the batch's decodable images; finishing and encoding go to the workers."""
+        outputs: list[Future[Removal]] = []
+        ready = []
+        for item, job, timings in batch:
+            try:
+                ready.append((len(outputs), job.result(), timings))
+                outputs.append(Future())
+            except decoding.ImageError as error:
+                outputs.append(_done(Removal(item.name, error=str(error), timings=timings)))
+        shared = Timings()
+        masks = remover.predict([decoded.rgb for _, decoded, _ in ready], shared)
+        for (index, decoded, timings), mask in zip(ready, masks, strict=True):
+            timings.queue, timings.infer = shared.queue / len(ready), shared.infer / len(ready)
+            outputs[index] = workers.submit(self._finish_and_encode, remover, decoded, mask, request, timings)
+        return outputs
+
+    def _finish_and_encode(
+        self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
+    ) -> Removal:
+        with timings.stage("finish"):
+            result = finish(decoded, mask, request.options)
+        return self._encoded(remover, decoded, result, request, timings)
+
+    @staticmethod
+    def _encoded(
+        remover: Remover, decoded: decoding.Decoded, result: Result, request: Request, timings: Timings
+    ) -> Removal:
+        with timings.stage("encode"):
+            data = encoding.encode(result.image, request.fmt, result.icc_profile)
+        return Removal(
+            result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size
+        )
+
+
+def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _drain(outputs: deque[Future[Removal]]) -> Iterator[Removal]:
+    while outputs:
+        yield outputs.popleft().result()
+
+
+def _done(removal: Removal) -> Future[Removal]:
+    future: Future[Removal] = Future()
+    future.set_result(removal)
+    return future

@@ -1,0 +1,90 @@
+"""Every environment variable the app reads, in one place, read when asked (never at import).
+
+Reading at call time means a test, a container's entrypoint or a long-running server
+sees the value that is set now, and a bad value fails with a message that names the
+variable instead of an import-time traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL = "RMBG-2.0"
+DEFAULT_MAX_PIXELS = 100_000_000
+DEFAULT_MAX_UPLOAD_MB = 50.0
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _text(name: str, default: str = "") -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def flag(name: str) -> bool:
+    """A yes/no variable: 1, true, yes or on (any case) mean yes."""
+    return _text(name).lower() in _TRUE
+
+
+def _positive(name: str, default: float, example: str) -> float:
+    text = _text(name, str(default))
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(f"{name}={text!r} must be a positive number (e.g. {example}).")
+    return value
+
+
+def model() -> str:
+    """RMBG_MODEL: the model used when none is named."""
+    return _text("RMBG_MODEL", DEFAULT_MODEL)
+
+
+def device() -> str:
+    """RMBG_DEVICE: auto, cpu, cuda or cuda:N."""
+    return _text("RMBG_DEVICE", "auto")
+
+
+def compile_network() -> bool:
+    """RMBG_COMPILE=1 opts into torch.compile (long first call; see docs/benchmarks)."""
+    return flag("RMBG_COMPILE")
+
+
+def max_pixels() -> int:
+    """RMBG_MAX_PIXELS: the largest image accepted, in pixels."""
+    return int(_positive("RMBG_MAX_PIXELS", DEFAULT_MAX_PIXELS, "100000000"))
+
+
+def max_upload_bytes() -> int:
+    """RMBG_MAX_UPLOAD_MB: the largest upload the server reads, in MiB (fractions allowed)."""
+    return int(_positive("RMBG_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB, "50") * 1024 * 1024)
+
+
+def server_host() -> str:
+    return _text("GRADIO_SERVER_NAME", "0.0.0.0")
+
+
+def server_port() -> int:
+    text = _text("GRADIO_SERVER_PORT", "7860")
+    if not text.isdigit():
+        raise ValueError(f"GRADIO_SERVER_PORT={text!r} must be a port number (e.g. 7860).")
+    return int(text)
+
+
+def hub_cache_dir() -> Path:
+    """The Hugging Face cache (HF_HUB_CACHE, else HF_HOME/hub, else ~/.cache/huggingface/hub)."""
+    if _text("HF_HUB_CACHE"):
+        return Path(_text("HF_HUB_CACHE"))
+    home = _text("HF_HOME") or Path(_text("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
+    return Path(home) / "hub"
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE=1: never contact the Hub, use the cache only."""
+    return flag("HF_HUB_OFFLINE")
+
+
+def hub_token() -> str | None:
+    """HF_TOKEN: the Hugging Face token for gated models."""
+    return _text("HF_TOKEN") or None
