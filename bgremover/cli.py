@@ -228,14 +228,33 @@ def _add_serve(commands) -> None:
     parser.set_defaults(handler=run_serve)
 
 
+def _require(extra: str, module: str) -> None:
+    """Stops with the install command when an optional extra's library is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(
+            f"this command needs {module}, which is not installed: pip install 'bgremover[{extra}]' "
+            "(or pip install -r requirements.txt)"
+        )
+
+
 def run_serve(args) -> int:
+    _require("web", "gradio")
     from .web.app import serve
 
     return serve(args)
 
 
+def run_eval(args) -> int:
+    _require("eval", "py_sod_metrics")
+    from .eval.command import run_eval as evaluate
+
+    return evaluate(args)
+
+
 def _add_eval(commands) -> None:
-    from .eval.command import add_arguments, run_eval
+    from .eval.command import add_arguments
 
     parser = commands.add_parser("eval", help="score models against ground-truth masks (DIS5K layout or CSV)")
     add_arguments(parser)

@@ -80,9 +80,7 @@ def is_cached(info: ModelInfo) -> bool:
 
 
 def _gated_message(info: ModelInfo) -> str:
-    token_state = (
-        "HF_TOKEN is set but that account has no access" if settings.hub_token() else "HF_TOKEN is not set"
-    )
+    token_state = "HF_TOKEN is set but that account has no access" if settings.hub_token() else "HF_TOKEN is not set"
     return (
         f"{info.name} ({info.repo_id}) is a gated model and {token_state}. To get access: log in at "
         f"{info.page}, accept the license there ({info.license}), create a read token at "

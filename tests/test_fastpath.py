@@ -16,11 +16,11 @@ from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
 from bgremover import bench, zoo
 from bgremover.cli import main
+from bgremover.engines import native_bf16_cpu, pick_dtype
+from bgremover.engines.pytorch import prepare_network
 from bgremover.nets import network_for
 from bgremover.nets.birefnet import deform_conv2d
 from bgremover.nets.swin import WindowLayout
-from bgremover.engines import native_bf16_cpu, pick_dtype
-from bgremover.engines.pytorch import prepare_network
 
 MEAN_BUDGET_255 = 0.5
 MAX_BUDGET_255 = 16.0

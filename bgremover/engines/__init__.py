@@ -38,6 +38,7 @@ __all__ = [
     "precision_name",
 ]
 
+
 class Engine(Protocol):
     """Runs one model: a normalised float batch (B, 3, H, W) in, raw output (B, 1, H, W) as float32 out.
 
@@ -56,9 +57,7 @@ class Engine(Protocol):
         ...
 
 
-def load_engine(
-    model: str, device: str = "auto", precision: str = "auto", compiled: bool | None = None
-) -> Engine:
+def load_engine(model: str, device: str = "auto", precision: str = "auto", compiled: bool | None = None) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`."""
     from .pytorch import TorchEngine
 

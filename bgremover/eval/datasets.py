@@ -43,8 +43,6 @@ def _few(names: list[str]) -> str:
     return shown + (", ..." if len(names) > _EXAMPLES else "")
 
 
-
-
 def _by_stem(folder: Path, notes: list[str]) -> dict[str, Path]:
     """Image files of `folder` by file stem, the key that pairs an image with its mask."""
     found: dict[str, Path] = {}
@@ -209,5 +207,3 @@ def read_prediction(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     if mask.size != (width, height):
         mask = mask.resize((width, height), Image.Resampling.BILINEAR)
     return np.asarray(mask)
-
-

@@ -88,5 +88,3 @@ def score(pairs: Iterable[tuple[np.ndarray, np.ndarray]]) -> Scores:
     for prediction, ground_truth in pairs:
         scorer.add(prediction, ground_truth)
     return scorer.scores()
-
-

@@ -70,9 +70,7 @@ class Predictor:
     The model is loaded only when some prediction is missing, and warmed up once untimed.
     """
 
-    def __init__(
-        self, service: RemovalService, batch_size: int = 1, overwrite: bool = False, quiet: bool = False
-    ):
+    def __init__(self, service: RemovalService, batch_size: int = 1, overwrite: bool = False, quiet: bool = False):
         self.service = service
         self.batch_size, self.overwrite, self.quiet = batch_size, overwrite, quiet
         self._warm = False
@@ -127,5 +125,3 @@ def score_cache(dataset: Dataset, cache: Cache) -> tuple[Scores | None, float | 
             timed.append(cache.seconds[sample.key])
     seconds = float(np.mean(timed)) if timed else None
     return (scorer.scores() if scorer.count else None), seconds, missing
-
-

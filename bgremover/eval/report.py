@@ -145,5 +145,3 @@ def plot_pr_curves(curves: dict[str, Scores], title: str, path: Path) -> None:
     buffer = path.with_name(path.name + ".partial")
     canvas.save(buffer, format="PNG")
     buffer.replace(path)
-
-

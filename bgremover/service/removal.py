@@ -146,9 +146,7 @@ class RemovalService:
     ) -> Removal:
         with timings.stage("encode"):
             data = encoding.encode(result.image, request.fmt, result.icc_profile)
-        return Removal(
-            result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size
-        )
+        return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
 
 
 def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:

@@ -1,0 +1,113 @@
+"""The removal service: one request path for every front end, with the device lock around inference only."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_pipeline import photo
+
+from bgremover.imaging import encoding
+from bgremover.service.options import build_request
+from bgremover.service.pool import ModelPool
+from bgremover.service.removal import Item, RemovalService
+
+MODEL = "BiRefNet_lite"
+
+
+@pytest.fixture
+def service(offline_hub) -> RemovalService:
+    return RemovalService(ModelPool(MODEL, device="cpu", precision="fp32", size=64))
+
+
+def jpeg(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_a_second_inference_runs_while_the_first_result_is_encoded(service, monkeypatch) -> None:
+    engine = service.pool.get().engine
+    network, second_inferring = engine.network, threading.Event()
+
+    def network_noting_the_second(batch):
+        if threading.current_thread().name == "second":
+            second_inferring.set()
+        return network(batch)
+
+    real_encode, overlapped = encoding.encode, []
+
+    def encode_waiting_for_the_second(image, fmt="png", icc_profile=None, **options):
+        if threading.current_thread().name == "first":
+            second.start()
+            overlapped.append(second_inferring.wait(timeout=120))
+        return real_encode(image, fmt, icc_profile, **options)
+
+    monkeypatch.setattr(engine, "network", network_noting_the_second)
+    monkeypatch.setattr(encoding, "encode", encode_waiting_for_the_second)
+    request, results = build_request(), {}
+
+    def run(name: str) -> None:
+        results[name] = service.remove(jpeg(photo()), request, name=f"{name}.jpg")
+
+    first = threading.Thread(target=run, args=("first",), name="first")
+    second = threading.Thread(target=run, args=("second",), name="second")
+    first.start()
+    first.join(timeout=300)
+    second.join(timeout=300)
+    assert overlapped == [True], "the second inference waited for the first result's encoding"
+    assert results["first"].data == results["second"].data  # same input, same bytes: nothing was mixed up
+
+
+def test_remove_many_keeps_order_reports_bad_inputs_and_matches_single_removals(service) -> None:
+    images = [photo(120 + 10 * i, 90) for i in range(5)]
+    items = [Item(f"{i}.jpg", jpeg(image)) for i, image in enumerate(images)]
+    items.insert(2, Item("broken.jpg", jpeg(images[0])[:200]))
+    request = build_request(output="mask")
+    removals = list(service.remove_many(items, request, batch_size=2))
+    assert [r.name for r in removals] == [item.name for item in items]
+    assert removals[2].data is None and "broken.jpg" in removals[2].error
+    for removal in removals[:2] + removals[3:]:
+        single = service.remove(next(i.source for i in items if i.name == removal.name), request, removal.name)
+        batched = np.asarray(Image.open(io.BytesIO(removal.data)), dtype=int)
+        alone = np.asarray(Image.open(io.BytesIO(single.data)), dtype=int)
+        assert batched.shape == alone.shape and np.abs(batched - alone).max() <= 1
+        assert removal.timings.decode > 0 and removal.timings.infer > 0 and removal.timings.encode > 0
+
+
+def test_timings_separate_waiting_for_the_device_from_inference(service) -> None:
+    engine = service.pool.get().engine
+    engine.lock.acquire()
+    release = threading.Timer(0.5, engine.lock.release)
+    release.start()
+    removal = service.remove(jpeg(photo()), build_request())
+    assert removal.timings.queue >= 0.4
+    assert removal.timings.infer < removal.timings.queue + 5
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"output": "sepia"}, "output='sepia'"),
+        ({"bg_color": "blurple"}, "not a colour"),
+        ({"threshold": "half"}, "threshold='half' is not a number"),
+        ({"crop": "maybe"}, "crop='maybe': use true or false"),
+        ({"size": "100"}, "multiple of 32"),
+        ({"size": "4096"}, "above the limit"),
+        ({"fmt": "jpeg"}, "JPEG has no transparency"),
+    ],
+)
+def test_requests_are_checked_once_with_the_fix_in_the_message(fields, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        build_request(**fields)
+
+
+def test_a_request_converts_form_strings_and_keeps_typed_values() -> None:
+    request = build_request(output="color", bg_color="#00ff00", threshold="0.5", crop="true", crop_margin="3")
+    assert request.options.background_color == (0, 255, 0)
+    assert (request.options.threshold, request.options.crop, request.options.crop_margin) == (0.5, True, 3)
+    assert build_request(bg_color=(1, 2, 3), size=512, model=" ").options.background_color == (1, 2, 3)
+    assert build_request(size=512, model=" ").model is None
