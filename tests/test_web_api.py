@@ -25,6 +25,8 @@ import pytest
 import requests
 from PIL import Image, ImageDraw
 
+pytestmark = pytest.mark.slow  # a server in a subprocess (and a browser): minutes, not seconds
+
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "RMBG-1.4"
 # fp32 everywhere: `auto` may pick bf16 on some CPUs, and the in-process reference must match the server.
