@@ -12,7 +12,14 @@ import json
 
 import pytest
 import torch
-from conftest import ARCHS_SWIN_L_SLOW, SHARED_GOLDEN, golden_input, golden_output, manifest_state_dict, synthetic_checkpoint
+from conftest import (
+    ARCHS_SWIN_L_SLOW,
+    SHARED_GOLDEN,
+    golden_input,
+    golden_output,
+    manifest_state_dict,
+    synthetic_checkpoint,
+)
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
 from bgremover import bench, zoo
