@@ -65,8 +65,14 @@ def _add_remove(commands) -> None:
 
 @dataclass
 class Job:
+    """One input and where its output goes; `label` names it in messages (its path below the input folder)."""
+
     source: Path | str
     target: Path | str
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or str(self.source)
 
 
 def _expand(inputs: list[str]) -> Iterator[tuple[Path, Path, bool]]:
@@ -93,9 +99,13 @@ def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
     outputs go to a sibling FOLDER_nobg, and a file's beside it as NAME_nobg.EXT.
     """
     if inputs == [STDIO]:
-        return [Job(STDIO, out or STDIO)]
+        return [Job(STDIO, out or STDIO, "stdin")]
     suffix = "." + fmt.replace("jpeg", "jpg")
     files = list(_expand(inputs))
+    if out == STDIO:
+        if len(files) != 1:
+            raise UsageError(f"-o - writes one image to stdout, but the inputs hold {len(files)} images")
+        return [Job(files[0][0], STDIO)]
     if out and len(files) == 1 and not files[0][2] and Path(out).suffix and not Path(out).is_dir():
         return [Job(files[0][0], Path(out))]
     jobs, claimed = [], set()
@@ -111,7 +121,7 @@ def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
         if target in claimed:  # photo.jpg and photo.png in one folder
             target = folder / (file.name.replace(".", "_") + suffix)
         claimed.add(target)
-        jobs.append(Job(file, target))
+        jobs.append(Job(file, target, file.relative_to(root.parent).as_posix() if from_folder else str(file)))
     return jobs
 
 
@@ -131,17 +141,23 @@ def _request(args):
     )
 
 
-def _write(target: Path | str, data: bytes) -> None:
-    if target == STDIO:
+def _write(job: Job, data: bytes) -> str | None:
+    """Writes one output; a failure (read-only or full disk, a file where a folder should be) is
+    returned as the message for that file, so the rest of the run goes on."""
+    if job.target == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
-    else:
-        encoding.write_atomic(Path(target), data)
+        return None
+    try:
+        encoding.write_atomic(Path(job.target), data)
+    except OSError as error:
+        return f"{job.label}: cannot write {job.target} ({error.strerror or error}). Check the output folder."
+    return None
 
 
 def _item(job: Job) -> Item:
     source = sys.stdin.buffer.read() if job.source == STDIO else job.source
-    return Item(str(job.source), source)
+    return Item(job.label, source)
 
 
 def run_remove(args) -> int:
@@ -163,19 +179,20 @@ def run_remove(args) -> int:
     progress = tqdm(total=len(todo), unit="img", disable=args.quiet or len(todo) < 2, file=sys.stderr)
     removals = service.remove_many(map(_item, todo), request, args.batch_size)
     for job, removal in zip(todo, removals, strict=True):
-        if removal.error:
-            failures.append(removal.error)
-            progress.write(f"skipped {removal.error}")
+        error = removal.error or _write(job, removal.data)
+        if error:
+            failures.append(error)
+            progress.write(f"failed: {error}", file=sys.stderr)
         else:
-            _write(job.target, removal.data)
             done += 1
         progress.update(1)
     progress.close()
     if args.inputs != [STDIO]:
         summary = f"{done} done, {skipped} skipped (already there; --overwrite redoes them), {len(failures)} failed"
         print(summary, file=sys.stderr)
-    for failure in failures:
-        print(f"failed: {failure}", file=sys.stderr)
+    if len(failures) > 1:  # repeated at the end, where they cannot scroll out of sight
+        for failure in failures:
+            print(f"failed: {failure}", file=sys.stderr)
     return 1 if failures else 0
 
 

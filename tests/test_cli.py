@@ -135,3 +135,29 @@ def test_output_piped_into_a_reader_that_stops_early(offline_hub) -> None:
     )
     assert done.stdout.decode().startswith("model ")
     assert b"Traceback" not in done.stderr and b"BrokenPipe" not in done.stderr
+
+
+def test_a_file_to_stdout_writes_one_png_and_nothing_else(offline_hub, tree) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(ROOT / "rmbg.py"), "remove", str(tree / "a.jpg"), "-o", "-", *FAST]
+    done = subprocess.run(command, capture_output=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+    cutout = Image.open(io.BytesIO(done.stdout))
+    cutout.load()
+    assert cutout.mode == "RGBA" and cutout.size == (120, 80)
+    assert not (tree.parent / "-").exists() and not Path("-").exists()
+    assert main(["remove", str(tree), "-o", "-", *FAST]) == 2  # several images cannot share stdout
+
+
+def test_a_failed_write_is_reported_per_file_and_the_run_goes_on(offline_hub, tree, tmp_path, capsys) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sub").write_text("a file where the sub-folder's outputs should go")
+    assert main(["remove", str(tree), "-o", str(out), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "album/sub/c.webp: cannot write" in err and "album/broken.jpg: the image data" in err
+    assert "2 done, 0 skipped" in err and "2 failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "sub"]
+    assert not list(tmp_path.rglob("*.partial"))

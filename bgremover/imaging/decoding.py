@@ -53,7 +53,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 def decode(
     data: bytes | str | Path | Image.Image | np.ndarray,
-    name: str = "image",
+    name: str | None = None,
     max_pixels: int | None = None,
 ) -> Decoded:
     """Opens anything Pillow reads (first frame of animations), applies EXIF orientation.
@@ -61,13 +61,14 @@ def decode(
     `max_pixels` defaults to RMBG_MAX_PIXELS; larger images are refused before their pixels are decoded.
     """
     max_pixels = max_pixels or settings.max_pixels()
+    if name is None:
+        name = Path(data).name if isinstance(data, (str, Path)) else "image"
     if isinstance(data, np.ndarray):
         return Decoded(rgb=_to_rgb(_array_to_image(data)), name=name)
     if isinstance(data, Image.Image):
         image = data
     else:
         if isinstance(data, (str, Path)):
-            name = Path(data).name
             try:
                 data = Path(data).read_bytes()
             except OSError as error:

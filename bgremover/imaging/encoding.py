@@ -41,8 +41,17 @@ def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = Non
 
 
 def write_atomic(target: Path, data: bytes) -> None:
-    """A run stopped mid-write leaves no half file that a resumed run would take as done."""
+    """A run stopped mid-write leaves no half file that a resumed run would take as done.
+
+    The data goes to `NAME.partial` beside the target and is renamed over it when complete;
+    if writing fails (disk full, no permission) the partial file is removed before the error
+    is raised.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(target)
+    try:
+        partial.write_bytes(data)
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
