@@ -84,6 +84,20 @@ def test_gif_uses_its_first_frame() -> None:
     assert decode(data).rgb.getpixel((3, 3)) == (255, 0, 0)
 
 
+@pytest.mark.parametrize("fmt", ["HEIF", "AVIF"])
+def test_phone_formats_decode_upright_with_their_colour_profile(fmt: str) -> None:
+    """HEIC (iPhones) and AVIF files, written here by libheif/libavif, with EXIF orientation and an ICC profile."""
+    image = gradient(64, 48)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    decoded = decode(_bytes(image, fmt, exif=exif.tobytes(), icc_profile=profile, quality=95), name=f"photo.{fmt}")
+    assert decoded.rgb.mode == "RGB" and decoded.rgb.size == (48, 64)
+    expected = np.asarray(image.transpose(Image.Transpose.ROTATE_270), dtype=int)
+    assert np.abs(np.asarray(decoded.rgb, dtype=int) - expected).mean() < 6
+    assert decoded.icc_profile == profile
+
+
 def test_icc_profile_is_kept_into_the_output() -> None:
     profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     decoded = decode(_bytes(gradient(), "PNG", icc_profile=profile))

@@ -7,16 +7,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .. import settings
+
+# iPhones save HEIC; pillow-heif (libheif) teaches Pillow to read it. Pillow reads AVIF itself.
+pillow_heif.register_heif_opener()
 
 # Pillow's own decompression-bomb guard would fire before ours with a less useful
 # message and a fixed limit; `decode` enforces the configurable limit instead.
 Image.MAX_IMAGE_PIXELS = None
 
 # What `rmbg remove` picks up from a folder, and what `rmbg eval` pairs by file stem.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif"}
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
@@ -79,7 +83,7 @@ def decode(
             image = Image.open(io.BytesIO(data))
         except UnidentifiedImageError as error:
             raise ImageError(
-                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, TIFF, BMP or GIF."
+                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF."
             ) from error
         except (OSError, SyntaxError, ValueError) as error:
             raise _damaged(name, error) from error
