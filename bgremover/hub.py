@@ -8,8 +8,10 @@ becomes a `ModelLoadError` whose message names the model and says what to do.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
@@ -34,6 +36,8 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _DERIVED_BUFFERS = ("relative_position_index", "num_batches_tracked")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _MAX_LISTED_KEYS = 8
+# Seconds to wait for a connection to the Hub before calling it unreachable.
+_REACH_TIMEOUT = 5.0
 
 
 class ModelLoadError(RuntimeError):
@@ -89,6 +93,27 @@ def _gated_message(info: ModelInfo) -> str:
     )
 
 
+def _open_models() -> str:
+    return ", ".join(m.name for m in zoo.ZOO.values() if not m.gated)
+
+
+def _check_hub_reachable(info: ModelInfo) -> None:
+    """One quick connection attempt before a download: without network, huggingface_hub would
+    retry for about half a minute and log every attempt; this says so at once instead."""
+    url = urlsplit(settings.hub_endpoint())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=_REACH_TIMEOUT).close()
+    except OSError as error:
+        raise ModelLoadError(
+            f"{info.name} is not downloaded yet and the Hugging Face Hub ({url.hostname}) cannot be reached "
+            f"from here ({error.strerror or error}). Download it once where there is internet "
+            f"(`python rmbg.py download {info.name}`) and copy the cache folder ({hub_cache_dir()}) here, or "
+            f"set HF_HUB_OFFLINE=1 to use only what is cached. Models without a token: {_open_models()} "
+            "(MIT; they are downloaded the same way)."
+        ) from error
+
+
 def checkpoint_file(info: ModelInfo) -> Path:
     """The local path of the model's weights, downloading them into the cache if needed."""
     if info.local_path:
@@ -99,6 +124,11 @@ def checkpoint_file(info: ModelInfo) -> Path:
                 "folder that holds model.safetensors."
             )
         return path
+    cached = try_to_load_from_cache(info.repo_id, info.filename, cache_dir=hub_cache_dir())
+    if isinstance(cached, str):  # once downloaded, the cache is used without asking the Hub again
+        return Path(cached)
+    if not settings.hub_offline():
+        _check_hub_reachable(info)
     try:
         return Path(
             hf_hub_download(
@@ -120,7 +150,7 @@ def checkpoint_file(info: ModelInfo) -> Path:
             f"{info.name} is not in the local cache ({hub_cache_dir()}) and the Hub cannot be reached "
             f"({'HF_HUB_OFFLINE is set' if settings.hub_offline() else 'no network'}). Download it once where there "
             f"is internet with `python rmbg.py download {info.name}` and copy the cache folder here, "
-            "or unset HF_HUB_OFFLINE."
+            f"or unset HF_HUB_OFFLINE. Models without a token: {_open_models()} (MIT)."
         ) from error
     except EntryNotFoundError as error:
         raise ModelLoadError(

@@ -85,6 +85,11 @@ def hub_offline() -> bool:
     return flag("HF_HUB_OFFLINE")
 
 
+def hub_endpoint() -> str:
+    """HF_ENDPOINT: the Hugging Face Hub (or a mirror) that downloads come from."""
+    return _text("HF_ENDPOINT", "https://huggingface.co")
+
+
 def hub_token() -> str | None:
     """HF_TOKEN: the Hugging Face token for gated models."""
     return _text("HF_TOKEN") or None

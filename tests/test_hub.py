@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx2
 import pytest
 import torch
@@ -135,3 +137,17 @@ def test_token_is_passed_to_the_hub(offline_hub, monkeypatch) -> None:
 def test_unknown_name() -> None:
     with pytest.raises(ModelLoadError, match="Unknown model 'nope': not a model name"):
         load_model("nope")
+
+
+def test_without_network_a_missing_model_fails_at_once_and_a_cached_one_loads(offline_hub, monkeypatch) -> None:
+    """No HF_HUB_OFFLINE and no Hub to reach (a closed local port): no half-minute of retries."""
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    with pytest.raises(ModelLoadError) as raised:
+        load_model("BiRefNet")
+    assert time.perf_counter() - started < 10
+    message = str(raised.value)
+    assert "BiRefNet is not downloaded yet and the Hugging Face Hub (127.0.0.1) cannot be reached" in message
+    assert "HF_HUB_OFFLINE=1" in message and "BiRefNet_lite" in message
+    assert isinstance(load_model("RMBG-1.4").network, ISNet)  # cached: used without asking the Hub
