@@ -25,6 +25,8 @@ from .engines import Engine, load_engine
 from .imaging import composing, decoding
 
 ImageInput = Image.Image | bytes | str | Path | np.ndarray
+# Pixels per band when a full-resolution image or mask is processed in pieces (bounded memory).
+_BAND_PIXELS = 1 << 22
 
 
 def check_inference_size(size: int) -> int:
@@ -123,26 +125,54 @@ class Remover:
         return view
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The normalised batch at the inference size, built on the engine's device."""
-        size = (self.inference_size, self.inference_size)
+        """The normalised batch at the inference size, built on the engine's device.
+
+        The resize is separable, so it runs as a horizontal pass over bands of rows, then a
+        vertical pass over the narrow result: the full-resolution image never exists as floats.
+        """
+        height, width = self.inference_size, self.inference_size
         antialias = self.info.processing.antialias
         batch = []
         for image in images:
-            pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).to(self.device)
-            pixels = pixels.permute(2, 0, 1)[None].float() / 255.0
-            batch.append(F.interpolate(pixels, size=size, mode="bilinear", antialias=antialias))
+            array = np.asarray(image, dtype=np.uint8)
+            narrow = [
+                _resize(self._float_pixels(array[rows]), (rows.stop - rows.start, width), antialias)
+                for rows in _bands(*array.shape[:2])
+            ]
+            batch.append(_resize(torch.cat(narrow, dim=2), (height, width), antialias))
         return (torch.cat(batch) - self._mean) / self._std
 
+    def _float_pixels(self, rows: np.ndarray) -> torch.Tensor:
+        """(h, w, 3) uint8 rows as a (1, 3, h, w) float tensor in 0..1 on the device."""
+        return torch.from_numpy(rows.copy()).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+
     def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-        """One raw output (1, h, w) as a mask of `size` (width, height), mode L."""
+        """One raw output (1, h, w) as a mask of `size` (width, height), mode L.
+
+        The bilinear upsampling is separable: a vertical pass to full height on the narrow
+        output, then the horizontal pass and the activation per band of rows, written
+        straight into 8 bits. Memory stays near one byte per output pixel at any size.
+        """
         width, height = size
-        mask = F.interpolate(prediction[None].float(), size=(height, width), mode="bilinear")[0, 0]
-        if self.info.processing.activation == "sigmoid":
-            mask = torch.sigmoid(mask)
-        else:
-            low, high = mask.min(), mask.max()
-            mask = (mask - low) / (high - low).clamp(min=1e-8)
-        return Image.fromarray((mask * 255.0 + 0.5).clamp(0, 255).byte().cpu().numpy())
+        tall = F.interpolate(prediction[None].float(), size=(height, prediction.shape[-1]), mode="bilinear")
+        bands = list(_bands(height, width))
+
+        def band(rows: slice) -> torch.Tensor:
+            return F.interpolate(tall[:, :, rows], size=(rows.stop - rows.start, width), mode="bilinear")[0, 0]
+
+        low, high = torch.tensor(0.0), torch.tensor(1.0)
+        if self.info.processing.activation == "stretch":  # min and max of the full-size map: a first pass
+            extremes = [torch.aminmax(band(rows)) for rows in bands]
+            low, high = min(e.min for e in extremes), max(e.max for e in extremes)
+        mask = np.empty((height, width), dtype=np.uint8)
+        for rows in bands:
+            values = band(rows)
+            if self.info.processing.activation == "sigmoid":
+                values = torch.sigmoid(values)
+            else:
+                values = (values - low) / (high - low).clamp(min=1e-8)
+            mask[rows] = (values * 255.0 + 0.5).clamp(0, 255).byte().cpu().numpy()
+        return Image.fromarray(mask)
 
     def predict(self, images: Sequence[Image.Image], timings: Timings | None = None) -> list[Image.Image]:
         """Soft masks (mode L, each the size of its image) for a batch of RGB images.
@@ -179,6 +209,17 @@ class Remover:
         """The one-call library API: background removed from a PIL image, bytes, path or array."""
         options = options or Options(**option_fields)
         return self.process([decoding.decode(source)], options)[0].image
+
+
+def _bands(height: int, width: int) -> Iterator[slice]:
+    """Row ranges of about `_BAND_PIXELS` pixels each, covering `height` rows."""
+    step = max(1, _BAND_PIXELS // max(width, 1))
+    for top in range(0, height, step):
+        yield slice(top, min(height, top + step))
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
+    return F.interpolate(x, size=size, mode="bilinear", antialias=antialias)
 
 
 def finish(decoded: decoding.Decoded, mask: Image.Image, options: Options) -> Result:

@@ -61,6 +61,33 @@ def max_upload_bytes() -> int:
     return int(_positive("RMBG_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB, "50") * 1024 * 1024)
 
 
+def _count(name: str, default: int, minimum: int) -> int:
+    text = _text(name, str(default))
+    if not text.isdigit() or int(text) < minimum:
+        raise ValueError(f"{name}={text!r} must be a whole number of at least {minimum} (default {default}).")
+    return int(text)
+
+
+def workers() -> int:
+    """RMBG_WORKERS: requests a server processes at once (one infers while the others decode or encode)."""
+    return _count("RMBG_WORKERS", 2, 1)
+
+
+def queue_limit() -> int:
+    """RMBG_QUEUE_LIMIT: requests that may wait beside the running ones; more get 503 + Retry-After."""
+    return _count("RMBG_QUEUE_LIMIT", 16, 0)
+
+
+def pixel_budget() -> int:
+    """RMBG_PIXEL_BUDGET_MP: megapixels processed at once; a larger image runs alone."""
+    return int(_positive("RMBG_PIXEL_BUDGET_MP", 150, "150") * 1_000_000)
+
+
+def drain_seconds() -> float:
+    """RMBG_DRAIN_SECONDS: on SIGTERM, how long requests in progress may take to finish."""
+    return _positive("RMBG_DRAIN_SECONDS", 60, "60")
+
+
 def server_host() -> str:
     return _text("GRADIO_SERVER_NAME", "0.0.0.0")
 

@@ -149,3 +149,17 @@ def test_options_and_settings_are_validated() -> None:
         assert pick_device("auto") == torch.device("cpu")
         with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU here"):
             pick_device("cuda")
+
+
+def test_full_resolution_work_in_bands_equals_the_whole_image(removers, monkeypatch) -> None:
+    """Bounded memory: resizing and mask upsampling run in bands of rows, with the same result."""
+    from bgremover import pipeline
+
+    image = photo(301, 199)
+    for remover in removers.values():
+        whole_batch, whole_mask = remover.preprocess([image]), remover.predict([image])[0]
+        with monkeypatch.context() as patch:
+            patch.setattr(pipeline, "_BAND_PIXELS", 301 * 7)  # 7-row bands, and a short last one
+            banded_batch, banded_mask = remover.preprocess([image]), remover.predict([image])[0]
+        assert (banded_batch - whole_batch).abs().max().item() <= 1e-5
+        assert np.abs(np.asarray(banded_mask, dtype=int) - np.asarray(whole_mask, dtype=int)).max() <= 1

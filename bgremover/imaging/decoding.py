@@ -106,6 +106,16 @@ def decode(
     return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
 
 
+def pixel_count(data: bytes | str | Path) -> int:
+    """Width x height from the file's header alone (no pixels decoded); 0 when it is not readable,
+    which `decode` then reports properly."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            return image.width * image.height
+    except (OSError, SyntaxError, ValueError):
+        return 0
+
+
 def _damaged(name: str, error: Exception) -> ImageError:
     return ImageError(f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it.")
 

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ..imaging import decoding, encoding
 from ..pipeline import Remover, Result, Timings, finish
+from .admission import Admission
 from .options import Request
 from .pool import ModelPool
 
@@ -59,10 +60,14 @@ def rotated(image: Image.Image, turns: int) -> Image.Image:
 class RemovalService:
     """Runs requests against the models of a `ModelPool`; shared by the API, the UI, the CLI and eval."""
 
-    def __init__(self, pool: ModelPool, max_pixels: int | None = None, workers: int = 2):
+    def __init__(
+        self, pool: ModelPool, max_pixels: int | None = None, workers: int = 2, admission: Admission | None = None
+    ):
+        """`admission` bounds concurrent single requests (servers); batch runs bound themselves."""
         self.pool = pool
         self.max_pixels = max_pixels
         self.workers = workers
+        self.admission = admission
 
     def decode(self, source: bytes | str | Path, name: str = "image", turns: int = 0) -> decoding.Decoded:
         """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
@@ -74,12 +79,24 @@ class RemovalService:
         return self.pool.get(request.model, request.size, wait=wait)
 
     def remove(self, source: bytes | str | Path, request: Request, name: str = "image", wait: bool = True) -> Removal:
-        """One image end to end. Raises ImageError for a bad input and ModelLoadError for a model that
-        cannot run (ModelNotReady with `wait=False` while it loads)."""
+        """One image end to end. Raises ImageError for a bad input, ModelLoadError for a model that
+        cannot run (ModelNotReady with `wait=False` while it loads), and Busy when admission refuses.
+
+        The time spent waiting for admission counts as `timings.queue`, like the wait for the device.
+        """
         timings = Timings()
+        remover = self.remover(request, wait)
+        if self.admission is None:
+            return self._remove(remover, source, request, name, timings)
+        with self.admission.admit(decoding.pixel_count(source)) as waited:
+            timings.queue += waited
+            return self._remove(remover, source, request, name, timings)
+
+    def _remove(
+        self, remover: Remover, source: bytes | str | Path, request: Request, name: str, timings: Timings
+    ) -> Removal:
         with timings.stage("decode"):
             decoded = self.decode(source, name)
-        remover = self.remover(request, wait)
         result = remover.process([decoded], request.options, timings)[0]
         return self._encoded(remover, decoded, result, request, timings)
 

@@ -1,0 +1,97 @@
+"""How much work a server takes on at once, so that load and large images wait or are refused
+instead of exhausting memory.
+
+At most `workers` requests are processed at a time (two by default: one on the device while
+another decodes or encodes), and only while the pixels they hold stay within a budget; a
+request larger than the budget runs alone. At most `max_waiting` more wait for their turn;
+beyond that a request is refused at once (`Busy`, which the API sends as 503 with
+Retry-After), so clients back off instead of piling up behind a queue they cannot see.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .. import settings
+
+
+class Busy(RuntimeError):
+    """Too many requests are already waiting; `retry_after` is a hint in seconds."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Admission:
+    def __init__(self, workers: int | None = None, max_waiting: int | None = None, pixel_budget: int | None = None):
+        self.workers = workers or settings.workers()
+        self.max_waiting = settings.queue_limit() if max_waiting is None else max_waiting
+        self.pixel_budget = pixel_budget or settings.pixel_budget()
+        self.draining = False
+        self._changed = threading.Condition()
+        self._running = 0
+        self._waiting = 0
+        self._pixels = 0
+
+    def _fits(self, pixels: int) -> bool:
+        if self._running >= self.workers:
+            return False
+        return self._running == 0 or self._pixels + pixels <= self.pixel_budget
+
+    @contextmanager
+    def admit(self, pixels: int) -> Iterator[float]:
+        """Holds a place for one request of `pixels` pixels and gives the seconds it waited for it;
+        raises Busy when the queue is full or the server is draining."""
+        asked = time.perf_counter()
+        with self._changed:
+            if self.draining:
+                raise Busy("the server is shutting down; send the request again in a moment.", 5)
+            if not self._fits(pixels) and self._waiting >= self.max_waiting:
+                raise Busy(
+                    f"the server is busy: {self._running} request(s) running and {self._waiting} waiting "
+                    f"(RMBG_QUEUE_LIMIT={self.max_waiting}). Try again shortly.",
+                    retry_after=max(5, 5 * self._waiting),
+                )
+            self._waiting += 1
+            try:
+                self._changed.wait_for(lambda: self._fits(pixels))
+            finally:
+                self._waiting -= 1
+            self._running += 1
+            self._pixels += pixels
+        try:
+            yield time.perf_counter() - asked
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._pixels -= pixels
+                idle = self._running == 0
+                self._changed.notify_all()
+            if idle:
+                give_back_memory()
+
+    def idle(self, timeout: float) -> bool:
+        """Waits up to `timeout` seconds until nothing runs or waits; whether that happened."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._running == 0 and self._waiting == 0, timeout)
+
+
+_libc = None
+
+
+def give_back_memory() -> None:
+    """Returns freed heap memory to the operating system (glibc's malloc_trim), so a server's
+    resident size falls back after a large image instead of staying at its peak."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        _libc = ctypes.CDLL(name) if name else False
+    trim = getattr(_libc, "malloc_trim", None) if _libc else None
+    if trim is not None:
+        trim(0)
