@@ -176,7 +176,7 @@ class WindowAttention(nn.Module):
     memory-efficient one (flash attention takes none); it also needs q, k and v 4-D with
     last-dim stride 1 and a head dim that is a multiple of 8 (Swin's is 32), and copies a
     mask whose rows are not aligned to its access width (Swin-L's 144 tokens are, Swin-T's
-    49 are not: a small copy per call). On the CPU, the flash kernel takes such masks too.
+    49 are not: a small copy per call). The CPU's flash kernel takes masks of any stride.
 
     The cache is keyed on the weights (address and in-place write counter of the bias
     table and index) and cleared by `load_state_dict`, so loading or editing weights after
