@@ -9,6 +9,8 @@ gates. The forward pass returns the final prediction as logits.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,6 +30,12 @@ _GRADIENT_WIDTH = 16
 _DEFORM_CHUNK = 1 << 22
 # On a GPU, fewer and larger chunks: launch overhead matters more than cache.
 _DEFORM_CHUNK_GPU = 1 << 26
+# Deformable-convolution kernels: "torchvision" (`torchvision.ops.deform_conv2d`) or
+# "grid_sample" (this module's `deform_conv2d`); "auto" picks per device and dtype.
+DEFORM_KERNELS = ("auto", "torchvision", "grid_sample")
+_deform_kernel = "auto"
+# Whether torchvision's kernel runs on a (device, dtype), probed once each.
+_torchvision_runs: dict[tuple[torch.device, torch.dtype], bool] = {}
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -54,19 +62,23 @@ def _tap_grid(offset: torch.Tensor, kernel: tuple[int, int], padding: int, size:
 
     `offset` (2 * taps, rows, W_out) holds (dy, dx) per tap as torchvision lays it out;
     the result is each tap's position plus its offset as (x, y), normalised so that -1
-    and 1 are the centres of the first and last pixels.
+    and 1 are the centres of the first and last pixels, in float32. The scales are
+    Python numbers, not a tensor built here: that would be a host-to-device copy on a
+    GPU, which CUDA graph capture forbids.
     """
     _, rows, w_out = offset.shape
     kh, kw = kernel
     h, w = size
     device = offset.device
+    x_scale, y_scale = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
     tap_rows = torch.arange(kh, device=device).repeat_interleave(kw)[:, None, None] - padding
     tap_cols = torch.arange(kw, device=device).repeat(kh)[:, None, None] - padding
-    ys = (tap_rows + torch.arange(top, top + rows, device=device)[:, None]).expand(-1, -1, w_out)
-    xs = (tap_cols + torch.arange(w_out, device=device)).expand(-1, rows, -1)
-    grid = offset.float().view(kh * kw, 2, rows, w_out).permute(0, 2, 3, 1).flip(-1) + torch.stack((xs, ys), dim=-1)
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=device)
-    return grid.mul_(scale).sub_(1.0).view(1, kh * kw, -1, 2)
+    ys = tap_rows + torch.arange(top, top + rows, device=device)[:, None]  # taps, rows, 1
+    xs = tap_cols + torch.arange(w_out, device=device)  # taps, 1, W_out
+    dy, dx = offset.view(kh * kw, 2, rows, w_out).unbind(1)
+    grid_x = torch.add(xs * x_scale - 1.0, dx, alpha=x_scale)
+    grid_y = torch.add(ys * y_scale - 1.0, dy, alpha=y_scale)
+    return torch.stack((grid_x, grid_y), dim=-1).view(1, kh * kw, -1, 2)
 
 
 def deform_conv2d(
@@ -104,6 +116,60 @@ def deform_conv2d(
     return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
 
 
+def set_deform_kernel(name: str) -> str:
+    """Chooses the deformable-convolution kernel of every BiRefNet in this process; returns the previous choice.
+
+    "auto" (the default) is what `deform_kernel_name` describes; "torchvision" or
+    "grid_sample" force one, to measure or test them against each other.
+    """
+    global _deform_kernel
+    if name not in DEFORM_KERNELS:
+        raise ValueError(f"unknown deformable-convolution kernel {name!r}: use {', '.join(DEFORM_KERNELS)}.")
+    previous, _deform_kernel = _deform_kernel, name
+    return previous
+
+
+def deform_kernel_name(device: torch.device, dtype: torch.dtype) -> str:
+    """The kernel `DeformableConv2d` runs on `device` in `dtype`: "torchvision" or "grid_sample".
+
+    With "auto": torchvision's on CUDA, where its fused kernel beats sampling every tap
+    with `grid_sample` and a matmul, as long as it supports the dtype (float16 yes;
+    bfloat16 is probed, and falls back to ours where it fails). On the CPU ours, which
+    is faster than torchvision's there and also runs in bfloat16.
+    """
+    if _deform_kernel != "auto":
+        return _deform_kernel
+    if device.type == "cuda" and _torchvision_supports(device, dtype):
+        return "torchvision"
+    return "grid_sample"
+
+
+def _torchvision_supports(device: torch.device, dtype: torch.dtype) -> bool:
+    key = (device, dtype)
+    if key not in _torchvision_runs:
+        _torchvision_runs[key] = _probe_torchvision(device, dtype)
+    return _torchvision_runs[key]
+
+
+@torch.compiler.disable
+def _probe_torchvision(device: torch.device, dtype: torch.dtype) -> bool:
+    """Runs torchvision's kernel once on a 1-pixel input: any failure (no kernel for the dtype, no
+    CUDA build of torchvision) means it is not used. Outside torch.compile, which must not trace it."""
+    try:
+        one = torch.ones(1, 1, 1, 1, device=device, dtype=dtype)
+        _torchvision_deform_conv2d()(one, torch.zeros(1, 2, 1, 1, device=device, dtype=dtype), one, mask=one)
+    except Exception:  # whatever the reason, this kernel is unusable here
+        return False
+    return True
+
+
+def _torchvision_deform_conv2d() -> Callable[..., torch.Tensor]:
+    """torchvision's kernel, imported on first use: CPU inference never pays for importing torchvision."""
+    from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
+
+    return torchvision_deform_conv2d
+
+
 class DeformableConv2d(nn.Module):
     """Modulated deformable convolution whose offsets and masks come from the input."""
 
@@ -121,7 +187,11 @@ class DeformableConv2d(nn.Module):
         bias = torch.cat([self.offset_conv.bias, self.modulator_conv.bias])
         taps = self.modulator_conv.out_channels
         offset, modulator = F.conv2d(x, weight, bias, padding=self.padding).split([2 * taps, taps], dim=1)
-        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, 2.0 * torch.sigmoid(modulator))
+        mask = 2.0 * torch.sigmoid(modulator)
+        if deform_kernel_name(x.device, x.dtype) == "torchvision":
+            padding = (self.padding, self.padding)
+            return _torchvision_deform_conv2d()(x, offset, self.regular_conv.weight, padding=padding, mask=mask)
+        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, mask)
 
 
 class DeformableBranch(nn.Module):

@@ -64,6 +64,31 @@ def _shifted_window_mask(hp: int, wp: int, size: int, shift: int, device: torch.
     return torch.zeros(different.shape, device=device).masked_fill(different, _CROSS_REGION_LOGIT)
 
 
+# After the cyclic shift, a window mixes pre-shift regions by where it lies: nowhere
+# (kind 0: off the last row and column), across columns (1: last column), across rows
+# (2: last row) or both (3: the bottom-right corner). Each kind has one shift mask,
+# the same at every map size, so one attention bias per kind serves every window of it.
+_WINDOW_KINDS = 4
+
+
+def _window_kind_masks(size: int, shift: int, device: torch.device) -> torch.Tensor:
+    """The shift mask (kinds, N, N) of each window kind; kind 0's is all zero.
+
+    A 2x2-window map has exactly one window of each kind, in kind order.
+    """
+    return _shifted_window_mask(2 * size, 2 * size, size, shift, device)
+
+
+def _window_kinds(grid_rows: int, grid_cols: int, shifted: bool) -> torch.Tensor:
+    """The kind of each window of a grid, row-major, on the CPU."""
+    kinds = torch.zeros(grid_rows, grid_cols, dtype=torch.long)
+    if shifted:
+        kinds[:, -1] = 1
+        kinds[-1, :] = 2
+        kinds[-1, -1] = 3
+    return kinds.flatten()
+
+
 class WindowLayout:
     """Where each token goes when a (padded, optionally shifted) map is cut into windows, and back.
 
@@ -71,10 +96,10 @@ class WindowLayout:
     tokens, so each direction is a single row gather over a precomputed index instead of
     pad + roll + permute copies; the reverse gather also drops the padding.
 
-    With a shift, only the windows of the last window row and column mix regions and
-    need the shift mask. Windows are ordered so that all images' unmasked windows come
-    first (`plain` of them: attention with the bias alone, broadcast), then each
-    image's `masked` windows (attention with bias + mask). Cached per input shape.
+    Windows are grouped by kind (see `_WINDOW_KINDS`), all images' windows of a kind
+    together, so attention runs once per kind with one broadcast bias, whatever the
+    batch size. `spans` lists (first window, end, kind) per non-empty group. Cached per
+    input shape.
     """
 
     def __init__(self, batch: int, h: int, w: int, size: int, shift: int, device: torch.device):
@@ -83,23 +108,28 @@ class WindowLayout:
         cols = ((torch.arange(wp, device=device) + shift) % wp)[None, :]
         source = torch.where((rows < h) & (cols < w), rows * w + cols, -1)
         source = _to_windows(source[None, :, :, None], size).flatten(1)  # window, token -> map token or -1
-        grid_rows, grid_cols = hp // size, wp // size
-        border = torch.zeros(grid_rows, grid_cols, dtype=torch.bool, device=device)
-        if shift:
-            border[-1, :] = border[:, -1] = True
-        border = border.flatten()
+        kinds = _window_kinds(hp // size, wp // size, bool(shift))
+        counts = torch.bincount(kinds, minlength=_WINDOW_KINDS).tolist()
+        by_kind = source[torch.argsort(kinds, stable=True).to(device)]
         offsets = torch.arange(batch, device=device)[:, None, None] * (h * w)
-        per_image = torch.where(source >= 0, source + offsets, -1)  # image, window, token
-        order = torch.cat([per_image[:, ~border].flatten(), per_image[:, border].flatten()])
+        per_image = torch.where(by_kind >= 0, by_kind + offsets, -1)  # image, window (grouped by kind), token
+        order = torch.cat([group.flatten() for group in per_image.split(counts, dim=1)])
         valid = order >= 0
-        self.masked = grid_rows + grid_cols - 1 if shift else 0
-        self.plain = batch * (grid_rows * grid_cols - self.masked)
-        self.mask = _shifted_window_mask(hp, wp, size, shift, device)[border] if shift else None
+        self.spans = self._spans([batch * count for count in counts])
         self._gather = order.clamp(min=0)
         self._padding = (~valid).nonzero().flatten()
         self._scatter = torch.empty(batch * h * w, dtype=torch.long, device=device)
         self._scatter[order[valid]] = valid.nonzero().flatten()
         self._tokens = size * size
+
+    @staticmethod
+    def _spans(windows_per_kind: list[int]) -> tuple[tuple[int, int, int], ...]:
+        spans, start = [], 0
+        for kind, count in enumerate(windows_per_kind):
+            if count:
+                spans.append((start, start + count, kind))
+            start += count
+        return tuple(spans)
 
     def partition(self, x: torch.Tensor, padding_value: torch.Tensor | None = None) -> torch.Tensor:
         """(B, H*W, C) -> (B * windows, N, C); padding tokens get `padding_value` (a C-vector), or zero."""
@@ -115,56 +145,116 @@ class WindowLayout:
         return windows.reshape(-1, c).index_select(0, self._scatter).view(batch, -1, c)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.cache
 def _window_layout(batch: int, h: int, w: int, size: int, shift: int, device: torch.device) -> WindowLayout:
-    """Layouts depend on shapes only: built once per input size, then reused by every forward."""
+    """Layouts depend on shapes only: built once per input size, then reused by every forward.
+
+    Never evicted: a captured CUDA graph reads a layout's index tensors by address, so a
+    layout must live as long as any graph that used it. Inference runs at a fixed size and
+    a few batch sizes, so there are few.
+    """
     return WindowLayout(batch, h, w, size, shift, device)
 
 
-class WindowAttention(nn.Module):
-    """Multi-head self-attention inside windows, with a learned relative position bias."""
+def _version(tensor: torch.Tensor) -> int:
+    """The tensor's in-place write counter; inference tensors keep none (-1)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
 
-    def __init__(self, dim: int, num_heads: int, window_size: int):
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside windows, with a learned relative position bias.
+
+    The attention biases (position bias, plus each window kind's shift mask) are built
+    once per dtype and device and cached, as SDPA's fused kernels want them: for each
+    call an additive float mask of q's dtype, (1, heads, N, N) broadcast over the
+    windows, contiguous so that its last dimension has stride 1 (a mask with any other
+    last-dim stride, such as a permuted view of the bias table, sends every call to the
+    unfused math path in float32). On CUDA the kernel that takes such a mask is the
+    memory-efficient one (flash attention takes none); it also needs q, k and v 4-D with
+    last-dim stride 1 and a head dim that is a multiple of 8 (Swin's is 32), and copies a
+    mask whose rows are not aligned to its access width (Swin-L's 144 tokens are, Swin-T's
+    49 are not: a small copy per call). The CPU's flash kernel takes masks of any stride.
+
+    The cache is keyed on the weights (address and in-place write counter of the bias
+    table and index) and cleared by `load_state_dict`, so loading or editing weights after
+    a forward rebuilds it. It serves inference only: with autograd on, or under
+    torch.compile, the biases are built per call.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int, shift: int = 0):
         super().__init__()
         self.num_heads = num_heads
         self.window_size = window_size
+        self.shift = shift
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", _relative_position_index(window_size))
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
+        self._biases: dict[tuple[torch.dtype, torch.device], tuple[tuple[int, ...], torch.Tensor]] = {}
 
     def position_bias(self) -> torch.Tensor:
+        """(heads, N, N), a permuted view: the table's rows are per head offset pair."""
         n = self.window_size**2
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, layout: WindowLayout, mask: torch.Tensor | None) -> torch.Tensor:
-        """x: (B, H*W, C) normalised tokens; mask: (masked windows, N, N) additive, or None.
+    def build_biases(self, dtype: torch.dtype) -> torch.Tensor:
+        """(kinds, heads, N, N) contiguous: the position bias plus each window kind's shift mask.
+
+        The sum is taken in the table's dtype, then cast, as the checkpoints' reference does.
+        """
+        bias = self.position_bias()
+        if self.shift:
+            bias = bias + _window_kind_masks(self.window_size, self.shift, bias.device).to(bias.dtype)[:, None]
+        else:
+            bias = bias[None]
+        return bias.to(dtype).contiguous()
+
+    def attention_biases(self, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """`build_biases(dtype)`, from the cache when the weights are unchanged since it was built."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return self.build_biases(dtype)
+        stamp = tuple(
+            value
+            for tensor in (self.relative_position_bias_table, self.relative_position_index)
+            for value in (tensor.data_ptr(), _version(tensor))
+        )
+        cached = self._biases.get((dtype, device))
+        if cached is None or cached[0] != stamp:
+            cached = self._biases[(dtype, device)] = (stamp, self.build_biases(dtype))
+        return cached[1]
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        """Loading weights drops the cached biases (inference tensors keep no write counter to tell)."""
+        self._biases.clear()
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
+        """x: (B, H*W, C) normalised tokens; `layout` matches this block's shift.
 
         The projections are per token, so they run on the map's tokens, not on the
         windows: padding tokens (zero, so their qkv is the qkv bias) cost no matmul
         rows, which is up to a quarter of them at the deep stages. q, k and v stay
         strided views and go to the fused attention kernel as 4-D tensors (5-D ones
-        fall back to the slow reference path). The bias broadcasts over the plain
-        windows; bias + mask is built only for one image's masked windows.
+        fall back to the slow reference path), one call per window kind.
         """
         b, _, c = x.shape
         heads = self.num_heads
         windows = layout.partition(self.qkv(x), self.qkv.bias)
         bw, n, _ = windows.shape
         q, k, v = windows.view(bw, n, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each (B*windows, heads, N, d)
-        bias = self.position_bias().unsqueeze(0).to(q.dtype)  # 1, heads, N, N
-        spans = [(0, layout.plain, bias)]
-        if mask is not None and layout.plain < bw:
-            masked = (bias + mask.unsqueeze(1)).to(q.dtype)
-            spans += [(start, start + mask.shape[0], masked) for start in range(layout.plain, bw, mask.shape[0])]
+        biases = self.attention_biases(q.dtype, q.device)
         # The kernel's output is laid out (windows, N, heads, d): concatenating the transposed
         # views gives (windows, N, C) rows without another copy.
         out = [
-            F.scaled_dot_product_attention(q[i:j], k[i:j], v[i:j], attn_mask=m, scale=self.scale).transpose(1, 2)
-            for i, j, m in spans
-            if j > i
+            F.scaled_dot_product_attention(
+                q[i:j], k[i:j], v[i:j], attn_mask=biases[kind : kind + 1], scale=self.scale
+            ).transpose(1, 2)
+            for i, j, kind in layout.spans
         ]
         return self.proj(layout.merge((out[0] if len(out) == 1 else torch.cat(out)).reshape(bw, n, c), b))
 
@@ -186,16 +276,16 @@ class SwinBlock(nn.Module):
         self.window_size = window_size
         self.shift = window_size // 2 if shifted else 0
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention(dim, num_heads, window_size)
+        self.attn = WindowAttention(dim, num_heads, window_size, self.shift)
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, 4 * dim)
 
-    def forward(self, x: torch.Tensor, layout: WindowLayout, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: WindowLayout) -> torch.Tensor:
         """x: (B, H*W, C); `layout` matches this block's shift.
 
         The window padding is added after norm1 (zero tokens), as the checkpoints expect.
         """
-        x = x + self.attn(self.norm1(x), layout, mask)
+        x = x + self.attn(self.norm1(x), layout)
         return x + self.mlp(self.norm2(x))
 
 
@@ -224,9 +314,7 @@ class SwinStage(nn.Module):
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         size, b = self.window_size, x.shape[0]
         for block in self.blocks:
-            layout = _window_layout(b, h, w, size, block.shift, x.device)
-            mask = layout.mask.to(x.dtype) if layout.mask is not None else None
-            x = block(x, layout, mask)
+            x = block(x, _window_layout(b, h, w, size, block.shift, x.device))
         return x
 
 
