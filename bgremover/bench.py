@@ -178,7 +178,13 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def _load(
-    model: str, device: torch.device, dtype: torch.dtype, synthetic: bool, fast_path: bool, compiled: bool = False
+    model: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    synthetic: bool,
+    fast_path: bool,
+    compiled: bool = False,
+    graphs: bool | None = None,
 ) -> TorchEngine:
     """The engine as `Remover` runs it (`fast_path`), or the plain eager one the accuracy check compares with."""
     if synthetic:
@@ -187,7 +193,7 @@ def _load(
     else:
         loaded = load_model(model, device, dtype)
         network, info, label = loaded.network, loaded.info, loaded.label
-    return TorchEngine(network, info, label, compiled, fast_path)
+    return TorchEngine(network, info, label, compiled, fast_path, graphs)
 
 
 def float32_delta(
@@ -220,6 +226,7 @@ def run_bench(
     check: bool = True,
     compiled: bool | None = None,
     fast_path: bool = True,
+    graphs: bool | None = None,
 ) -> BenchResult:
     """Loads the model as `Remover` would, times the first and `runs` more forwards, then checks accuracy.
 
@@ -231,7 +238,7 @@ def run_bench(
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)
     start = time.perf_counter()
-    engine = _load(model, chosen, dtype, synthetic, fast_path, compiled)
+    engine = _load(model, chosen, dtype, synthetic, fast_path, compiled, graphs)
     info = engine.info
     _sync(chosen)
     load_s = time.perf_counter() - start
@@ -314,6 +321,7 @@ def format_result(result: BenchResult) -> str:
     source = "synthetic weights" if result.synthetic else "checkpoint"
     path = ("" if result.fast_path else ", plain eager") + (", compiled" if result.compiled else "")
     lines = [
+        f"engine          {result.engine}",
         f"{result.model} ({result.network}, {source}) on {result.device}, {result.dtype}{path}, "
         f"{result.size}x{result.size}, batch {result.batch_size}, {result.threads} threads, "
         f"torch {result.torch_version}",
@@ -347,6 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (as RMBG_COMPILE=1)")
     parser.add_argument("--plain", action="store_true", help="without the fast-path hook (channels-last, compile)")
+    parser.add_argument("--no-graphs", action="store_true", help="no CUDA-graph replay (as RMBG_CUDA_GRAPHS=0)")
     parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
@@ -375,6 +384,7 @@ def run_command(args: argparse.Namespace) -> int:
         check=not args.no_check,
         compiled=True if args.compile else None,
         fast_path=not args.plain,
+        graphs=False if args.no_graphs else None,
     )
     if args.cold_start:
         runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)

@@ -51,6 +51,11 @@ def compile_network() -> bool:
     return flag("RMBG_COMPILE")
 
 
+def cuda_graphs() -> bool:
+    """RMBG_CUDA_GRAPHS=0 turns off CUDA-graph replay on GPUs (on by default; eager where capture fails)."""
+    return _text("RMBG_CUDA_GRAPHS", "1").lower() in _TRUE
+
+
 def max_pixels() -> int:
     """RMBG_MAX_PIXELS: the largest image accepted, in pixels."""
     return int(_positive("RMBG_MAX_PIXELS", DEFAULT_MAX_PIXELS, "100000000"))

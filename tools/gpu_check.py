@@ -44,9 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgremover import bench  # noqa: E402 - the repository root must be importable first
 from bgremover.engines.cuda_graphs import GraphRunner  # noqa: E402
+from bgremover.engines.pytorch import prepare_network  # noqa: E402
 from bgremover.nets.birefnet import deform_kernel_name, set_deform_kernel  # noqa: E402
 from bgremover.nets.swin import WindowAttention  # noqa: E402
-from bgremover.pipeline import prepare_network  # noqa: E402
 
 DRY = os.environ.get("DRY", "") == "1"
 COMPILE = os.environ.get("COMPILE", "") == "1"
@@ -155,7 +155,7 @@ class ModelCheck:
         self.reference = self._alpha(network, self.check_input)
         self._record("fp32 eager (reference)", torch.float32, "eager", lambda: self._eager(torch.float32))
         # The float16 network has the float32 one's weights rounded: the same as synthetic_network in float16.
-        self.network = prepare_network(network.to(FAST_DTYPE), compile_network=False)
+        self.network = prepare_network(network.to(FAST_DTYPE))
 
     def _alpha(self, network: Callable, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

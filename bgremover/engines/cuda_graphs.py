@@ -9,7 +9,6 @@ in a forward: see tests/test_gpu_paths.py); whatever still fails to capture runs
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -74,9 +73,9 @@ class GraphRunner:
     attention biases, by address: they stay valid while the network is neither moved, nor
     cast, nor reloaded; after that, make a new runner.
 
-    Calls are serialised by an internal lock, but `mode` describes the last call of any
-    thread: callers who report it hold their own lock around the call and the read (as
-    `Remover` does around inference).
+    Not thread-safe by itself: the static buffers are shared, so callers hold the device
+    lock around each call (the engine's `lock`, which `Remover.predict` takes), and `mode`
+    then describes their own call.
     """
 
     def __init__(
@@ -89,7 +88,6 @@ class GraphRunner:
         self._graph_devices = frozenset(graph_devices)
         self._buckets: dict[tuple, _Bucket] = {}
         self._pool: object | None = None
-        self._lock = threading.Lock()
 
     @property
     def graphs(self) -> int:
@@ -98,7 +96,7 @@ class GraphRunner:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """network(batch), replayed from the batch's bucket graph where there is one."""
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             bucket = self._bucket(batch) if batch.device.type in self._graph_devices else None
             if bucket is None or bucket.replay is None:
                 self.mode = EAGER

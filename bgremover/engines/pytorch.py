@@ -7,7 +7,9 @@ from torch import nn
 
 from .. import settings
 from ..hub import load_model
+from ..nets.birefnet import deform_kernel_name
 from ..zoo import ModelInfo
+from .cuda_graphs import GraphRunner
 from .devices import device_lock, pick_device, pick_dtype, precision_name
 
 
@@ -28,9 +30,19 @@ class TorchEngine:
     name = "torch"
 
     def __init__(
-        self, network: nn.Module, info: ModelInfo, label: str = "", compiled: bool = False, fast_path: bool = True
+        self,
+        network: nn.Module,
+        info: ModelInfo,
+        label: str = "",
+        compiled: bool = False,
+        fast_path: bool = True,
+        graphs: bool | None = None,
     ):
-        """`fast_path=False` runs the network exactly as built: the float32 eager reference of `rmbg bench`."""
+        """`fast_path=False` runs the network exactly as built: the float32 eager reference of `rmbg bench`.
+
+        `graphs` (default RMBG_CUDA_GRAPHS, on) replays CUDA graphs per input shape on a GPU;
+        it does nothing on a CPU, and a shape whose capture fails runs eagerly.
+        """
         parameter = next(network.parameters())
         self.info = info
         self.label = label or type(network).__name__
@@ -40,6 +52,9 @@ class TorchEngine:
         self.fast_path = fast_path
         self.lock = device_lock(self.device)
         self.network = prepare_network(network, self.compiled) if fast_path else network
+        graphs = settings.cuda_graphs() if graphs is None else graphs
+        replay = graphs and fast_path and not self.compiled and self.device.type == "cuda"
+        self.runner = GraphRunner(self.network) if replay else None
 
     @classmethod
     def load(
@@ -53,8 +68,17 @@ class TorchEngine:
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            return self.network(batch.to(self.dtype)).float()
+            return (self.runner or self.network)(batch.to(self.dtype)).float()
+
+    @property
+    def mode(self) -> str:
+        """How the last call ran: 'cuda-graph', 'eager' or 'compiled'."""
+        if self.compiled:
+            return "compiled"
+        return self.runner.mode if self.runner else "eager"
 
     def describe(self) -> str:
-        path = ", compiled" if self.compiled else ("" if self.fast_path else ", plain eager")
-        return f"torch {precision_name(self.dtype)} on {self.device}{path}"
+        """Runtime, precision, device, and which paths the last call took (graph replay, deformable kernel)."""
+        path = "" if self.fast_path else ", plain eager"
+        kernels = f"{self.mode}, deform {deform_kernel_name(self.device, self.dtype)}"
+        return f"torch {precision_name(self.dtype)} on {self.device}{path} ({kernels})"
