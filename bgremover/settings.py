@@ -88,6 +88,25 @@ def pixel_budget() -> int:
     return int(_positive("RMBG_PIXEL_BUDGET_MP", 150, "150") * 1_000_000)
 
 
+def batch_window(device_type: str) -> float:
+    """RMBG_BATCH_WINDOW_MS: how long a server gathers concurrent requests into one batch, in seconds
+    (default 5 ms on a GPU, where batches are nearly free; 0, i.e. off, on a CPU)."""
+    default = 5 if device_type == "cuda" else 0
+    text = _text("RMBG_BATCH_WINDOW_MS", str(default))
+    try:
+        milliseconds = float(text)
+    except ValueError:
+        milliseconds = -1.0
+    if milliseconds < 0:
+        raise ValueError(f"RMBG_BATCH_WINDOW_MS={text!r} must be 0 (off) or a number of milliseconds (e.g. 5).")
+    return milliseconds / 1000.0
+
+
+def max_batch() -> int:
+    """RMBG_MAX_BATCH: the most requests one micro-batch holds."""
+    return _count("RMBG_MAX_BATCH", 8, 1)
+
+
 def drain_seconds() -> float:
     """RMBG_DRAIN_SECONDS: on SIGTERM, how long requests in progress may take to finish."""
     return _positive("RMBG_DRAIN_SECONDS", 60, "60")

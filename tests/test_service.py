@@ -111,3 +111,37 @@ def test_a_request_converts_form_strings_and_keeps_typed_values() -> None:
     assert (request.options.threshold, request.options.crop, request.options.crop_margin) == (0.5, True, 3)
     assert build_request(bg_color=(1, 2, 3), size=512, model=" ").options.background_color == (1, 2, 3)
     assert build_request(size=512, model=" ").model is None
+
+
+def test_concurrent_requests_share_one_forward_when_batching_is_on(offline_hub, monkeypatch) -> None:
+    monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "2000")  # long enough for three threads on a busy 2-core CI box
+    monkeypatch.setenv("RMBG_MAX_BATCH", "3")
+    service = RemovalService(ModelPool(MODEL, device="cpu", precision="fp32", size=64))
+    engine = service.pool.get().engine
+    network, batch_sizes = engine.network, []
+
+    def recording(batch):
+        batch_sizes.append(batch.shape[0])
+        return network(batch)
+
+    monkeypatch.setattr(engine, "network", recording)
+    images = [photo(100 + 20 * i, 80) for i in range(3)]
+    request, results = build_request(output="mask"), {}
+
+    def run(index: int) -> None:
+        results[index] = service.remove(jpeg(images[index]), request, name=f"{index}.jpg")
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert batch_sizes == [3]  # the batch was full before the window ended: one forward for all three
+    monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "0")
+    alone = RemovalService(service.pool)
+    for index, image in enumerate(images):
+        single = alone.remove(jpeg(image), request, name=f"{index}.jpg")
+        assert results[index].result.mask.size == image.size
+        difference = np.asarray(results[index].result.mask, dtype=int) - np.asarray(single.result.mask, dtype=int)
+        assert np.abs(difference).max() <= 1
+    assert batch_sizes == [3, 1, 1, 1]

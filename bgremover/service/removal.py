@@ -10,6 +10,7 @@ device infers, so the device never waits for PNG compression.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,9 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
+from .. import settings
 from ..imaging import decoding, encoding
 from ..pipeline import Remover, Result, Timings, finish
 from .admission import Admission
+from .batching import MicroBatcher
 from .options import Request
 from .pool import ModelPool
 
@@ -63,11 +66,19 @@ class RemovalService:
     def __init__(
         self, pool: ModelPool, max_pixels: int | None = None, workers: int = 2, admission: Admission | None = None
     ):
-        """`admission` bounds concurrent single requests (servers); batch runs bound themselves."""
+        """`admission` bounds concurrent single requests (servers); batch runs bound themselves.
+
+        Concurrent single requests for one model and size are gathered into micro-batches where
+        RMBG_BATCH_WINDOW_MS is above 0 (by default on GPUs).
+        """
         self.pool = pool
         self.max_pixels = max_pixels
         self.workers = workers
         self.admission = admission
+        self.batch_window = settings.batch_window(pool.device.type)
+        self.max_batch = settings.max_batch()
+        self._batchers: dict[tuple[str, int], MicroBatcher] = {}
+        self._batchers_guard = threading.Lock()
 
     def decode(self, source: bytes | str | Path, name: str = "image", turns: int = 0) -> decoding.Decoded:
         """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
@@ -97,8 +108,23 @@ class RemovalService:
     ) -> Removal:
         with timings.stage("decode"):
             decoded = self.decode(source, name)
-        result = remover.process([decoded], request.options, timings)[0]
+        batcher = self._batcher(remover)
+        if batcher is None:
+            result = remover.process([decoded], request.options, timings)[0]
+        else:
+            mask = batcher.predict(decoded.rgb, timings)
+            with timings.stage("finish"):
+                result = finish(decoded, mask, request.options)
         return self._encoded(remover, decoded, result, request, timings)
+
+    def _batcher(self, remover: Remover) -> MicroBatcher | None:
+        if self.batch_window <= 0:
+            return None
+        key = (remover.info.name, remover.inference_size)
+        with self._batchers_guard:
+            if key not in self._batchers:
+                self._batchers[key] = MicroBatcher(remover, self.batch_window, self.max_batch)
+            return self._batchers[key]
 
     def remove_many(self, items: Iterable[Item], request: Request, batch_size: int = 1) -> Iterator[Removal]:
         """Removals in input order; an unreadable input becomes a Removal with its `error`, and the rest go on."""
