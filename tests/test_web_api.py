@@ -43,6 +43,7 @@ class Server:
     url: str
     log: Path
     running: bool = True
+    process: subprocess.Popen | None = None
 
     def get(self, path: str) -> requests.Response:
         return requests.get(self.url + path, timeout=TIMEOUT)
@@ -85,6 +86,7 @@ def run_server(folder: Path, hf_home: Path, *args: str, ready: str = "/health", 
     command = [sys.executable, "rmbg.py", "--host", "127.0.0.1", "--port", str(port), *args]
     with open(server.log, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    server.process = process
     STARTED.append(server)
     try:
         _wait_until_up(process, server, ready, time.monotonic() + 180)

@@ -25,6 +25,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
+from ..service.admission import Busy
 from ..service.options import Request as RemovalRequest
 from ..service.options import build_request
 from ..service.pool import ModelNotReady
@@ -111,6 +112,8 @@ def process(service: RemovalService, job: Job, data: bytes) -> Removal:
         raise ApiError(415, str(error)) from error
     except ModelNotReady as error:
         raise ApiError(503, str(error), {"Retry-After": "10"}) from error
+    except Busy as error:
+        raise ApiError(503, str(error), {"Retry-After": str(error.retry_after)}) from error
     except ModelLoadError as error:
         raise ApiError(503, str(error)) from error
 
@@ -157,4 +160,6 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int) -> None:
     @app.get("/health")
     def health() -> JSONResponse:
         ready, body = service.pool.health()
+        if service.admission is not None and service.admission.draining:
+            ready, body = False, {**body, "status": "draining", "reason": "the server is shutting down."}
         return JSONResponse(body, status_code=200 if ready else 503)

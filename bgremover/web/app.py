@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
+from types import FrameType
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 
 from .. import settings
+from ..service.admission import Admission
 from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from .api import add_routes
@@ -58,14 +61,40 @@ def create_app(
     )
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with a drain before it stops: on SIGTERM (or Ctrl-C) new work gets 503 and /health
+    says 'draining', while requests already running or waiting finish (up to RMBG_DRAIN_SECONDS);
+    then uvicorn's own shutdown follows. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, admission: Admission, drain_seconds: float):
+        super().__init__(config)
+        self.admission = admission
+        self.drain_seconds = drain_seconds
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.admission.draining:
+            super().handle_exit(sig, frame)
+            return
+        self.admission.draining = True
+        log.info("stopping: finishing the requests in progress (up to %.0f s) before shutting down", self.drain_seconds)
+        threading.Thread(target=self._drain_then_exit, args=(sig, frame), name="rmbg-drain", daemon=True).start()
+
+    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.admission.idle(self.drain_seconds):
+            log.warning("requests still running after %.0f s (RMBG_DRAIN_SECONDS): stopping anyway", self.drain_seconds)
+        super().handle_exit(sig, frame)
+
+
 def serve(args: argparse.Namespace) -> int:
-    """Runs until stopped; bad settings (device, size, upload limit) fail here, before the port opens."""
+    """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    admission, drain_seconds = Admission(), settings.drain_seconds()
     pool = ModelPool(args.model, args.device, args.precision, args.size)
-    service = RemovalService(pool)
+    service = RemovalService(pool, admission=admission)
     app = create_app(service, settings.max_upload_bytes(), args.host, args.port)
     pool.load_in_background()
     log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", args.host, args.port)
-    # Browsers hold Gradio's heartbeat streams open: without a timeout a stop would wait for every tab.
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    # After the drain, browsers may still hold Gradio's heartbeat streams open: those get 5 s.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
+    DrainingServer(config, admission, drain_seconds).run()
     return 0

@@ -23,6 +23,7 @@ from .. import zoo
 from ..hub import ModelLoadError
 from ..imaging import decoding
 from ..pipeline import Options
+from ..service.admission import Busy
 from ..service.options import build_request
 from ..service.pool import ModelPool
 from ..service.removal import Item, RemovalService, rotated
@@ -70,6 +71,8 @@ def friendly(handler: Callable) -> Callable:
             raise
         except ModelLoadError as error:
             raise gr.Error(str(error), duration=None, title="Model not available") from error
+        except Busy as error:
+            raise gr.Error(str(error), title="Busy") from error
         except ValueError as error:  # ImageError and bad options
             raise gr.Error(str(error)) from error
         except Exception as error:

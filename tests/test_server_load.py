@@ -1,0 +1,57 @@
+"""The server under load and when stopped: a bounded queue with 503 + Retry-After, and a drain on SIGTERM."""
+
+from __future__ import annotations
+
+import io
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from PIL import Image
+from test_web_api import MODEL, png_bytes, run_server, sample_image, server_logs_on_failure  # noqa: F401
+
+pytestmark = pytest.mark.slow  # servers in subprocesses
+
+# Inference at 1024 px takes seconds on a CPU: long enough for every request to arrive meanwhile.
+SLOW_ARGS = ("--model", MODEL, "--size", "1024", "--precision", "fp32")
+
+
+def test_requests_beyond_the_queue_limit_get_503_with_retry_after(tmp_path, hf_home) -> None:
+    with run_server(tmp_path, hf_home, *SLOW_ARGS, RMBG_WORKERS="1", RMBG_QUEUE_LIMIT="2") as server:
+        image = png_bytes(sample_image())
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            responses = list(pool.map(lambda _: server.remove(image), range(20)))
+        statuses = [response.status_code for response in responses]
+        assert statuses.count(200) >= 3  # the running one and the two waiting
+        busy = [response for response in responses if response.status_code == 503]
+        assert len(busy) >= 10 and len(busy) + statuses.count(200) == 20
+        for response in busy:
+            assert int(response.headers["Retry-After"]) >= 5
+            assert "the server is busy" in response.json()["error"]
+        ok = next(response for response in responses if response.status_code == 200)
+        assert float(ok.headers["X-Queue-Seconds"]) >= 0 and float(ok.headers["X-Inference-Seconds"]) > 0
+        assert server.get("/health").status_code == 200  # still serving after the rush
+
+
+def test_sigterm_lets_the_request_in_progress_finish(tmp_path, hf_home) -> None:
+    with run_server(tmp_path, hf_home, *SLOW_ARGS, RMBG_DRAIN_SECONDS="120") as server:
+        image = png_bytes(sample_image())
+        result: dict = {}
+        sender = threading.Thread(target=lambda: result.update(response=server.remove(image)))
+        sender.start()
+        time.sleep(1.0)  # the upload is in; inference at 1024 px is under way
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        health = server.get("/health")
+        assert health.status_code == 503 and health.json()["status"] == "draining"
+        refused = server.remove(image)
+        assert refused.status_code == 503 and "shutting down" in refused.json()["error"]
+        sender.join(timeout=300)
+        response = result["response"]
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).mode == "RGBA"
+        assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal
+    assert "Traceback" not in server.log.read_text()
