@@ -9,7 +9,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import requests
 from PIL import Image
 from test_web_api import MODEL, png_bytes, run_server, sample_image, server_logs_on_failure  # noqa: F401
 
