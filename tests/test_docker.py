@@ -429,3 +429,14 @@ def test_ci_script():
     if shutil.which("bash"):
         proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("file", ["docker-compose.cpu.yml", "docker-compose.gpu.yml"])
+def test_stop_grace_period_leaves_room_for_the_drain(file: str) -> None:
+    """Docker kills a container stop_grace_period after SIGTERM: the app's drain must end before that."""
+    import yaml
+
+    service = next(iter(yaml.safe_load((ROOT / file).read_text())["services"].values()))
+    grace = int(service["stop_grace_period"].removesuffix("s"))
+    drain = int(service["environment"]["RMBG_DRAIN_SECONDS"].split(":-")[1].rstrip("}"))
+    assert grace >= drain + 15
