@@ -209,6 +209,9 @@ def test_encode_formats() -> None:
 def test_parse_color_accepts_what_users_and_pickers_send() -> None:
     assert composing.parse_color("#00ff00") == composing.parse_color("0f0") == (0, 255, 0)
     assert composing.parse_color("rgba(10, 20, 30, 0.5)") == composing.parse_color("10,20,30") == (10, 20, 30)
-    for bad in ("#12", "1,2", "300,0,0", "red"):
-        with pytest.raises(ValueError, match=f"{bad!r} is not a colour: use #RRGGBB"):
+    assert composing.parse_color("Red") == (255, 0, 0) and composing.parse_color("white") == (255, 255, 255)
+    assert composing.parse_color("#fff") == (255, 255, 255) and composing.parse_color("rgb(0, 128, 0)") == (0, 128, 0)
+    assert composing.parse_color("rgba(12.5, 20.4, 30, 1)") == (12, 20, 30)  # what Gradio's picker sends
+    for bad in ("#12", "1,2", "300,0,0", "blurple", ""):
+        with pytest.raises(ValueError, match=f"{bad!r} is not a colour: use a name such as white"):
             composing.parse_color(bad)

@@ -145,3 +145,22 @@ def test_concurrent_requests_share_one_forward_when_batching_is_on(offline_hub, 
         difference = np.asarray(results[index].result.mask, dtype=int) - np.asarray(single.result.mask, dtype=int)
         assert np.abs(difference).max() <= 1
     assert batch_sizes == [3, 1, 1, 1]
+
+
+def test_a_custom_checkpoint_is_named_never_shown_by_its_server_path(offline_hub, tmp_path) -> None:
+    from conftest import synthetic_checkpoint, write_checkpoint
+
+    from bgremover.hub import ModelLoadError
+
+    folder = tmp_path / "secret" / "products-v3"
+    write_checkpoint(folder / "model.safetensors", synthetic_checkpoint("birefnet_lite"))
+    pool = ModelPool(str(folder), device="cpu", precision="fp32", size=64)
+    assert pool.default_model == "products-v3" and pool.names()[0] == "products-v3"
+    assert pool.canonical(str(folder)) == pool.canonical("products-v3") == "products-v3"
+    assert pool.get().info.family == "birefnet"
+    assert str(tmp_path) not in repr(pool.models())
+    missing = ModelPool(str(tmp_path / "secret" / "gone.safetensors"), device="cpu")
+    with pytest.raises(ModelLoadError) as raised:
+        missing.get()
+    assert "gone" in str(raised.value) and str(tmp_path) not in str(raised.value)
+    assert str(tmp_path) not in repr(missing.models())

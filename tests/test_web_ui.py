@@ -138,15 +138,33 @@ def test_batch_rotates_before_processing_and_zips_pngs(page, images, tmp_path):
     page.screenshot(path=str(tmp_path / "batch-tab.png"), full_page=True)
 
 
-def test_compare_shows_both_models_and_why_one_cannot_load(page, images, tmp_path):
+def test_compare_starts_with_models_that_run_and_shows_a_load_error_in_its_tab_only(page, images, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Compare models").click()
     page.locator("#compare-input input[type=file]").set_input_files(str(images[0]))
     expect(page.locator("#compare-input img")).to_be_visible()
+    page.locator("#compare-button").click()  # the defaults: the server's model and another cached one
+    expect(page.locator("#compare-info-a")).to_contain_text(f"{MODEL} at 256 px")
+    expect(page.locator("#compare-info-b")).to_contain_text("BiRefNet_lite at 256 px")
+    expect(page.locator("#compare-info-b")).to_contain_text("peak RSS")
+    page.locator("#compare-model-b input").click()
+    page.get_by_role("option", name="RMBG-2.0").click()
     page.locator("#compare-button").click()
-    expect(page.locator("#compare-info-a")).to_contain_text("peak RSS")
     expect(page.locator("#compare-info-b")).to_contain_text("RMBG-2.0 could not be loaded")
     expect(page.locator("#compare-info-b")).to_contain_text("not in the local cache")
-    expect(page.locator("#status")).to_contain_text("RMBG-2.0 is not available")
+    page.wait_for_timeout(2500)  # a status refresh (every 2 s) has happened since
+    expect(page.locator("#status")).not_to_contain_text("RMBG-2.0 is not available")
     page.screenshot(path=str(tmp_path / "compare-tab.png"), full_page=True)
+
+
+def test_the_background_colour_swatch_is_outlined(page):
+    page.locator("#remove-input").wait_for()
+    page.get_by_text("Options").first.click()
+    page.get_by_label("Colour", exact=True).check()
+    swatch = page.locator("#bg-color input[type=color], #bg-color button").first
+    swatch.wait_for()
+    border = swatch.evaluate(
+        "element => getComputedStyle(element).borderTopWidth + ' ' + getComputedStyle(element).borderTopStyle"
+    )
+    assert border == "1px solid"

@@ -5,29 +5,27 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageOps
+from PIL import Image, ImageColor, ImageOps
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
-    """'#RRGGBB', '#RGB' (what HTML colour pickers send), 'rgb(r, g, b)' or 'r,g,b'."""
+    """A colour as users and pickers write it: a CSS name ('red'), '#RRGGBB', '#RGB', 'rgb(r, g, b)',
+    'hsl(...)' or 'r,g,b'; any alpha part is ignored."""
     value = (text or "").strip().lower()
     try:
-        if value.startswith("rgb"):  # rgb(...) or rgba(...): the alpha part is ignored
+        if "," in value and "(" not in value:
+            rgb = tuple(int(part) for part in value.split(","))
+        elif value.startswith("rgb"):  # rgb(...) or rgba(...), also with fractional parts as browsers send
             parts = value[value.index("(") + 1 : value.rindex(")")].split(",")[:3]
             rgb = tuple(round(float(part)) for part in parts)
-        elif "," in value:
-            rgb = tuple(int(part) for part in value.split(","))
         else:
-            value = value.lstrip("#")
-            if len(value) == 3:
-                value = "".join(c * 2 for c in value)
-            if len(value) != 6:
-                raise ValueError
-            rgb = tuple(int(value[i : i + 2], 16) for i in (0, 2, 4))
+            rgb = ImageColor.getrgb(value if value[:1].isalpha() else "#" + value.lstrip("#"))[:3]
         if len(rgb) != 3 or not all(0 <= c <= 255 for c in rgb):
             raise ValueError
     except ValueError:
-        raise ValueError(f"{text!r} is not a colour: use #RRGGBB, e.g. #00ff00.") from None
+        raise ValueError(
+            f"{text!r} is not a colour: use a name such as white or red, #RRGGBB (e.g. #00ff00), #RGB or rgb(r, g, b)."
+        ) from None
     return rgb
 
 

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 import time
+from pathlib import Path
 
 import torch
 
@@ -22,6 +23,14 @@ from ..pipeline import Remover
 from .options import parse_size
 
 log = logging.getLogger(__name__)
+
+
+def _public_name(spec: str) -> str:
+    """How a custom model is named to clients: a Hub repo id as it is, a local checkpoint by its name."""
+    try:
+        return hub.resolve(spec).name
+    except ModelLoadError:
+        return Path(spec).name or spec
 
 
 class UnknownModel(ValueError):
@@ -40,7 +49,9 @@ class ModelPool:
         self.precision = precision
         self.dtype = pick_dtype(precision, self.device)
         self.default_size = parse_size(size)
-        self.default_model = self._zoo_name(default_model) or default_model
+        self._custom_spec = None if self._zoo_name(default_model) else default_model
+        # A custom checkpoint is shown by its name (folder or file stem), never by its path on the server.
+        self.default_model = self._zoo_name(default_model) or _public_name(default_model)
         self._guard = threading.Lock()
         self._removers: dict[str, Remover] = {}
         self._load_locks: dict[str, threading.Lock] = {}
@@ -64,8 +75,8 @@ class ModelPool:
         name = self._zoo_name(str(model).strip())
         if name:
             return name
-        if model == self.default_model:
-            return model
+        if model in (self.default_model, self._custom_spec):
+            return self.default_model
         raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.")
 
     @property
@@ -115,10 +126,11 @@ class ModelPool:
         self._set_state(name, "loading" if self.is_cached(name) else "downloading")
         started = time.perf_counter()
         try:
-            remover = Remover(load_engine(name, str(self.device), self.precision), self.default_size)
+            spec = self._custom_spec if name == self.default_model and self._custom_spec else name
+            remover = Remover(load_engine(spec, str(self.device), self.precision), self.default_size)
         except ModelLoadError as error:
-            self._fail(name, str(error))
-            raise
+            self._fail(name, self._without_paths(str(error)))
+            raise ModelLoadError(self._errors[name]) from error
         except Exception as error:  # out of memory, a broken driver: still a message, not a dead server
             log.exception("loading %s failed", name)
             self._fail(name, f"{name}: loading failed unexpectedly ({type(error).__name__}: {error}).")
@@ -128,6 +140,14 @@ class ModelPool:
             self._removers[name] = remover
             self._errors.pop(name, None)
         return remover
+
+    def _without_paths(self, message: str) -> str:
+        """The message with the custom checkpoint's server path replaced by its name."""
+        if not self._custom_spec:
+            return message
+        for path in (str(Path(self._custom_spec).expanduser().resolve()), self._custom_spec):
+            message = message.replace(path, self.default_model)
+        return message
 
     def _set_state(self, name: str, state: str) -> None:
         with self._guard:
@@ -151,8 +171,9 @@ class ModelPool:
         return thread
 
     def is_cached(self, name: str) -> bool:
+        spec = self._custom_spec if name == self.default_model and self._custom_spec else name
         try:
-            return hub.is_cached(hub.resolve(name))
+            return hub.is_cached(hub.resolve(spec))
         except (ModelLoadError, OSError, ValueError):
             return False
 

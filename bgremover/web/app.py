@@ -23,7 +23,7 @@ from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from .api import add_routes
 from .scratch import Scratch
-from .ui import build_ui
+from .ui import CSS, build_ui
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ def create_app(
         server_port=port,
         max_file_size=max_upload,
         theme=THEME,
+        css=CSS,
         ssr_mode=False,
         footer_links=["api", "settings"],
         run_history=False,  # would keep users' images on the server

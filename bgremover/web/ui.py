@@ -35,6 +35,11 @@ log = logging.getLogger(__name__)
 OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
 SIZES = (512, 768, 1024, 1536, 2048)
 THUMBNAIL = 192
+MAX_BATCH_SIZE = 16  # the slider's range, also enforced for API clients of the batch endpoint
+# A white swatch on a white panel is invisible without an outline.
+CSS = "#bg-color input[type=color], #bg-color button { border: 1px solid #8a8a8a; border-radius: 4px; }"
+# Compare loads models on demand: its own queue, so a slow load never holds up the other tabs.
+COMPARE = {"concurrency_limit": 1, "concurrency_id": "compare", "preprocess": False}
 # Heavy events: two at a time (one on the device while the other decodes or encodes; the device
 # lock orders inference), the rest wait in Gradio's queue and see their place; uploads are decoded
 # by the app itself (see decode_upload).
@@ -109,6 +114,13 @@ def size_choices(pool: ModelPool) -> list[tuple[str, int]]:
     return [(default, 0)] + [(str(size), size) for size in sorted({*SIZES, pool.default_size or SIZES[0]})]
 
 
+def compare_defaults(pool: ModelPool) -> tuple[str, str]:
+    """The server's model, and another one that is ready to run: a cached one if there is any."""
+    others = [name for name in pool.names() if name != pool.default_model]
+    cached = [name for name in others if pool.is_cached(name)]
+    return pool.default_model, (cached or others)[0]
+
+
 def status_markdown(pool: ModelPool) -> str:
     """Device, and which models are loaded, loading, downloading, cached or failed (with the fix)."""
     rows = pool.models()
@@ -122,7 +134,12 @@ def status_markdown(pool: ModelPool) -> str:
         f"**Loaded:** {listed(lambda r: r['loaded'])} · **Loading:** {busy} · "
         f"**Cached:** {listed(lambda r: r['cached'])}"
     ]
-    lines += [f"> ⚠️ **{row['name']}** is not available: {row['error']}" for row in rows if row["error"]]
+    # Only the default model's trouble concerns everyone; a model picked in one tab reports there.
+    lines += [
+        f"> ⚠️ **{row['name']}** is not available: {row['error']}"
+        for row in rows
+        if row["error"] and row["name"] == pool.default_model
+    ]
     return "\n\n".join(lines)
 
 
@@ -201,6 +218,8 @@ class Handlers:
         """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
         if not files:
             raise gr.Error("Add some images first.")
+        if not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
+            raise gr.Error(f"batch size {batch_size}: choose 1 to {MAX_BATCH_SIZE}.")
         request = build_request(threshold=float(threshold or 0) or None, model=model, size=size)
         items = [
             Item(upload_name(upload), upload_path(upload, ""), (rotations or {}).get(index, 0))
@@ -271,11 +290,12 @@ def _rotator(index: int, step: int) -> Callable[[dict], dict]:
     return rotate
 
 
-def _model_dropdown(pool: ModelPool, label: str, value: str) -> gr.Dropdown:
+def _model_dropdown(pool: ModelPool, label: str, value: str, elem_id: str | None = None) -> gr.Dropdown:
     return gr.Dropdown(
         model_choices(pool),
         value=value,
         label=label,
+        elem_id=elem_id,
         info="RMBG weights are for non-commercial use; gated models need HF_TOKEN.",
     )
 
@@ -299,7 +319,7 @@ def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
             model = _model_dropdown(pool, "Model", pool.default_model)
             with gr.Accordion("Options", open=False):
                 output = gr.Radio(OUTPUT_CHOICES, value="cutout", label="Output")
-                bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
+                bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False, elem_id="bg-color")
                 bg_image = gr.Image(
                     type="filepath", image_mode=None, label="Background image", visible=False, height=160
                 )
@@ -361,12 +381,12 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
     with gr.Row():
         model = _model_dropdown(pool, "Model", pool.default_model)
         batch_size = gr.Slider(
-            1, 16, value=4, step=1, label="Batch size", info="Images per inference; more needs memory."
+            1, MAX_BATCH_SIZE, value=4, step=1, label="Batch size", info="Images per inference; more needs memory."
         )
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
         size = _size_dropdown(pool)
     run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
-    gallery = gr.Gallery(label="Results", columns=4, format="png", elem_id="batch-gallery")
+    gallery = gr.Gallery(label="Results", columns=4, format="png", object_fit="contain", elem_id="batch-gallery")
     archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
     summary = gr.Markdown()
     files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
@@ -385,8 +405,9 @@ def _compare_tab(handlers: Handlers, pool: ModelPool) -> None:
             type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="compare-input"
         )
         with gr.Column():
-            model_a = _model_dropdown(pool, "Model A", "RMBG-1.4")
-            model_b = _model_dropdown(pool, "Model B", "RMBG-2.0")
+            first, second = compare_defaults(pool)
+            model_a = _model_dropdown(pool, "Model A", first, "compare-model-a")
+            model_b = _model_dropdown(pool, "Model B", second, "compare-model-b")
             size = _size_dropdown(pool)
             run = gr.Button("Compare", variant="primary", elem_id="compare-button")
     with gr.Row():
@@ -401,7 +422,7 @@ def _compare_tab(handlers: Handlers, pool: ModelPool) -> None:
         [image, model_a, model_b, size],
         [image_a, info_a, image_b, info_b],
         api_name="compare",
-        **HEAVY,
+        **COMPARE,
     )
 
 
@@ -409,7 +430,7 @@ def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Bloc
     """The whole UI; the default model keeps loading in the background while it is already served."""
     pool = service.pool
     handlers = Handlers(service, scratch or Scratch())
-    with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+    with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600), css=CSS) as demo:
         gr.Markdown("## Background remover")
         status = gr.Markdown(status_markdown(pool), elem_id="status")
         with gr.Tabs():
