@@ -112,6 +112,22 @@ def drain_seconds() -> float:
     return _positive("RMBG_DRAIN_SECONDS", 60, "60")
 
 
+def api_token() -> str | None:
+    """RMBG_API_TOKEN: when set, /api/remove and /api/models need `Authorization: Bearer <token>`."""
+    return _text("RMBG_API_TOKEN") or None
+
+
+def ui_login() -> tuple[str, str] | None:
+    """RMBG_AUTH=user:password: a login for the web UI (Gradio's own login page)."""
+    text = _text("RMBG_AUTH")
+    if not text:
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        raise ValueError("RMBG_AUTH must be user:password (both non-empty).")
+    return user, password
+
+
 def server_host() -> str:
     return _text("GRADIO_SERVER_NAME", "0.0.0.0")
 

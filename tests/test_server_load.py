@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 from PIL import Image
 from test_web_api import MODEL, png_bytes, run_server, sample_image, server_logs_on_failure  # noqa: F401
 
@@ -54,3 +55,26 @@ def test_sigterm_lets_the_request_in_progress_finish(tmp_path, hf_home) -> None:
         assert Image.open(io.BytesIO(response.content)).mode == "RGBA"
         assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal
     assert "Traceback" not in server.log.read_text()
+
+
+def test_an_api_token_and_a_ui_login_protect_the_app_but_not_health(tmp_path, hf_home) -> None:
+    args = ("--model", MODEL, "--size", "256", "--precision", "fp32")
+    env = {"RMBG_API_TOKEN": "s3cret", "RMBG_AUTH": "ann:pw"}
+    with run_server(tmp_path, hf_home, *args, **env) as server:
+        image = png_bytes(sample_image())
+        refused = server.remove(image)
+        assert refused.status_code == 401 and "Authorization: Bearer" in refused.json()["error"]
+        assert requests.get(server.url + "/api/models", timeout=30).status_code == 401
+        response = requests.post(
+            server.url + "/api/remove",
+            files={"file": ("p.png", image)},
+            headers={"Authorization": "Bearer s3cret"},
+            timeout=120,
+        )
+        assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+        assert server.get("/health").status_code == 200
+        assert requests.get(server.url + "/config", timeout=30).status_code == 401  # the UI wants its login
+        session = requests.Session()
+        login = session.post(server.url + "/login", data={"username": "ann", "password": "pw"}, timeout=30)
+        assert login.status_code == 200
+        assert session.get(server.url + "/config", timeout=30).status_code == 200

@@ -12,6 +12,7 @@ Status codes of /api/remove: 400 bad options or form, 413 upload over RMBG_MAX_U
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,12 +125,25 @@ def _disposition(name: str) -> str:
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
 
 
-def add_routes(app: FastAPI, service: RemovalService, max_upload: int) -> None:
-    """Registers the API on `app`; call before mounting Gradio at '/', which would shadow later routes."""
+def check_token(request: Request, token: str | None) -> None:
+    """With RMBG_API_TOKEN set, /api/ routes need `Authorization: Bearer <token>` (401 otherwise)."""
+    if token is None:
+        return
+    sent = request.headers.get("authorization", "")
+    if not secrets.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        raise ApiError(401, "this server needs an API token: send the header 'Authorization: Bearer <token>'.")
+
+
+def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: str | None = None) -> None:
+    """Registers the API on `app`; call before mounting Gradio at '/', which would shadow later routes.
+
+    `token` protects /api/remove and /api/models; /health stays open for load balancers and Docker.
+    """
 
     @app.post("/api/remove")
     async def remove(request: Request) -> Response:
         try:
+            check_token(request, token)
             form = await read_form(request, max_upload)
             try:
                 job = parse_job(form, service)
@@ -153,7 +167,11 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int) -> None:
         return Response(removal.data, media_type=f"image/{fmt}", headers=headers)
 
     @app.get("/api/models")
-    def models() -> JSONResponse:
+    def models(request: Request) -> JSONResponse:
+        try:
+            check_token(request, token)
+        except ApiError as error:
+            return error.response()
         pool = service.pool
         return JSONResponse({"default_model": pool.default_model, "device": str(pool.device), "models": pool.models()})
 

@@ -40,7 +40,7 @@ def create_app(
     """The API routes first, then Gradio mounted at '/' (a mount there would shadow later routes)."""
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
-    add_routes(app, service, max_upload)
+    add_routes(app, service, max_upload, settings.api_token())
     demo = build_ui(service, Scratch())
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
@@ -55,6 +55,7 @@ def create_app(
         max_file_size=max_upload,
         theme=THEME,
         css=CSS,
+        auth=settings.ui_login(),
         ssr_mode=False,
         footer_links=["api", "settings"],
         run_history=False,  # would keep users' images on the server
