@@ -134,17 +134,17 @@ class Remover:
         antialias = self.info.processing.antialias
         batch = []
         for image in images:
-            array = np.asarray(image, dtype=np.uint8)
             narrow = [
-                _resize(self._float_pixels(array[rows]), (rows.stop - rows.start, width), antialias)
-                for rows in _bands(*array.shape[:2])
+                _resize(self._float_pixels(image, rows), (rows.stop - rows.start, width), antialias)
+                for rows in _bands(image.height, image.width)
             ]
             batch.append(_resize(torch.cat(narrow, dim=2), (height, width), antialias))
         return (torch.cat(batch) - self._mean) / self._std
 
-    def _float_pixels(self, rows: np.ndarray) -> torch.Tensor:
-        """(h, w, 3) uint8 rows as a (1, 3, h, w) float tensor in 0..1 on the device."""
-        return torch.from_numpy(rows.copy()).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+    def _float_pixels(self, image: Image.Image, rows: slice) -> torch.Tensor:
+        """Rows of an RGB image as a (1, 3, h, w) float tensor in 0..1 on the device."""
+        band = np.asarray(image.crop((0, rows.start, image.width, rows.stop)), dtype=np.uint8)
+        return torch.from_numpy(band.copy()).to(self.device).permute(2, 0, 1)[None].float() / 255.0
 
     def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
         """One raw output (1, h, w) as a mask of `size` (width, height), mode L.

@@ -78,3 +78,32 @@ def test_an_api_token_and_a_ui_login_protect_the_app_but_not_health(tmp_path, hf
         login = session.post(server.url + "/login", data={"username": "ann", "password": "pw"}, timeout=30)
         assert login.status_code == 200
         assert session.get(server.url + "/config", timeout=30).status_code == 200
+
+
+def _memory_kib(pid: int) -> dict[str, int]:
+    with open(f"/proc/{pid}/status") as status:
+        return {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS", "VmHWM"))}
+
+
+# The documented budget (docs/web.md): at most 16 bytes per pixel over idle for one request.
+BYTES_PER_PIXEL_BUDGET = 16
+
+
+def test_a_100_megapixel_request_stays_in_its_memory_budget_and_memory_is_given_back(tmp_path, hf_home) -> None:
+    args = ("--model", MODEL, "--size", "256", "--precision", "fp32")
+    with run_server(tmp_path, hf_home, *args) as server:
+        pid = server.process.pid
+        buffer = io.BytesIO()
+        Image.new("RGB", (9999, 9999), (200, 120, 40)).save(buffer, format="PNG")  # 0.3 MB file, 100 MP
+        server.remove(png_bytes(sample_image()))  # everything warmed up once
+        time.sleep(1.0)
+        idle = _memory_kib(pid)["VmRSS"]
+        with open(f"/proc/{pid}/clear_refs", "w") as refs:
+            refs.write("5")  # restart the peak (VmHWM) from now
+        response = server.remove(buffer.getvalue(), output="mask")
+        assert response.status_code == 200
+        assert Image.open(io.BytesIO(response.content)).size == (9999, 9999)
+        peak = _memory_kib(pid)["VmHWM"]
+        assert (peak - idle) * 1024 <= BYTES_PER_PIXEL_BUDGET * 9999 * 9999
+        time.sleep(1.0)
+        assert _memory_kib(pid)["VmRSS"] - idle <= 300 * 1024  # within 300 MB of idle again

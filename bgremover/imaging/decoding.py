@@ -52,7 +52,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         return to_gray8(image).convert("RGB")
     if image.mode == "P" and "transparency" in image.info:
         image = image.convert("RGBA")
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def decode(
@@ -93,17 +93,25 @@ def decode(
             f"{name}: {image.width}x{image.height} is {pixels / 1e6:.0f} megapixels, more than the limit of "
             f"{max_pixels / 1e6:.0f}. Downscale it first, or raise the limit (RMBG_MAX_PIXELS, --max-pixels)."
         )
+    icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
     try:
         image.seek(0)
         image.load()
-        upright = ImageOps.exif_transpose(image)
-        rgb = _to_rgb(upright)
+        rgb = _to_rgb(_upright(image, in_place=not isinstance(data, Image.Image)))
     except (OSError, SyntaxError, ValueError) as error:
         raise ImageError(
             f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it."
         ) from error
-    icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
     return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+
+
+def _upright(image: Image.Image, in_place: bool) -> Image.Image:
+    """EXIF orientation applied; in place for images opened here (one copy of a large image in
+    memory instead of two), on a copy for images the caller handed in."""
+    if not in_place:
+        return ImageOps.exif_transpose(image)
+    ImageOps.exif_transpose(image, in_place=True)
+    return image
 
 
 def pixel_count(data: bytes | str | Path) -> int:

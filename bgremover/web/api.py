@@ -21,12 +21,13 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from starlette.background import BackgroundTask
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
-from ..service.admission import Busy
+from ..service.admission import Busy, give_back_memory
 from ..service.options import Request as RemovalRequest
 from ..service.options import build_request
 from ..service.pool import ModelNotReady
@@ -39,6 +40,7 @@ OPTION_FIELDS = ("output", "bg_color", "threshold", "crop", "crop_margin", "refi
 FIELDS = ("file", *OPTION_FIELDS, "format")
 # Room for the multipart boundaries, part headers and option fields around the file itself.
 _FORM_OVERHEAD = 64 * 1024
+_GIVE_BACK = BackgroundTask(give_back_memory)
 
 
 class ApiError(Exception):
@@ -164,7 +166,8 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
             "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
             "X-Inference-Seconds": f"{removal.timings.infer:.3f}",
         }
-        return Response(removal.data, media_type=f"image/{fmt}", headers=headers)
+        # Once the response is out, the request's images are garbage: hand their memory back to the OS.
+        return Response(removal.data, media_type=f"image/{fmt}", headers=headers, background=_GIVE_BACK)
 
     @app.get("/api/models")
     def models(request: Request) -> JSONResponse:

@@ -430,7 +430,7 @@ def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Bloc
     """The whole UI; the default model keeps loading in the background while it is already served."""
     pool = service.pool
     handlers = Handlers(service, scratch or Scratch())
-    with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600), css=CSS) as demo:
+    with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
         gr.Markdown("## Background remover")
         status = gr.Markdown(status_markdown(pool), elem_id="status")
         with gr.Tabs():
