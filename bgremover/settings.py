@@ -128,6 +128,11 @@ def ui_login() -> tuple[str, str] | None:
     return user, password
 
 
+def upload_quota_bytes() -> int:
+    """RMBG_UPLOAD_QUOTA_MB: the most the UI's upload folder may hold before uploads get 503."""
+    return int(_positive("RMBG_UPLOAD_QUOTA_MB", 2048, "2048") * 1024 * 1024)
+
+
 def server_host() -> str:
     return _text("GRADIO_SERVER_NAME", "0.0.0.0")
 

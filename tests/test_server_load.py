@@ -107,3 +107,20 @@ def test_a_100_megapixel_request_stays_in_its_memory_budget_and_memory_is_given_
         assert (peak - idle) * 1024 <= BYTES_PER_PIXEL_BUDGET * 9999 * 9999
         time.sleep(1.0)
         assert _memory_kib(pid)["VmRSS"] - idle <= 300 * 1024  # within 300 MB of idle again
+
+
+def test_ui_uploads_beyond_the_quota_get_503(tmp_path, hf_home) -> None:
+    args = ("--model", MODEL, "--size", "256", "--precision", "fp32")
+    uploads = tmp_path / "uploads"
+    with run_server(tmp_path, hf_home, *args, RMBG_UPLOAD_QUOTA_MB="1", GRADIO_TEMP_DIR=str(uploads)) as server:
+        blob = bytes(700 * 1024)
+
+        def upload(name: str) -> requests.Response:
+            return requests.post(server.url + "/gradio_api/upload", files={"files": (name, blob)}, timeout=60)
+
+        assert upload("one.png").status_code == 200
+        assert upload("two.png").status_code == 200  # the folder held 0.7 MB: still under 1 MB
+        third = upload("three.png")
+        assert third.status_code == 503 and "upload space is full" in third.json()["error"]
+        assert third.headers["Retry-After"] == "60"
+        assert server.get("/health").status_code == 200
