@@ -1,0 +1,137 @@
+"""End-to-end measurements through the removal service on a GPU (issues #11 and #14).
+
+Run from the repository root on a CUDA machine (synthetic RMBG-2.0 weights in a temporary
+Hugging Face cache, offline):
+
+    python3 tools/gpu_e2e.py              # about two minutes on an H100
+    DRY=1 python3 tools/gpu_e2e.py        # tiny sizes on a CPU: checks the script itself
+
+What it reports, each as the median of several runs after a warm-up:
+- one request end to end (`RemovalService.remove`: decode, queue, infer, finish, encode)
+  for 640x480, 1920x1080 and 4032x3024 JPEGs, as a cut-out PNG, and the 12 MP one also with
+  refined edges;
+- a folder of 12 MP photos through `remove_many` (what `rmbg remove DIR` runs): photos/s;
+- 32 concurrent single requests with micro-batching off and on: images/s.
+Writes $OUT/gpu_e2e.json and prints a table last.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bgremover import bench  # noqa: E402 - the repository root must be importable first
+from bgremover.service.options import build_request  # noqa: E402
+from bgremover.service.pool import ModelPool  # noqa: E402
+from bgremover.service.removal import Item, RemovalService  # noqa: E402
+
+DRY = os.environ.get("DRY", "") == "1"
+MODEL = os.environ.get("MODEL", "BiRefNet_lite" if DRY else "RMBG-2.0")
+DEVICE = "cuda" if torch.cuda.is_available() and not DRY else "cpu"
+SIZE = 64 if DRY else None  # None: the model's own 1024
+PHOTOS = [(160, 120), (320, 180), (640, 480)] if DRY else [(640, 480), (1920, 1080), (4032, 3024)]
+RUNS = 2 if DRY else 7
+FOLDER = 4 if DRY else 32
+CONCURRENT = 4 if DRY else 32
+
+
+def photo(width: int, height: int, seed: int = 0) -> bytes:
+    """A JPEG like a product shot: a smooth backdrop, a textured subject, sensor noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    backdrop = 200 + 30 * (y / height)[..., None] * np.array([1.0, 0.9, 0.8])
+    subject = ((x - width / 2) / (width / 3)) ** 2 + ((y - height / 2) / (height / 2.5)) ** 2 < 1
+    texture = 90 + 60 * np.sin(x / 7)[..., None] * np.array([1.0, 0.5, 0.2])
+    pixels = np.where(subject[..., None], texture, backdrop) + rng.normal(0, 4, (height, width, 3))
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def median_split(service: RemovalService, data: bytes, request) -> dict:
+    service.remove(data, request)  # warm-up: this shape's graph capture, cuDNN choices
+    runs = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        removal = service.remove(data, request)
+        runs.append({**removal.timings.as_dict(), "total": time.perf_counter() - started})
+    split = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
+    return {**split, "bytes": len(removal.data), "engine": service.pool.get().engine.describe()}
+
+
+def folder_rate(service: RemovalService, data: bytes, batch_size: int) -> dict:
+    items = [Item(f"{i}.jpg", data) for i in range(FOLDER)]
+    request = build_request()
+    list(service.remove_many(items[:batch_size], request, batch_size))  # warm-up at this batch size
+    started = time.perf_counter()
+    done = sum(1 for removal in service.remove_many(items, request, batch_size) if removal.data)
+    seconds = time.perf_counter() - started
+    return {"batch_size": batch_size, "photos": done, "seconds": seconds, "photos_per_s": done / seconds}
+
+
+def concurrent_rate(pool: ModelPool, data: bytes, window_ms: int) -> dict:
+    os.environ["RMBG_BATCH_WINDOW_MS"] = str(window_ms)
+    service = RemovalService(pool, workers=16)
+    request = build_request(fmt="png")
+    service.remove(data, request)
+    seen: list[float] = []
+
+    def one() -> None:
+        seen.append(service.remove(data, request).timings.infer)
+
+    threads = [threading.Thread(target=one) for _ in range(CONCURRENT)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    seconds = time.perf_counter() - started
+    return {"window_ms": window_ms, "requests": CONCURRENT, "seconds": seconds, "images_per_s": CONCURRENT / seconds}
+
+
+def main() -> int:
+    out = Path(os.environ.get("OUT", "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {"torch": torch.__version__, "device": DEVICE, "model": MODEL, "dry": DRY}
+    if DEVICE == "cuda":
+        report["gpu"] = torch.cuda.get_device_name()
+    report["cpu_count"] = os.cpu_count()
+    with tempfile.TemporaryDirectory(prefix="rmbg-e2e-") as home:
+        bench.write_synthetic_cache(MODEL, Path(home) / "hub")
+        os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1", RMBG_BATCH_WINDOW_MS="0")
+        pool = ModelPool(MODEL, DEVICE, "auto", SIZE)
+        service = RemovalService(pool, workers=os.cpu_count() or 2)
+        photos = {f"{w}x{h}": photo(w, h) for w, h in PHOTOS}
+        report["single"] = {name: median_split(service, data, build_request()) for name, data in photos.items()}
+        largest = list(photos)[-1]
+        report["refine_edges"] = median_split(service, photos[largest], build_request(refine_edges=True))
+        report["folder"] = [folder_rate(service, photos[largest], b) for b in (1, 4, 8)]
+        small = photos[list(photos)[0]]
+        report["concurrent"] = [concurrent_rate(pool, small, window) for window in (0, 5)]
+    (out / "gpu_e2e.json").write_text(json.dumps(report, indent=1))
+    print(f"torch {report['torch']} on {report.get('gpu', DEVICE)}, {MODEL}, {report['cpu_count']} CPUs")
+    for name, split in [*report["single"].items(), (f"{largest} refine", report["refine_edges"])]:
+        stages = " ".join(f"{k} {split[k] * 1000:7.1f}" for k in ("decode", "queue", "infer", "finish", "encode"))
+        print(f"{name:>16}: total {split['total'] * 1000:7.1f} ms | {stages} | {split['bytes'] / 1e6:.1f} MB")
+    for row in report["folder"]:
+        print(f"folder of {largest}, batch {row['batch_size']}: {row['photos_per_s']:.2f} photos/s")
+    for row in report["concurrent"]:
+        print(f"{CONCURRENT} concurrent requests, window {row['window_ms']} ms: {row['images_per_s']:.1f} img/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
