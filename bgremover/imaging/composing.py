@@ -104,5 +104,3 @@ def composite(foreground: Image.Image, mask: Image.Image, background: Image.Imag
     else:
         backdrop = Image.new("RGB", foreground.size, tuple(background))
     return Image.composite(foreground.convert("RGB"), backdrop, mask)
-
-

@@ -114,5 +114,3 @@ def _array_to_image(array: np.ndarray) -> Image.Image:
     if array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4)):
         return Image.fromarray(array.squeeze(2) if array.ndim == 3 and array.shape[2] == 1 else array)
     raise ImageError(f"numpy arrays must be HxW, HxWx3 or HxWx4, not {array.shape}.")
-
-

@@ -145,7 +145,7 @@ class RemovalService:
         remover: Remover, decoded: decoding.Decoded, result: Result, request: Request, timings: Timings
     ) -> Removal:
         with timings.stage("encode"):
-            data = encoding.encode(result.image, request.fmt, result.icc_profile)
+            data = encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
         return Removal(
             result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size
         )

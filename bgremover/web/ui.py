@@ -32,6 +32,7 @@ from .scratch import Scratch
 log = logging.getLogger(__name__)
 
 OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
+COMPRESSION_CHOICES = [("Fast", "fast"), ("Small", "small")]
 SIZES = (512, 768, 1024, 1536, 2048)
 THUMBNAIL = 192
 # Heavy events: two at a time (one on the device while the other decodes or encodes; the device
@@ -147,6 +148,7 @@ class Handlers:
         crop_margin: int = 0,
         refine_edges: bool = False,
         size: int | str = 0,
+        compression: str = "fast",
     ):
         """Before/after, cut-out, mask, the PNG to download and the time taken.
 
@@ -166,6 +168,7 @@ class Handlers:
             refine_edges=bool(refine_edges),
             model=model,
             size=size,
+            compression=compression,
         )
         source = upload_path(image, "Upload, paste or drop an image first.")
         removal = self.service.remove(source, request, upload_name(image))
@@ -193,12 +196,15 @@ class Handlers:
         batch_size: int = 4,
         threshold: float = 0.0,
         size: int | str = 0,
+        compression: str = "fast",
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ):
         """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
         if not files:
             raise gr.Error("Add some images first.")
-        request = build_request(threshold=float(threshold or 0) or None, model=model, size=size)
+        request = build_request(
+            threshold=float(threshold or 0) or None, model=model, size=size, compression=compression
+        )
         items = [
             Item(upload_name(upload), upload_path(upload, ""), (rotations or {}).get(index, 0))
             for index, upload in enumerate(files)
@@ -277,6 +283,12 @@ def _model_dropdown(pool: ModelPool, label: str, value: str) -> gr.Dropdown:
     )
 
 
+def _compression_radio() -> gr.Radio:
+    return gr.Radio(
+        COMPRESSION_CHOICES, value="fast", label="PNG compression", info="Smaller files take longer to write."
+    )
+
+
 def _size_dropdown(pool: ModelPool) -> gr.Dropdown:
     return gr.Dropdown(
         size_choices(pool),
@@ -306,6 +318,7 @@ def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
                     crop_margin = gr.Number(0, minimum=0, precision=0, label="Crop margin (px)")
                 refine_edges = gr.Checkbox(label="Refine edges (remove colour fringes)")
                 size = _size_dropdown(pool)
+                compression = _compression_radio()
             run = gr.Button("Remove background", variant="primary", elem_id="remove-button")
         with gr.Column(scale=2):
             slider = gr.ImageSlider(label="Before / after", format="png", max_height=520, elem_id="remove-slider")
@@ -321,7 +334,7 @@ def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
     output.change(show_background_inputs, output, [bg_color, bg_image], **LIGHT)
     run.click(
         handlers.remove,
-        [image, model, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges, size],
+        [image, model, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges, size, compression],
         [slider, cutout, mask, download, info],
         api_name="remove",
         **HEAVY,
@@ -362,6 +375,7 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
         )
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
         size = _size_dropdown(pool)
+        compression = _compression_radio()
     run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
     gallery = gr.Gallery(label="Results", columns=4, format="png", elem_id="batch-gallery")
     archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
@@ -369,7 +383,7 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
     files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
     run.click(
         handlers.batch,
-        [files, rotations, model, batch_size, threshold, size],
+        [files, rotations, model, batch_size, threshold, size, compression],
         [gallery, archive, summary],
         api_name="batch",
         **HEAVY,
