@@ -137,7 +137,7 @@ class RemovalService:
         self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
     ) -> Removal:
         with timings.stage("finish"):
-            result = finish(decoded, mask, request.options)
+            result = finish(decoded, mask, request.options, remover.device)
         return self._encoded(remover, decoded, result, request, timings)
 
     @staticmethod
@@ -146,9 +146,7 @@ class RemovalService:
     ) -> Removal:
         with timings.stage("encode"):
             data = encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
-        return Removal(
-            result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size
-        )
+        return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
 
 
 def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
