@@ -114,7 +114,7 @@ class RemovalService:
         else:
             mask = batcher.predict(decoded.rgb, timings)
             with timings.stage("finish"):
-                result = finish(decoded, mask, request.options)
+                result = finish(decoded, mask, request.options, remover.device)
         return self._encoded(remover, decoded, result, request, timings)
 
     def _batcher(self, remover: Remover) -> MicroBatcher | None:
@@ -180,7 +180,7 @@ class RemovalService:
         self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
     ) -> Removal:
         with timings.stage("finish"):
-            result = finish(decoded, mask, request.options)
+            result = finish(decoded, mask, request.options, remover.device)
         return self._encoded(remover, decoded, result, request, timings)
 
     @staticmethod
@@ -188,7 +188,7 @@ class RemovalService:
         remover: Remover, decoded: decoding.Decoded, result: Result, request: Request, timings: Timings
     ) -> Removal:
         with timings.stage("encode"):
-            data = encoding.encode(result.image, request.fmt, result.icc_profile)
+            data = encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
         return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
 
 
