@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -72,6 +73,19 @@ def test_png_fallbacks_give_the_same_pixels(monkeypatch, missing: tuple[str, ...
         image = images()[mode]
         decoded = Image.open(io.BytesIO(encoding.encode(image, "png", compression=compression)))
         assert np.array_equal(np.asarray(decoded), np.asarray(image))
+
+
+@pytest.mark.parametrize("module", [png.isal_zlib, zlib], ids=["isal", "zlib"])
+def test_deflate_in_parts_is_one_valid_zlib_stream(monkeypatch, module) -> None:
+    """Parts deflated on several cores join into one stream: zlib reads it back, Pillow decodes the PNG."""
+    monkeypatch.setattr(png, "_MIN_PART_BYTES", 1000)
+    monkeypatch.setattr(png, "_cores", lambda: 3)
+    lines = png.up_filtered(np.asarray(images()["RGBA"]))
+    stream = png.compress_in_parts(lines, 1, module)
+    assert zlib.decompress(stream) == lines.tobytes()
+    image = images()["RGBA"]
+    decoded = Image.open(io.BytesIO(encoding.encode(image, "png")))
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
 
 
 def test_png_in_many_idat_chunks_and_without_a_profile(monkeypatch) -> None:
