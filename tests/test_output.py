@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -72,6 +73,19 @@ def test_png_fallbacks_give_the_same_pixels(monkeypatch, missing: tuple[str, ...
         image = images()[mode]
         decoded = Image.open(io.BytesIO(encoding.encode(image, "png", compression=compression)))
         assert np.array_equal(np.asarray(decoded), np.asarray(image))
+
+
+@pytest.mark.parametrize("module", [png.isal_zlib, zlib], ids=["isal", "zlib"])
+def test_deflate_in_parts_is_one_valid_zlib_stream(monkeypatch, module) -> None:
+    """Parts deflated on several cores join into one stream: zlib reads it back, Pillow decodes the PNG."""
+    monkeypatch.setattr(png, "_MIN_PART_BYTES", 1000)
+    monkeypatch.setattr(png, "_cores", lambda: 3)
+    lines = png.up_filtered(np.asarray(images()["RGBA"]))
+    stream = png.compress_in_parts(lines, 1, module)
+    assert zlib.decompress(stream) == lines.tobytes()
+    image = images()["RGBA"]
+    decoded = Image.open(io.BytesIO(encoding.encode(image, "png")))
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
 
 
 def test_png_in_many_idat_chunks_and_without_a_profile(monkeypatch) -> None:
@@ -208,7 +222,12 @@ def test_bench_e2e_reports_every_stage_of_the_service_path(tmp_path, monkeypatch
         assert all(stages[name] > 0 for name in ("decode", "infer", "finish", "encode", "total"))
         assert stages["queue"] >= 0
         assert stages["total"] >= sum(value for name, value in stages.items() if name != "total")
-        assert result["outside_inference_s"] == pytest.approx(stages["total"] - stages["infer"] - stages["queue"])
+        outside_inference = stages["total"] - stages["infer"] - stages["queue"]
+        assert result["outside_inference_s"] == pytest.approx(outside_inference)
+        assert 0 < result["resize_in_s"] + result["mask_out_s"] < stages["infer"]
+        assert result["outside_network_s"] == pytest.approx(
+            outside_inference + result["resize_in_s"] + result["mask_out_s"]
+        )
         assert (result["width"], result["height"], result["size"]) == (160, 120, 64)
         assert result["model"] == "BiRefNet_lite" and result["refine_edges"] and result["compression"] == "fast"
         assert result["output_bytes"] > 1000 and len(result["totals_s"]) == 3
@@ -224,5 +243,5 @@ def test_bench_e2e_text_table_with_a_cached_model(offline_hub, tmp_path, capsys)
     assert main([*argv, "--format", "webp", "--compression", "small"]) == 0
     text = capsys.readouterr().out
     assert "small.jpg" in text and "96x64" in text and "webp, compression small" in text
-    for stage in ("decode", "queue", "infer", "finish", "encode", "total", "no-infer"):
+    for stage in ("decode", "queue", "infer", "finish", "encode", "total", "no-infer", "in+out", "no-network"):
         assert stage in text
