@@ -245,3 +245,36 @@ def test_bench_e2e_text_table_with_a_cached_model(offline_hub, tmp_path, capsys)
     assert "small.jpg" in text and "96x64" in text and "webp, compression small" in text
     for stage in ("decode", "queue", "infer", "finish", "encode", "total", "no-infer", "in+out", "no-network"):
         assert stage in text
+
+
+# --- The option in the front ends ---------------------------------------------------------------
+
+
+def test_cli_writes_the_compression_asked_for(offline_hub, tmp_path) -> None:
+    from bgremover.cli import main
+
+    photo = tmp_path / "photo.jpg"
+    photo_like(96, 64).save(photo, quality=90)
+    sizes = {}
+    for compression in encoding.COMPRESSIONS:
+        target = tmp_path / f"{compression}.png"
+        argv = ["remove", str(photo), "-o", str(target), "--model", "RMBG-1.4", "--size", "64", "-q"]
+        assert main([*argv, "--compression", compression]) == 0
+        sizes[compression] = target.stat().st_size
+        assert Image.open(target).size == (96, 64)
+    assert sizes["small"] < sizes["fast"]
+
+
+def test_api_form_field_compression() -> None:
+    from starlette.datastructures import FormData, UploadFile
+
+    from bgremover.service.pool import ModelPool
+    from bgremover.service.removal import RemovalService
+    from bgremover.web.api import ApiError, parse_job
+
+    service = RemovalService(ModelPool("RMBG-1.4", "cpu"))
+    upload = UploadFile(io.BytesIO(b"image"), filename="a.jpg")
+    assert parse_job(FormData([("file", upload), ("compression", "small")]), service).request.compression == "small"
+    assert parse_job(FormData([("file", upload)]), service).request.compression == "fast"
+    with pytest.raises(ApiError, match="unknown compression 'max'"):
+        parse_job(FormData([("file", upload), ("compression", "max")]), service)
