@@ -189,6 +189,14 @@ class TestBatch:
         assert {name: (out / name).stat().st_mtime_ns for name in _files(reference)} == written
         assert "0 done, 20 skipped" in capsys.readouterr().err
 
+    def test_a_model_that_cannot_be_had_is_one_message_before_any_work(self, offline_hub, shoot, tmp_path, capsys):
+        out = tmp_path / "out"
+        command = ["remove", "--ray", str(shoot), "-o", str(out), "--model", "BiRefNet", "--device", "cpu", "-q"]
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert "error: BiRefNet is not in the local cache" in error and "rmbg.py download BiRefNet" in error
+        assert _files(out) == [MANIFEST_NAME] and not (out / MANIFEST_NAME).read_text()
+
     def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):
         marker, out = tmp_path / "died", tmp_path / "out"
         tasks = locations.plan([f"file://{shoot}"], f"file://{out}", "png")

@@ -36,6 +36,7 @@ from PIL import Image
 
 from .. import settings
 from ..errors import UsageError
+from ..hub import ModelLoadError
 from ..imaging import decoding
 from ..pipeline import Timings
 from ..service.options import Request, parse_size
@@ -230,12 +231,35 @@ class Manifest:
         self._file.close()
 
 
+def model_problem(model: str) -> str | None:
+    """Why `model`'s checkpoint cannot be had on this node (None when it can: cached, or downloaded now)."""
+    from .. import hub
+
+    try:
+        hub.checkpoint_file(hub.resolve(model))
+    except hub.ModelLoadError as error:
+        return str(error)
+    return None
+
+
+def check_model(model: str) -> None:
+    """Fetches the checkpoint in one task before any actor starts, so that a model that cannot be
+    had costs one message (exit status 2, as in `rmbg remove`) instead of a trace per actor, and
+    actors on that node do not all download it at once."""
+    import ray
+
+    problem = ray.get(ray.remote(num_cpus=0)(model_problem).remote(model))
+    if problem:
+        raise ModelLoadError(problem)
+
+
 def remove_on_ray(
     tasks: list[Task], request: Request, config: RayConfig, manifest: Manifest, inference: type = Inference
 ) -> None:
     """Runs `tasks` on the connected Ray cluster, adding each finished block's rows to `manifest`."""
     if not tasks:
         return
+    check_model(config.inference.model)
     for block in build_dataset(tasks, request, config, inference).iter_batches(batch_size=None, batch_format="pyarrow"):
         rows = block.to_pylist()
         manifest.add(rows)
