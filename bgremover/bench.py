@@ -6,6 +6,9 @@ images per second and peak memory. Then it runs one fixed input through the same
 fast path and through the float32 eager network and reports how much the alpha masks
 differ, in 1/255 steps, so a speed-up is never quoted without its accuracy cost.
 
+`--e2e IMAGE` times what a user waits for instead: the service path of every front end
+(decode, queue, infer, finish, encode) on real files, with the output options given.
+
 `--synthetic` needs no download: the zoo entry's architecture gets deterministic
 pseudo-random weights, generated here per tensor from its name (so any run, on any
 machine, gets the same network) with the scale a trained layer would have.
@@ -24,9 +27,12 @@ import sys
 import tempfile
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -34,8 +40,12 @@ from . import hub, settings, zoo
 from .engines import pick_device, pick_dtype
 from .engines.pytorch import TorchEngine
 from .hub import load_model
+from .imaging import encoding, png
 from .nets import BACKBONES, BiRefNet, ISNet, describe
 from .pipeline import check_inference_size
+from .service.options import Request, build_request
+from .service.pool import ModelPool
+from .service.removal import RemovalService
 
 # Seed of the fixed input the accuracy check feeds both paths.
 _CHECK_SEED = 20240601
@@ -316,6 +326,140 @@ def cold_start(model: str, device: str, precision: str, synthetic: bool, repeats
         return [_time_to_ready(model, device, precision, env) for _ in range(repeats)]
 
 
+# --- End to end ------------------------------------------------------------------------------
+
+E2E_STAGES = ("decode", "queue", "infer", "finish", "encode", "total")
+
+
+@dataclass
+class EndToEndResult:
+    """One image through the service path: the stage split of the run with the median total (so the
+    parts add up to at most the total; the rest is Python between stages), in seconds."""
+
+    image: str
+    width: int
+    height: int
+    model: str
+    synthetic: bool
+    device: str
+    precision: str
+    size: int
+    output: str
+    format: str
+    compression: str
+    png_writer: str
+    refine_edges: bool
+    runs: int
+    stages_s: dict[str, float]
+    outside_inference_s: float
+    totals_s: list[float]
+    output_bytes: int
+    soft_mask_share: float
+    threads: int = field(default_factory=torch.get_num_threads)
+    torch_version: str = torch.__version__
+    load_average: tuple[float, float, float] | None = None
+
+
+@contextmanager
+def synthetic_hub(model: str) -> Iterator[str]:
+    """This process pointed (offline) at a temporary Hub cache holding `model`'s synthetic checkpoint,
+    so the real loading path runs without a download; yields the zoo name."""
+    names = ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE")
+    saved = {name: os.environ.get(name) for name in names}
+    with tempfile.TemporaryDirectory(prefix="rmbg-bench-") as home:
+        write_synthetic_cache(model, Path(home) / "hub")
+        os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1")
+        os.environ.pop("HF_HUB_CACHE", None)
+        try:
+            yield zoo.lookup(model).name
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def run_e2e(
+    images: list[str | Path],
+    request: Request,
+    model: str = zoo.DEFAULT_MODEL,
+    device: str = "auto",
+    precision: str = "auto",
+    size: int | None = None,
+    runs: int = 5,
+    synthetic: bool = False,
+) -> list[EndToEndResult]:
+    """Each image once to warm up, then `runs` times through `RemovalService.remove`, as the front ends call it."""
+    if runs < 1:
+        raise ValueError("--e2e needs --runs of at least 1.")
+    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
+        service = RemovalService(ModelPool(name, device, precision, size))
+        service.pool.get()
+        return [_time_image(service, Path(image), request, runs, synthetic) for image in images]
+
+
+def _time_image(service: RemovalService, path: Path, request: Request, runs: int, synthetic: bool) -> EndToEndResult:
+    data = path.read_bytes()  # from memory, as an upload arrives: the disk is not part of the path
+    service.remove(data, request, path.name)
+    splits, totals = [], []
+    for _ in range(runs):
+        started = time.perf_counter()
+        removal = service.remove(data, request, path.name)
+        totals.append(time.perf_counter() - started)
+        splits.append(removal.timings.as_dict())
+    middle = sorted(range(runs), key=totals.__getitem__)[(runs - 1) // 2]
+    stages = {**splits[middle], "total": totals[middle]}
+    alpha = np.asarray(removal.result.mask)
+    pool = service.pool
+    return EndToEndResult(
+        image=path.name,
+        width=removal.original.width,
+        height=removal.original.height,
+        model=removal.model,
+        synthetic=synthetic,
+        device=str(pool.device),
+        precision=pool.precision_name,
+        size=removal.size,
+        output=request.options.output,
+        format=request.fmt,
+        compression=request.compression,
+        png_writer=png.library(request.compression),
+        refine_edges=request.options.refine_edges,
+        runs=runs,
+        stages_s=stages,
+        outside_inference_s=stages["total"] - stages["infer"] - stages["queue"],
+        totals_s=totals,
+        output_bytes=len(removal.data),
+        soft_mask_share=float(((alpha > 0) & (alpha < 255)).mean()),
+        load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
+    )
+
+
+def format_e2e(results: list[EndToEndResult]) -> str:
+    """A table: one row per image, the stage split of its median run."""
+    first = results[0]
+    source = "synthetic weights" if first.synthetic else "checkpoint"
+    refine = "on" if first.refine_edges else "off"
+    lines = [
+        f"{first.model} ({source}) at {first.size} px on {first.device}, {first.precision}, {first.threads} threads, "
+        f"torch {first.torch_version}; {first.output} as {first.format}, compression {first.compression} "
+        f"(PNG: {first.png_writer}), refine edges {refine}; median of {first.runs} runs after a warm-up",
+        f"{'image':24} {'pixels':>11} " + " ".join(f"{stage:>7}" for stage in E2E_STAGES) + "  no-infer    output",
+    ]
+    for result in results:
+        stages = " ".join(f"{result.stages_s[stage]:7.3f}" for stage in E2E_STAGES)
+        pixels = f"{result.width}x{result.height}"
+        lines.append(
+            f"{result.image[:24]:24} {pixels:>11} {stages} {result.outside_inference_s:8.3f}"
+            f" {result.output_bytes / 1e6:7.2f} MB"
+        )
+    lines.append("seconds; no-infer = total - infer - queue: what the output path adds to the network")
+    if first.load_average:
+        lines.append("load average    " + " ".join(f"{v:.2f}" for v in first.load_average) + " (other processes)")
+    return "\n".join(lines)
+
+
 def format_result(result: BenchResult) -> str:
     """A short human-readable report."""
     source = "synthetic weights" if result.synthetic else "checkpoint"
@@ -365,6 +509,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="also time N fresh processes from start to a loaded Remover (weights cached, no inference)",
     )
+    e2e = parser.add_argument_group("end to end (--e2e)")
+    e2e.add_argument(
+        "--e2e",
+        action="append",
+        metavar="IMAGE",
+        help="time decode, queue, infer, finish and encode on this image instead (repeatable)",
+    )
+    e2e.add_argument("--output", choices=("cutout", "mask", "color"), default="cutout")
+    e2e.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
+    e2e.add_argument("--compression", choices=encoding.COMPRESSIONS, default="fast")
+    e2e.add_argument("--refine-edges", action="store_true")
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -373,6 +528,8 @@ def run_command(args: argparse.Namespace) -> int:
         raise ValueError("--batch-size must be at least 1 and --runs at least 0.")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.e2e:
+        return _run_e2e_command(args)
     result = run_bench(
         model=args.model,
         device=args.device,
@@ -391,4 +548,13 @@ def run_command(args: argparse.Namespace) -> int:
         result.cold_start_s = [seconds for seconds, _ in runs]
         result.cold_start_peak_mib = max(peak for _, peak in runs)
     print(json.dumps(asdict(result)) if args.json else format_result(result))
+    return 0
+
+
+def _run_e2e_command(args: argparse.Namespace) -> int:
+    request = build_request(
+        output=args.output, fmt=args.format, compression=args.compression, refine_edges=args.refine_edges
+    )
+    results = run_e2e(args.e2e, request, args.model, args.device, args.precision, args.size, args.runs, args.synthetic)
+    print(json.dumps([asdict(result) for result in results]) if args.json else format_e2e(results))
     return 0

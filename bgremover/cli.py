@@ -54,6 +54,12 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
     parser.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
+    parser.add_argument(
+        "--compression",
+        choices=encoding.COMPRESSIONS,
+        default="fast",
+        help="PNG/WebP: fast to write, or smaller files that take longer (default: %(default)s)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -88,6 +94,7 @@ def _request(args):
         crop_margin=args.crop_margin,
         refine_edges=args.refine_edges,
         fmt=args.format,
+        compression=args.compression,
     )
 
 

@@ -203,7 +203,7 @@ class Remover:
         timings = timings if timings is not None else Timings()
         masks = self.predict([d.rgb for d in decoded], timings)
         with timings.stage("finish"):
-            return [finish(d, mask, options) for d, mask in zip(decoded, masks, strict=True)]
+            return [finish(d, mask, options, self.device) for d, mask in zip(decoded, masks, strict=True)]
 
     def remove(self, source: ImageInput, options: Options | None = None, **option_fields) -> Image.Image:
         """The one-call library API: background removed from a PIL image, bytes, path or array."""
@@ -222,14 +222,19 @@ def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Te
     return F.interpolate(x, size=size, mode="bilinear", antialias=antialias)
 
 
-def finish(decoded: decoding.Decoded, mask: Image.Image, options: Options) -> Result:
-    """Applies threshold, output kind, edge refinement and crop to one image and its mask."""
+def finish(
+    decoded: decoding.Decoded, mask: Image.Image, options: Options, device: str | torch.device = "cpu"
+) -> Result:
+    """Applies threshold, output kind, edge refinement and crop to one image and its mask.
+
+    Edge refinement runs on `device`: the model's, so that a GPU does it where there is one.
+    """
     if options.threshold is not None:
         mask = composing.binarize(mask, options.threshold)
     if options.output == "mask":
         image = mask
     else:
-        foreground = composing.estimate_foreground(decoded.rgb, mask) if options.refine_edges else decoded.rgb
+        foreground = composing.estimate_foreground(decoded.rgb, mask, device) if options.refine_edges else decoded.rgb
         background = {
             "cutout": None,
             "color": options.background_color,

@@ -92,6 +92,21 @@ def test_a_failed_bucket_is_not_captured_again() -> None:
     assert attempts == [(1, 3, 8, 12)]
 
 
+def test_a_graph_that_replays_to_a_wrong_result_is_not_used(caplog) -> None:
+    """A capture can succeed and still replay garbage (torchvision's deformable convolution did on an H200)."""
+
+    def stale_capture(network, static_input, pool):
+        static_output = network(static_input) + 1.0  # what a kernel reading a stale buffer would give
+        return (lambda: None), static_output
+
+    network = _network()
+    runner = GraphRunner(network, capture=stale_capture, graph_devices=("cpu",))
+    with caplog.at_level(logging.WARNING, logger="bgremover.engines.cuda_graphs"):
+        assert torch.equal(runner(_batch()), _expected(network, _batch()))
+    assert runner.mode == EAGER and runner.graphs == 0
+    assert "ReplayMismatch" in runner.capture_error and "differs from the eager forward" in caplog.text
+
+
 if torch.cuda.is_available():  # collected on a GPU machine only: CI has none, and skips are not tests
 
     def test_cuda_graph_matches_eager() -> None:

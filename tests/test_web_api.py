@@ -301,6 +301,7 @@ def test_parallel_requests_all_get_their_own_correct_result(server):
         ({"threshold": "half"}, "threshold"),
         ({"output": "sticker"}, "output"),
         ({"format": "gif"}, "format"),
+        ({"compression": "tiny"}, "compression"),
         ({"bg_color": "blurple"}, "colour"),
         ({"size": "100"}, "multiple of 32"),
         ({"crop": "maybe"}, "crop"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,3 +169,26 @@ def test_the_background_colour_swatch_is_outlined(page):
         "element => getComputedStyle(element).borderTopWidth + ' ' + getComputedStyle(element).borderTopStyle"
     )
     assert border == "1px solid"
+
+
+def test_a_12_megapixel_photo_round_trip_is_recorded(page, tmp_path, record_property):
+    """Issue #11's UI figure, recorded bench-style (not asserted): from the click to the result on
+    screen, against the inference time the page reports. The record is in the JUnit properties
+    and in the test's output."""
+    from playwright.sync_api import expect
+
+    path = tmp_path / "phone.jpg"
+    sample_image(4032, 3024, seed=3).save(path, quality=90)
+    page.locator("#remove-input input[type=file]").set_input_files(str(path))
+    expect(page.locator("#remove-input img")).to_be_visible()
+    started = time.perf_counter()
+    page.locator("#remove-button").click()
+    expect(page.locator("#remove-info")).to_contain_text("for 4032×3024 px", timeout=300_000)
+    expect(page.locator("#remove-result img")).to_be_visible()
+    on_screen = time.perf_counter() - started
+    info = page.locator("#remove-info").inner_text()
+    inference = float(info.split(" s inference")[0].rsplit(" ", 1)[-1])
+    record_property("ui_12mp_seconds", round(on_screen, 2))
+    record_property("ui_12mp_inference_seconds", inference)
+    print(f"12 MP in the UI: {on_screen:.2f} s from click to result, of which inference {inference:.2f} s")
+    assert on_screen > inference > 0

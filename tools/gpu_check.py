@@ -148,7 +148,7 @@ class ModelCheck:
         start = time.perf_counter()
         network, self.info = bench.synthetic_network(model, DEVICE, torch.float32)
         self.build_s = time.perf_counter() - start
-        self.is_birefnet = self.info.architecture == "birefnet"
+        self.is_birefnet = self.info.family == "birefnet"
         self.check_input = bench.fixed_input(1, SIZE, DEVICE, torch.float32, CHECK_SEED)
         self.results: list[dict] = []
         self.network = network

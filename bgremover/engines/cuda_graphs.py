@@ -24,6 +24,8 @@ Capture = Callable[[nn.Module, torch.Tensor, object], tuple[Replay, torch.Tensor
 # Forwards run before a capture: lazy one-time work (cuDNN and cuBLAS algorithm choice,
 # the networks' per-shape index and bias caches) must happen outside the graph.
 WARMUP_RUNS = 3
+# Largest difference between a replay and the eager forward, relative to the output's scale.
+REPLAY_TOLERANCE = 1e-2
 GRAPH = "cuda-graph"
 EAGER = "eager"
 
@@ -45,6 +47,21 @@ def capture_cuda_graph(network: nn.Module, static_input: torch.Tensor, pool: obj
     with torch.cuda.graph(graph, pool=pool):
         static_output = network(static_input)
     return graph.replay, static_output
+
+
+class ReplayMismatch(RuntimeError):
+    """A captured graph replays to a different result than the eager forward."""
+
+
+def _check_replay(replay: Replay, static_output: torch.Tensor, eager: torch.Tensor) -> None:
+    """Replays once and compares with the eager output: a kernel that is not safe to capture
+    can record without an error and still compute garbage on replay (torchvision's deformable
+    convolution did), so a graph is only trusted once it reproduces the eager result."""
+    replay()
+    difference = (static_output.float() - eager.float()).abs().max().item()
+    allowed = REPLAY_TOLERANCE * (1.0 + eager.float().abs().max().item())
+    if not difference <= allowed:  # also catches NaN
+        raise ReplayMismatch(f"the replayed graph differs from the eager forward by {difference:.3g} (> {allowed:.3g})")
 
 
 @dataclass
@@ -116,6 +133,7 @@ class GraphRunner:
         static_input = batch.clone()
         try:
             replay, static_output = self._capture(self.network, static_input, self._memory_pool(batch.device))
+            _check_replay(replay, static_output, self.network(static_input))
         except Exception as error:  # any failure to capture leaves this bucket eager, never the caller failing
             self._report(error, key)
             return _Bucket(replay=None)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image, ImageColor, ImageOps
+
+from .refining import estimate_foreground as estimate_foreground  # where `finish` and callers look for it
 
 
 def parse_color(text: str) -> tuple[int, int, int]:
@@ -47,43 +47,6 @@ def subject_box(mask: Image.Image, margin: int = 0, level: int = 8) -> tuple[int
         min(int(cols.max()) + 1 + margin, width),
         min(int(rows.max()) + 1 + margin, height),
     )
-
-
-def _box_blur(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Mean over a (2r+1)^2 window clipped at the borders, in O(pixels) via integral images."""
-    h, w = x.shape[-2:]
-    padded = F.pad(x, (1, 0, 1, 0))
-    integral = padded.cumsum(-1).cumsum(-2)
-    ys = torch.arange(h, device=x.device)
-    xs = torch.arange(w, device=x.device)
-    top, bottom = (ys - radius).clamp(min=0), (ys + radius + 1).clamp(max=h)
-    left, right = (xs - radius).clamp(min=0), (xs + radius + 1).clamp(max=w)
-    rows_b, rows_t = integral[..., bottom, :], integral[..., top, :]
-    total = rows_b[..., right] - rows_b[..., left] - rows_t[..., right] + rows_t[..., left]
-    area = (bottom - top)[:, None] * (right - left)[None, :]
-    return total / area
-
-
-def _blur_fusion_step(image, foreground, background, alpha, radius):
-    blurred_alpha = _box_blur(alpha, radius)
-    blurred_fg = _box_blur(foreground * alpha, radius) / (blurred_alpha + 1e-5)
-    blurred_bg = _box_blur(background * (1 - alpha), radius) / (1 - blurred_alpha + 1e-5)
-    corrected = blurred_fg + alpha * (image - alpha * blurred_fg - (1 - alpha) * blurred_bg)
-    return corrected.clamp(0, 1), blurred_bg
-
-
-def estimate_foreground(image: Image.Image, mask: Image.Image) -> Image.Image:
-    """Foreground colours without the old background bleeding through semi-transparent edges.
-
-    Blur-fusion estimation (Forte & Pitie, "Approximate fast foreground colour
-    estimation", 2021): a coarse pass with a large window, then a fine one.
-    """
-    rgb = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    alpha = torch.from_numpy(np.asarray(mask, dtype=np.float32) / 255.0)[None]
-    foreground, background = _blur_fusion_step(rgb, rgb, rgb, alpha, 90)
-    foreground, _ = _blur_fusion_step(rgb, foreground, background, alpha, 6)
-    array = (foreground.permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8)
-    return Image.fromarray(array)
 
 
 def cover_fit(background: Image.Image, size: tuple[int, int]) -> Image.Image:

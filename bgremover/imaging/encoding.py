@@ -7,9 +7,16 @@ from pathlib import Path
 
 from PIL import Image
 
+from . import png
 from .decoding import ImageError
 
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
+# How hard the lossless formats compress: "fast" to write (the default), "small" files.
+COMPRESSIONS = ("fast", "small")
+# Pillow's lossless WebP effort (method 0-6, quality 0-100); "small" keeps Pillow's defaults.
+_WEBP_EFFORT = {"fast": {"method": 0, "quality": 0}, "small": {"method": 4, "quality": 80}}
+# zlib levels for the PNG modes that `png.write` leaves to Pillow.
+_PILLOW_PNG_LEVEL = {"fast": 1, "small": 9}
 
 
 def output_format(fmt: str, transparent: bool) -> str:
@@ -27,12 +34,37 @@ def output_format(fmt: str, transparent: bool) -> str:
     return fmt
 
 
-def encode(image: Image.Image, fmt: str = "png", icc_profile: bytes | None = None, quality: int = 95) -> bytes:
-    """PNG and WebP are lossless and keep alpha; JPEG needs an opaque image."""
+def compression_name(value: object) -> str:
+    """'fast' or 'small', checked; empty means 'fast'. Callers check it before any inference."""
+    name = str(value or "fast").strip().lower()
+    if name not in COMPRESSIONS:
+        raise ValueError(
+            f"unknown compression {value!r}: use fast (quick to write) or small (smaller PNG/WebP files, slower)."
+        )
+    return name
+
+
+def encode(
+    image: Image.Image,
+    fmt: str = "png",
+    icc_profile: bytes | None = None,
+    quality: int = 95,
+    compression: str = "fast",
+) -> bytes:
+    """PNG and WebP are lossless and keep alpha; JPEG needs an opaque image.
+
+    `compression` trades file size for time in the lossless formats; the pixels are the
+    same either way. PNG is written by `png.write` where it can, else by Pillow.
+    """
     fmt = output_format(fmt, transparent=image.mode == "RGBA")
+    compression = compression_name(compression)
+    if fmt == "png" and png.can_write(image):
+        return png.write(image, icc_profile, compression)
     options: dict = {"icc_profile": icc_profile} if icc_profile else {}
-    if fmt == "webp":
-        options.update(lossless=True, exact=True)
+    if fmt == "png":
+        options.update(compress_level=_PILLOW_PNG_LEVEL[compression])
+    elif fmt == "webp":
+        options.update(lossless=True, exact=True, **_WEBP_EFFORT[compression])
     elif fmt == "jpeg":
         options.update(quality=quality)
     buffer = io.BytesIO()

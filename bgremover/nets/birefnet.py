@@ -35,7 +35,6 @@ _DEFORM_CHUNK_GPU = 1 << 26
 DEFORM_KERNELS = ("auto", "torchvision", "grid_sample")
 _deform_kernel = "auto"
 # Whether torchvision's kernel runs on a (device, dtype), probed once each.
-_torchvision_runs: dict[tuple[torch.device, torch.dtype], bool] = {}
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -130,37 +129,14 @@ def set_deform_kernel(name: str) -> str:
 
 
 def deform_kernel_name(device: torch.device, dtype: torch.dtype) -> str:
-    """The kernel `DeformableConv2d` runs on `device` in `dtype`: "torchvision" or "grid_sample".
+    """The kernel `DeformableConv2d` runs on `device` in `dtype`: "grid_sample" or "torchvision".
 
-    With "auto": torchvision's on CUDA, where its fused kernel beats sampling every tap
-    with `grid_sample` and a matmul, as long as it supports the dtype (float16 yes;
-    bfloat16 is probed, and falls back to ours where it fails). On the CPU ours, which
-    is faster than torchvision's there and also runs in bfloat16.
+    "auto" is ours everywhere. torchvision's CUDA kernel is faster in eager mode, but replayed
+    from a CUDA graph it gave wrong masks (measured on an H200: see BENCHMARKS.md), and with
+    graph replay ours is the faster path anyway; on the CPU ours is faster and also runs in
+    bfloat16. `set_deform_kernel("torchvision")` still selects it, for measurements.
     """
-    if _deform_kernel != "auto":
-        return _deform_kernel
-    if device.type == "cuda" and _torchvision_supports(device, dtype):
-        return "torchvision"
-    return "grid_sample"
-
-
-def _torchvision_supports(device: torch.device, dtype: torch.dtype) -> bool:
-    key = (device, dtype)
-    if key not in _torchvision_runs:
-        _torchvision_runs[key] = _probe_torchvision(device, dtype)
-    return _torchvision_runs[key]
-
-
-@torch.compiler.disable
-def _probe_torchvision(device: torch.device, dtype: torch.dtype) -> bool:
-    """Runs torchvision's kernel once on a 1-pixel input: any failure (no kernel for the dtype, no
-    CUDA build of torchvision) means it is not used. Outside torch.compile, which must not trace it."""
-    try:
-        one = torch.ones(1, 1, 1, 1, device=device, dtype=dtype)
-        _torchvision_deform_conv2d()(one, torch.zeros(1, 2, 1, 1, device=device, dtype=dtype), one, mask=one)
-    except Exception:  # whatever the reason, this kernel is unusable here
-        return False
-    return True
+    return "grid_sample" if _deform_kernel == "auto" else _deform_kernel
 
 
 def _torchvision_deform_conv2d() -> Callable[..., torch.Tensor]:

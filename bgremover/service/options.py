@@ -28,6 +28,7 @@ class Request:
     fmt: str = "png"
     model: str | None = None
     size: int | None = None
+    compression: str = "fast"
 
 
 def parse_size(value: object, default: int | None = None) -> int | None:
@@ -78,6 +79,7 @@ def build_request(
     model: str | None = None,
     size: object = None,
     outputs: tuple[str, ...] = OUTPUTS,
+    compression: object = "fast",
 ) -> Request:
     """Every option checked and converted; raises ValueError with the fix on the first bad one.
 
@@ -98,4 +100,5 @@ def build_request(
         refine_edges=parse_flag(refine_edges, "refine_edges"),
     )
     model = str(model).strip() if model is not None and str(model).strip() else None
-    return Request(options=options, fmt=fmt, model=model, size=parse_size(size))
+    compression = encoding.compression_name(compression)
+    return Request(options=options, fmt=fmt, model=model, size=parse_size(size), compression=compression)

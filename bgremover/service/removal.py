@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -26,6 +27,9 @@ from .admission import Admission
 from .batching import MicroBatcher
 from .options import Request
 from .pool import ModelPool
+
+if TYPE_CHECKING:
+    import torch
 
 # Quarter turns to the left (counter-clockwise), as the UI's batch tab asks for them.
 _TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
@@ -71,21 +75,26 @@ def decode_input(
 
 
 def encoded(result: Result, request: Request, timings: Timings) -> bytes:
-    """The output file's bytes in the request's format (timed as `encode`)."""
+    """The output file's bytes in the request's format and compression (timed as `encode`)."""
     with timings.stage("encode"):
-        return encoding.encode(result.image, request.fmt, result.icc_profile)
+        return encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
 
 
 def finish_and_encode(
-    decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
+    decoded: decoding.Decoded,
+    mask: Image.Image,
+    request: Request,
+    timings: Timings,
+    device: str | torch.device = "cpu",
 ) -> tuple[Result, bytes]:
-    """Everything after inference for one image: its output per the request's options, then the file.
+    """Everything after inference for one image: its output per the request's options (edge
+    refinement on `device`), then the file.
 
-    Kept apart from inference so that it can run where the device is not (worker threads here,
-    CPU tasks in a Ray batch).
+    Kept apart from inference so that it can run beside it (worker threads here, CPU tasks in a
+    Ray batch).
     """
     with timings.stage("finish"):
-        result = finish(decoded, mask, request.options)
+        result = finish(decoded, mask, request.options, device)
     return result, encoded(result, request, timings)
 
 
@@ -204,7 +213,7 @@ class RemovalService:
     def _finish_and_encode(
         self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
     ) -> Removal:
-        result, data = finish_and_encode(decoded, mask, request, timings)
+        result, data = finish_and_encode(decoded, mask, request, timings, remover.device)
         return self._removal(remover, decoded, result, data, timings)
 
     def _encoded(

@@ -36,7 +36,17 @@ from ..service.removal import Removal, RemovalService
 log = logging.getLogger(__name__)
 
 OUTPUTS = ("cutout", "mask", "color")
-OPTION_FIELDS = ("output", "bg_color", "threshold", "crop", "crop_margin", "refine_edges", "size", "model")
+OPTION_FIELDS = (
+    "output",
+    "bg_color",
+    "threshold",
+    "crop",
+    "crop_margin",
+    "refine_edges",
+    "size",
+    "model",
+    "compression",
+)
 FIELDS = ("file", *OPTION_FIELDS, "format")
 # Room for the multipart boundaries, part headers and option fields around the file itself.
 _FORM_OVERHEAD = 64 * 1024

@@ -33,6 +33,7 @@ from .scratch import Scratch
 log = logging.getLogger(__name__)
 
 OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
+COMPRESSION_CHOICES = [("Fast", "fast"), ("Small", "small")]
 SIZES = (512, 768, 1024, 1536, 2048)
 THUMBNAIL = 192
 MAX_BATCH_SIZE = 16  # the slider's range, also enforced for API clients of the batch endpoint
@@ -167,6 +168,7 @@ class Handlers:
         crop_margin: int = 0,
         refine_edges: bool = False,
         size: int | str = 0,
+        compression: str = "fast",
     ):
         """Before/after, cut-out, mask, the PNG to download and the time taken.
 
@@ -186,6 +188,7 @@ class Handlers:
             refine_edges=bool(refine_edges),
             model=model,
             size=size,
+            compression=compression,
         )
         source = upload_path(image, "Upload, paste or drop an image first.")
         removal = self.service.remove(source, request, upload_name(image))
@@ -213,6 +216,7 @@ class Handlers:
         batch_size: int = 4,
         threshold: float = 0.0,
         size: int | str = 0,
+        compression: str = "fast",
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ):
         """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
@@ -220,7 +224,9 @@ class Handlers:
             raise gr.Error("Add some images first.")
         if not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
             raise gr.Error(f"batch size {batch_size}: choose 1 to {MAX_BATCH_SIZE}.")
-        request = build_request(threshold=float(threshold or 0) or None, model=model, size=size)
+        request = build_request(
+            threshold=float(threshold or 0) or None, model=model, size=size, compression=compression
+        )
         items = [
             Item(upload_name(upload), upload_path(upload, ""), (rotations or {}).get(index, 0))
             for index, upload in enumerate(files)
@@ -300,6 +306,12 @@ def _model_dropdown(pool: ModelPool, label: str, value: str, elem_id: str | None
     )
 
 
+def _compression_radio() -> gr.Radio:
+    return gr.Radio(
+        COMPRESSION_CHOICES, value="fast", label="PNG compression", info="Smaller files take longer to write."
+    )
+
+
 def _size_dropdown(pool: ModelPool) -> gr.Dropdown:
     return gr.Dropdown(
         size_choices(pool),
@@ -329,6 +341,7 @@ def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
                     crop_margin = gr.Number(0, minimum=0, precision=0, label="Crop margin (px)")
                 refine_edges = gr.Checkbox(label="Refine edges (remove colour fringes)")
                 size = _size_dropdown(pool)
+                compression = _compression_radio()
             run = gr.Button("Remove background", variant="primary", elem_id="remove-button")
         with gr.Column(scale=2):
             slider = gr.ImageSlider(label="Before / after", format="png", max_height=520, elem_id="remove-slider")
@@ -344,7 +357,7 @@ def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
     output.change(show_background_inputs, output, [bg_color, bg_image], **LIGHT)
     run.click(
         handlers.remove,
-        [image, model, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges, size],
+        [image, model, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges, size, compression],
         [slider, cutout, mask, download, info],
         api_name="remove",
         **HEAVY,
@@ -385,6 +398,7 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
         )
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
         size = _size_dropdown(pool)
+        compression = _compression_radio()
     run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
     gallery = gr.Gallery(label="Results", columns=4, format="png", object_fit="contain", elem_id="batch-gallery")
     archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
@@ -392,7 +406,7 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
     files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
     run.click(
         handlers.batch,
-        [files, rotations, model, batch_size, threshold, size],
+        [files, rotations, model, batch_size, threshold, size, compression],
         [gallery, archive, summary],
         api_name="batch",
         **HEAVY,

@@ -1,0 +1,217 @@
+"""Foreground colours at soft edges (blur-fusion), computed only where they can change.
+
+Blur-fusion (Forte & Pitie, "Approximate fast foreground colour estimation", 2021) runs a
+coarse pass (box radius 90) and a fine one (radius 6) over the image. Over a whole
+full-resolution photo that is slow, and almost all of it is wasted: where alpha is 1 the
+result is the input colour, and where alpha is 0 with no alpha > 0 within 6 pixels it is
+black. So the result is written directly there, and the formula runs only on the tiles
+that hold the rest (the soft band around the subject and its 6-pixel neighbourhood).
+
+The coarse pass only feeds the fine one with window means over 181 pixels, which change
+slowly: they are computed on a grid of `BLOCK`-pixel blocks (exact window sums of the
+block means, the window's fractional ends included) and interpolated bilinearly. docs/output.md
+states how far this is from the whole-image computation, and tests/test_output.py checks it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+COARSE_RADIUS, FINE_RADIUS = 90, 6
+BLOCK = 8  # pixels per coarse-grid cell along each axis
+TILE = 64  # pixels per work tile along each axis; a multiple of BLOCK
+TILES_PER_PASS = 128  # bounds the float copies of tiles in memory, whatever the share of soft pixels
+_EPS = 1e-5  # as in the paper's formula: keeps the window means' ratios finite
+
+
+def estimate_foreground(image: Image.Image, mask: Image.Image, device: str | torch.device = "cpu") -> Image.Image:
+    """Foreground colours without the old background bleeding through semi-transparent edges.
+
+    Runs on `device` (the model's, so a GPU does the work where there is one).
+    """
+    rgb = torch.from_numpy(np.array(image.convert("RGB"))).to(device)
+    alpha = torch.from_numpy(np.array(mask.convert("L"))).to(device)
+    return Image.fromarray(refine(rgb, alpha).cpu().numpy())
+
+
+def refine(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """uint8 (H, W, 3) foreground from uint8 colours (H, W, 3) and alpha (H, W).
+
+    Pixels stay in this layout (a PIL image's) at full size; only the tiles are made planar.
+    """
+    height, width = alpha.shape
+    rgb, alpha = _padded(rgb, alpha)
+    result = torch.where(alpha[..., None] == 255, rgb, torch.zeros_like(rgb))
+    tiles = _work_tiles(alpha)
+    if len(tiles):
+        coarse = _coarse_means(rgb, alpha, height, width)
+        for chunk in tiles.split(TILES_PER_PASS):
+            foreground = _fine_pass(_tile_inputs(rgb, alpha, height, width, chunk), _tile_means(coarse, chunk))
+            _put_tiles(result, chunk, foreground)
+    return result[:height, :width]
+
+
+def _padded(rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded to whole tiles (alpha 0: padding never counts as foreground)."""
+    height, width = alpha.shape
+    bottom, right = -height % TILE, -width % TILE
+    return F.pad(rgb, (0, 0, 0, right, 0, bottom)), F.pad(alpha, (0, right, 0, bottom))
+
+
+def _work_tiles(alpha: torch.Tensor) -> torch.Tensor:
+    """(n, 2) tile rows and columns holding alpha < 1 with alpha > 0 in or next to the tile.
+
+    The neighbouring tiles stand in for the 6-pixel reach of the fine window: a superset,
+    which only costs time, never accuracy.
+    """
+    rows, cols = alpha.shape[0] // TILE, alpha.shape[1] // TILE
+    blocks = alpha.view(rows, TILE, cols, TILE)
+    some = (blocks.amax(dim=(1, 3)) > 0).float()[None, None]
+    near = F.max_pool2d(some, 3, stride=1, padding=1)[0, 0] > 0
+    return torch.nonzero(near & (blocks.amin(dim=(1, 3)) < 255))
+
+
+def _coarse_means(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(7, rows, cols) float64 on the block grid: the coarse window means of alpha, colour * alpha
+    and colour, each divided by the number of image pixels in its window (windows end at the border)."""
+    strips = [_block_sums(rgb[top : top + TILE], alpha[top : top + TILE]) for top in range(0, len(alpha), TILE)]
+    sums = torch.cat(strips).permute(1, 0, 2)
+    counts = _block_counts(sums.shape[1], sums.shape[2], height, width, sums.device)
+    half = (COARSE_RADIUS + 0.5) / BLOCK
+    windows = _window_sums(_window_sums(torch.cat([sums, counts[None]]), half, dim=2), half, dim=1)
+    return windows[:7] / windows[7:].clamp(min=1)
+
+
+def _block_counts(rows: int, cols: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+    """How many image (not padding) pixels each block holds."""
+    inside_rows = (height - BLOCK * torch.arange(rows, device=device)).clamp(0, BLOCK)
+    inside_cols = (width - BLOCK * torch.arange(cols, device=device)).clamp(0, BLOCK)
+    return (inside_rows[:, None] * inside_cols[None, :]).double()
+
+
+def _block_sums(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """(rows, 7, cols) float64 sums over each block of alpha, colour * alpha and colour, in 0..1.
+
+    Called on strips of rows, which keeps the float copies small enough to stay in cache.
+    """
+    a = alpha.float()[None] / 255
+    color = rgb.permute(2, 0, 1).float() / 255
+    planes = torch.cat([a, color * a, color])
+    return (F.avg_pool2d(planes[None], BLOCK)[0] * BLOCK * BLOCK).double().permute(1, 0, 2)
+
+
+def _window_sums(blocks: torch.Tensor, half: float, dim: int) -> torch.Tensor:
+    """Sums over [centre - half, centre + half] blocks along `dim` for every block centre, counting
+    the end blocks by the fraction inside (exact for pixels spread evenly over their block)."""
+    count = blocks.shape[dim]
+    cumulative = torch.cat([torch.zeros_like(blocks.narrow(dim, 0, 1)), blocks.cumsum(dim)], dim)
+    centres = torch.arange(count, device=blocks.device, dtype=blocks.dtype) + 0.5
+    return _at(cumulative, (centres + half).clamp(max=count), dim) - _at(cumulative, (centres - half).clamp(min=0), dim)
+
+
+def _at(cumulative: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """`cumulative` linearly interpolated at fractional `positions` along `dim`."""
+    last = cumulative.shape[dim] - 1
+    low = positions.floor().long().clamp(max=last - 1)
+    fraction = positions - low
+    shape = [1] * cumulative.dim()
+    shape[dim] = -1
+    fraction = fraction.view(shape)
+    below, above = cumulative.index_select(dim, low), cumulative.index_select(dim, low + 1)
+    return below + (above - below) * fraction
+
+
+def _interpolation(device: torch.device) -> tuple[torch.Tensor, int, int]:
+    """The bilinear weights (tile + halo pixels, grid cells) that take a tile's block-grid
+    neighbourhood to its pixels, as F.interpolate(align_corners=False) would; and that
+    neighbourhood's first cell and size, relative to the tile's own first cell."""
+    pixels = torch.arange(-FINE_RADIUS, TILE + FINE_RADIUS, dtype=torch.float64)
+    cells = (pixels + 0.5) / BLOCK - 0.5
+    first = math.floor(cells[0].item())
+    size = math.floor(cells[-1].item()) + 2 - first
+    low = cells.floor().long() - first
+    fraction = cells - cells.floor()
+    weights = torch.zeros(len(pixels), size, dtype=torch.float64)
+    weights[torch.arange(len(pixels)), low] = 1 - fraction
+    weights[torch.arange(len(pixels)), low + 1] += fraction
+    return weights.to(device=device, dtype=torch.float32), first, size
+
+
+def _tile_means(coarse: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+    """(n, 7, P, P) coarse means at the pixels of each tile and its fine-window halo (P = TILE + 12).
+
+    Repeating the grid's edge cells makes the interpolation clamp at the border, as F.interpolate does.
+    """
+    weights, first, size = _interpolation(coarse.device)
+    cells_per_tile = TILE // BLOCK
+    after = size + first - cells_per_tile
+    grid = F.pad(coarse.float()[None], (-first, after, -first, after), mode="replicate")[0]
+    steps = torch.arange(size, device=coarse.device)
+    rows = (tiles[:, 0, None] * cells_per_tile + steps)[:, None, :, None]
+    cols = (tiles[:, 1, None] * cells_per_tile + steps)[:, None, None, :]
+    channels = torch.arange(grid.shape[0], device=coarse.device)[None, :, None, None]
+    neighbourhoods = grid[channels, rows, cols]
+    return torch.einsum("pi,ncij,qj->ncpq", weights, neighbourhoods, weights)
+
+
+def _tile_inputs(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: int, tiles: torch.Tensor):
+    """(n, 5, P, P) colour, alpha and a 1-inside-the-image flag for each tile and its halo, in 0..1.
+
+    Outside the image alpha is 0, so the colour there (a repeated edge pixel) never counts.
+    """
+    steps = torch.arange(-FINE_RADIUS, TILE + FINE_RADIUS, device=rgb.device)
+    rows = tiles[:, 0, None] * TILE + steps
+    cols = tiles[:, 1, None] * TILE + steps
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    rows = rows.clamp(0, len(alpha) - 1)[:, :, None]
+    cols = cols.clamp(0, alpha.shape[1] - 1)[:, None, :]
+    color = rgb[rows, cols].permute(0, 3, 1, 2).float() / 255
+    a = (alpha[rows, cols] * inside).float()[:, None] / 255
+    return torch.cat([color, a, inside.float()[:, None]], 1)
+
+
+def _fine_pass(inputs: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    """(n, 3, TILE, TILE) uint8: the coarse estimate from the window means, then the fine pass over it."""
+    color, a, valid = inputs[:, :3], inputs[:, 3:4], inputs[:, 4:5]
+    mean_a, mean_color_a, mean_color = means[:, :1], means[:, 1:4], means[:, 4:7]
+    coarse_fg = mean_color_a / (mean_a + _EPS)
+    coarse_bg = (mean_color - mean_color_a) / (1 - mean_a + _EPS)
+    foreground = _corrected(color, a, coarse_fg, coarse_bg)
+    sums = _box_sums(torch.cat([a, foreground * a, coarse_bg * (1 - a) * valid, valid], 1))
+    count = sums[:, 7:8].clamp(min=1)  # 0 only far outside the image, where nothing is kept
+    fine_a = sums[:, :1] / count
+    fine_fg = sums[:, 1:4] / count / (fine_a + _EPS)
+    fine_bg = sums[:, 4:7] / count / (1 - fine_a + _EPS)
+    inner = (slice(None), slice(None), slice(FINE_RADIUS, -FINE_RADIUS), slice(FINE_RADIUS, -FINE_RADIUS))
+    result = _corrected(color[inner], a[inner], fine_fg, fine_bg)
+    return (result * 255 + 0.5).to(torch.uint8)
+
+
+def _corrected(color: torch.Tensor, a: torch.Tensor, foreground: torch.Tensor, background: torch.Tensor):
+    """The blur-fusion update: the window's foreground mean plus alpha times what it fails to explain."""
+    return (foreground + a * (color - a * foreground - (1 - a) * background)).clamp(0, 1)
+
+
+def _box_sums(planes: torch.Tensor) -> torch.Tensor:
+    """Sums over the fine window for the pixels at least FINE_RADIUS inside each tile + halo.
+
+    As two products with a band matrix of ones (one per axis): matrix products are what CPUs
+    and GPUs do fastest, many times faster here than pooling or cumulative sums.
+    """
+    offsets = torch.arange(TILE + 2 * FINE_RADIUS, device=planes.device)[:, None] - torch.arange(
+        TILE, device=planes.device
+    )
+    band = ((offsets >= 0) & (offsets <= 2 * FINE_RADIUS)).to(planes.dtype)
+    return band.T @ (planes @ band)
+
+
+def _put_tiles(result: torch.Tensor, tiles: torch.Tensor, foreground: torch.Tensor) -> None:
+    steps = torch.arange(TILE, device=result.device)
+    rows = (tiles[:, 0, None] * TILE + steps)[:, :, None]
+    cols = (tiles[:, 1, None] * TILE + steps)[:, None, :]
+    result[rows, cols] = foreground.permute(0, 2, 3, 1)
