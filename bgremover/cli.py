@@ -219,7 +219,11 @@ def _add_serve(commands) -> None:
     add_model_arguments(parser)
     group = parser.add_argument_group("Ray Serve: the HTTP API, no UI (pip install 'bgremover[ray]'; docs/scale.md)")
     group.add_argument(
-        "--ray", nargs="?", const="local", metavar="ADDRESS", help="serve the API on Ray: local, auto or ray://HOST:10001"
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="serve the API on Ray: local, auto or ray://HOST:10001",
     )
     group.add_argument("--ray-replicas", type=int, default=1, help="replicas, one model each (default 1)")
     group.add_argument("--ray-max-replicas", type=int, help="autoscale from --ray-replicas up to this many")

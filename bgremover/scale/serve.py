@@ -63,7 +63,7 @@ def predict_groups(asks: list[Ask]) -> list[tuple[Image.Image, Timings]]:
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
     for index, (remover, _) in enumerate(asks):
         groups[(remover.info.name, remover.inference_size)].append(index)
-    results: list[tuple[Image.Image, Timings]] = [None] * len(asks)  # type: ignore[list-item]
+    results: list = [None] * len(asks)
     for indices in groups.values():
         shared = Timings()
         masks = asks[indices[0]][0].predict([asks[index][1] for index in indices], shared)

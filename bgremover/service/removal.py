@@ -222,9 +222,7 @@ class RemovalService:
         return self._removal(remover, decoded, result, encoded(result, request, timings), timings)
 
     @staticmethod
-    def _removal(
-        remover: Remover, decoded: decoding.Decoded, result: Result, data: bytes, timings: Timings
-    ) -> Removal:
+    def _removal(remover: Remover, decoded: decoding.Decoded, result: Result, data: bytes, timings: Timings) -> Removal:
         return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
 
 
