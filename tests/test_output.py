@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -72,6 +73,19 @@ def test_png_fallbacks_give_the_same_pixels(monkeypatch, missing: tuple[str, ...
         image = images()[mode]
         decoded = Image.open(io.BytesIO(encoding.encode(image, "png", compression=compression)))
         assert np.array_equal(np.asarray(decoded), np.asarray(image))
+
+
+@pytest.mark.parametrize("module", [png.isal_zlib, zlib], ids=["isal", "zlib"])
+def test_deflate_in_parts_is_one_valid_zlib_stream(monkeypatch, module) -> None:
+    """Parts deflated on several cores join into one stream: zlib reads it back, Pillow decodes the PNG."""
+    monkeypatch.setattr(png, "_MIN_PART_BYTES", 1000)
+    monkeypatch.setattr(png, "_cores", lambda: 3)
+    lines = png.up_filtered(np.asarray(images()["RGBA"]))
+    stream = png.compress_in_parts(lines, 1, module)
+    assert zlib.decompress(stream) == lines.tobytes()
+    image = images()["RGBA"]
+    decoded = Image.open(io.BytesIO(encoding.encode(image, "png")))
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
 
 
 def test_png_in_many_idat_chunks_and_without_a_profile(monkeypatch) -> None:
@@ -208,7 +222,12 @@ def test_bench_e2e_reports_every_stage_of_the_service_path(tmp_path, monkeypatch
         assert all(stages[name] > 0 for name in ("decode", "infer", "finish", "encode", "total"))
         assert stages["queue"] >= 0
         assert stages["total"] >= sum(value for name, value in stages.items() if name != "total")
-        assert result["outside_inference_s"] == pytest.approx(stages["total"] - stages["infer"] - stages["queue"])
+        outside_inference = stages["total"] - stages["infer"] - stages["queue"]
+        assert result["outside_inference_s"] == pytest.approx(outside_inference)
+        assert 0 < result["resize_in_s"] + result["mask_out_s"] < stages["infer"]
+        assert result["outside_network_s"] == pytest.approx(
+            outside_inference + result["resize_in_s"] + result["mask_out_s"]
+        )
         assert (result["width"], result["height"], result["size"]) == (160, 120, 64)
         assert result["model"] == "BiRefNet_lite" and result["refine_edges"] and result["compression"] == "fast"
         assert result["output_bytes"] > 1000 and len(result["totals_s"]) == 3
@@ -224,5 +243,38 @@ def test_bench_e2e_text_table_with_a_cached_model(offline_hub, tmp_path, capsys)
     assert main([*argv, "--format", "webp", "--compression", "small"]) == 0
     text = capsys.readouterr().out
     assert "small.jpg" in text and "96x64" in text and "webp, compression small" in text
-    for stage in ("decode", "queue", "infer", "finish", "encode", "total", "no-infer"):
+    for stage in ("decode", "queue", "infer", "finish", "encode", "total", "no-infer", "in+out", "no-network"):
         assert stage in text
+
+
+# --- The option in the front ends ---------------------------------------------------------------
+
+
+def test_cli_writes_the_compression_asked_for(offline_hub, tmp_path) -> None:
+    from bgremover.cli import main
+
+    photo = tmp_path / "photo.jpg"
+    photo_like(96, 64).save(photo, quality=90)
+    sizes = {}
+    for compression in encoding.COMPRESSIONS:
+        target = tmp_path / f"{compression}.png"
+        argv = ["remove", str(photo), "-o", str(target), "--model", "RMBG-1.4", "--size", "64", "-q"]
+        assert main([*argv, "--compression", compression]) == 0
+        sizes[compression] = target.stat().st_size
+        assert Image.open(target).size == (96, 64)
+    assert sizes["small"] < sizes["fast"]
+
+
+def test_api_form_field_compression() -> None:
+    from starlette.datastructures import FormData, UploadFile
+
+    from bgremover.service.pool import ModelPool
+    from bgremover.service.removal import RemovalService
+    from bgremover.web.api import ApiError, parse_job
+
+    service = RemovalService(ModelPool("RMBG-1.4", "cpu"))
+    upload = UploadFile(io.BytesIO(b"image"), filename="a.jpg")
+    assert parse_job(FormData([("file", upload), ("compression", "small")]), service).request.compression == "small"
+    assert parse_job(FormData([("file", upload)]), service).request.compression == "fast"
+    with pytest.raises(ApiError, match="unknown compression 'max'"):
+        parse_job(FormData([("file", upload), ("compression", "max")]), service)

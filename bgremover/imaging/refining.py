@@ -25,7 +25,7 @@ from PIL import Image
 COARSE_RADIUS, FINE_RADIUS = 90, 6
 BLOCK = 8  # pixels per coarse-grid cell along each axis
 TILE = 64  # pixels per work tile along each axis; a multiple of BLOCK
-TILES_PER_PASS = 128  # bounds the float copies of tiles in memory, whatever the share of soft pixels
+TILES_PER_PASS = 32  # keeps the float copies of tiles small (in cache, and bounded whatever the soft share)
 _EPS = 1e-5  # as in the paper's formula: keeps the window means' ratios finite
 
 
@@ -45,22 +45,29 @@ def refine(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     Pixels stay in this layout (a PIL image's) at full size; only the tiles are made planar.
     """
     height, width = alpha.shape
-    rgb, alpha = _padded(rgb, alpha)
-    result = torch.where(alpha[..., None] == 255, rgb, torch.zeros_like(rgb))
-    tiles = _work_tiles(alpha)
+    rgb, alpha = _with_margin(rgb), _with_margin(alpha)
+    inner = (slice(FINE_RADIUS, -FINE_RADIUS), slice(FINE_RADIUS, -FINE_RADIUS))
+    result = rgb[inner] * (alpha[inner] == 255)[..., None]
+    tiles = _work_tiles(alpha[inner])
     if len(tiles):
-        coarse = _coarse_means(rgb, alpha, height, width)
+        coarse = _coarse_means(rgb[inner], alpha[inner], height, width)
         for chunk in tiles.split(TILES_PER_PASS):
             foreground = _fine_pass(_tile_inputs(rgb, alpha, height, width, chunk), _tile_means(coarse, chunk))
-            _put_tiles(result, chunk, foreground)
+            _windows(result, TILE, TILE)[chunk[:, 0], chunk[:, 1]] = foreground
     return result[:height, :width]
 
 
-def _padded(rgb: torch.Tensor, alpha: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-padded to whole tiles (alpha 0: padding never counts as foreground)."""
-    height, width = alpha.shape
-    bottom, right = -height % TILE, -width % TILE
-    return F.pad(rgb, (0, 0, 0, right, 0, bottom)), F.pad(alpha, (0, right, 0, bottom))
+def _with_margin(pixels: torch.Tensor) -> torch.Tensor:
+    """Zero-padded by the fine window's reach and up to whole tiles (alpha 0: never foreground)."""
+    bottom = FINE_RADIUS + (-pixels.shape[0]) % TILE
+    right = FINE_RADIUS + (-pixels.shape[1]) % TILE
+    sides = (FINE_RADIUS, right, FINE_RADIUS, bottom)
+    return F.pad(pixels, sides if pixels.dim() == 2 else (0, 0, *sides))
+
+
+def _windows(pixels: torch.Tensor, size: int, step: int) -> torch.Tensor:
+    """A view (rows, cols, *channels, size, size) of the size x size windows every `step` pixels."""
+    return pixels.unfold(0, size, step).unfold(1, size, step)
 
 
 def _work_tiles(alpha: torch.Tensor) -> torch.Tensor:
@@ -69,11 +76,10 @@ def _work_tiles(alpha: torch.Tensor) -> torch.Tensor:
     The neighbouring tiles stand in for the 6-pixel reach of the fine window: a superset,
     which only costs time, never accuracy.
     """
-    rows, cols = alpha.shape[0] // TILE, alpha.shape[1] // TILE
-    blocks = alpha.view(rows, TILE, cols, TILE)
-    some = (blocks.amax(dim=(1, 3)) > 0).float()[None, None]
+    blocks = _windows(alpha, TILE, TILE)
+    some = (blocks.amax(dim=(2, 3)) > 0).float()[None, None]
     near = F.max_pool2d(some, 3, stride=1, padding=1)[0, 0] > 0
-    return torch.nonzero(near & (blocks.amin(dim=(1, 3)) < 255))
+    return torch.nonzero(near & (blocks.amin(dim=(2, 3)) < 255))
 
 
 def _coarse_means(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -101,29 +107,31 @@ def _block_sums(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """
     a = alpha.float()[None] / 255
     color = rgb.permute(2, 0, 1).float() / 255
-    planes = torch.cat([a, color * a, color])
-    return (F.avg_pool2d(planes[None], BLOCK)[0] * BLOCK * BLOCK).double().permute(1, 0, 2)
+    sums = torch.cat([F.avg_pool2d(plane[None], BLOCK)[0] for plane in (a, color * a, color)])
+    return (sums * BLOCK * BLOCK).double().permute(1, 0, 2)
 
 
 def _window_sums(blocks: torch.Tensor, half: float, dim: int) -> torch.Tensor:
     """Sums over [centre - half, centre + half] blocks along `dim` for every block centre, counting
-    the end blocks by the fraction inside (exact for pixels spread evenly over their block)."""
-    count = blocks.shape[dim]
-    cumulative = torch.cat([torch.zeros_like(blocks.narrow(dim, 0, 1)), blocks.cumsum(dim)], dim)
-    centres = torch.arange(count, device=blocks.device, dtype=blocks.dtype) + 0.5
-    return _at(cumulative, (centres + half).clamp(max=count), dim) - _at(cumulative, (centres - half).clamp(min=0), dim)
+    the end blocks by the fraction inside (exact for pixels spread evenly over their block).
 
+    Every window has the same length, so its ends fall at the same fraction of a block for
+    every centre: each end is a fixed blend of two shifted copies of the running sum, which
+    is padded with its end values (a window reaching past the border stops there).
+    """
+    reach, fraction = divmod(half - 0.5, 1.0)
+    reach, count = int(reach), blocks.shape[dim]
+    running = blocks.cumsum(dim)
+    total = running.narrow(dim, count - 1, 1)
+    zeros = torch.zeros_like(total)
+    padded = torch.cat([zeros] * (reach + 2) + [running] + [total] * (reach + 2), dim)
 
-def _at(cumulative: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
-    """`cumulative` linearly interpolated at fractional `positions` along `dim`."""
-    last = cumulative.shape[dim] - 1
-    low = positions.floor().long().clamp(max=last - 1)
-    fraction = positions - low
-    shape = [1] * cumulative.dim()
-    shape[dim] = -1
-    fraction = fraction.view(shape)
-    below, above = cumulative.index_select(dim, low), cumulative.index_select(dim, low + 1)
-    return below + (above - below) * fraction
+    def at(boundary: int) -> torch.Tensor:  # the running sum up to block boundary j + `boundary`, every j
+        return padded.narrow(dim, boundary + reach + 1, count)
+
+    upper = at(reach + 1) * (1 - fraction) + at(reach + 2) * fraction
+    lower = at(-reach - 1) * fraction + at(-reach) * (1 - fraction)
+    return upper - lower
 
 
 def _interpolation(device: torch.device) -> tuple[torch.Tensor, int, int]:
@@ -151,28 +159,22 @@ def _tile_means(coarse: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
     cells_per_tile = TILE // BLOCK
     after = size + first - cells_per_tile
     grid = F.pad(coarse.float()[None], (-first, after, -first, after), mode="replicate")[0]
-    steps = torch.arange(size, device=coarse.device)
-    rows = (tiles[:, 0, None] * cells_per_tile + steps)[:, None, :, None]
-    cols = (tiles[:, 1, None] * cells_per_tile + steps)[:, None, None, :]
-    channels = torch.arange(grid.shape[0], device=coarse.device)[None, :, None, None]
-    neighbourhoods = grid[channels, rows, cols]
-    return torch.einsum("pi,ncij,qj->ncpq", weights, neighbourhoods, weights)
+    neighbourhoods = grid.unfold(1, size, cells_per_tile).unfold(2, size, cells_per_tile)[:, tiles[:, 0], tiles[:, 1]]
+    return weights @ neighbourhoods.transpose(0, 1) @ weights.T
 
 
 def _tile_inputs(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: int, tiles: torch.Tensor):
-    """(n, 5, P, P) colour, alpha and a 1-inside-the-image flag for each tile and its halo, in 0..1.
-
-    Outside the image alpha is 0, so the colour there (a repeated edge pixel) never counts.
-    """
+    """(n, 5, P, P) colour, alpha and a 1-inside-the-image flag for each tile and its halo, in 0..1,
+    from the zero-margined full-size pixels (outside the image alpha is 0, so nothing there counts)."""
+    size = TILE + 2 * FINE_RADIUS
+    inputs = torch.empty(len(tiles), 5, size, size, device=rgb.device)
+    inputs[:, :3] = _windows(rgb, size, TILE)[tiles[:, 0], tiles[:, 1]]
+    inputs[:, 3] = _windows(alpha, size, TILE)[tiles[:, 0], tiles[:, 1]]
+    inputs[:, :4] /= 255
     steps = torch.arange(-FINE_RADIUS, TILE + FINE_RADIUS, device=rgb.device)
-    rows = tiles[:, 0, None] * TILE + steps
-    cols = tiles[:, 1, None] * TILE + steps
-    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
-    rows = rows.clamp(0, len(alpha) - 1)[:, :, None]
-    cols = cols.clamp(0, alpha.shape[1] - 1)[:, None, :]
-    color = rgb[rows, cols].permute(0, 3, 1, 2).float() / 255
-    a = (alpha[rows, cols] * inside).float()[:, None] / 255
-    return torch.cat([color, a, inside.float()[:, None]], 1)
+    rows, cols = tiles[:, :1] * TILE + steps, tiles[:, 1:] * TILE + steps
+    inputs[:, 4] = (((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]).float()
+    return inputs
 
 
 def _fine_pass(inputs: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
@@ -181,8 +183,11 @@ def _fine_pass(inputs: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
     mean_a, mean_color_a, mean_color = means[:, :1], means[:, 1:4], means[:, 4:7]
     coarse_fg = mean_color_a / (mean_a + _EPS)
     coarse_bg = (mean_color - mean_color_a) / (1 - mean_a + _EPS)
-    foreground = _corrected(color, a, coarse_fg, coarse_bg)
-    sums = _box_sums(torch.cat([a, foreground * a, coarse_bg * (1 - a) * valid, valid], 1))
+    planes = torch.empty(len(inputs), 8, *a.shape[2:], device=a.device)
+    planes[:, :1], planes[:, 7:] = a, valid
+    torch.mul(_corrected(color, a, coarse_fg, coarse_bg), a, out=planes[:, 1:4])
+    torch.mul(coarse_bg, (1 - a) * valid, out=planes[:, 4:7])
+    sums = _box_sums(planes)
     count = sums[:, 7:8].clamp(min=1)  # 0 only far outside the image, where nothing is kept
     fine_a = sums[:, :1] / count
     fine_fg = sums[:, 1:4] / count / (fine_a + _EPS)
@@ -208,10 +213,3 @@ def _box_sums(planes: torch.Tensor) -> torch.Tensor:
     )
     band = ((offsets >= 0) & (offsets <= 2 * FINE_RADIUS)).to(planes.dtype)
     return band.T @ (planes @ band)
-
-
-def _put_tiles(result: torch.Tensor, tiles: torch.Tensor, foreground: torch.Tensor) -> None:
-    steps = torch.arange(TILE, device=result.device)
-    rows = (tiles[:, 0, None] * TILE + steps)[:, :, None]
-    cols = (tiles[:, 1, None] * TILE + steps)[:, None, :]
-    result[rows, cols] = foreground.permute(0, 2, 3, 1)
