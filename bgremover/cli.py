@@ -7,22 +7,19 @@ loader or the web app. Errors the user can fix are printed as one line, not a tr
 from __future__ import annotations
 
 import argparse
-import glob
 import os
+import re
 import sys
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import hub, settings, zoo
 from .engines import PRECISION_HELP
 from .errors import UsageError
 from .imaging import composing, decoding, encoding
+from .planning import STDIO, Job, plan_jobs
 from .service.options import build_request
 from .service.pool import ModelPool
 from .service.removal import Item, RemovalService
-
-STDIO = "-"
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
@@ -45,7 +42,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _add_remove(commands) -> None:
     parser = commands.add_parser("remove", help="remove the background of files, folders, globs or stdin")
-    parser.add_argument("inputs", nargs="+", help="image files, folders (recursive), globs, or - for stdin")
+    parser.add_argument("inputs", nargs="*", help="image files, folders (recursive), globs, or - for stdin")
     parser.add_argument("-o", "--out", help="output file (one input), folder, or - for stdout")
     add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1)
@@ -66,69 +63,22 @@ def _add_remove(commands) -> None:
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_ray_remove(parser)
     parser.set_defaults(handler=run_remove)
 
 
-@dataclass
-class Job:
-    """One input and where its output goes; `label` names it in messages (its path below the input folder)."""
-
-    source: Path | str
-    target: Path | str
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        self.label = self.label or str(self.source)
-
-
-def _expand(inputs: list[str]) -> Iterator[tuple[Path, Path, bool]]:
-    """(file, root, from_folder): the file's path relative to root is mirrored in the output."""
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in decoding.IMAGE_SUFFIXES:
-                    yield file, path, True
-        elif path.is_file():
-            yield path, path.parent, False
-        else:
-            matches = [Path(m) for m in sorted(glob.glob(item, recursive=True)) if Path(m).is_file()]
-            if not matches:
-                raise UsageError(f"{item}: no such file, folder or matching files")
-            yield from ((match, match.parent, False) for match in matches)
-
-
-def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
-    """Where each output goes.
-
-    With -o FOLDER, each input folder's tree is mirrored there. Without it, a folder's
-    outputs go to a sibling FOLDER_nobg, and a file's beside it as NAME_nobg.EXT.
-    """
-    if inputs == [STDIO]:
-        return [Job(STDIO, out or STDIO, "stdin")]
-    suffix = "." + fmt.replace("jpeg", "jpg")
-    files = list(_expand(inputs))
-    if out == STDIO:
-        if len(files) != 1:
-            raise UsageError(f"-o - writes one image to stdout, but the inputs hold {len(files)} images")
-        return [Job(files[0][0], STDIO)]
-    if out and len(files) == 1 and not files[0][2] and Path(out).suffix and not Path(out).is_dir():
-        return [Job(files[0][0], Path(out))]
-    jobs, claimed = [], set()
-    for file, root, from_folder in files:
-        stem = file.stem
-        if out:
-            folder = Path(out) / file.parent.relative_to(root)
-        elif from_folder:
-            folder = root.parent / f"{root.name}_nobg" / file.parent.relative_to(root)
-        else:
-            folder, stem = file.parent, f"{file.stem}_nobg"
-        target = folder / (stem + suffix)
-        if target in claimed:  # photo.jpg and photo.png in one folder
-            target = folder / (file.name.replace(".", "_") + suffix)
-        claimed.add(target)
-        jobs.append(Job(file, target, file.relative_to(root.parent).as_posix() if from_folder else str(file)))
-    return jobs
+def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("Ray (pip install 'bgremover[ray]'; see docs/scale.md)")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray: a local instance, or ADDRESS auto / ray://HOST:10001 / HOST:6379; "
+        "inputs and -o may then also be s3://, gs:// or file:// URIs",
+    )
+    group.add_argument("--ray-actors", type=int, default=1, help="inference actors, one model each (default 1)")
+    group.add_argument("--manifest", help="JSON Lines report of the run (default: OUT/rmbg-manifest.jsonl)")
 
 
 def _request(args):
@@ -167,10 +117,28 @@ def _item(job: Job) -> Item:
     return Item(job.label, source)
 
 
+def _ray_address(args) -> str | None:
+    """`--ray` takes an optional ADDRESS, so `--ray photos/` would take the folder for one: a value
+    that does not look like an address (auto, local, ray://..., HOST:PORT) is an input."""
+    value = args.ray
+    if value is None or value in ("auto", "local") or value.startswith("ray://") or re.fullmatch(r"[\w.-]+:\d+", value):
+        return value
+    args.inputs.insert(0, value)
+    return "local"
+
+
 def run_remove(args) -> int:
+    args.ray = _ray_address(args)
+    if not args.inputs:
+        raise UsageError("give at least one input: image files, folders, globs, or - for stdin")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     request = _request(args)
+    if args.ray is not None:
+        _require("ray", "ray", "requirements-ray.txt")
+        from .scale.batch import run_on_ray
+
+        return run_on_ray(args, request)
     jobs = plan_jobs(args.inputs, args.out, args.format)
     for job in jobs:
         if job.source != STDIO and Path(job.target).resolve() == Path(job.source).resolve():
@@ -249,21 +217,37 @@ def _add_serve(commands) -> None:
     parser.add_argument("--host", default=settings.server_host())
     parser.add_argument("--port", type=int, default=settings.server_port())
     add_model_arguments(parser)
+    group = parser.add_argument_group("Ray Serve: the HTTP API, no UI (pip install 'bgremover[ray]'; docs/scale.md)")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="serve the API on Ray: local, auto or ray://HOST:10001",
+    )
+    group.add_argument("--ray-replicas", type=int, default=1, help="replicas, one model each (default 1)")
+    group.add_argument("--ray-max-replicas", type=int, help="autoscale from --ray-replicas up to this many")
+    group.add_argument("--ray-cpus", type=int, help="CPUs (and threads) per CPU replica (default: all / replicas)")
     parser.set_defaults(handler=run_serve)
 
 
-def _require(extra: str, module: str) -> None:
+def _require(extra: str, module: str, requirements: str = "requirements.txt") -> None:
     """Stops with the install command when an optional extra's library is missing."""
     import importlib.util
 
     if importlib.util.find_spec(module) is None:
         raise UsageError(
             f"this command needs {module}, which is not installed: pip install 'bgremover[{extra}]' "
-            "(or pip install -r requirements.txt)"
+            f"(or pip install -r {requirements})"
         )
 
 
 def run_serve(args) -> int:
+    if args.ray is not None:
+        _require("ray", "ray", "requirements-ray.txt")
+        from .scale.serve import serve_on_ray
+
+        return serve_on_ray(args)
     _require("web", "gradio")
     from .web.app import serve
 

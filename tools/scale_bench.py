@@ -1,0 +1,84 @@
+"""Scale-out measurements for BENCHMARKS.md ("Scale-out (Ray)"): `rmbg remove --ray` against
+`rmbg remove` on one folder, and the per-stage seconds that the GPU projection is built from.
+
+Run from the repository root with Ray installed (requirements-ray.txt):
+
+    python3 tools/scale_bench.py setup /tmp/scale     # synthetic BiRefNet_lite cache + 20 photos; prints the commands
+    python3 tools/scale_bench.py rate /tmp/scale/out  # images/s between the first and the last output written
+    python3 tools/scale_bench.py stages /tmp/scale    # decode, inference, finish+encode: seconds per image
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+MODEL, SIZE, PHOTOS = "BiRefNet_lite", 512, 20
+FORMATS = ("jpg", "png", "webp")
+
+
+def photo(width: int, height: int, seed: int) -> Image.Image:
+    """Like a product shot: a smooth backdrop, a textured subject, sensor noise (so PNGs compress realistically)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    backdrop = 200 + 30 * (y / height)[..., None] * np.array([1.0, 0.9, 0.8])
+    subject = ((x - width / 2) / (width / 3)) ** 2 + ((y - height / 2) / (height / 2.5)) ** 2 < 1
+    texture = 90 + 60 * np.sin(x / (5 + seed))[..., None] * np.array([1.0, 0.5, 0.2])
+    pixels = np.where(subject[..., None], texture, backdrop) + rng.normal(0, 4, (height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def setup(root: Path) -> None:
+    """The synthetic model in `root/hf` and 20 photos of 1600x1200 (JPEG, PNG, WebP) in `root/photos`."""
+    from bgremover import bench
+
+    bench.write_synthetic_cache(MODEL, root / "hf" / "hub")
+    folder = root / "photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(PHOTOS):
+        photo(1600, 1200, index).save(folder / f"photo{index:02d}.{FORMATS[index % 3]}", quality=90)
+    common = f"--model {MODEL} --size {SIZE} --device cpu -q"
+    print(f"export HF_HOME={root / 'hf'} HF_HUB_OFFLINE=1")
+    print(f"time python rmbg.py remove {folder} -o {root}/out-single {common}")
+    print(f"time python rmbg.py remove --ray local {folder} -o {root}/out-ray {common} --ray-actors 1")
+
+
+def rate(out: Path) -> None:
+    """Steady throughput: images between the first and the last output written, per second."""
+    times = sorted(p.stat().st_mtime for p in out.rglob("*.png"))
+    span = times[-1] - times[0]
+    print(f"{len(times)} outputs, {span:.1f} s from first to last: {(len(times) - 1) / span:.2f} images/s steady")
+
+
+def stages(root: Path) -> None:
+    """Median seconds per image of each stage, one image at a time, in this process."""
+    import os
+
+    os.environ.update(HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1")
+    from bgremover.pipeline import Timings
+    from bgremover.service.options import build_request
+    from bgremover.service.pool import ModelPool
+    from bgremover.service.removal import decode_input, finish_and_encode
+
+    remover, request = ModelPool(MODEL, "cpu", "auto", SIZE).get(), build_request()
+    rows = []
+    for path in sorted((root / "photos").iterdir()):
+        started = time.perf_counter()
+        decoded = decode_input(path.read_bytes(), path.name)
+        decoded_at = time.perf_counter()
+        mask = remover.predict([decoded.rgb], Timings())[0]
+        inferred_at = time.perf_counter()
+        finish_and_encode(decoded, mask, request, Timings())
+        rows.append((decoded_at - started, inferred_at - decoded_at, time.perf_counter() - inferred_at))
+    for name, values in zip(("decode", "inference", "finish+encode"), zip(*rows, strict=True), strict=True):
+        print(f"{name:14s} median {statistics.median(values):.3f} s/image (min {min(values):.3f})")
+
+
+if __name__ == "__main__":
+    command, folder = sys.argv[1], Path(sys.argv[2])
+    {"setup": setup, "rate": rate, "stages": stages}[command](folder)
