@@ -467,7 +467,7 @@ def test_gradio_inputs_must_be_the_clients_own_uploads(server, sample_file):
     """Naming a file that is on the server (here: the test's own image) as an input must be refused."""
     endpoint = server.url + "/gradio_api/call/remove"
     payload = {"path": str(sample_file), "meta": {"_type": "gradio.FileData"}}
-    inputs = [payload, MODEL, "cutout", "#ffffff", None, 0, False, 0, False, 0]
+    inputs = [payload, MODEL, "cutout", "#ffffff", None, 0, False, 0, False, 0, "fast"]
     event = requests.post(endpoint, json={"data": inputs}, timeout=TIMEOUT).json()["event_id"]
     stream = requests.get(f"{endpoint}/{event}", timeout=TIMEOUT).text
     assert "event: error" in stream and "not uploaded by a user" in stream
