@@ -147,9 +147,9 @@ class RemovalService:
         batcher = self._batcher(remover)
         if batcher is not None:
             mask = batcher.predict(decoded.rgb, timings)
-            return self._finish_and_encode(remover, decoded, mask, request, timings)
-        result = remover.process([decoded], request.options, timings)[0]
-        return self._encoded(remover, decoded, result, request, timings)
+        else:
+            mask = remover.predict([decoded.rgb], timings)[0]
+        return self._finish_and_encode(remover, decoded, mask, request, timings)
 
     def _batcher(self, remover: Remover) -> MicroBatcher | None:
         if self.batch_window <= 0:
@@ -215,11 +215,6 @@ class RemovalService:
     ) -> Removal:
         result, data = finish_and_encode(decoded, mask, request, timings, remover.device)
         return self._removal(remover, decoded, result, data, timings)
-
-    def _encoded(
-        self, remover: Remover, decoded: decoding.Decoded, result: Result, request: Request, timings: Timings
-    ) -> Removal:
-        return self._removal(remover, decoded, result, encoded(result, request, timings), timings)
 
     @staticmethod
     def _removal(remover: Remover, decoded: decoding.Decoded, result: Result, data: bytes, timings: Timings) -> Removal:
