@@ -39,7 +39,8 @@ from PIL import Image
 from torch import nn
 
 from . import hub, settings, zoo
-from .engines import pick_device, pick_dtype
+from .engines import Engine, choose_engine, native_bf16_cpu, pick_device, pick_dtype
+from .engines.openvino import OpenVinoEngine, engine_cache_dir, openvino_available
 from .engines.pytorch import TorchEngine
 from .hub import load_model
 from .imaging import encoding, png
@@ -177,7 +178,7 @@ def alpha(output: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
     return torch.sigmoid(output) if info.processing.activation == "sigmoid" else output
 
 
-def _run(engine: TorchEngine, batch: torch.Tensor) -> tuple[torch.Tensor, float]:
+def _run(engine: Engine, batch: torch.Tensor) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     output = engine(batch)
     _sync(engine.device)
@@ -208,6 +209,18 @@ def _load(
     return TorchEngine(network, info, label, compiled, fast_path, graphs)
 
 
+def _load_openvino(model: str, precision: str, synthetic: bool) -> OpenVinoEngine:
+    """The OpenVINO engine; with `synthetic`, over a synthetic checkpoint kept beside its exports,
+    so a second bench run reuses the export instead of converting again."""
+    if not synthetic:
+        return OpenVinoEngine.load(model, precision)
+    network, info = synthetic_network(model, torch.device("cpu"), torch.float32)
+    checkpoint = engine_cache_dir() / "synthetic-weights" / info.name / "model.safetensors"
+    if not checkpoint.is_file():
+        hub.save_checkpoint(checkpoint, network.state_dict())
+    return OpenVinoEngine(network, info, describe(network.state_dict()), checkpoint, precision)
+
+
 def float32_delta(
     model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sample: torch.Tensor, synthetic: bool
 ) -> dict:
@@ -221,7 +234,7 @@ def float32_delta(
     return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
 
 
-def _time_forwards(engine: TorchEngine, batch: torch.Tensor, runs: int) -> tuple[float, list[float]]:
+def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[float, list[float]]:
     """The first forward's latency (one-time setup included), then `runs` steady ones."""
     first = _run(engine, batch)[1]
     return first, [_run(engine, batch)[1] for _ in range(runs)]
@@ -239,18 +252,24 @@ def run_bench(
     compiled: bool | None = None,
     fast_path: bool = True,
     graphs: bool | None = None,
+    engine_name: str | None = None,
 ) -> BenchResult:
     """Loads the model as `Remover` would, times the first and `runs` more forwards, then checks accuracy.
 
     Peak memory is read before the check, whose float32 network would otherwise dominate it.
+    The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    dtype = pick_dtype(precision, chosen)
-    compiled = fast_path and (settings.compile_network() if compiled is None else compiled)
+    engine_name = choose_engine(engine_name, chosen, precision)
+    compiled = fast_path and engine_name == "torch" and (settings.compile_network() if compiled is None else compiled)
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)
     start = time.perf_counter()
-    engine = _load(model, chosen, dtype, synthetic, fast_path, compiled, graphs)
+    if engine_name == "openvino":
+        engine: Engine = _load_openvino(model, precision, synthetic)
+    else:
+        engine = _load(model, chosen, pick_dtype(precision, chosen), synthetic, fast_path, compiled, graphs)
+    dtype = engine.dtype
     info = engine.info
     _sync(chosen)
     load_s = time.perf_counter() - start
@@ -264,7 +283,7 @@ def run_bench(
         engine=engine.describe(),
         synthetic=synthetic,
         device=str(chosen),
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=getattr(engine, "precision", str(dtype).removeprefix("torch.")),
         fast_path=fast_path,
         compiled=compiled,
         size=size,
@@ -287,6 +306,59 @@ def run_bench(
         del engine
         result.check = float32_delta(model, info, fast_alpha, sample, synthetic)
     return result
+
+
+# --- Engine comparison ------------------------------------------------------------------------
+
+# What each comparison row runs: `rmbg bench` in a fresh process, so peak RSS is that engine's own.
+_BENCH_CODE = "import sys; from bgremover.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def engine_choices() -> list[tuple[str, str, bool]]:
+    """(engine, precision, plain) rows this CPU can run: float32 eager first (the reference), then
+    every fast path; bf16 only where the CPU computes it natively, OpenVINO only when installed."""
+    precisions = ["fp32", "bf16"] if native_bf16_cpu() else ["fp32"]
+    rows = [("torch", "fp32", True)] + [("torch", precision, False) for precision in precisions]
+    if openvino_available():
+        rows += [("openvino", precision, False) for precision in [*precisions, "int8"]]
+    return rows
+
+
+def compare_engines(model: str, size: int | None, runs: int, synthetic: bool) -> list[BenchResult]:
+    """Every engine and precision of `engine_choices` on the CPU, one child process each."""
+    results = []
+    for engine, precision, plain in engine_choices():
+        command = [sys.executable, "-c", _BENCH_CODE, "bench", "--json", "--device", "cpu", "--model", model]
+        command += ["--engine", engine, "--precision", precision, "--runs", str(runs)]
+        command += ["--synthetic"] * synthetic + ["--plain"] * plain + (["--size", str(size)] if size else [])
+        _progress(f"{engine} {precision}{' plain' if plain else ''} ...")
+        child = subprocess.run(command, capture_output=True, text=True)
+        if child.returncode:
+            raise RuntimeError(f"{engine} {precision} failed: {child.stderr.strip().splitlines()[-1:]}")
+        results.append(BenchResult(**json.loads(child.stdout.strip().splitlines()[-1])))
+    return results
+
+
+def format_comparison(results: list[BenchResult]) -> str:
+    """One table: time, peak memory and drift from float32 eager per engine."""
+    first = results[0]
+    source = "synthetic weights" if first.synthetic else "checkpoint"
+    lines = [
+        f"{first.model} ({first.network}, {source}), {first.size}x{first.size}, batch 1, "
+        f"{first.threads} threads, torch {first.torch_version}",
+        "engine                                    first s    p50 s  peak MiB  mean|dα|  max|dα| (1/255)",
+    ]
+    for result in results:
+        check = result.check or {"mean_delta_255": float("nan"), "max_delta_255": float("nan")}
+        lines.append(
+            f"{result.engine[:40]:40}  {result.first_s:7.2f}  {result.p50_s:7.2f}  {result.peak_mib:8.0f}  "
+            f"{check['mean_delta_255']:8.3f}  {check['max_delta_255']:7.2f}"
+        )
+    return "\n".join(lines)
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # --- Cold start --------------------------------------------------------------------------------
@@ -571,6 +643,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument(
+        "--engines", action="store_true", help="compare every engine and precision this CPU runs, in one table"
+    )
+    parser.add_argument(
         "--cold-start",
         type=int,
         default=0,
@@ -598,6 +673,10 @@ def run_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.e2e:
         return _run_e2e_command(args)
+    if args.engines:
+        results = compare_engines(args.model, args.size, args.runs, args.synthetic)
+        print(json.dumps([asdict(result) for result in results]) if args.json else format_comparison(results))
+        return 0
     result = run_bench(
         model=args.model,
         device=args.device,
@@ -610,6 +689,7 @@ def run_command(args: argparse.Namespace) -> int:
         compiled=True if args.compile else None,
         fast_path=not args.plain,
         graphs=False if args.no_graphs else None,
+        engine_name=args.engine,
     )
     if args.cold_start:
         runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)

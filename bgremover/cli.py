@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import hub, settings, zoo
-from .engines import PRECISION_HELP
+from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP
 from .errors import UsageError
 from .imaging import composing, decoding, encoding
 from .planning import STDIO, Job, plan_jobs
@@ -37,6 +37,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    parser.add_argument("--engine", default=settings.engine(), choices=ENGINES, help=ENGINE_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
 
@@ -145,7 +146,8 @@ def run_remove(args) -> int:
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
     skipped = len(jobs) - len(todo)
-    service = RemovalService(ModelPool(args.model, args.device, args.precision, args.size), args.max_pixels)
+    pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
+    service = RemovalService(pool, args.max_pixels)
     service.pool.get()  # load (or fail) before any input is read
     failures: list[str] = []
     done = 0

@@ -56,6 +56,16 @@ def cuda_graphs() -> bool:
     return _text("RMBG_CUDA_GRAPHS", "1").lower() in _TRUE
 
 
+def engine() -> str:
+    """RMBG_ENGINE: auto, torch or openvino (docs/engines.md)."""
+    return _text("RMBG_ENGINE", "auto")
+
+
+def emulated_bf16() -> bool:
+    """RMBG_EMULATED_BF16=1 allows bf16 on CPUs that only emulate it (for measurements)."""
+    return flag("RMBG_EMULATED_BF16")
+
+
 def max_pixels() -> int:
     """RMBG_MAX_PIXELS: the largest image accepted, in pixels."""
     return int(_positive("RMBG_MAX_PIXELS", DEFAULT_MAX_PIXELS, "100000000"))

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import torch
 
+from .. import settings
 from ..zoo import ModelInfo
 from .devices import (
     PRECISION_HELP,
@@ -29,14 +30,22 @@ from .devices import (
 __all__ = [
     "PRECISIONS",
     "PRECISION_HELP",
+    "ENGINE_HELP",
+    "ENGINES",
     "Engine",
+    "choose_engine",
     "device_lock",
     "load_engine",
     "native_bf16_cpu",
     "pick_device",
     "pick_dtype",
+    "precision_for",
     "precision_name",
 ]
+
+
+ENGINES = ("auto", "torch", "openvino")
+ENGINE_HELP = "auto (PyTorch; OpenVINO for --precision int8), torch, openvino (CPU; docs/engines.md)"
 
 
 class Engine(Protocol):
@@ -57,8 +66,43 @@ class Engine(Protocol):
         ...
 
 
-def load_engine(model: str, device: str = "auto", precision: str = "auto", compiled: bool | None = None) -> Engine:
+def choose_engine(engine: str | None, device: torch.device, precision: str = "auto") -> str:
+    """Which runtime runs a model: `torch` or `openvino`; `None` follows RMBG_ENGINE.
+
+    `auto` is PyTorch, except where OpenVINO is the only one that can: int8 precision.
+    """
+    engine = settings.engine() if engine is None else engine
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}.")
+    if engine == "auto":
+        return "openvino" if precision == "int8" else "torch"
+    if engine == "openvino" and device.type != "cpu":
+        raise ValueError(f"the OpenVINO engine runs on the CPU, not on {device}: use --device cpu or --engine torch.")
+    return engine
+
+
+def precision_for(engine: str, precision: str, device: torch.device) -> str:
+    """The precision a run will use once `auto` is settled; a choice the engine or CPU cannot run fails here."""
+    if engine == "openvino":
+        from .openvino import openvino_precision
+
+        return openvino_precision(precision)
+    return precision_name(pick_dtype(precision, device))
+
+
+def load_engine(
+    model: str,
+    device: str = "auto",
+    precision: str = "auto",
+    compiled: bool | None = None,
+    engine: str | None = None,
+) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`."""
+    chosen = choose_engine(engine, pick_device(device), precision)
+    if chosen == "openvino":
+        from .openvino import OpenVinoEngine
+
+        return OpenVinoEngine.load(model, precision)
     from .pytorch import TorchEngine
 
     return TorchEngine.load(model, device, precision, compiled)

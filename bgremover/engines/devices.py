@@ -6,8 +6,10 @@ import threading
 
 import torch
 
+from .. import settings
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PRECISION_HELP = "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16"
+PRECISION_HELP = "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16, int8 (OpenVINO)"
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -40,6 +42,11 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
         return torch.bfloat16 if native_bf16_cpu() else torch.float32
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}.")
+    if precision == "bf16" and device.type == "cpu" and not native_bf16_cpu() and not settings.emulated_bf16():
+        raise ValueError(
+            "this CPU has no native bfloat16 (no AVX512-BF16 or AMX), so bf16 would be emulated and run "
+            "many times slower than fp32: use --precision auto or fp32 (RMBG_EMULATED_BF16=1 allows it anyway)."
+        )
     return PRECISIONS[precision]
 
 

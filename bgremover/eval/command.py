@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import hub, settings, zoo
-from ..engines import PRECISION_HELP, pick_device, pick_dtype, precision_name
+from ..engines import ENGINE_HELP, ENGINES, PRECISION_HELP, choose_engine, pick_device, precision_for
 from ..errors import UsageError
 from ..pipeline import check_inference_size
 from ..service.pool import ModelPool
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("eval_out"), help="prediction cache (default: %(default)s)")
     parser.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    parser.add_argument("--engine", default=settings.engine(), choices=ENGINES, help=ENGINE_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true", help="recompute predictions that are already cached")
@@ -85,8 +86,9 @@ def _settings(args: argparse.Namespace) -> dict:
         raise UsageError("--batch-size must be at least 1")
     if args.size is not None:
         check_inference_size(args.size)
-    dtype = pick_dtype(args.precision, pick_device(args.device))
-    return {"size": args.size, "precision": precision_name(dtype)}
+    device = pick_device(args.device)
+    engine = choose_engine(args.engine, device, args.precision)
+    return {"size": args.size, "precision": precision_for(engine, args.precision, device), "engine": engine}
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -101,7 +103,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     failures: list[str] = []
     for model in models:
-        service = RemovalService(ModelPool(model.spec, args.device, args.precision, args.size))
+        service = RemovalService(ModelPool(model.spec, args.device, args.precision, args.size, args.engine))
         predictor = Predictor(service, args.batch_size, args.overwrite, args.quiet)
         for dataset in datasets:
             computed, failed = predictor.run(dataset, caches[dataset.name, model.spec])

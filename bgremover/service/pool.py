@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .. import hub, zoo
-from ..engines import load_engine, pick_device, pick_dtype, precision_name
+from ..engines import choose_engine, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
 from .options import parse_size
@@ -44,10 +44,19 @@ class ModelNotReady(ModelLoadError):
 class ModelPool:
     """Loads models on first use (or in the background) and keeps them for everyone."""
 
-    def __init__(self, default_model: str, device: str = "auto", precision: str = "auto", size: int | None = None):
+    def __init__(
+        self,
+        default_model: str,
+        device: str = "auto",
+        precision: str = "auto",
+        size: int | None = None,
+        engine: str | None = None,
+    ):
+        """`engine` None follows RMBG_ENGINE; a bad engine or precision fails here, before any load."""
         self.device = pick_device(device)
         self.precision = precision
-        self.dtype = pick_dtype(precision, self.device)
+        self.engine = choose_engine(engine, self.device, precision)
+        self.precision_name = precision_for(self.engine, precision, self.device)
         self.default_size = parse_size(size)
         self._custom_spec = None if self._zoo_name(default_model) else default_model
         # A custom checkpoint is shown by its name (folder or file stem), never by its path on the server.
@@ -79,14 +88,11 @@ class ModelPool:
             return self.default_model
         raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.")
 
-    @property
-    def precision_name(self) -> str:
-        return precision_name(self.dtype)
-
     def describe_device(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)}, {self.precision_name})"
-        return f"{self.device} ({self.precision_name})"
+        runtime = ", OpenVINO" if self.engine == "openvino" else ""
+        return f"{self.device} ({self.precision_name}{runtime})"
 
     def state(self, name: str) -> str:
         """'loaded', 'downloading', 'loading', 'failed' or '' (not tried yet)."""
@@ -127,7 +133,8 @@ class ModelPool:
         started = time.perf_counter()
         try:
             spec = self._custom_spec if name == self.default_model and self._custom_spec else name
-            remover = Remover(load_engine(spec, str(self.device), self.precision), self.default_size)
+            engine = load_engine(spec, str(self.device), self.precision, engine=self.engine)
+            remover = Remover(engine, self.default_size)
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))
             raise ModelLoadError(self._errors[name]) from error

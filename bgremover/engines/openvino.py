@@ -1,0 +1,205 @@
+"""The OpenVINO engine: the project's own networks, exported once, run by OpenVINO's CPU plugin.
+
+On CPUs without native bfloat16 (AVX2-only desktops, laptops, many cloud VMs) PyTorch
+has only its float32 path; OpenVINO adds an int8 path (static quantisation with NNCF),
+which those CPUs compute about twice as fast as float32. The network is exported
+through `torch.export` from the same modules and weights the PyTorch engine runs,
+converted to OpenVINO's format, optionally quantised, and cached on disk next to the
+Hugging Face cache (docs/engines.md). Nothing is downloaded from anywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import __version__, settings
+from ..hub import load_model
+from ..nets import birefnet
+from ..zoo import ModelInfo
+from .devices import device_lock, native_bf16_cpu
+
+log = logging.getLogger(__name__)
+
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
+# Calibration images for int8: enough to settle activation ranges, few enough to keep
+# the one-off quantisation to minutes on a laptop.
+_CALIBRATION_IMAGES = 4
+_INSTALL_HINT = "pip install 'bgremover[openvino]' (or: pip install -r requirements-openvino.txt)"
+
+
+def openvino_available() -> bool:
+    """Whether the `openvino` extra is installed."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _openvino():
+    try:
+        import openvino
+    except ImportError as error:
+        raise ValueError(f"the OpenVINO engine needs OpenVINO: {_INSTALL_HINT}.") from error
+    return openvino
+
+
+def openvino_precision(precision: str) -> str:
+    """`auto` is bf16 on CPUs with native bf16, else fp32; int8 is always opt-in (it moves masks slightly)."""
+    if precision == "auto":
+        return "bf16" if native_bf16_cpu() else "fp32"
+    if precision not in OPENVINO_PRECISIONS:
+        raise ValueError(f"the OpenVINO engine runs {', '.join(OPENVINO_PRECISIONS)} (or auto), not {precision!r}.")
+    if precision == "bf16" and not native_bf16_cpu():
+        raise ValueError(
+            "this CPU has no native bfloat16, so bf16 would be emulated and far slower than fp32: "
+            "use --precision fp32 or int8."
+        )
+    return precision
+
+
+def engine_cache_dir() -> Path:
+    """Exported networks live beside the Hugging Face cache, so a Docker volume keeps both."""
+    return settings.hub_cache_dir().parent / "rmbg-engines"
+
+
+def checkpoint_key(checkpoint: Path) -> str:
+    """Names one checkpoint file's exports: its resolved path (a Hub snapshot path holds the
+    revision), size and modification time, and this project's version (the networks' code)."""
+    resolved = checkpoint.resolve()
+    stat = resolved.stat()
+    identity = f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}|{__version__}"
+    return hashlib.sha256(identity.encode()).hexdigest()[:16]
+
+
+def _calibration_batches(size: tuple[int, int], info: ModelInfo) -> list[np.ndarray]:
+    """Deterministic synthetic photos, normalised as the model expects: no data is downloaded."""
+    from ..bench import synthetic_photo
+
+    processing = info.processing
+    mean = np.array(processing.mean, np.float32)[:, None, None]
+    std = np.array(processing.std, np.float32)[:, None, None]
+    height, width = size
+    batches = []
+    for seed in range(_CALIBRATION_IMAGES):
+        rgb = np.asarray(synthetic_photo(width, height, seed), np.float32).transpose(2, 0, 1) / 255.0
+        batches.append(((rgb - mean) / std)[None])
+    return batches
+
+
+class OpenVinoEngine:
+    """A network exported to OpenVINO, compiled for the CPU once per input size."""
+
+    name = "openvino"
+
+    def __init__(self, network: nn.Module, info: ModelInfo, label: str, checkpoint: Path, precision: str):
+        """`network` is the float32 PyTorch network; it is exported per input size, then released."""
+        self.info = info
+        self.label = label
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.precision = openvino_precision(precision)
+        self.lock = device_lock(self.device)
+        self._network: nn.Module | None = network
+        self._checkpoint = checkpoint
+        self._compiled: dict[tuple[int, int], object] = {}
+        self._guard = threading.Lock()
+
+    @classmethod
+    def load(cls, model: str, precision: str = "auto") -> OpenVinoEngine:
+        """Loads `model` through the hub loader (float32, CPU) and checks OpenVINO is installed."""
+        _openvino()
+        openvino_precision(precision)
+        loaded = load_model(model, "cpu", torch.float32)
+        return cls(loaded.network, loaded.info, loaded.label, loaded.checkpoint, precision)
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Images one at a time: the export is for batch 1, and on a CPU a batch is no faster per image."""
+        compiled = self._model_for(tuple(batch.shape[-2:]))
+        images = batch.float().numpy()
+        outputs = [compiled(images[i : i + 1])[0] for i in range(len(images))]
+        return torch.from_numpy(np.concatenate(outputs))
+
+    def describe(self) -> str:
+        return f"openvino {_version()} {self.precision} on cpu"
+
+    def _model_for(self, size: tuple[int, int]):
+        with self._guard:
+            if size not in self._compiled:
+                self._compiled[size] = self._compile(size)
+            return self._compiled[size]
+
+    def _compile(self, size: tuple[int, int]):
+        openvino = _openvino()
+        path = self.exported_path(size)
+        if not path.exists():
+            self._export(size, path)
+        self._network = None  # another size re-reads the checkpoint: the float32 copy is not kept beside OpenVINO's
+        hint = "bf16" if self.precision == "bf16" or (self.precision == "int8" and native_bf16_cpu()) else "f32"
+        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        return openvino.Core().compile_model(str(path), "CPU", config)
+
+    def exported_path(self, size: tuple[int, int]) -> Path:
+        """Where this checkpoint's export for `size` and this precision is cached."""
+        folder = engine_cache_dir() / f"openvino-{_version()}" / self.info.name.replace("/", "--")
+        precision = "int8" if self.precision == "int8" else "fp32"  # bf16 is a compile option of the fp32 export
+        return folder / checkpoint_key(self._checkpoint) / f"{size[0]}x{size[1]}-{precision}.xml"
+
+    def _export(self, size: tuple[int, int], path: Path) -> None:
+        openvino = _openvino()
+        started = time.perf_counter()
+        where = f"{size[0]}x{size[1]} ({self.precision}), once; cached in {path.parent}"
+        _progress(f"{self.info.name}: converting for OpenVINO at {where}")
+        model = openvino.convert_model(self._exported_program(size))
+        model.reshape([1, 3, *size])
+        if self.precision == "int8":
+            model = self._quantised(model, size)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.stem + ".partial.xml")
+        openvino.save_model(model, partial, compress_to_fp16=False)
+        partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
+        partial.replace(path)
+        _progress(f"{self.info.name}: OpenVINO model ready in {time.perf_counter() - started:.0f} s")
+
+    def _exported_program(self, size: tuple[int, int]) -> torch.export.ExportedProgram:
+        """The network traced at batch 1 and `size`, with the grid-sample deformable kernel
+        (OpenVINO's own deformable convolution is much slower on a CPU)."""
+        network = self._network if self._network is not None else load_model(str(self._checkpoint)).network
+        example = torch.zeros(1, 3, *size)
+        previous = birefnet.set_deform_kernel("grid_sample")
+        try:
+            with torch.no_grad():
+                network(example)  # builds the shape-dependent index tables, which export as constants
+                return torch.export.export(network, (example,))
+        finally:
+            birefnet.set_deform_kernel(previous)
+
+    def _quantised(self, model, size: tuple[int, int]):
+        try:
+            import nncf
+        except ImportError as error:
+            raise ValueError(f"int8 on the OpenVINO engine needs NNCF: {_INSTALL_HINT}.") from error
+        _progress(f"{self.info.name}: calibrating int8 on {_CALIBRATION_IMAGES} synthetic photos (a few minutes)")
+        dataset = nncf.Dataset(_calibration_batches(size, self.info))
+        return nncf.quantize(model, dataset, subset_size=_CALIBRATION_IMAGES, model_type=nncf.ModelType.TRANSFORMER)
+
+
+def _progress(message: str) -> None:
+    """First-use conversion takes minutes: say so where a user sees it, whatever the logging setup."""
+    log.info(message)
+    print(message, file=sys.stderr, flush=True)
+
+
+def _version() -> str:
+    """OpenVINO's release (e.g. 2026.4.1): exports are rebuilt when it changes."""
+    return importlib.metadata.version("openvino")

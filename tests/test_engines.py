@@ -1,0 +1,108 @@
+"""Engine choice and the OpenVINO engine, loaded through the real loader from a synthetic Hub cache."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import torch
+from conftest import golden_input, golden_output
+
+from bgremover.engines import choose_engine, devices, load_engine, pick_dtype
+from bgremover.engines import openvino as openvino_engine
+
+CPU = torch.device("cpu")
+# The issue's bound for any fast path against float32 eager, in 1/255 steps of alpha.
+MEAN_BOUND, MAX_BOUND = 0.5, 16.0
+
+
+def _alpha_delta(output: torch.Tensor, arch: str) -> torch.Tensor:
+    """|Δα| in 1/255 steps against the golden output (BiRefNet logits; IS-Net's sigmoid map)."""
+    golden = golden_output(arch, 256, 384)
+    if arch == "isnet":
+        return (output - golden).abs() * 255
+    return (torch.sigmoid(output) - torch.sigmoid(golden)).abs() * 255
+
+
+def test_auto_engine_is_torch_and_int8_picks_openvino(monkeypatch) -> None:
+    monkeypatch.delenv("RMBG_ENGINE", raising=False)
+    assert choose_engine(None, CPU) == "torch"
+    assert choose_engine("auto", CPU, "int8") == "openvino"
+    monkeypatch.setenv("RMBG_ENGINE", "openvino")
+    assert choose_engine(None, CPU) == "openvino"
+
+
+def test_engine_errors_name_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown engine 'onnx': use auto, torch, openvino"):
+        choose_engine("onnx", CPU)
+    with pytest.raises(ValueError, match="runs on the CPU, not on cuda.*--device cpu"):
+        choose_engine("openvino", torch.device("cuda"))
+
+
+def test_emulated_bf16_is_refused_with_the_fix(monkeypatch) -> None:
+    monkeypatch.setattr(devices, "native_bf16_cpu", lambda: False)
+    monkeypatch.delenv("RMBG_EMULATED_BF16", raising=False)
+    with pytest.raises(ValueError, match="no native bfloat16.*--precision auto or fp32"):
+        pick_dtype("bf16", CPU)
+    assert pick_dtype("auto", CPU) == torch.float32
+    monkeypatch.setenv("RMBG_EMULATED_BF16", "1")
+    assert pick_dtype("bf16", CPU) == torch.bfloat16
+
+
+def test_openvino_precisions(monkeypatch) -> None:
+    monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: False)
+    assert openvino_engine.openvino_precision("auto") == "fp32"
+    assert openvino_engine.openvino_precision("int8") == "int8"
+    with pytest.raises(ValueError, match="no native bfloat16.*fp32 or int8"):
+        openvino_engine.openvino_precision("bf16")
+    with pytest.raises(ValueError, match="runs fp32, bf16, int8 \\(or auto\\), not 'fp16'"):
+        openvino_engine.openvino_precision("fp16")
+    monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: True)
+    assert openvino_engine.openvino_precision("auto") == "bf16"
+
+
+def test_missing_openvino_says_how_to_install(offline_hub, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
+    assert not openvino_engine.openvino_available()
+    with pytest.raises(ValueError, match=r"pip install 'bgremover\[openvino\]'"):
+        load_engine("RMBG-1.4", "cpu", "fp32", engine="openvino")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "arch"), [("RMBG-1.4", "isnet"), ("BiRefNet_lite", "birefnet_lite")])
+def test_openvino_fp32_matches_golden_and_is_cached(offline_hub, monkeypatch, model: str, arch: str) -> None:
+    monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: False)  # fp32 on any CPU
+    engine = load_engine(model, "cpu", "auto", engine="openvino")
+    output = engine(golden_input(256, 384))
+    delta = _alpha_delta(output, arch)
+    assert output.shape == (1, 1, 256, 384)
+    assert delta.max().item() <= 0.05  # float32 against float32: rounding only
+    path = engine.exported_path((256, 384))
+    assert path.is_file() and path.with_suffix(".bin").is_file()
+    assert path.is_relative_to(offline_hub / "rmbg-engines")
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("a cached export was exported again")
+
+    monkeypatch.setattr(torch.export, "export", no_export)
+    again = load_engine(model, "cpu", "fp32", engine="openvino")
+    assert torch.equal(again(golden_input(256, 384)), output)
+    assert "openvino" in again.describe() and "fp32" in again.describe()
+
+
+@pytest.mark.slow
+def test_openvino_int8_stays_within_the_bounds(offline_hub) -> None:
+    engine = load_engine("RMBG-1.4", "cpu", "int8")
+    assert engine.name == "openvino" and engine.exported_path((256, 384)).name == "256x384-int8.xml"
+    delta = _alpha_delta(engine(golden_input(256, 384)), "isnet")
+    assert delta.mean().item() <= MEAN_BOUND
+    assert delta.max().item() <= MAX_BOUND
+
+
+def test_export_key_follows_the_checkpoint_file(tmp_path) -> None:
+    checkpoint = tmp_path / "model.safetensors"
+    checkpoint.write_bytes(b"weights")
+    first = openvino_engine.checkpoint_key(checkpoint)
+    assert openvino_engine.checkpoint_key(checkpoint) == first
+    checkpoint.write_bytes(b"other weights")
+    assert openvino_engine.checkpoint_key(checkpoint) != first
