@@ -78,6 +78,16 @@ def workers() -> int:
     return _count("RMBG_WORKERS", 2, 1)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it), for defaults
+    that should follow the machine rather than assume one."""
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def queue_limit() -> int:
     """RMBG_QUEUE_LIMIT: requests that may wait beside the running ones; more get 503 + Retry-After."""
     return _count("RMBG_QUEUE_LIMIT", 16, 0)
