@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from bgremover.imaging import composing, encoding, png
+from bgremover.imaging import composing, encoding, png, refining
 from bgremover.service.options import build_request
 
 
@@ -238,6 +238,28 @@ def test_refinement_runs_on_the_given_device() -> None:
     if torch.cuda.is_available():
         on_gpu = np.asarray(composing.estimate_foreground(image, mask, "cuda"))
         assert np.abs(on_gpu.astype(int) - on_cpu).max() <= 1
+
+
+@pytest.mark.parametrize(("tiles", "rows"), [(1, refining.TILE), (10**6, 10**6)], ids=["smallest", "all-at-once"])
+def test_refinement_does_not_depend_on_how_much_one_pass_takes(monkeypatch, tiles: int, rows: int) -> None:
+    """A GPU takes far more tiles and rows per pass than a CPU: the pixels must not change."""
+    image, mask = subject_scene(800, 560)
+    usual = np.asarray(composing.estimate_foreground(image, mask))
+    monkeypatch.setattr(refining, "CPU_TILES_PER_PASS", tiles)
+    monkeypatch.setattr(refining, "CPU_ROWS_PER_STRIP", rows)
+    assert np.array_equal(np.asarray(composing.estimate_foreground(image, mask)), usual)
+
+
+def test_a_gpu_pass_takes_many_tiles_and_rows_within_its_memory_budget() -> None:
+    gpu, cpu, width = torch.device("cuda"), torch.device("cpu"), 4032
+    assert refining._tiles_per_pass(cpu) == refining.CPU_TILES_PER_PASS
+    assert refining._rows_per_strip(cpu, width) == refining.CPU_ROWS_PER_STRIP
+    tiles, rows = refining._tiles_per_pass(gpu), refining._rows_per_strip(gpu, width)
+    assert tiles >= 4 * refining.CPU_TILES_PER_PASS and rows >= 16 * refining.CPU_ROWS_PER_STRIP
+    assert rows % refining.TILE == 0 and refining._rows_per_strip(gpu, 10**6) == refining.TILE
+    tile_pixels = (refining.TILE + 2 * refining.FINE_RADIUS) ** 2
+    assert tiles * refining._FLOATS_PER_TILE_PIXEL * tile_pixels * 4 <= refining.GPU_PASS_BYTES
+    assert rows * width * refining._FLOATS_PER_STRIP_PIXEL * 4 <= refining.GPU_PASS_BYTES
 
 
 # --- rmbg bench --e2e --------------------------------------------------------------------------
