@@ -13,6 +13,7 @@ from pathlib import Path
 DEFAULT_MODEL = "RMBG-2.0"
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_MAX_UPLOAD_MB = 50.0
+MAX_IO_THREADS = 16  # the default of RMBG_IO_THREADS never exceeds this, whatever the core count
 _TRUE = ("1", "true", "yes", "on")
 
 
@@ -86,6 +87,23 @@ def _count(name: str, default: int, minimum: int) -> int:
 def workers() -> int:
     """RMBG_WORKERS: requests a server processes at once (one infers while the others decode or encode)."""
     return _count("RMBG_WORKERS", 2, 1)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system tells it), for defaults
+    that should follow the machine rather than assume one."""
+    if hasattr(os, "process_cpu_count"):
+        return os.process_cpu_count() or 1
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def io_threads() -> int:
+    """RMBG_IO_THREADS: threads that decode, finish and encode beside inference in batch runs (folders,
+    the UI's Batch tab, eval). One per usable core by default, capped because past that the device
+    limits a batch and every extra thread only holds more full-size images in memory."""
+    return _count("RMBG_IO_THREADS", min(usable_cores(), MAX_IO_THREADS), 1)
 
 
 def queue_limit() -> int:

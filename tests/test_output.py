@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from bgremover.imaging import composing, encoding, png
+from bgremover.imaging import composing, encoding, png, refining
 from bgremover.service.options import build_request
 
 
@@ -79,13 +82,49 @@ def test_png_fallbacks_give_the_same_pixels(monkeypatch, missing: tuple[str, ...
 def test_deflate_in_parts_is_one_valid_zlib_stream(monkeypatch, module) -> None:
     """Parts deflated on several cores join into one stream: zlib reads it back, Pillow decodes the PNG."""
     monkeypatch.setattr(png, "_MIN_PART_BYTES", 1000)
-    monkeypatch.setattr(png, "_cores", lambda: 3)
+    monkeypatch.setattr(png.settings, "usable_cores", lambda: 3)
     lines = png.up_filtered(np.asarray(images()["RGBA"]))
     stream = png.compress_in_parts(lines, 1, module)
     assert zlib.decompress(stream) == lines.tobytes()
     image = images()["RGBA"]
     decoded = Image.open(io.BytesIO(encoding.encode(image, "png")))
     assert np.array_equal(np.asarray(decoded), np.asarray(image))
+
+
+def test_images_encoded_side_by_side_share_one_thread_per_core(monkeypatch) -> None:
+    """Each encoder splits its image as if alone (same bytes), but all the parts queue for the same
+    threads, one per core, so encoders on many threads do not start a thread per core each."""
+    monkeypatch.setattr(png, "_MIN_PART_BYTES", 1000)
+    monkeypatch.setattr(png.settings, "usable_cores", lambda: 3)
+    monkeypatch.setattr(png, "_threads", None)
+    image, before = images()["RGBA"], _deflating_threads()
+    alone = encoding.encode(image, "png")
+    with ThreadPoolExecutor(8) as encoders:
+        side_by_side = list(encoders.map(lambda _: encoding.encode(image, "png"), range(16)))
+    assert side_by_side == [alone] * 16
+    assert len(_deflating_threads() - before) <= 3
+
+
+def _deflating_threads() -> set[threading.Thread]:
+    return {thread for thread in threading.enumerate() if thread.name.startswith("rmbg-png")}
+
+
+def _encode_in_a_forked_child(image: Image.Image) -> None:
+    os._exit(0 if encoding.encode(image, "png") else 1)
+
+
+def test_a_forked_child_deflates_on_threads_of_its_own(monkeypatch) -> None:
+    """A child forked after the parent's pool started has none of its threads: it must not wait on them."""
+    monkeypatch.setattr(png, "_MIN_PART_BYTES", 1000)
+    image = images()["RGBA"]
+    encoding.encode(image, "png")  # the parent's pool now exists
+    child = multiprocessing.get_context("fork").Process(target=_encode_in_a_forked_child, args=(image,))
+    child.start()
+    child.join(timeout=120)
+    hung = child.is_alive()
+    if hung:
+        child.kill()
+    assert not hung and child.exitcode == 0
 
 
 def test_png_in_many_idat_chunks_and_without_a_profile(monkeypatch) -> None:
@@ -199,6 +238,28 @@ def test_refinement_runs_on_the_given_device() -> None:
     if torch.cuda.is_available():
         on_gpu = np.asarray(composing.estimate_foreground(image, mask, "cuda"))
         assert np.abs(on_gpu.astype(int) - on_cpu).max() <= 1
+
+
+@pytest.mark.parametrize(("tiles", "rows"), [(1, refining.TILE), (10**6, 10**6)], ids=["smallest", "all-at-once"])
+def test_refinement_does_not_depend_on_how_much_one_pass_takes(monkeypatch, tiles: int, rows: int) -> None:
+    """A GPU takes far more tiles and rows per pass than a CPU: the pixels must not change."""
+    image, mask = subject_scene(800, 560)
+    usual = np.asarray(composing.estimate_foreground(image, mask))
+    monkeypatch.setattr(refining, "CPU_TILES_PER_PASS", tiles)
+    monkeypatch.setattr(refining, "CPU_ROWS_PER_STRIP", rows)
+    assert np.array_equal(np.asarray(composing.estimate_foreground(image, mask)), usual)
+
+
+def test_a_gpu_pass_takes_many_tiles_and_rows_within_its_memory_budget() -> None:
+    gpu, cpu, width = torch.device("cuda"), torch.device("cpu"), 4032
+    assert refining._tiles_per_pass(cpu) == refining.CPU_TILES_PER_PASS
+    assert refining._rows_per_strip(cpu, width) == refining.CPU_ROWS_PER_STRIP
+    tiles, rows = refining._tiles_per_pass(gpu), refining._rows_per_strip(gpu, width)
+    assert tiles >= 4 * refining.CPU_TILES_PER_PASS and rows >= 16 * refining.CPU_ROWS_PER_STRIP
+    assert rows % refining.TILE == 0 and refining._rows_per_strip(gpu, 10**6) == refining.TILE
+    tile_pixels = (refining.TILE + 2 * refining.FINE_RADIUS) ** 2
+    assert tiles * refining._FLOATS_PER_TILE_PIXEL * tile_pixels * 4 <= refining.GPU_PASS_BYTES
+    assert rows * width * refining._FLOATS_PER_STRIP_PIXEL * 4 <= refining.GPU_PASS_BYTES
 
 
 # --- rmbg bench --e2e --------------------------------------------------------------------------

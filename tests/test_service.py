@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import threading
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from PIL import Image
 from test_pipeline import photo
 
+from bgremover import settings
 from bgremover.imaging import encoding
 from bgremover.service.options import build_request
 from bgremover.service.pool import ModelPool
@@ -76,6 +78,67 @@ def test_remove_many_keeps_order_reports_bad_inputs_and_matches_single_removals(
         alone = np.asarray(Image.open(io.BytesIO(single.data)), dtype=int)
         assert batched.shape == alone.shape and np.abs(batched - alone).max() <= 1
         assert removal.timings.decode > 0 and removal.timings.infer > 0 and removal.timings.encode > 0
+
+
+class DecodeProbe:
+    """Wraps a service's decode: counts decodes started and the most running at once; the first
+    `wanted` decodes wait until that many run together (or a minute passes, then the test fails)."""
+
+    def __init__(self, decode, wanted: int):
+        self.decode, self.wanted = decode, wanted
+        self.started = self.running = self.peak = 0
+        self.guard, self.all_running = threading.Lock(), threading.Event()
+
+    def __call__(self, source, name: str = "image", turns: int = 0):
+        with self.guard:
+            self.started += 1
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+            if self.running == self.wanted:
+                self.all_running.set()
+        self.all_running.wait(timeout=60)
+        try:
+            return self.decode(source, name, turns)
+        finally:
+            with self.guard:
+                self.running -= 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_remove_many_decodes_on_every_io_thread_at_once_and_holds_a_bounded_number(
+    service, monkeypatch, batch_size
+) -> None:
+    threads = 4
+    monkeypatch.setenv("RMBG_IO_THREADS", str(threads))
+    probe = DecodeProbe(service.decode, threads)
+    monkeypatch.setattr(service, "decode", probe)
+    items = [Item(f"{i}.jpg", jpeg(photo(48 + 4 * (i % 5), 40))) for i in range(18)]
+    names, most_held = [], 0
+    for removal in service.remove_many(items, build_request(output="mask"), batch_size=batch_size):
+        most_held = max(most_held, probe.started - len(names))  # decoded or decoding, not handed out yet
+        names.append(removal.name)
+        assert removal.error is None
+    assert names == [item.name for item in items]
+    assert probe.peak == threads
+    assert most_held <= 2 * threads + 4 * batch_size < len(items)  # grows with the threads, not with the inputs
+
+
+@pytest.mark.parametrize("value", ["0", "two", "-3", "1.5"])
+def test_io_threads_setting_is_a_whole_number_of_at_least_one(monkeypatch, value: str) -> None:
+    monkeypatch.setenv("RMBG_IO_THREADS", value)
+    with pytest.raises(ValueError, match=rf"RMBG_IO_THREADS={value!r} must be a whole number of at least 1"):
+        settings.io_threads()
+
+
+def test_io_threads_follow_the_usable_cores_up_to_a_cap(monkeypatch) -> None:
+    assert 1 <= settings.usable_cores() <= (os.cpu_count() or 1)
+    monkeypatch.delenv("RMBG_IO_THREADS", raising=False)
+    monkeypatch.setattr(settings, "usable_cores", lambda: 6)
+    assert settings.io_threads() == 6
+    monkeypatch.setattr(settings, "usable_cores", lambda: 4 * settings.MAX_IO_THREADS)
+    assert settings.io_threads() == settings.MAX_IO_THREADS
+    monkeypatch.setenv("RMBG_IO_THREADS", "40")
+    assert settings.io_threads() == 40
 
 
 def test_timings_separate_waiting_for_the_device_from_inference(service) -> None:

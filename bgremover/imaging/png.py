@@ -4,7 +4,9 @@ Pillow's PNG encoder (zlib, a filter chosen per row) is the slowest step after t
 network for a full-resolution cut-out. Photos change little from one row to the next,
 so the Up filter alone (each row minus the row above) leaves small numbers that deflate
 packs about as well as Pillow's per-row choice, and numpy computes it in one pass.
-ISA-L (`isal`) deflates them fastest, in parts on all cores at once; libdeflate (`deflate`)
+ISA-L (`isal`) deflates them fastest, in parts on all cores at once (one pool of threads for the
+process, so that images encoded side by side share the cores instead of each taking all of them);
+libdeflate (`deflate`)
 at a high level gives the smallest files; the standard library's zlib stands in for either
 one where it is missing.
 Only 8-bit L, RGB and RGBA are written here: `can_write` says when Pillow must do it.
@@ -14,12 +16,15 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
 from PIL import Image
+
+from .. import settings
 
 try:  # optional at run time: the fallbacks below give the same pixels, only slower or larger
     from isal import isal_zlib
@@ -74,26 +79,47 @@ def compress_in_parts(data: np.ndarray, level: int, module: ModuleType = zlib) -
 
     Each part is deflated on its own and ends on a byte boundary (a sync flush), so the parts
     simply follow one another; only the last one is marked final. The libraries release the
-    GIL, so threads run truly in parallel. Small inputs are not worth the threads.
+    GIL, so threads run truly in parallel. Small inputs are not worth the threads. How the
+    data is split depends only on its size and the cores, never on the load, so an image
+    always gives the same bytes.
     """
     flat = data.reshape(-1)
-    parts = np.array_split(flat, max(1, min(_cores(), flat.nbytes // _MIN_PART_BYTES)))
+    parts = np.array_split(flat, max(1, min(settings.usable_cores(), flat.nbytes // _MIN_PART_BYTES)))
 
     def deflated(index: int) -> bytes:
         compressor = module.compressobj(level, module.DEFLATED, -15)
         last = index == len(parts) - 1
         return compressor.compress(parts[index]) + compressor.flush(module.Z_FINISH if last else module.Z_SYNC_FLUSH)
 
-    if len(parts) == 1:
-        pieces = [deflated(0)]
-    else:
-        with ThreadPoolExecutor(len(parts), thread_name_prefix="rmbg-png") as workers:
-            pieces = list(workers.map(deflated, range(len(parts))))
+    pieces = [deflated(0)] if len(parts) == 1 else _deflating_threads().map(deflated, range(len(parts)))
     return _ZLIB_HEADER + b"".join(pieces) + struct.pack(">I", module.adler32(flat))
 
 
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+_threads: ThreadPoolExecutor | None = None
+_threads_guard = threading.Lock()
+
+
+def _deflating_threads() -> ThreadPoolExecutor:
+    """The process's one pool for deflating parts, a thread per core, made on first use.
+
+    Shared so that the batch path's worker threads, each encoding an image, queue their parts
+    here rather than each starting a thread per core: the parts in flight never outnumber the cores.
+    """
+    global _threads
+    with _threads_guard:
+        if _threads is None:
+            _threads = ThreadPoolExecutor(settings.usable_cores(), thread_name_prefix="rmbg-png")
+        return _threads
+
+
+def _forget_threads() -> None:
+    """A forked child inherits the pool but not its threads: it starts its own on first use."""
+    global _threads, _threads_guard
+    _threads, _threads_guard = None, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads)
 
 
 def library(compression: str) -> str:

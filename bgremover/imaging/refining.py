@@ -25,7 +25,13 @@ from PIL import Image
 COARSE_RADIUS, FINE_RADIUS = 90, 6
 BLOCK = 8  # pixels per coarse-grid cell along each axis
 TILE = 64  # pixels per work tile along each axis; a multiple of BLOCK
-TILES_PER_PASS = 32  # keeps the float copies of tiles small (in cache, and bounded whatever the soft share)
+# How much one pass takes. On a CPU, little: the float copies stay in cache. On a GPU a pass costs
+# the same few dozen kernel launches at any size, so each takes as much as a memory budget allows.
+CPU_TILES_PER_PASS = 32
+CPU_ROWS_PER_STRIP = TILE  # rows of the image whose block sums are computed together; a multiple of TILE
+GPU_PASS_BYTES = 256 << 20
+_FLOATS_PER_TILE_PIXEL = 48  # float32 values a fine pass holds at its peak per tile-and-halo pixel (43 measured)
+_FLOATS_PER_STRIP_PIXEL = 12  # float32 values the block sums hold at their peak per pixel of a strip (11 counted)
 _EPS = 1e-5  # as in the paper's formula: keeps the window means' ratios finite
 
 
@@ -50,11 +56,30 @@ def refine(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     result = rgb[inner] * (alpha[inner] == 255)[..., None]
     tiles = _work_tiles(alpha[inner])
     if len(tiles):
-        coarse = _coarse_means(rgb[inner], alpha[inner], height, width)
-        for chunk in tiles.split(TILES_PER_PASS):
-            foreground = _fine_pass(_tile_inputs(rgb, alpha, height, width, chunk), _tile_means(coarse, chunk))
+        weights, neighbourhoods = _coarse_neighbourhoods(_coarse_means(rgb[inner], alpha[inner], height, width))
+        for chunk in tiles.split(_tiles_per_pass(rgb.device)):
+            means = _tile_means(weights, neighbourhoods, chunk)
+            foreground = _fine_pass(_tile_inputs(rgb, alpha, height, width, chunk), means)
             _windows(result, TILE, TILE)[chunk[:, 0], chunk[:, 1]] = foreground
     return result[:height, :width]
+
+
+def _tiles_per_pass(device: torch.device) -> int:
+    """How many tiles one fine pass refines on `device`."""
+    return _per_pass(device, CPU_TILES_PER_PASS, _FLOATS_PER_TILE_PIXEL * (TILE + 2 * FINE_RADIUS) ** 2)
+
+
+def _rows_per_strip(device: torch.device, width: int) -> int:
+    """How many rows of a `width`-pixel image one block-sum pass takes on `device`: whole tiles."""
+    return _per_pass(device, CPU_ROWS_PER_STRIP, _FLOATS_PER_STRIP_PIXEL * width) // TILE * TILE
+
+
+def _per_pass(device: torch.device, on_cpu: int, floats_each: int) -> int:
+    """How many tiles or rows one pass takes: `on_cpu` on a CPU; on other devices as many as fit
+    in GPU_PASS_BYTES (never fewer than on a CPU), each holding `floats_each` float32 values."""
+    if device.type == "cpu":
+        return on_cpu
+    return max(on_cpu, GPU_PASS_BYTES // (4 * floats_each))
 
 
 def _with_margin(pixels: torch.Tensor) -> torch.Tensor:
@@ -85,7 +110,8 @@ def _work_tiles(alpha: torch.Tensor) -> torch.Tensor:
 def _coarse_means(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """(7, rows, cols) float64 on the block grid: the coarse window means of alpha, colour * alpha
     and colour, each divided by the number of image pixels in its window (windows end at the border)."""
-    strips = [_block_sums(rgb[top : top + TILE], alpha[top : top + TILE]) for top in range(0, len(alpha), TILE)]
+    rows = _rows_per_strip(rgb.device, alpha.shape[1])
+    strips = [_block_sums(rgb[top : top + rows], alpha[top : top + rows]) for top in range(0, len(alpha), rows)]
     sums = torch.cat(strips).permute(1, 0, 2)
     counts = _block_counts(sums.shape[1], sums.shape[2], height, width, sums.device)
     half = (COARSE_RADIUS + 0.5) / BLOCK
@@ -103,7 +129,8 @@ def _block_counts(rows: int, cols: int, height: int, width: int, device: torch.d
 def _block_sums(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     """(rows, 7, cols) float64 sums over each block of alpha, colour * alpha and colour, in 0..1.
 
-    Called on strips of rows, which keeps the float copies small enough to stay in cache.
+    Called on strips of rows, which keeps the float copies small: in cache on a CPU, within a
+    memory budget on a GPU. Each block's sum is the same whatever the strip's height.
     """
     a = alpha.float()[None] / 255
     color = rgb.permute(2, 0, 1).float() / 255
@@ -150,8 +177,9 @@ def _interpolation(device: torch.device) -> tuple[torch.Tensor, int, int]:
     return weights.to(device=device, dtype=torch.float32), first, size
 
 
-def _tile_means(coarse: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
-    """(n, 7, P, P) coarse means at the pixels of each tile and its fine-window halo (P = TILE + 12).
+def _coarse_neighbourhoods(coarse: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The bilinear weights of `_interpolation` and a view (7, tile rows, tile cols, cells, cells)
+    of the block-grid neighbourhood of every tile; made once, then indexed by each pass.
 
     Repeating the grid's edge cells makes the interpolation clamp at the border, as F.interpolate does.
     """
@@ -159,8 +187,12 @@ def _tile_means(coarse: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
     cells_per_tile = TILE // BLOCK
     after = size + first - cells_per_tile
     grid = F.pad(coarse.float()[None], (-first, after, -first, after), mode="replicate")[0]
-    neighbourhoods = grid.unfold(1, size, cells_per_tile).unfold(2, size, cells_per_tile)[:, tiles[:, 0], tiles[:, 1]]
-    return weights @ neighbourhoods.transpose(0, 1) @ weights.T
+    return weights, grid.unfold(1, size, cells_per_tile).unfold(2, size, cells_per_tile)
+
+
+def _tile_means(weights: torch.Tensor, neighbourhoods: torch.Tensor, tiles: torch.Tensor) -> torch.Tensor:
+    """(n, 7, P, P) coarse means at the pixels of each tile and its fine-window halo (P = TILE + 12)."""
+    return weights @ neighbourhoods[:, tiles[:, 0], tiles[:, 1]].transpose(0, 1) @ weights.T
 
 
 def _tile_inputs(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: int, tiles: torch.Tensor):

@@ -145,15 +145,37 @@ class WindowLayout:
         return windows.reshape(-1, c).index_select(0, self._scatter).view(batch, -1, c)
 
 
-@functools.cache
-def _window_layout(batch: int, h: int, w: int, size: int, shift: int, device: torch.device) -> WindowLayout:
-    """Layouts depend on shapes only: built once per input size, then reused by every forward.
+# Layouts kept for eager forwards: a forward uses two per stage, so this holds every batch size
+# of a micro-batch at a few inference sizes.
+_CACHED_LAYOUTS = 128
+# Layouts a CUDA graph was captured with, by shape: never evicted (see `_window_layout`).
+_graph_layouts: dict[tuple, WindowLayout] = {}
 
-    Never evicted: a captured CUDA graph reads a layout's index tensors by address, so a
-    layout must live as long as any graph that used it. Inference runs at a fixed size and
-    a few batch sizes, so there are few.
+
+def _window_layout(batch: int, h: int, w: int, size: int, shift: int, device: torch.device) -> WindowLayout:
+    """Layouts depend on shapes only: built once per shape, then reused by every forward.
+
+    The cache is bounded, since a server asked for many inference and batch sizes would
+    otherwise grow it for ever; the least recently used layouts go first. A captured CUDA
+    graph, though, reads its layouts' index tensors by address, so a layout used while a
+    graph is captured must live as long as the graph: it is kept apart, for the life of the
+    process, as the graphs themselves are, and handed out for its shape from then on.
     """
+    key = (batch, h, w, size, shift, device)
+    layout = _graph_layouts.get(key) or _cached_layout(*key)
+    if _capturing_graph(device):
+        _graph_layouts[key] = layout
+    return layout
+
+
+@functools.lru_cache(maxsize=_CACHED_LAYOUTS)
+def _cached_layout(batch: int, h: int, w: int, size: int, shift: int, device: torch.device) -> WindowLayout:
     return WindowLayout(batch, h, w, size, shift, device)
+
+
+def _capturing_graph(device: torch.device) -> bool:
+    """Whether this forward is being captured into a CUDA graph (never while torch.compile traces it)."""
+    return device.type == "cuda" and not torch.compiler.is_compiling() and torch.cuda.is_current_stream_capturing()
 
 
 def _version(tensor: torch.Tensor) -> int:

@@ -3,8 +3,9 @@
 Only inference holds the device (the engine's lock, taken inside `Remover.predict`);
 decoding, compositing and encoding run outside it, so a queued request's inference
 starts while the previous one is still being encoded. `remove_many` goes further for
-batch work: worker threads decode the next batch and encode the last one while the
-device infers, so the device never waits for PNG compression.
+batch work: worker threads (one per core by default) decode the next batches and finish
+and encode the last ones while the device infers, so the device never waits for PNG
+compression.
 """
 
 from __future__ import annotations
@@ -102,16 +103,21 @@ class RemovalService:
     """Runs requests against the models of a `ModelPool`; shared by the API, the UI, the CLI and eval."""
 
     def __init__(
-        self, pool: ModelPool, max_pixels: int | None = None, workers: int = 2, admission: Admission | None = None
+        self,
+        pool: ModelPool,
+        max_pixels: int | None = None,
+        io_threads: int | None = None,
+        admission: Admission | None = None,
     ):
-        """`admission` bounds concurrent single requests (servers); batch runs bound themselves.
+        """`admission` bounds concurrent single requests (servers); batch runs bound themselves, on
+        `io_threads` worker threads (RMBG_IO_THREADS when not given).
 
         Concurrent single requests for one model and size are gathered into micro-batches where
         RMBG_BATCH_WINDOW_MS is above 0 (by default on GPUs).
         """
         self.pool = pool
         self.max_pixels = max_pixels
-        self.workers = workers
+        self.io_threads = io_threads
         self.admission = admission
         self.batch_window = settings.batch_window(pool.device.type)
         self.max_batch = settings.max_batch()
@@ -161,17 +167,27 @@ class RemovalService:
             return self._batchers[key]
 
     def remove_many(self, items: Iterable[Item], request: Request, batch_size: int = 1) -> Iterator[Removal]:
-        """Removals in input order; an unreadable input becomes a Removal with its `error`, and the rest go on."""
+        """Removals in input order; an unreadable input becomes a Removal with its `error`, and the rest go on.
+
+        The worker threads get enough work to stay busy while the device infers, and no more: the
+        images decoded ahead and those in progress or finished but not handed out yet are bounded
+        by the thread count and the batch size, never by the number of inputs.
+        """
         remover = self.remover(request)
-        batches = _chunks(iter(items), max(batch_size, 1))
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="rmbg-io") as workers:
+        batch_size = max(batch_size, 1)
+        threads = self.io_threads or settings.io_threads()
+        batches = _chunks(iter(items), batch_size)
+        ahead = -(-threads // batch_size)  # batches decoding at once: a decode for every thread
+        kept = max(2 * batch_size, threads)  # outputs in progress or waiting: finishing work for every thread
+        with ThreadPoolExecutor(threads, thread_name_prefix="rmbg-io") as workers:
             outputs: deque[Future[Removal]] = deque()
-            upcoming = self._decode_batch(workers, next(batches, []))
+            decoding = deque(self._decode_batches(workers, batches, ahead))
             try:
-                while upcoming:
-                    current, upcoming = upcoming, self._decode_batch(workers, next(batches, []))
+                while decoding:
+                    current = decoding.popleft()
+                    decoding.extend(self._decode_batches(workers, batches, 1))
                     outputs.extend(self._infer_batch(workers, remover, request, current))
-                    while len(outputs) > 2 * batch_size:  # bounded: finished images do not pile up in memory
+                    while len(outputs) > kept:
                         yield outputs.popleft().result()
             except GeneratorExit:  # the consumer stopped: nothing more to hand out
                 raise
@@ -179,6 +195,12 @@ class RemovalService:
                 yield from _drain(outputs)
                 raise
             yield from _drain(outputs)
+
+    def _decode_batches(
+        self, workers: ThreadPoolExecutor, batches: Iterator[list[Item]], count: int
+    ) -> list[list[tuple[Item, Future, Timings]]]:
+        """The next `count` batches, their decoding started."""
+        return [self._decode_batch(workers, batch) for batch in itertools.islice(batches, count)]
 
     def _decode_batch(self, workers: ThreadPoolExecutor, items: list[Item]) -> list[tuple[Item, Future, Timings]]:
         decoding_jobs = []
