@@ -260,7 +260,7 @@ def run_bench(
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    engine_name = choose_engine(engine_name, chosen, precision)
+    engine_name = choose_engine(engine_name, chosen)
     compiled = fast_path and engine_name == "torch" and (settings.compile_network() if compiled is None else compiled)
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)
@@ -320,7 +320,7 @@ def engine_choices() -> list[tuple[str, str, bool]]:
     precisions = ["fp32", "bf16"] if native_bf16_cpu() else ["fp32"]
     rows = [("torch", "fp32", True)] + [("torch", precision, False) for precision in precisions]
     if openvino_available():
-        rows += [("openvino", precision, False) for precision in [*precisions, "int8"]]
+        rows += [("openvino", precision, False) for precision in precisions]
     return rows
 
 

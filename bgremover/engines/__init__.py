@@ -45,7 +45,7 @@ __all__ = [
 
 
 ENGINES = ("auto", "torch", "openvino")
-ENGINE_HELP = "auto (PyTorch; OpenVINO for --precision int8), torch, openvino (CPU; docs/engines.md)"
+ENGINE_HELP = "auto (PyTorch), torch, openvino (CPU only; docs/engines.md)"
 
 
 class Engine(Protocol):
@@ -66,16 +66,16 @@ class Engine(Protocol):
         ...
 
 
-def choose_engine(engine: str | None, device: torch.device, precision: str = "auto") -> str:
+def choose_engine(engine: str | None, device: torch.device) -> str:
     """Which runtime runs a model: `torch` or `openvino`; `None` follows RMBG_ENGINE.
 
-    `auto` is PyTorch, except where OpenVINO is the only one that can: int8 precision.
+    `auto` is PyTorch (see BENCHMARKS.md, "CPU engines", for the measurements behind it).
     """
     engine = settings.engine() if engine is None else engine
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}.")
     if engine == "auto":
-        return "openvino" if precision == "int8" else "torch"
+        return "torch"
     if engine == "openvino" and device.type != "cpu":
         raise ValueError(f"the OpenVINO engine runs on the CPU, not on {device}: use --device cpu or --engine torch.")
     return engine
@@ -98,7 +98,7 @@ def load_engine(
     engine: str | None = None,
 ) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`."""
-    chosen = choose_engine(engine, pick_device(device), precision)
+    chosen = choose_engine(engine, pick_device(device))
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 

@@ -1,11 +1,11 @@
 """The OpenVINO engine: the project's own networks, exported once, run by OpenVINO's CPU plugin.
 
-On CPUs without native bfloat16 (AVX2-only desktops, laptops, many cloud VMs) PyTorch
-has only its float32 path; OpenVINO adds an int8 path (static quantisation with NNCF),
-which those CPUs compute about twice as fast as float32. The network is exported
-through `torch.export` from the same modules and weights the PyTorch engine runs,
-converted to OpenVINO's format, optionally quantised, and cached on disk next to the
-Hugging Face cache (docs/engines.md). Nothing is downloaded from anywhere else.
+On CPUs without native bfloat16 (AVX2-only desktops, laptops, many cloud VMs) both
+engines compute in float32, and which one is faster is measured, not assumed
+(BENCHMARKS.md, "CPU engines"). The network is exported through `torch.export` from
+the same modules and weights the PyTorch engine runs, converted to OpenVINO's format
+and cached on disk next to the Hugging Face cache (docs/engines.md). Nothing is
+downloaded from anywhere else.
 """
 
 from __future__ import annotations
@@ -30,10 +30,7 @@ from .devices import device_lock, native_bf16_cpu
 
 log = logging.getLogger(__name__)
 
-OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")
-# Calibration images for int8: enough to settle activation ranges, few enough to keep
-# the one-off quantisation to minutes on a laptop.
-_CALIBRATION_IMAGES = 4
+OPENVINO_PRECISIONS = ("fp32", "bf16")
 _INSTALL_HINT = "pip install 'bgremover[openvino]' (or: pip install -r requirements-openvino.txt)"
 
 
@@ -55,7 +52,7 @@ def _openvino():
 
 
 def openvino_precision(precision: str) -> str:
-    """`auto` is bf16 on CPUs with native bf16, else fp32; int8 is always opt-in (it moves masks slightly)."""
+    """`auto` is bf16 on CPUs with native bf16, else fp32."""
     if precision == "auto":
         return "bf16" if native_bf16_cpu() else "fp32"
     if precision not in OPENVINO_PRECISIONS:
@@ -63,7 +60,7 @@ def openvino_precision(precision: str) -> str:
     if precision == "bf16" and not native_bf16_cpu():
         raise ValueError(
             "this CPU has no native bfloat16, so bf16 would be emulated and far slower than fp32: "
-            "use --precision fp32 or int8."
+            "use --precision fp32 or auto."
         )
     return precision
 
@@ -80,21 +77,6 @@ def checkpoint_key(checkpoint: Path) -> str:
     stat = resolved.stat()
     identity = f"{resolved}|{stat.st_size}|{stat.st_mtime_ns}|{__version__}"
     return hashlib.sha256(identity.encode()).hexdigest()[:16]
-
-
-def _calibration_batches(size: tuple[int, int], info: ModelInfo) -> list[np.ndarray]:
-    """Deterministic synthetic photos, normalised as the model expects: no data is downloaded."""
-    from ..bench import synthetic_photo
-
-    processing = info.processing
-    mean = np.array(processing.mean, np.float32)[:, None, None]
-    std = np.array(processing.std, np.float32)[:, None, None]
-    height, width = size
-    batches = []
-    for seed in range(_CALIBRATION_IMAGES):
-        rgb = np.asarray(synthetic_photo(width, height, seed), np.float32).transpose(2, 0, 1) / 255.0
-        batches.append(((rgb - mean) / std)[None])
-    return batches
 
 
 class OpenVinoEngine:
@@ -145,25 +127,22 @@ class OpenVinoEngine:
         if not path.exists():
             self._export(size, path)
         self._network = None  # another size re-reads the checkpoint: the float32 copy is not kept beside OpenVINO's
-        hint = "bf16" if self.precision == "bf16" or (self.precision == "int8" and native_bf16_cpu()) else "f32"
+        hint = "bf16" if self.precision == "bf16" else "f32"
         config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         return openvino.Core().compile_model(str(path), "CPU", config)
 
     def exported_path(self, size: tuple[int, int]) -> Path:
         """Where this checkpoint's export for `size` and this precision is cached."""
         folder = engine_cache_dir() / f"openvino-{_version()}" / self.info.name.replace("/", "--")
-        precision = "int8" if self.precision == "int8" else "fp32"  # bf16 is a compile option of the fp32 export
-        return folder / checkpoint_key(self._checkpoint) / f"{size[0]}x{size[1]}-{precision}.xml"
+        return folder / checkpoint_key(self._checkpoint) / f"{size[0]}x{size[1]}.xml"  # bf16 is a compile option
 
     def _export(self, size: tuple[int, int], path: Path) -> None:
         openvino = _openvino()
         started = time.perf_counter()
-        where = f"{size[0]}x{size[1]} ({self.precision}), once; cached in {path.parent}"
+        where = f"{size[0]}x{size[1]}, once; cached in {path.parent}"
         _progress(f"{self.info.name}: converting for OpenVINO at {where}")
         model = openvino.convert_model(self._exported_program(size))
         model.reshape([1, 3, *size])
-        if self.precision == "int8":
-            model = self._quantised(model, size)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(path.stem + ".partial.xml")
         openvino.save_model(model, partial, compress_to_fp16=False)
@@ -183,15 +162,6 @@ class OpenVinoEngine:
                 return torch.export.export(network, (example,))
         finally:
             birefnet.set_deform_kernel(previous)
-
-    def _quantised(self, model, size: tuple[int, int]):
-        try:
-            import nncf
-        except ImportError as error:
-            raise ValueError(f"int8 on the OpenVINO engine needs NNCF: {_INSTALL_HINT}.") from error
-        _progress(f"{self.info.name}: calibrating int8 on {_CALIBRATION_IMAGES} synthetic photos (a few minutes)")
-        dataset = nncf.Dataset(_calibration_batches(size, self.info))
-        return nncf.quantize(model, dataset, subset_size=_CALIBRATION_IMAGES, model_type=nncf.ModelType.TRANSFORMER)
 
 
 def _progress(message: str) -> None:

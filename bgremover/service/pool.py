@@ -55,7 +55,7 @@ class ModelPool:
         """`engine` None follows RMBG_ENGINE; a bad engine or precision fails here, before any load."""
         self.device = pick_device(device)
         self.precision = precision
-        self.engine = choose_engine(engine, self.device, precision)
+        self.engine = choose_engine(engine, self.device)
         self.precision_name = precision_for(self.engine, precision, self.device)
         self.default_size = parse_size(size)
         self._custom_spec = None if self._zoo_name(default_model) else default_model
