@@ -181,7 +181,8 @@ def test_pool_loads_a_model_once_and_shares_it_across_sizes(offline_hub):
     assert registry.get("rmbg-1.4") is base and base.inference_size == 256
     larger = registry.get(MODEL, 512)
     assert larger.inference_size == 512 and larger.engine is base.engine and base.inference_size == 256
-    assert registry.health() == (True, {"status": "ok", "device": "cpu", "model": MODEL})
+    expected = {"status": "ok", "device": "cpu", "engine": "torch", "precision": "fp32", "model": MODEL}
+    assert registry.health() == (True, expected)
     assert registry.describe_device() == "cpu (fp32)"
     for outside_the_zoo in ("/etc/passwd", "someone/some-repo"):  # clients must not pick files or repos
         with pytest.raises(UnknownModel):

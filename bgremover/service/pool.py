@@ -210,7 +210,8 @@ class ModelPool:
         """Ready once the default model is loaded; otherwise why not (still loading, or the error)."""
         name = self.default_model
         state = self.state(name)
-        body = {"status": "ok", "device": str(self.device), "model": name}
+        body = {"status": "ok", "device": str(self.device), "engine": self.engine, "precision": self.precision_name}
+        body["model"] = name
         if state == "loaded":
             return True, body
         if state == "failed":
