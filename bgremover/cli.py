@@ -148,7 +148,7 @@ def run_remove(args) -> int:
     skipped = len(jobs) - len(todo)
     pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
     service = RemovalService(pool, args.max_pixels)
-    service.pool.get()  # load (or fail) before any input is read
+    engine = service.pool.get().engine  # load (or fail) before any input is read
     failures: list[str] = []
     done = 0
     from tqdm import tqdm
@@ -166,6 +166,7 @@ def run_remove(args) -> int:
     progress.close()
     if args.inputs != [STDIO]:
         summary = f"{done} done, {skipped} skipped (already there; --overwrite redoes them), {len(failures)} failed"
+        summary += f"; {engine.info.name} on {engine.describe()}"
         print(summary, file=sys.stderr)
     if len(failures) > 1:  # repeated at the end, where they cannot scroll out of sight
         for failure in failures:

@@ -16,6 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+# The tests compare PyTorch paths pixel for pixel, servers and subprocesses included, so they
+# pin the engine; `auto`'s own choice and the OpenVINO engine are tested in test_engines.py.
+os.environ["RMBG_ENGINE"] = "torch"
+
 LOCAL_GOLDEN = Path(__file__).resolve().parent / "golden"
 SHARED_GOLDEN = Path(
     os.environ.get("RMBG_GOLDEN_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "golden")

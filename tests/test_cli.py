@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,7 @@ def test_folder_tree_is_mirrored_with_failures_reported(offline_hub, tree, tmp_p
     with Image.open(out / "a.png") as result:
         assert result.mode == "RGBA" and result.size == (120, 80)
     assert "3 done, 0 skipped" in err and "1 failed" in err
+    assert re.search(r"1 failed; RMBG-1\.4 on torch (fp32|bf16) on cpu", err)  # model, engine, precision
     assert "broken.jpg: the image data is truncated or damaged" in err
 
 

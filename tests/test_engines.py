@@ -23,12 +23,17 @@ def _alpha_delta(output: torch.Tensor, arch: str) -> torch.Tensor:
     return (torch.sigmoid(output) - torch.sigmoid(golden)).abs() * 255
 
 
-def test_auto_engine_is_torch_and_the_setting_is_read(monkeypatch) -> None:
+def test_auto_engine_picks_openvino_for_isnet_on_a_cpu_only(monkeypatch) -> None:
     monkeypatch.delenv("RMBG_ENGINE", raising=False)
-    assert choose_engine(None, CPU) == "torch"
-    assert choose_engine("auto", CPU) == "torch"
+    assert choose_engine(None, CPU, "isnet") == "openvino"
+    assert choose_engine("auto", CPU, "isnet", "bf16") == "openvino"
+    assert choose_engine("auto", CPU, "isnet", "fp16") == "torch"  # OpenVINO has no fp16 on a CPU
+    assert choose_engine("auto", CPU, "birefnet") == "torch"
+    assert choose_engine("auto", torch.device("cuda"), "isnet") == "torch"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: PyTorch, no error
+    assert choose_engine("auto", CPU, "isnet") == "torch"
     monkeypatch.setenv("RMBG_ENGINE", "openvino")
-    assert choose_engine(None, CPU) == "openvino"
+    assert choose_engine(None, CPU, "birefnet") == "openvino"
 
 
 def test_engine_errors_name_the_choices() -> None:
@@ -58,6 +63,20 @@ def test_openvino_precisions(monkeypatch) -> None:
         openvino_engine.openvino_precision("fp16")
     monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: True)
     assert openvino_engine.openvino_precision("auto") == "bf16"
+
+
+@pytest.mark.slow
+def test_auto_runs_rmbg_1_4_on_openvino_and_says_so(offline_hub, monkeypatch, tmp_path) -> None:
+    from bgremover.service.pool import ModelPool
+
+    monkeypatch.setenv("RMBG_ENGINE", "auto")
+    pool = ModelPool("RMBG-1.4", "cpu", "fp32", 64)
+    assert pool.health()[1]["engine"] == "auto"  # not loaded yet: what was asked for
+    assert pool.get().engine.name == "openvino"
+    assert pool.health() == (
+        True,
+        {"status": "ok", "device": "cpu", "engine": "openvino", "precision": "fp32", "model": "RMBG-1.4"},
+    )
 
 
 def test_missing_openvino_says_how_to_install(offline_hub, monkeypatch) -> None:

@@ -45,7 +45,7 @@ __all__ = [
 
 
 ENGINES = ("auto", "torch", "openvino")
-ENGINE_HELP = "auto (PyTorch), torch, openvino (CPU only; docs/engines.md)"
+ENGINE_HELP = "auto (OpenVINO for RMBG-1.4 on a CPU if installed, else PyTorch), torch, openvino (docs/engines.md)"
 
 
 class Engine(Protocol):
@@ -54,6 +54,7 @@ class Engine(Protocol):
     Callers hold `lock` (the device's, from `device_lock`) around each call.
     """
 
+    name: str  # the runtime: "torch", "openvino"
     info: ModelInfo
     device: torch.device
     dtype: torch.dtype
@@ -66,16 +67,21 @@ class Engine(Protocol):
         ...
 
 
-def choose_engine(engine: str | None, device: torch.device) -> str:
-    """Which runtime runs a model: `torch` or `openvino`; `None` follows RMBG_ENGINE.
+def choose_engine(engine: str | None, device: torch.device, family: str = "", precision: str = "auto") -> str:
+    """Which runtime runs a model of `family`: `torch` or `openvino`; `None` follows RMBG_ENGINE.
 
-    `auto` is PyTorch (see BENCHMARKS.md, "CPU engines", for the measurements behind it).
+    `auto` is OpenVINO for IS-Net (RMBG-1.4) on a CPU when it is installed, at fp32 or bf16, and
+    PyTorch otherwise: OpenVINO ran IS-Net faster on both CPU kinds measured, and BiRefNet no
+    faster (or, in bf16, outside the accuracy bound). BENCHMARKS.md, "CPU engines", has the figures.
     """
     engine = settings.engine() if engine is None else engine
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}.")
     if engine == "auto":
-        return "torch"
+        from .openvino import OPENVINO_PRECISIONS, openvino_available
+
+        wins = device.type == "cpu" and family == "isnet" and precision in ("auto", *OPENVINO_PRECISIONS)
+        return "openvino" if wins and openvino_available() else "torch"
     if engine == "openvino" and device.type != "cpu":
         raise ValueError(f"the OpenVINO engine runs on the CPU, not on {device}: use --device cpu or --engine torch.")
     return engine
@@ -98,7 +104,9 @@ def load_engine(
     engine: str | None = None,
 ) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`."""
-    chosen = choose_engine(engine, pick_device(device))
+    from ..hub import resolve
+
+    chosen = choose_engine(engine, pick_device(device), resolve(model).family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 

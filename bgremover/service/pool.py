@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .. import hub, zoo
+from .. import hub, settings, zoo
 from ..engines import choose_engine, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
@@ -55,8 +55,8 @@ class ModelPool:
         """`engine` None follows RMBG_ENGINE; a bad engine or precision fails here, before any load."""
         self.device = pick_device(device)
         self.precision = precision
-        self.engine = choose_engine(engine, self.device)
-        self.precision_name = precision_for(self.engine, precision, self.device)
+        self.engine = settings.engine() if engine is None else engine  # auto picks per model when it loads
+        self.precision_name = precision_for(choose_engine(self.engine, self.device), precision, self.device)
         self.default_size = parse_size(size)
         self._custom_spec = None if self._zoo_name(default_model) else default_model
         # A custom checkpoint is shown by its name (folder or file stem), never by its path on the server.
@@ -91,8 +91,7 @@ class ModelPool:
     def describe_device(self) -> str:
         if self.device.type == "cuda":
             return f"{self.device} ({torch.cuda.get_device_name(self.device)}, {self.precision_name})"
-        runtime = ", OpenVINO" if self.engine == "openvino" else ""
-        return f"{self.device} ({self.precision_name}{runtime})"
+        return f"{self.device} ({self.precision_name})"
 
     def state(self, name: str) -> str:
         """'loaded', 'downloading', 'loading', 'failed' or '' (not tried yet)."""
@@ -206,12 +205,18 @@ class ModelPool:
             )
         return rows
 
+    def _engine_name(self, name: str) -> str:
+        """The runtime `name` runs on once loaded (`auto` settles per model), else the one asked for."""
+        with self._guard:
+            remover = self._removers.get(name)
+        return remover.engine.name if remover else self.engine
+
     def health(self) -> tuple[bool, dict]:
         """Ready once the default model is loaded; otherwise why not (still loading, or the error)."""
         name = self.default_model
         state = self.state(name)
-        body = {"status": "ok", "device": str(self.device), "engine": self.engine, "precision": self.precision_name}
-        body["model"] = name
+        body = {"status": "ok", "device": str(self.device), "engine": self._engine_name(name)}
+        body |= {"precision": self.precision_name, "model": name}
         if state == "loaded":
             return True, body
         if state == "failed":
