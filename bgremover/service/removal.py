@@ -56,6 +56,7 @@ class Removal:
     timings: Timings = field(default_factory=Timings)
     model: str = ""
     size: int = 0
+    batch: int = 1  # images inferred in the same forward pass as this one
 
 
 def rotated(image: Image.Image, turns: int) -> Image.Image:
@@ -146,10 +147,10 @@ class RemovalService:
             decoded = self.decode(source, name)
         batcher = self._batcher(remover)
         if batcher is not None:
-            mask = batcher.predict(decoded.rgb, timings)
+            mask, batch = batcher.predict(decoded.rgb, timings)
         else:
-            mask = remover.predict([decoded.rgb], timings)[0]
-        return self._finish_and_encode(remover, decoded, mask, request, timings)
+            mask, batch = remover.predict([decoded.rgb], timings)[0], 1
+        return self._finish_and_encode(remover, decoded, mask, request, timings, batch)
 
     def _batcher(self, remover: Remover) -> MicroBatcher | None:
         if self.batch_window <= 0:
@@ -207,18 +208,31 @@ class RemovalService:
         masks = remover.predict([decoded.rgb for _, decoded, _ in ready], shared)
         for (index, decoded, timings), mask in zip(ready, masks, strict=True):
             timings.queue, timings.infer = shared.queue / len(ready), shared.infer / len(ready)
-            outputs[index] = workers.submit(self._finish_and_encode, remover, decoded, mask, request, timings)
+            outputs[index] = workers.submit(
+                self._finish_and_encode, remover, decoded, mask, request, timings, len(ready)
+            )
         return outputs
 
     def _finish_and_encode(
-        self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
+        self,
+        remover: Remover,
+        decoded: decoding.Decoded,
+        mask: Image.Image,
+        request: Request,
+        timings: Timings,
+        batch: int,
     ) -> Removal:
         result, data = finish_and_encode(decoded, mask, request, timings, remover.device)
-        return self._removal(remover, decoded, result, data, timings)
-
-    @staticmethod
-    def _removal(remover: Remover, decoded: decoding.Decoded, result: Result, data: bytes, timings: Timings) -> Removal:
-        return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
+        return Removal(
+            result.name,
+            data,
+            result,
+            decoded.rgb,
+            timings=timings,
+            model=remover.info.name,
+            size=remover.inference_size,
+            batch=batch,
+        )
 
 
 def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:
