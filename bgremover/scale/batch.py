@@ -12,6 +12,9 @@ Three stages, so that the device only ever infers:
 Images travel between stages as raw pixels plus their size: Arrow has no type for a PIL
 image, and raw bytes cost a copy where re-encoding would cost a compression.
 
+This module imports no PyTorch (the actor imports it in its constructor): every worker that runs
+a decode or finish task imports this module, and would otherwise load PyTorch for nothing.
+
 Planning, resuming and safety are those of `rmbg remove`: the same output names, outputs
 that exist are skipped unless --overwrite, an output never replaces its input, and a file
 that cannot be read or decoded is a failed row in the manifest, not a failed job. A task
