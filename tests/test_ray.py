@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -71,6 +73,14 @@ def test_without_ray_the_command_says_how_to_install_it(offline_hub, tmp_path, m
     error = capsys.readouterr().err
     assert "pip install 'bgremover[ray]'" in error and "requirements-ray.txt" in error
     assert not (tmp_path / "photo_nobg.png").exists()
+
+
+def test_the_decode_and_finish_workers_do_not_load_pytorch():
+    """Every worker that runs a decode or finish task imports bgremover.scale.batch: PyTorch there
+    would cost each of them seconds of start-up and hundreds of MB for nothing."""
+    code = "import sys, bgremover.scale.batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
 
 
 def test_uri_plans_name_outputs_as_the_cli_does(tmp_path):
