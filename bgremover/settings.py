@@ -135,6 +135,14 @@ def max_batch() -> int:
     return _count("RMBG_MAX_BATCH", 8, 1)
 
 
+def concurrent_requests(device_type: str) -> int:
+    """Requests a server processes at once: RMBG_WORKERS, raised to RMBG_MAX_BATCH where requests are
+    batched (RMBG_BATCH_WINDOW_MS above 0), since a batch can only gather requests that were let in."""
+    if batch_window(device_type) > 0:
+        return max(workers(), max_batch())
+    return workers()
+
+
 def drain_seconds() -> float:
     """RMBG_DRAIN_SECONDS: on SIGTERM, how long requests in progress may take to finish."""
     return _positive("RMBG_DRAIN_SECONDS", 60, "60")

@@ -149,6 +149,13 @@ ZOO: dict[str, ModelInfo] = {model.name: model for model in _MODELS}
 DEFAULT_MODEL = settings.DEFAULT_MODEL
 
 
+def check_inference_size(size: int) -> int:
+    """`size` if the networks can take it: their encoders halve the resolution five times."""
+    if size < 32 or size % 32:
+        raise ValueError(f"inference size {size} must be a positive multiple of 32 (e.g. 512, 768, 1024).")
+    return size
+
+
 def lookup(name: str) -> ModelInfo | None:
     """The zoo entry called `name` (case-insensitive) or whose repo id is `name`."""
     folded = name.casefold()

@@ -11,7 +11,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +75,14 @@ def test_without_ray_the_command_says_how_to_install_it(offline_hub, tmp_path, m
     assert not (tmp_path / "photo_nobg.png").exists()
 
 
+def test_the_decode_and_finish_workers_do_not_load_pytorch():
+    """Every worker that runs a decode or finish task imports bgremover.scale.batch: PyTorch there
+    would cost each of them seconds of start-up and hundreds of MB for nothing."""
+    code = "import sys, bgremover.scale.batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
 def test_uri_plans_name_outputs_as_the_cli_does(tmp_path):
     shoot = _images(tmp_path / "in")
     out = tmp_path / "out"
@@ -98,10 +109,23 @@ def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hu
     images = [web.sample_image(90 + 10 * i, 70, seed=i) for i in range(5)]
     asks = [(small, images[0]), (large, images[1]), (small, images[2]), (other, images[3]), (large, images[4])]
     gathered = predict_groups(asks)
-    for (remover, image), (mask, timings) in zip(asks, gathered, strict=True):
+    for (remover, image), (mask, timings, _) in zip(asks, gathered, strict=True):
         alone = remover.predict([image])[0]
         assert mask.size == image.size and np.array_equal(np.asarray(mask), np.asarray(alone))
         assert timings.infer > 0
+    assert [size for _, _, size in gathered] == [2, 2, 2, 1, 2]
+
+
+def test_a_replica_lets_in_a_whole_batch_where_requests_are_batched(monkeypatch):
+    from bgremover.scale.serve import Limits
+
+    for name in ("RMBG_WORKERS", "RMBG_QUEUE_LIMIT", "RMBG_MAX_BATCH", "RMBG_BATCH_WINDOW_MS"):
+        monkeypatch.delenv(name, raising=False)
+    assert Limits.for_device("cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
+    assert Limits.for_device("cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
+    monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "200")
+    monkeypatch.setenv("RMBG_WORKERS", "12")
+    assert Limits.for_device("cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
 
 
 # --- Batch on a local Ray instance -----------------------------------------------------------------
@@ -216,6 +240,29 @@ class TestBatch:
 
 server_logs_on_failure = web.server_logs_on_failure
 sample, expected_mask = web.sample, web.expected_mask
+
+
+@pytest.mark.slow
+def test_serve_infers_concurrent_requests_together_when_batching_is_on(tmp_path, hf_home):
+    """With a batch window on the CPU, a replica lets in a whole batch (more than RMBG_WORKERS, 2) and
+    `@serve.batch` infers concurrent requests together; `X-Batch-Size` says so. Runs before the shared
+    `server` below starts, so that one Ray instance at a time shares the CPUs."""
+    images = [web.sample_image(120 + 8 * i, 90 + 4 * i, seed=i) for i in range(6)]
+    with web.run_server(tmp_path, hf_home, *web.SERVER_ARGS, "--ray", RMBG_BATCH_WINDOW_MS="1000") as server:
+        with ThreadPoolExecutor(len(images)) as senders:
+            together = list(senders.map(lambda image: server.remove(web.png_bytes(image)), images))
+        alone = [server.remove(web.png_bytes(image)) for image in images]
+    sizes = [int(response.headers["X-Batch-Size"]) for response in together]
+    assert max(sizes) > 2, sizes  # all 6 in one batch here; 2 at most if admission let in only RMBG_WORKERS
+    for image, batched, single in zip(images, together, alone, strict=True):
+        assert single.headers["X-Batch-Size"] == "1"
+        cutout = web.opened(batched)
+        assert np.array_equal(np.asarray(cutout.convert("RGB")), np.asarray(image))  # its own input, unmixed
+        if batched.headers["X-Batch-Size"] == "1":
+            assert batched.content == single.content
+        else:  # the CPU picks other kernels for another batch shape: an alpha may differ by 1/255
+            alpha, alone_alpha = web.channel(cutout, "A"), web.channel(web.opened(single), "A")
+            assert np.abs(alpha - alone_alpha).max() <= 1
 
 
 @pytest.fixture(scope="module")

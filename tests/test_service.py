@@ -72,6 +72,7 @@ def test_remove_many_keeps_order_reports_bad_inputs_and_matches_single_removals(
     removals = list(service.remove_many(items, request, batch_size=2))
     assert [r.name for r in removals] == [item.name for item in items]
     assert removals[2].data is None and "broken.jpg" in removals[2].error
+    assert [r.batch for r in removals if r.data] == [2, 2, 1, 2, 2]  # the broken input left its batch one short
     for removal in removals[:2] + removals[3:]:
         single = service.remove(next(i.source for i in items if i.name == removal.name), request, removal.name)
         batched = np.asarray(Image.open(io.BytesIO(removal.data)), dtype=int)
@@ -200,11 +201,12 @@ def test_concurrent_requests_share_one_forward_when_batching_is_on(offline_hub, 
     for thread in threads:
         thread.join(timeout=300)
     assert batch_sizes == [3]  # the batch was full before the window ended: one forward for all three
+    assert [results[index].batch for index in range(3)] == [3, 3, 3]
     monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "0")
     alone = RemovalService(service.pool)
     for index, image in enumerate(images):
         single = alone.remove(jpeg(image), request, name=f"{index}.jpg")
-        assert results[index].result.mask.size == image.size
+        assert single.batch == 1 and results[index].result.mask.size == image.size
         difference = np.asarray(results[index].result.mask, dtype=int) - np.asarray(single.result.mask, dtype=int)
         assert np.abs(difference).max() <= 1
     assert batch_sizes == [3, 1, 1, 1]

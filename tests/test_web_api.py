@@ -222,6 +222,7 @@ def test_cutout_is_a_png_of_the_input_size_whose_alpha_is_the_models_mask(server
     response = server.remove(png_bytes(sample), size=256)
     assert response.headers["content-type"] == "image/png"
     assert 'filename="photo_nobg.png"' in response.headers["content-disposition"]
+    assert response.headers["X-Batch-Size"] == "1"  # inferred alone: on a CPU requests are not batched
     cutout = opened(response)
     assert cutout.format == "PNG" and cutout.mode == "RGBA" and cutout.size == sample.size
     alpha = channel(cutout, "A")

@@ -60,10 +60,10 @@ def stages(root: Path) -> None:
     import os
 
     os.environ.update(HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1")
-    from bgremover.pipeline import Timings
+    from bgremover.results import Timings
     from bgremover.service.options import build_request
     from bgremover.service.pool import ModelPool
-    from bgremover.service.removal import decode_input, finish_and_encode
+    from bgremover.service.steps import decode_input, finish_and_encode
 
     remover, request = ModelPool(MODEL, "cpu", "auto", SIZE).get(), build_request()
     rows = []

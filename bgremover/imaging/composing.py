@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
-from .refining import estimate_foreground as estimate_foreground  # where `finish` and callers look for it
+if TYPE_CHECKING:
+    import torch
+
+
+def estimate_foreground(image: Image.Image, mask: Image.Image, device: str | torch.device = "cpu") -> Image.Image:
+    """`refining.estimate_foreground`, imported when edges are refined: it needs PyTorch, which
+    processes that only composite and encode (the CPU workers of a Ray job) need not load."""
+    from .refining import estimate_foreground as refined
+
+    return refined(image, mask, device)
 
 
 def parse_color(text: str) -> tuple[int, int, int]:

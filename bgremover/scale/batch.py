@@ -12,6 +12,9 @@ Three stages, so that the device only ever infers:
 Images travel between stages as raw pixels plus their size: Arrow has no type for a PIL
 image, and raw bytes cost a copy where re-encoding would cost a compression.
 
+This module imports no PyTorch (the actor imports it in its constructor): every worker that runs
+a decode or finish task imports this module, and would otherwise load PyTorch for nothing.
+
 Planning, resuming and safety are those of `rmbg remove`: the same output names, outputs
 that exist are skipped unless --overwrite, an output never replaces its input, and a file
 that cannot be read or decoded is a failed row in the manifest, not a failed job. A task
@@ -36,11 +39,10 @@ from PIL import Image
 
 from .. import settings
 from ..errors import UsageError
-from ..hub import ModelLoadError
 from ..imaging import decoding
-from ..pipeline import Timings
+from ..results import Timings
 from ..service.options import Request, parse_size
-from ..service.removal import decode_input, finish_and_encode
+from ..service.steps import decode_input, finish_and_encode
 from .locations import Location, Task, existing, is_uri, plan, read_bytes, write_bytes
 
 MANIFEST_NAME = "rmbg-manifest.jsonl"
@@ -242,24 +244,38 @@ def model_problem(model: str) -> str | None:
     return None
 
 
-def check_model(model: str) -> None:
-    """Fetches the checkpoint in one task before any actor starts, so that a model that cannot be
-    had costs one message (exit status 2, as in `rmbg remove`) instead of a trace per actor, and
-    actors on that node do not all download it at once."""
+def check_model(model: str, here: bool) -> None:
+    """Fetches the checkpoint once before any actor starts, so that a model that cannot be had costs
+    one message (exit status 2, as in `rmbg remove`) instead of a trace per actor, and actors on
+    that node do not all download it at once.
+
+    `here`: the workers are a local instance this process started, with its environment and disk,
+    so this process checks, and the job need not wait for a worker process to start first.
+    Otherwise a task checks on a node of the cluster, with that node's environment (HF_HOME,
+    HF_HUB_OFFLINE), as the actors will load it.
+    """
     import ray
 
-    problem = ray.get(ray.remote(num_cpus=0)(model_problem).remote(model))
+    from ..hub import ModelLoadError
+
+    problem = model_problem(model) if here else ray.get(ray.remote(num_cpus=0)(model_problem).remote(model))
     if problem:
         raise ModelLoadError(problem)
 
 
 def remove_on_ray(
-    tasks: list[Task], request: Request, config: RayConfig, manifest: Manifest, inference: type = Inference
+    tasks: list[Task],
+    request: Request,
+    config: RayConfig,
+    manifest: Manifest,
+    inference: type = Inference,
+    local: bool = False,
 ) -> None:
-    """Runs `tasks` on the connected Ray cluster, adding each finished block's rows to `manifest`."""
+    """Runs `tasks` on the connected Ray cluster, adding each finished block's rows to `manifest`;
+    `local`: the cluster is a local instance this process started (see `check_model`)."""
     if not tasks:
         return
-    check_model(config.inference.model)
+    check_model(config.inference.model, here=local)
     for block in build_dataset(tasks, request, config, inference).iter_batches(batch_size=None, batch_format="pyarrow"):
         rows = block.to_pylist()
         manifest.add(rows)
@@ -272,8 +288,9 @@ def remove_on_ray(
 
 
 @contextmanager
-def connected(address: str, quiet: bool = False) -> Iterator[None]:
-    """Ray for one run: the cluster at `address`, or a local instance ('local') stopped afterwards.
+def connected(address: str, quiet: bool = False) -> Iterator[bool]:
+    """Ray for one run: the cluster at `address`, or a local instance ('local') stopped afterwards;
+    gives whether it is a local instance started here, whose workers share this process's environment.
 
     A process that is already connected (a notebook, the tests) keeps its connection.
     """
@@ -281,14 +298,14 @@ def connected(address: str, quiet: bool = False) -> Iterator[None]:
 
     ray.data.DataContext.get_current().enable_progress_bars = not quiet
     if ray.is_initialized():
-        yield
+        yield False
         return
     if address == "local":
         ray.init(include_dashboard=False, log_to_driver=not quiet)
     else:
         ray.init(address=address, log_to_driver=not quiet)
     try:
-        yield
+        yield address == "local"
     finally:
         ray.shutdown()
 
@@ -341,8 +358,8 @@ def run_on_ray(args, request: Request) -> int:
     try:
         manifest.add(_skipped(task) for task in tasks if task.target in done)
         if todo:
-            with connected(args.ray, args.quiet):
-                remove_on_ray(todo, request, configure(args), manifest)
+            with connected(args.ray, args.quiet) as local:
+                remove_on_ray(todo, request, configure(args), manifest, local=local)
     finally:
         manifest.close()
     counts = manifest.counts

@@ -3,8 +3,9 @@
 Each replica is a process with its own `ModelPool` (its model on its own GPU where there is
 one) behind the very routes of `web.api.add_routes`, mounted through Serve's FastAPI
 ingress, so paths, upload limit, token, statuses and error bodies are those of `rmbg serve`.
-Concurrent requests on a replica are gathered by `@serve.batch` into one `Remover.predict`
-per model and size; decoding, compositing and encoding stay in the request's own thread.
+Where requests are batched (RMBG_BATCH_WINDOW_MS above 0, by default on GPUs), concurrent
+requests on a replica are gathered by `@serve.batch` into one `Remover.predict` per model and
+size; decoding, compositing and encoding stay in the request's own thread.
 
 The Gradio UI is not served here: it keeps each user's session (uploads, results) in one
 process, so it stays with the single-process `rmbg serve`.
@@ -57,9 +58,26 @@ class ServeConfig:
     cpus: int | None = None  # per CPU replica, also its PyTorch threads; None: the cluster's CPUs / replicas
 
 
-def predict_groups(asks: list[Ask]) -> list[tuple[Image.Image, Timings]]:
-    """One `Remover.predict` per model and size among the gathered requests, each request's
-    mask with its share of the batch's time."""
+@dataclass(frozen=True)
+class Limits:
+    """What a replica takes on and how it batches, read from the settings once where the application
+    is built, for the replicas' device, so that Serve's limits and every replica's admission agree."""
+
+    running: int  # requests processed at once; enough for a whole batch where requests are batched
+    waiting: int
+    window: float  # seconds a batch may wait to fill; 0: every request is its own batch
+    max_batch: int
+
+    @classmethod
+    def for_device(cls, device_type: str) -> Limits:
+        window = settings.batch_window(device_type)
+        max_batch = settings.max_batch() if window > 0 else 1
+        return cls(settings.concurrent_requests(device_type), settings.queue_limit(), window, max_batch)
+
+
+def predict_groups(asks: list[Ask]) -> list[tuple[Image.Image, Timings, int]]:
+    """One `Remover.predict` per model and size among the gathered requests: each request's mask,
+    its share of the batch's time and the size of the batch it was inferred in."""
     groups: dict[tuple[str, int], list[int]] = defaultdict(list)
     for index, (remover, _) in enumerate(asks):
         groups[(remover.info.name, remover.inference_size)].append(index)
@@ -69,7 +87,7 @@ def predict_groups(asks: list[Ask]) -> list[tuple[Image.Image, Timings]]:
         masks = asks[indices[0]][0].predict([asks[index][1] for index in indices], shared)
         share = Timings(queue=shared.queue / len(indices), infer=shared.infer / len(indices))
         for index, mask in zip(indices, masks, strict=True):
-            results[index] = (mask, share)
+            results[index] = (mask, share, len(indices))
     return results
 
 
@@ -80,19 +98,19 @@ class ServeBatcher:
     def __init__(self, remover: Remover, batched, loop: asyncio.AbstractEventLoop):
         self.remover, self.batched, self.loop = remover, batched, loop
 
-    def predict(self, image: Image.Image, timings: Timings) -> Image.Image:
+    def predict(self, image: Image.Image, timings: Timings) -> tuple[Image.Image, int]:
         call: Future = asyncio.run_coroutine_threadsafe(self.batched((self.remover, image)), self.loop)
-        mask, share = call.result()
+        mask, share, batch = call.result()
         timings.queue += share.queue
         timings.infer += share.infer
-        return mask
+        return mask, batch
 
 
 class ServeRemovalService(RemovalService):
     """The removal service of one replica: single requests are batched by Serve, not by `MicroBatcher`."""
 
-    def __init__(self, pool: ModelPool, batched, loop: asyncio.AbstractEventLoop):
-        super().__init__(pool, admission=Admission())
+    def __init__(self, pool: ModelPool, admission: Admission, batched, loop: asyncio.AbstractEventLoop):
+        super().__init__(pool, admission=admission)
         self._batched, self._loop = batched, loop
 
     def _batcher(self, remover: Remover) -> ServeBatcher:
@@ -105,25 +123,26 @@ class RemovalDeployment:
     """One replica: a model pool, loading in the background as in `rmbg serve` (`/health` says 503
     with the reason until it is ready), and the API routes built on the replica itself."""
 
-    def __init__(self, config: ServeConfig):
+    def __init__(self, config: ServeConfig, limits: Limits):
         if config.device == "cpu" and config.cpus:
             import torch
 
             torch.set_num_threads(config.cpus)
-        self.config = config
+        self.config, self.limits = config, limits
         self.pool = ModelPool(config.model, config.device, config.precision, config.size)
         self.pool.load_in_background()
-        self.predict_batch.set_max_batch_size(settings.max_batch())
-        self.predict_batch.set_batch_wait_timeout_s(settings.batch_window(self.pool.device.type))
+        self.predict_batch.set_max_batch_size(limits.max_batch)
+        self.predict_batch.set_batch_wait_timeout_s(limits.window)
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
-        service = ServeRemovalService(self.pool, self.predict_batch, asyncio.get_running_loop())
+        admission = Admission(self.limits.running, self.limits.waiting)
+        service = ServeRemovalService(self.pool, admission, self.predict_batch, asyncio.get_running_loop())
         app = FastAPI(title="Background remover (Ray Serve)", docs_url=None, redoc_url=None, openapi_url=None)
         add_routes(app, service, self.config.max_upload, self.config.token)
         return app
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.0)
-    async def predict_batch(self, asks: list[Ask]) -> list[tuple[Image.Image, Timings]]:
+    @serve.batch  # its size and wait are set in __init__, from the replica's Limits
+    async def predict_batch(self, asks: list[Ask]) -> list[tuple[Image.Image, Timings, int]]:
         return await asyncio.to_thread(predict_groups, asks)
 
 
@@ -157,25 +176,26 @@ def application(config: ServeConfig) -> Application:
 
     A CPU replica reserves `cpus` CPUs and runs PyTorch on as many threads (Ray's own default,
     one thread per actor, would leave the other cores idle); a GPU replica takes one GPU.
-    A replica takes as many requests as `rmbg serve` does (RMBG_WORKERS running plus
+    A replica takes as many requests as `rmbg serve` does (`Limits`: those it runs plus
     RMBG_QUEUE_LIMIT waiting), so its own admission answers 503 + Retry-After the same way;
-    autoscaling aims at RMBG_WORKERS requests in progress per replica.
+    autoscaling aims at as many requests in progress per replica as it runs at once.
     """
     gpu = _wants_gpu(config.device)
     config = replace(config, device="cuda" if gpu else "cpu", cpus=None if gpu else _cpus_per_replica(config))
+    limits = Limits.for_device(config.device)
     options: dict = {
         "ray_actor_options": {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": config.cpus},
-        "max_ongoing_requests": settings.workers() + settings.queue_limit(),
+        "max_ongoing_requests": limits.running + limits.waiting,
     }
     if config.max_replicas and config.max_replicas > config.replicas:
         options["autoscaling_config"] = {
             "min_replicas": config.replicas,
             "max_replicas": config.max_replicas,
-            "target_ongoing_requests": settings.workers(),
+            "target_ongoing_requests": limits.running,
         }
     else:
         options["num_replicas"] = config.replicas
-    return RemovalDeployment.options(**options).bind(config)
+    return RemovalDeployment.options(**options).bind(config, limits)
 
 
 def build_app(args: dict[str, str]) -> Application:

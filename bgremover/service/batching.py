@@ -27,6 +27,7 @@ class _Slot:
     error: BaseException | None = None
     done: bool = False
     leads: bool = False
+    batch: int = 0
     timings: Timings = field(default_factory=Timings)
 
 
@@ -41,8 +42,9 @@ class MicroBatcher:
         self._pending: list[_Slot] = []
         self._leading = False
 
-    def predict(self, image: Image.Image, timings: Timings) -> Image.Image:
-        """The mask of `image`, inferred in a batch with whatever arrives within the window."""
+    def predict(self, image: Image.Image, timings: Timings) -> tuple[Image.Image, int]:
+        """The mask of `image`, inferred in a batch with whatever arrives within the window, and the
+        batch's size (the server reports it, so that a client can see whether batching happens)."""
         slot = _Slot(image)
         with self._changed:
             self._pending.append(slot)
@@ -56,7 +58,7 @@ class MicroBatcher:
         timings.infer += slot.timings.infer
         if slot.error is not None:
             raise slot.error
-        return slot.mask
+        return slot.mask, slot.batch
 
     def _lead(self) -> None:
         deadline = time.perf_counter() + self.window
@@ -74,7 +76,7 @@ class MicroBatcher:
                 slot.error = error
         with self._changed:
             for slot, mask in zip(batch, masks, strict=True):
-                slot.mask, slot.done = mask, True
+                slot.mask, slot.done, slot.batch = mask, True, len(batch)
                 slot.timings.queue, slot.timings.infer = shared.queue, shared.infer
             self._leading = bool(self._pending)
             if self._pending:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..imaging import composing, encoding
-from ..pipeline import Options, check_inference_size
+from ..results import Options
+from ..zoo import check_inference_size
 
 # Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
 MAX_INFERENCE_SIZE = 2048

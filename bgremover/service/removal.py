@@ -17,23 +17,17 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from .. import settings
-from ..imaging import decoding, encoding
-from ..pipeline import Remover, Result, Timings, finish
+from ..imaging import decoding
+from ..pipeline import Remover, Result, Timings
 from .admission import Admission
 from .batching import MicroBatcher
 from .options import Request
 from .pool import ModelPool
-
-if TYPE_CHECKING:
-    import torch
-
-# Quarter turns to the left (counter-clockwise), as the UI's batch tab asks for them.
-_TURNS = {1: Image.Transpose.ROTATE_90, 2: Image.Transpose.ROTATE_180, 3: Image.Transpose.ROTATE_270}
+from .steps import decode_input, finish_and_encode
 
 
 @dataclass
@@ -57,46 +51,7 @@ class Removal:
     timings: Timings = field(default_factory=Timings)
     model: str = ""
     size: int = 0
-
-
-def rotated(image: Image.Image, turns: int) -> Image.Image:
-    """`turns` quarter turns to the left; negative turns go right."""
-    turns %= 4
-    return image.transpose(_TURNS[turns]) if turns else image
-
-
-def decode_input(
-    source: bytes | str | Path, name: str = "image", turns: int = 0, max_pixels: int | None = None
-) -> decoding.Decoded:
-    """An input as upright RGB, refused past `max_pixels`; shared with the Ray batch stages so that
-    a distributed run decodes exactly as a local one. Raises ImageError with the fix."""
-    decoded = decoding.decode(source, name=name, max_pixels=max_pixels)
-    decoded.rgb = rotated(decoded.rgb, turns)
-    return decoded
-
-
-def encoded(result: Result, request: Request, timings: Timings) -> bytes:
-    """The output file's bytes in the request's format and compression (timed as `encode`)."""
-    with timings.stage("encode"):
-        return encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
-
-
-def finish_and_encode(
-    decoded: decoding.Decoded,
-    mask: Image.Image,
-    request: Request,
-    timings: Timings,
-    device: str | torch.device = "cpu",
-) -> tuple[Result, bytes]:
-    """Everything after inference for one image: its output per the request's options (edge
-    refinement on `device`), then the file.
-
-    Kept apart from inference so that it can run beside it (worker threads here, CPU tasks in a
-    Ray batch).
-    """
-    with timings.stage("finish"):
-        result = finish(decoded, mask, request.options, device)
-    return result, encoded(result, request, timings)
+    batch: int = 1  # images inferred in the same forward pass as this one
 
 
 class RemovalService:
@@ -152,10 +107,10 @@ class RemovalService:
             decoded = self.decode(source, name)
         batcher = self._batcher(remover)
         if batcher is not None:
-            mask = batcher.predict(decoded.rgb, timings)
+            mask, batch = batcher.predict(decoded.rgb, timings)
         else:
-            mask = remover.predict([decoded.rgb], timings)[0]
-        return self._finish_and_encode(remover, decoded, mask, request, timings)
+            mask, batch = remover.predict([decoded.rgb], timings)[0], 1
+        return self._finish_and_encode(remover, decoded, mask, request, timings, batch)
 
     def _batcher(self, remover: Remover) -> MicroBatcher | None:
         if self.batch_window <= 0:
@@ -229,18 +184,31 @@ class RemovalService:
         masks = remover.predict([decoded.rgb for _, decoded, _ in ready], shared)
         for (index, decoded, timings), mask in zip(ready, masks, strict=True):
             timings.queue, timings.infer = shared.queue / len(ready), shared.infer / len(ready)
-            outputs[index] = workers.submit(self._finish_and_encode, remover, decoded, mask, request, timings)
+            outputs[index] = workers.submit(
+                self._finish_and_encode, remover, decoded, mask, request, timings, len(ready)
+            )
         return outputs
 
     def _finish_and_encode(
-        self, remover: Remover, decoded: decoding.Decoded, mask: Image.Image, request: Request, timings: Timings
+        self,
+        remover: Remover,
+        decoded: decoding.Decoded,
+        mask: Image.Image,
+        request: Request,
+        timings: Timings,
+        batch: int,
     ) -> Removal:
         result, data = finish_and_encode(decoded, mask, request, timings, remover.device)
-        return self._removal(remover, decoded, result, data, timings)
-
-    @staticmethod
-    def _removal(remover: Remover, decoded: decoding.Decoded, result: Result, data: bytes, timings: Timings) -> Removal:
-        return Removal(result.name, data, result, decoded.rgb, None, timings, remover.info.name, remover.inference_size)
+        return Removal(
+            result.name,
+            data,
+            result,
+            decoded.rgb,
+            timings=timings,
+            model=remover.info.name,
+            size=remover.inference_size,
+            batch=batch,
+        )
 
 
 def _chunks(items: Iterator[Item], size: int) -> Iterator[list[Item]]:

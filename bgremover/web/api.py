@@ -175,6 +175,7 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
             "X-Model": job.request.model,
             "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
             "X-Inference-Seconds": f"{removal.timings.infer:.3f}",
+            "X-Batch-Size": str(removal.batch),
         }
         # Once the response is out, the request's images are garbage: hand their memory back to the OS.
         return Response(removal.data, media_type=f"image/{fmt}", headers=headers, background=_GIVE_BACK)

@@ -114,8 +114,8 @@ class DrainingServer(uvicorn.Server):
 def serve(args: argparse.Namespace) -> int:
     """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    admission, drain_seconds = Admission(), settings.drain_seconds()
     pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
+    admission, drain_seconds = Admission(settings.concurrent_requests(pool.device.type)), settings.drain_seconds()
     service = RemovalService(pool, admission=admission)
     app = create_app(service, settings.max_upload_bytes(), args.host, args.port)
     pool.load_in_background()

@@ -26,7 +26,8 @@ from ..pipeline import Options
 from ..service.admission import Busy
 from ..service.options import build_request
 from ..service.pool import ModelPool
-from ..service.removal import Item, RemovalService, rotated
+from ..service.removal import Item, RemovalService
+from ..service.steps import rotated
 from ..service.usage import measure
 from .scratch import Scratch
 
