@@ -472,3 +472,10 @@ def test_stop_grace_period_leaves_room_for_the_drain(file: str) -> None:
     grace = int(service["stop_grace_period"].removesuffix("s"))
     drain = int(service["environment"]["RMBG_DRAIN_SECONDS"].split(":-")[1].rstrip("}"))
     assert grace >= drain + 15
+
+
+def test_cpu_image_installs_openvino_for_the_auto_engine():
+    """`auto` runs RMBG-1.4 on OpenVINO on a CPU, so the CPU image carries it (the GPU image need not)."""
+    installs = [a for k, a in parse_dockerfile(ROOT / "Dockerfile.cpu") if is_requirements_install(k, a)]
+    assert len(installs) == 1 and "-r requirements-openvino.txt" in installs[0]
+    assert "openvino==" in (ROOT / "requirements-openvino.txt").read_text()
