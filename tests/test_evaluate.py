@@ -341,7 +341,7 @@ def test_eval_end_to_end_and_resume(offline_hub, mini, tmp_path, capsys, monkeyp
     assert Image.open(predictions / "disc.png").size == (W, H)
     record = json.loads((predictions / "timings.json").read_text())
     auto = precision_name(pick_dtype("auto", torch.device("cpu")))
-    assert record["settings"] == {"model": "RMBG-1.4", "size": 256, "precision": auto}
+    assert record["settings"] == {"model": "RMBG-1.4", "size": 256, "precision": auto, "engine": "torch"}
     assert sorted(record["seconds_per_image"]) == ["box", "disc", "wedge"]
 
     # CSV and JSON hold the same row, with the extra adaptive figures.

@@ -87,8 +87,8 @@ def _settings(args: argparse.Namespace) -> dict:
     if args.size is not None:
         check_inference_size(args.size)
     device = pick_device(args.device)
-    engine = choose_engine(args.engine, device)
-    return {"size": args.size, "precision": precision_for(engine, args.precision, device), "engine": engine}
+    precision = precision_for(choose_engine(args.engine, device), args.precision, device)
+    return {"size": args.size, "precision": precision, "engine": args.engine}
 
 
 def run_eval(args: argparse.Namespace) -> int:
