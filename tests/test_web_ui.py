@@ -85,7 +85,7 @@ def test_remove_tab_uploads_runs_and_downloads_a_png_with_alpha(page, images, tm
     page.locator("#remove-button").click()
     expect(page.locator("#remove-result img")).to_be_visible()
     expect(page.locator("#remove-slider img")).to_have_count(2)
-    expect(page.locator("#remove-info")).to_contain_text(f"{MODEL} at 256 px on cpu")
+    expect(page.locator("#remove-info")).to_contain_text(f"{MODEL} at 256 px on cpu (torch, fp32)")
     with page.expect_download() as download_info:
         page.locator("#remove-download").click()
     download = download_info.value

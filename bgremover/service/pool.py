@@ -205,7 +205,7 @@ class ModelPool:
             )
         return rows
 
-    def _engine_name(self, name: str) -> str:
+    def engine_name(self, name: str) -> str:
         """The runtime `name` runs on once loaded (`auto` settles per model), else the one asked for."""
         with self._guard:
             remover = self._removers.get(name)
@@ -215,7 +215,7 @@ class ModelPool:
         """Ready once the default model is loaded; otherwise why not (still loading, or the error)."""
         name = self.default_model
         state = self.state(name)
-        body = {"status": "ok", "device": str(self.device), "engine": self._engine_name(name)}
+        body = {"status": "ok", "device": str(self.device), "engine": self.engine_name(name)}
         body |= {"precision": self.precision_name, "model": name}
         if state == "loaded":
             return True, body

@@ -202,7 +202,8 @@ class Handlers:
         width, height = original.size
         timings = removal.timings
         info = (
-            f"**{removal.model}** at {removal.size} px on {self.pool.device}: "
+            f"**{removal.model}** at {removal.size} px on {self.pool.device} "
+            f"({self.pool.engine_name(removal.model)}, {self.pool.precision_name}): "
             f"**{timings.infer:.2f} s** inference for {width}×{height} px "
             f"(decode {timings.decode:.2f} s, finish {timings.finish:.2f} s, encode {timings.encode:.2f} s)"
         )
