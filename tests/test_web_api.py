@@ -197,7 +197,8 @@ def test_pool_loads_a_model_once_and_shares_it_across_sizes(offline_hub):
 def test_health_is_ok_once_the_default_model_is_loaded(server):
     response = server.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "device": "cpu", "model": MODEL}
+    expected = {"status": "ok", "device": "cpu", "engine": "torch", "precision": "fp32", "model": MODEL}
+    assert response.json() == expected
 
 
 def test_models_lists_the_zoo_with_license_gated_cached_and_loaded(server):
