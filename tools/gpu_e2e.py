@@ -84,7 +84,7 @@ def folder_rate(service: RemovalService, data: bytes, batch_size: int) -> dict:
 
 def concurrent_rate(pool: ModelPool, data: bytes, window_ms: int) -> dict:
     os.environ["RMBG_BATCH_WINDOW_MS"] = str(window_ms)
-    service = RemovalService(pool, workers=16)
+    service = RemovalService(pool)
     request = build_request(fmt="png")
     service.remove(data, request)
     seen: list[float] = []
@@ -113,7 +113,7 @@ def main() -> int:
         bench.write_synthetic_cache(MODEL, Path(home) / "hub")
         os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1", RMBG_BATCH_WINDOW_MS="0")
         pool = ModelPool(MODEL, DEVICE, "auto", SIZE)
-        service = RemovalService(pool, workers=os.cpu_count() or 2)
+        service = RemovalService(pool, io_threads=os.cpu_count() or 2)
         photos = {f"{w}x{h}": photo(w, h) for w, h in PHOTOS}
         report["single"] = {name: median_split(service, data, build_request()) for name, data in photos.items()}
         largest = list(photos)[-1]
