@@ -6,9 +6,8 @@ so the Up filter alone (each row minus the row above) leaves small numbers that 
 packs about as well as Pillow's per-row choice, and numpy computes it in one pass.
 ISA-L (`isal`) deflates them fastest, in parts on all cores at once (one pool of threads for the
 process, so that images encoded side by side share the cores instead of each taking all of them);
-libdeflate (`deflate`)
-at a high level gives the smallest files; the standard library's zlib stands in for either
-one where it is missing.
+libdeflate (`deflate`) at a high level gives the smallest files; the standard library's zlib
+stands in for either one where it is missing.
 Only 8-bit L, RGB and RGBA are written here: `can_write` says when Pillow must do it.
 """
 

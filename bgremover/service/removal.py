@@ -136,11 +136,11 @@ class RemovalService:
         kept = max(2 * batch_size, threads)  # outputs in progress or waiting: finishing work for every thread
         with ThreadPoolExecutor(threads, thread_name_prefix="rmbg-io") as workers:
             outputs: deque[Future[Removal]] = deque()
-            decoding = deque(self._decode_batches(workers, batches, ahead))
+            decoding_ahead = deque(self._decode_batches(workers, batches, ahead))
             try:
-                while decoding:
-                    current = decoding.popleft()
-                    decoding.extend(self._decode_batches(workers, batches, 1))
+                while decoding_ahead:
+                    current = decoding_ahead.popleft()
+                    decoding_ahead.extend(self._decode_batches(workers, batches, 1))
                     outputs.extend(self._infer_batch(workers, remover, request, current))
                     while len(outputs) > kept:
                         yield outputs.popleft().result()
