@@ -4,16 +4,21 @@ Run from the repository root on a CUDA machine (no network needed; synthetic wei
 
     python3 tools/gpu_check.py            # meant to finish within about 6 minutes without COMPILE
     DRY=1 python3 tools/gpu_check.py      # tiny sizes, 1-2 runs: checks the script itself, on a CPU too
-    COMPILE=1 MODELS=RMBG-2.0 python3 tools/gpu_check.py  # adds torch.compile (max-autotune-no-cudagraphs)
+    COMPILE=RMBG-1.4,RMBG-2.0 python3 tools/gpu_check.py  # adds torch.compile for those models
+    KNOWN=0 python3 tools/gpu_check.py    # leaves out the variants BENCHMARKS.md already settled
 
-COMPILE=1 adds compile time that no deadline bounds (minutes), so best as a separate run;
-MODELS takes a comma-separated subset of the three models.
+COMPILE adds compile time that no deadline bounds (minutes): its models are compiled last,
+in COMPILE_MODE (default "default"; also "max-autotune-no-cudagraphs"), and each compiled
+network is also measured replayed from CUDA graphs. MODELS takes a comma-separated subset
+of the three models.
 
 For RMBG-2.0, RMBG-1.4 and BiRefNet_lite at 1024², batch 1: float32 eager (the accuracy
-reference), float16 eager with each deformable-convolution kernel, float16 through
-GraphRunner (CUDA graphs); for the BiRefNets also the attention masks as strided as they
-were before this work. Then images/s over batch sizes with graphs, which SDPA kernel the
-window attention can use, and a profiler table of the top kernels. Every variant reports
+reference), float16 eager, float16 through GraphRunner (CUDA graphs, the default path)
+and beside it: batch norms left unfolded, cuDNN's benchmark mode, and for the BiRefNets
+attention forced to the memory-efficient kernel. With KNOWN=1 (default) also torchvision's
+deformable-convolution kernel and the attention masks as strided as they were before.
+Then images/s over batch sizes with graphs, which SDPA kernel the window attention can
+use, and a profiler table of the top kernels. Every variant reports
 median/min/max latency and mean/max |Δalpha| in 1/255 steps against float32 eager. Each
 variant catches its own errors (OOM included), so one failure does not end the run.
 
@@ -25,6 +30,7 @@ many seconds have passed.
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import json
 import os
@@ -49,7 +55,9 @@ from bgremover.nets.birefnet import deform_kernel_name, set_deform_kernel  # noq
 from bgremover.nets.swin import WindowAttention  # noqa: E402
 
 DRY = os.environ.get("DRY", "") == "1"
-COMPILE = os.environ.get("COMPILE", "") == "1"
+KNOWN = os.environ.get("KNOWN", "1") == "1"
+COMPILE = tuple(filter(None, os.environ.get("COMPILE", "").split(",")))
+COMPILE_MODE = os.environ.get("COMPILE_MODE", "default")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 FAST_DTYPE = torch.float16
 SIZE = 64 if DRY else 1024
@@ -58,7 +66,7 @@ RUNS = 2 if DRY else 20
 REFERENCE_RUNS = 1 if DRY else 5
 BATCH_RUNS = 1 if DRY else 5
 BATCHES = (1, 2) if DRY else (1, 4, 8, 16, 32)
-SWEEP_MODELS = ("RMBG-2.0", "RMBG-1.4")
+SWEEP_MODELS = ("RMBG-2.0", "RMBG-1.4", "BiRefNet_lite")
 MODELS = tuple(os.environ.get("MODELS", "RMBG-2.0,RMBG-1.4,BiRefNet_lite").split(","))
 DEADLINE_S = float(os.environ.get("DEADLINE_S", "330"))
 CHECK_SEED = 20240601
@@ -137,6 +145,26 @@ def strided_masks() -> Iterator[None]:
         WindowAttention.attention_biases = original
 
 
+@contextlib.contextmanager
+def cudnn_benchmark() -> Iterator[None]:
+    """cuDNN times its algorithms per shape (during GraphRunner's warm-up, before capture)."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
+
+
+@contextlib.contextmanager
+def only_attention_backend(name: str) -> Iterator[None]:
+    """SDPA restricted to one backend (the graph captures whichever kernel ran)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel([getattr(SDPBackend, name)]):
+        yield
+
+
 # --- One model's variants ---------------------------------------------------------------------
 
 
@@ -151,11 +179,14 @@ class ModelCheck:
         self.is_birefnet = self.info.family == "birefnet"
         self.check_input = bench.fixed_input(1, SIZE, DEVICE, torch.float32, CHECK_SEED)
         self.results: list[dict] = []
+        self.compiled: Callable | None = None
         self.network = network
         self.reference = self._alpha(network, self.check_input)
         self._record("fp32 eager (reference)", torch.float32, "eager", lambda: self._eager(torch.float32))
         # The float16 network has the float32 one's weights rounded: the same as synthetic_network in float16.
-        self.network = prepare_network(network.to(FAST_DTYPE))
+        half = network.to(FAST_DTYPE)
+        self.unfolded = copy.deepcopy(half).to(memory_format=torch.channels_last)  # prepared but for the fold
+        self.network = prepare_network(half)
 
     def _alpha(self, network: Callable, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -176,7 +207,7 @@ class ModelCheck:
         return REFERENCE_RUNS if dtype == torch.float32 else RUNS
 
     def _graphed(self, network: Callable | None = None) -> dict:
-        runner = GraphRunner(network or self.network)
+        runner = GraphRunner(self.network if network is None else network)
         batch = self.input_batch()
         timing = timed(lambda: runner(batch), WARMUP, RUNS)
         accuracy = delta_255(self._alpha(runner, self.check_input.to(FAST_DTYPE)), self.reference)
@@ -198,21 +229,33 @@ class ModelCheck:
         self.results.append(entry)
 
     def run_variants(self) -> None:
-        kernels = ("torchvision", "grid_sample") if self.is_birefnet else (None,)
-        for kernel in kernels:
-            label = f", deform {kernel}" if kernel else ""
-            with deform_kernel(kernel or "auto"):
-                self._record(f"fp16 eager{label}", FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))
-                self._record(f"fp16 graph{label}", FAST_DTYPE, "GraphRunner", self._graphed)
+        self._record("fp16 eager", FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))
+        self._record("fp16 graph (default)", FAST_DTYPE, "GraphRunner", self._graphed)
+        self._record("fp16 graph, BN unfolded", FAST_DTYPE, "GraphRunner", lambda: self._graphed(self.unfolded))
+        with cudnn_benchmark():
+            self._record("fp16 graph, cudnn.benchmark", FAST_DTYPE, "GraphRunner", self._graphed)
         if self.is_birefnet:
+            with only_attention_backend("EFFICIENT_ATTENTION"):
+                self._record("fp16 graph, efficient attention", FAST_DTYPE, "GraphRunner", self._graphed)
+        if self.is_birefnet and KNOWN:
+            with deform_kernel("torchvision"):
+                self._record("fp16 eager, deform torchvision", FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))
+                self._record("fp16 graph, deform torchvision", FAST_DTYPE, "GraphRunner", self._graphed)
             with strided_masks():
                 before = "fp16 eager, strided masks (before)"
                 self._record(before, FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))
-        if COMPILE and self.model == "RMBG-2.0":
-            self._record("fp16 compiled (max-autotune-no-cudagraphs)", FAST_DTYPE, "eager", self._compiled)
+
+    def run_compiled(self) -> None:
+        self._record(f"fp16 compiled ({COMPILE_MODE})", FAST_DTYPE, "eager", self._compiled)
+        if self.compiled is not None:
+            graphed = lambda: self._graphed(self.compiled)  # noqa: E731
+            self._record(f"fp16 compiled ({COMPILE_MODE}) + graph", FAST_DTYPE, "GraphRunner", graphed)
 
     def _compiled(self) -> dict:
-        compiled = torch.compile(self.network, mode="max-autotune-no-cudagraphs")
+        # Each Swin stage has its own shapes: more recompilations than Dynamo's default limit,
+        # which would otherwise leave the later stages eager.
+        torch._dynamo.config.recompile_limit = 64
+        self.compiled = compiled = torch.compile(self.network, mode=COMPILE_MODE)
         batch = self.input_batch()
         start = time.perf_counter()
         with torch.inference_mode():
@@ -222,8 +265,7 @@ class ModelCheck:
         with torch.inference_mode():
             timing = timed(lambda: compiled(batch), WARMUP, RUNS)
         result = timing | delta_255(self._alpha(compiled, self.check_input.to(FAST_DTYPE)), self.reference)
-        graphed = self._graphed(compiled)
-        return result | {"compile_first_call_s": first_s, "with_graph_runner": graphed}
+        return result | {"compile_first_call_s": first_s}
 
     def batch_sweep(self) -> list[dict]:
         """Images/s per batch size through one GraphRunner (buckets sharing its pool); stops at the first OOM."""
@@ -487,11 +529,28 @@ def main() -> int:
             report["models"].setdefault(model, {})["error"] = error_text(error)
             traceback.print_exc()
         free_memory()
+    write_report(out, report)
+    for model in COMPILE:
+        log(f"{model}: compiling ({COMPILE_MODE})")
+        try:
+            check = ModelCheck(model)
+            check.run_compiled()
+            entry = report["models"].setdefault(model, {"variants": []})
+            entry.setdefault("variants", []).extend(check.results[1:])
+        except Exception as error:
+            report["models"].setdefault(model, {})["compile_error"] = error_text(error)
+            traceback.print_exc()
+        free_memory()
+    write_report(out, report)
+    print_summary(report)
+    return 0
+
+
+def write_report(out: Path, report: dict) -> None:
+    """Written before the compile runs too: a compile cut short by a timeout leaves the rest on disk."""
     report["elapsed_s"] = elapsed()
     (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-    print_summary(report)
     log(f"wrote {out / 'gpu_check.json'}")
-    return 0
 
 
 if __name__ == "__main__":

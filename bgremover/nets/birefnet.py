@@ -81,7 +81,12 @@ def _tap_grid(offset: torch.Tensor, kernel: tuple[int, int], padding: int, size:
 
 
 def deform_conv2d(
-    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int, mask: torch.Tensor
+    x: torch.Tensor,
+    offset: torch.Tensor,
+    weight: torch.Tensor,
+    padding: int,
+    mask: torch.Tensor,
+    bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Modulated deformable convolution (stride 1, dilation 1, one offset group, no bias).
 
@@ -111,7 +116,11 @@ def deform_conv2d(
             sampled = F.grid_sample(source[i : i + 1], grid, align_corners=True)  # 1, C, taps, pixels
             columns = torch.empty(sampled.shape[1:], dtype=x.dtype, device=x.device)
             torch.mul(sampled[0], mask[i, :, rows].reshape(1, taps, -1), out=columns)
-            torch.mm(columns.view(c * taps, -1).t(), columns_to_out, out=out[i, top * w_out : rows.stop * w_out])
+            target = out[i, top * w_out : rows.stop * w_out]
+            if bias is None:
+                torch.mm(columns.view(c * taps, -1).t(), columns_to_out, out=target)
+            else:
+                torch.addmm(bias, columns.view(c * taps, -1).t(), columns_to_out, out=target)
     return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
 
 
@@ -166,11 +175,14 @@ class DeformableConv2d(nn.Module):
         mask = 2.0 * torch.sigmoid(modulator)
         if deform_kernel_name(x.device, x.dtype) == "torchvision":
             padding = (self.padding, self.padding)
-            return _torchvision_deform_conv2d()(x, offset, self.regular_conv.weight, padding=padding, mask=mask)
-        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, mask)
+            deform = _torchvision_deform_conv2d()
+            return deform(x, offset, self.regular_conv.weight, self.regular_conv.bias, padding=padding, mask=mask)
+        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, mask, self.regular_conv.bias)
 
 
 class DeformableBranch(nn.Module):
+    CONV_BN_PAIRS = (("atrous_conv.regular_conv", "bn"),)
+
     def __init__(self, in_channels: int, kernel_size: int):
         super().__init__()
         self.atrous_conv = DeformableConv2d(in_channels, _ASPP_WIDTH, kernel_size, padding=kernel_size // 2)
@@ -182,6 +194,9 @@ class DeformableBranch(nn.Module):
 
 class DeformableASPP(nn.Module):
     """Atrous-spatial-pyramid pooling with deformable 1x1, 1x1, 3x3 and 7x7 branches."""
+
+    # bn1 follows conv1, whose weights `forward` applies branch by branch; the bias once.
+    CONV_BN_PAIRS = (("conv1", "bn1"),)
 
     def __init__(self, channels: int):
         super().__init__()
@@ -204,13 +219,15 @@ class DeformableASPP(nn.Module):
         map, enters as a per-image bias instead of being broadcast to full size.
         """
         weights = self.conv1.weight.split(_ASPP_WIDTH, dim=1)
-        out = F.conv2d(self.global_avg_pool(x), weights[-1])
+        out = F.conv2d(self.global_avg_pool(x), weights[-1], self.conv1.bias)
         for branch, weight in zip([self.aspp1, *self.aspp_deforms], weights[:-1], strict=True):
             out = out + F.conv2d(branch(x), weight)
         return F.relu(self.bn1(out))
 
 
 class DecoderBlock(nn.Module):
+    CONV_BN_PAIRS = (("conv_in", "bn_in"), ("conv_out", "bn_out"))
+
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv_in = nn.Conv2d(in_channels, _DECODER_WIDTH, 3, padding=1)

@@ -31,6 +31,8 @@ def _halve(x: Tensor) -> Tensor:
 class ConvBNReLU(nn.Module):
     """3x3 convolution (optionally dilated) followed by batch norm and ReLU."""
 
+    CONV_BN_PAIRS = (("conv_s1", "bn_s1"),)
+
     def __init__(self, in_ch: int, out_ch: int, dilation: int = 1) -> None:
         super().__init__()
         # Attribute names follow the checkpoint's keys.
