@@ -39,6 +39,7 @@ from PIL import Image
 from torch import nn
 
 from . import hub, settings, zoo
+from .errors import ChildFailed
 from .engines import Engine, choose_engine, native_bf16_cpu, pick_device, pick_dtype
 from .engines.openvino import OpenVinoEngine, engine_cache_dir, openvino_available
 from .engines.pytorch import TorchEngine
@@ -334,7 +335,7 @@ def compare_engines(model: str, size: int | None, runs: int, synthetic: bool) ->
         _progress(f"{engine} {precision}{' plain' if plain else ''} ...")
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
-            raise RuntimeError(f"{engine} {precision} failed: {child.stderr.strip().splitlines()[-1:]}")
+            raise ChildFailed(f"the {engine} {precision} run failed: {_last_line(child.stderr)}")
         results.append(BenchResult(**json.loads(child.stdout.strip().splitlines()[-1])))
     return results
 
@@ -355,6 +356,12 @@ def format_comparison(results: list[BenchResult]) -> str:
             f"{check['mean_delta_255']:8.3f}  {check['max_delta_255']:7.2f}"
         )
     return "\n".join(lines)
+
+
+def _last_line(stderr: str) -> str:
+    """What a failed child said last (the CLI's own `error: ...` line when it caught the failure)."""
+    lines = stderr.strip().splitlines()
+    return lines[-1].removeprefix("error: ") if lines else "no message (see its exit status)"
 
 
 def _progress(message: str) -> None:
@@ -380,7 +387,7 @@ def _time_to_ready(model: str, device: str, precision: str, env: dict[str, str])
         elapsed = time.perf_counter() - start
         _, errors = child.communicate()
     if not line.startswith("ready"):
-        raise RuntimeError(f"the cold-start process failed: {errors.strip().splitlines()[-1:]}")
+        raise ChildFailed(f"the cold-start process failed: {_last_line(errors)}")
     return elapsed, float(line.split()[1])
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import hub, settings, zoo
 from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP
-from .errors import UsageError
+from .errors import ChildFailed, UsageError
 from .imaging import composing, decoding, encoding
 from .planning import STDIO, Job, plan_jobs
 from .service.options import build_request
@@ -305,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, ValueError, hub.ModelLoadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except ChildFailed as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished outputs are kept; run again to resume", file=sys.stderr)
         return 130

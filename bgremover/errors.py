@@ -3,3 +3,7 @@
 
 class UsageError(Exception):
     """A mistake in the command line; printed without a trace, exit status 2."""
+
+
+class ChildFailed(Exception):
+    """A measurement's child process failed; printed with the child's own last message, without a trace, exit status 1."""

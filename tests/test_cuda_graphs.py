@@ -107,6 +107,19 @@ def test_a_graph_that_replays_to_a_wrong_result_is_not_used(caplog) -> None:
     assert "ReplayMismatch" in runner.capture_error and "differs from the eager forward" in caplog.text
 
 
+def test_a_compiled_network_is_replayed_like_an_eager_one() -> None:
+    """The engine graphs the compiled network on a GPU (`--compile`): the runner takes a compiled module as is."""
+    from bgremover.engines.pytorch import prepare_network
+
+    network, capture = _network(), _CpuGraph()
+    compiled = prepare_network(_network(), compiled=True)
+    runner = GraphRunner(compiled, capture=capture, graph_devices=("cpu",))
+    for seed in (1, 2):
+        assert torch.allclose(runner(_batch(seed=seed)), _expected(network, _batch(seed=seed)), atol=1e-5)
+    assert runner.mode == GRAPH and capture.captures == 1
+    assert torch._dynamo.config.recompile_limit >= 64  # every Swin stage's shapes get compiled
+
+
 if torch.cuda.is_available():  # collected on a GPU machine only: CI has none, and skips are not tests
 
     def test_cuda_graph_matches_eager() -> None:

@@ -128,6 +128,16 @@ def test_bench_compares_engines_in_one_table(tmp_path, monkeypatch, capsys) -> N
     assert list(tmp_path.glob("rmbg-engines/openvino-*/RMBG-1.4/*/64x64.xml"))
 
 
+def test_bench_reports_a_failed_engine_run_without_a_trace(tmp_path, monkeypatch, capsys) -> None:
+    """A model that is not in the (empty, offline) cache: the child's own message, exit status 1."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert main(["bench", "--engines", "--model", "RMBG-1.4", "--size", "64", "--runs", "1"]) == 1
+    errors = capsys.readouterr().err
+    assert "error: the torch fp32 run failed: " in errors and "RMBG-1.4" in errors.splitlines()[-1]
+    assert "Traceback" not in errors
+
+
 def test_export_key_follows_the_checkpoint_file(tmp_path) -> None:
     checkpoint = tmp_path / "model.safetensors"
     checkpoint.write_bytes(b"weights")

@@ -267,9 +267,9 @@ class ModelCheck:
         result = timing | delta_255(self._alpha(compiled, self.check_input.to(FAST_DTYPE)), self.reference)
         return result | {"compile_first_call_s": first_s}
 
-    def batch_sweep(self) -> list[dict]:
+    def batch_sweep(self, network: Callable | None = None) -> list[dict]:
         """Images/s per batch size through one GraphRunner (buckets sharing its pool); stops at the first OOM."""
-        runner, sweep = GraphRunner(self.network), []
+        runner, sweep = GraphRunner(self.network if network is None else network), []
         for size in BATCHES:
             free_memory()
             log(f"{self.model}: batch {size}")
@@ -535,6 +535,8 @@ def main() -> int:
         try:
             check = ModelCheck(model)
             check.run_compiled()
+            if check.compiled is not None and os.environ.get("COMPILE_SWEEP") == "1":
+                report["models"].setdefault(model, {})["compiled_sweep"] = check.batch_sweep(check.compiled)
             entry = report["models"].setdefault(model, {"variants": []})
             entry.setdefault("variants", []).extend(check.results[1:])
         except Exception as error:
