@@ -9,8 +9,12 @@ Three stages, so that the device only ever infers:
 3. finish (CPU tasks): the service's `finish_and_encode`, then an atomic write. Only the
    manifest row goes back to the driver, never the image.
 
-Images travel between stages as raw pixels plus their size: Arrow has no type for a PIL
-image, and raw bytes cost a copy where re-encoding would cost a compression.
+Images travel to the actor as arrays of pixels (Arrow has no type for a PIL image; an array
+column is not pickled, as bytes objects are), and the actor sends back only the mask: each
+12 MP photo's pixels crossing the single actor's thread twice was what held a one-GPU job
+below the single process (BENCHMARKS.md, Scale-out). The finish stage decodes the file's
+bytes again, from the copy the decode stage read, so the input is read once and decoded by
+the same code both times.
 
 This module imports no PyTorch (the actor imports it in its constructor): every worker that runs
 a decode or finish task imports this module, and would otherwise load PyTorch for nothing.
@@ -93,8 +97,7 @@ def _read_and_decode(source: Location, label: str, max_pixels: int | None) -> di
         decoded = decode_input(data, label, max_pixels=max_pixels)
     except decoding.ImageError as error:
         return {"error": str(error)}
-    rgb = decoded.rgb
-    return {"pixels": rgb.tobytes(), "width": rgb.width, "height": rgb.height, "icc": decoded.icc_profile or b""}
+    return {"pixels": np.asarray(decoded.rgb), "data": data}
 
 
 def decode_stage(batch: Batch, max_pixels: int | None) -> Batch:
@@ -102,18 +105,18 @@ def decode_stage(batch: Batch, max_pixels: int | None) -> Batch:
     rows = []
     for source, base, label in zip(batch["source"], batch["source_base"], batch["label"], strict=True):
         started = time.perf_counter()
-        row = {"pixels": b"", "width": 0, "height": 0, "icc": b"", "error": ""}
+        row = {"pixels": _NO_PIXELS, "data": b"", "error": ""}
         row.update(_read_and_decode(Location(source, base), label, max_pixels))
         rows.append({**row, "seconds": time.perf_counter() - started})
-    for key in ("pixels", "icc", "error"):
+    for key in ("pixels", "data", "error"):
         batch[key] = _column([row[key] for row in rows])
-    for key, kind in (("width", np.int64), ("height", np.int64), ("seconds", np.float64)):
-        batch[key] = np.array([row[key] for row in rows], dtype=kind)
+    batch["seconds"] = np.array([row["seconds"] for row in rows], dtype=np.float64)
     return batch
 
 
-def _rgb(batch: Batch, index: int) -> Image.Image:
-    return Image.frombytes("RGB", (int(batch["width"][index]), int(batch["height"][index])), batch["pixels"][index])
+# The pixels and the mask of a row that failed: empty, of the same number of dimensions as the others.
+_NO_PIXELS = np.zeros((0, 0, 3), dtype=np.uint8)
+_NO_MASK = np.zeros((0, 0), dtype=np.uint8)
 
 
 class Inference:
@@ -129,13 +132,14 @@ class Inference:
         self.remover = ModelPool(config.model, config.device, config.precision, config.size).get()
 
     def __call__(self, batch: Batch) -> Batch:
+        """The batch with each row's mask instead of its pixels."""
         ready = [index for index, error in enumerate(batch["error"]) if not error]
-        timings = Timings()
-        masks = self.remover.predict([_rgb(batch, index) for index in ready], timings)
-        column = [b""] * len(batch["error"])
+        timings, pixels = Timings(), batch.pop("pixels")
+        masks = self.remover.predict([Image.fromarray(pixels[index]) for index in ready], timings)
+        column = [_NO_MASK] * len(batch["error"])
         seconds = np.array(batch["seconds"], dtype=np.float64)
         for index, mask in zip(ready, masks, strict=True):
-            column[index] = mask.tobytes()
+            column[index] = np.asarray(mask)
             seconds[index] += (timings.infer + timings.queue) / len(ready)
         batch["mask"], batch["seconds"] = _column(column), seconds
         return batch
@@ -146,10 +150,8 @@ def _finish_row(batch: Batch, index: int, request: Request) -> tuple[str, str]:
     label, target = batch["label"][index], Location(batch["target"][index], batch["target_base"][index])
     if batch["error"][index]:
         return "failed", batch["error"][index]
-    rgb = _rgb(batch, index)
-    decoded = decoding.Decoded(rgb, batch["icc"][index] or None, label)
-    mask = Image.frombytes("L", rgb.size, batch["mask"][index])
-    _, data = finish_and_encode(decoded, mask, request, Timings())
+    decoded = decode_input(batch["data"][index], label)  # decoded before, so it decodes again
+    _, data = finish_and_encode(decoded, Image.fromarray(batch["mask"][index]), request, Timings())
     try:
         write_bytes(target, data)
     except OSError as error:
