@@ -39,10 +39,10 @@ from PIL import Image
 from torch import nn
 
 from . import hub, settings, zoo
-from .errors import ChildFailed
 from .engines import Engine, choose_engine, native_bf16_cpu, pick_device, pick_dtype
 from .engines.openvino import OpenVinoEngine, engine_cache_dir, openvino_available
 from .engines.pytorch import TorchEngine
+from .errors import ChildFailed
 from .hub import load_model
 from .imaging import encoding, png
 from .nets import BACKBONES, BiRefNet, ISNet, describe
@@ -132,12 +132,17 @@ def fill_synthetic(network: nn.Module) -> nn.Module:
 
 def synthetic_architecture(model: str) -> tuple[nn.Module, zoo.ModelInfo]:
     """An untrained network with the zoo model's architecture, and its zoo entry."""
-    info = zoo.lookup(model)
-    if info is None:
-        raise ValueError(f"--synthetic needs a zoo model name ({', '.join(zoo.ZOO)}), not {model!r}.")
+    info = _zoo_entry(model)
     if info.family == zoo.ISNET:
         return ISNet(), info
     return BiRefNet(BACKBONES[info.backbone]), info
+
+
+def _zoo_entry(model: str) -> zoo.ModelInfo:
+    info = zoo.lookup(model)
+    if info is None:
+        raise ValueError(f"--synthetic needs a zoo model name ({', '.join(zoo.ZOO)}), not {model!r}.")
+    return info
 
 
 def synthetic_network(model: str, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, zoo.ModelInfo]:
@@ -215,11 +220,12 @@ def _load_openvino(model: str, precision: str, synthetic: bool) -> OpenVinoEngin
     so a second bench run reuses the export instead of converting again."""
     if not synthetic:
         return OpenVinoEngine.load(model, precision)
-    network, info = synthetic_network(model, torch.device("cpu"), torch.float32)
+    info = _zoo_entry(model)
     checkpoint = engine_cache_dir() / "synthetic-weights" / info.name / "model.safetensors"
     if not checkpoint.is_file():
-        hub.save_checkpoint(checkpoint, network.state_dict())
-    return OpenVinoEngine(network, info, describe(network.state_dict()), checkpoint, precision)
+        hub.save_checkpoint(checkpoint, synthetic_network(model, torch.device("cpu"), torch.float32)[0].state_dict())
+    # As `OpenVinoEngine.load`: the network is read from the checkpoint only for a size not yet exported.
+    return OpenVinoEngine(None, info, describe(hub.read_shapes(checkpoint, info.name)), checkpoint, precision)
 
 
 def float32_delta(

@@ -6,4 +6,4 @@ class UsageError(Exception):
 
 
 class ChildFailed(Exception):
-    """A measurement's child process failed; printed with the child's own last message, without a trace, exit status 1."""
+    """A measurement's child process failed; printed with the child's last message, without a trace, exit status 1."""

@@ -22,7 +22,7 @@ from huggingface_hub.errors import (
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
 )
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -52,6 +52,15 @@ class LoadedModel:
     network: nn.Module
     label: str
     checkpoint: Path
+
+
+@dataclass
+class Checkpoint:
+    """What `load_model` would load, identified without loading it: zoo entry, network label, file."""
+
+    info: ModelInfo
+    label: str
+    path: Path
 
 
 hub_cache_dir = settings.hub_cache_dir
@@ -163,21 +172,45 @@ def checkpoint_file(info: ModelInfo) -> Path:
 
 def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     """Reads a safetensors checkpoint; other formats are refused since they would need unpickling."""
+    _refuse_pickles(path, name)
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, name, error) from error
+    return _without_wrapper_prefix(state)
+
+
+def read_shapes(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """The checkpoint's names and shapes from its header alone, as tensors without data (on the
+    meta device): enough to tell its architecture, without reading the weights."""
+    _refuse_pickles(path, name)
+    try:
+        with safe_open(str(path), framework="pt") as header:
+            state = {key: torch.empty(header.get_slice(key).get_shape(), device="meta") for key in header.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, name, error) from error
+    return _without_wrapper_prefix(state)
+
+
+def _refuse_pickles(path: Path, name: str) -> None:
     if path.suffix != ".safetensors":
         raise ModelLoadError(
             f"{name}: {path.name} is not a .safetensors file. Pickle-based checkpoints (.pth, .bin, .ckpt) "
             "can run arbitrary code when loaded and are not supported; convert it to safetensors first."
         )
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise ModelLoadError(
-            f"{name}: the checkpoint {path} is corrupt or incomplete ({error}). Delete it and download it "
-            f"again (`python rmbg.py download {name}`)."
-        ) from error
+
+
+def _corrupt(path: Path, name: str, error: Exception) -> ModelLoadError:
+    return ModelLoadError(
+        f"{name}: the checkpoint {path} is corrupt or incomplete ({error}). Delete it and download it "
+        f"again (`python rmbg.py download {name}`)."
+    )
+
+
+def _without_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for prefix in _WRAPPER_PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
-            state = {key.removeprefix(prefix): value for key, value in state.items()}
+            return {key.removeprefix(prefix): value for key, value in state.items()}
     return state
 
 
@@ -234,17 +267,31 @@ def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype
     info = resolve(spec)
     path = checkpoint_file(info)
     state = read_state_dict(path, info.name)
-    try:
-        label, family, backbone = describe(state), family_of(state), backbone_of(state)
-        network = network_for(state)
-    except UnknownArchitecture as error:
-        raise ModelLoadError(f"{info.name}: {error}.") from error
+    found = _identified(info, state, path)
     # Cast before loading: copying the checkpoint into an fp32 network and then converting
     # would hold both precisions at once (2.2 GB instead of 1.8 GB for RMBG-2.0 in bf16).
-    network = network.to(dtype=dtype)
+    network = network_for(state).to(dtype=dtype)
     _load_into(network, state, info.name)
     del state
-    if (info.family, info.backbone) != (family, backbone):  # a custom checkpoint, or a zoo name reused
-        info = replace(info, family=family, backbone=backbone)
     network = network.eval().to(device=device)
-    return LoadedModel(info=info, network=network, label=label, checkpoint=path)
+    return LoadedModel(info=found.info, network=network, label=found.label, checkpoint=path)
+
+
+def identify_model(spec: str) -> Checkpoint:
+    """Finds and fetches a model as `load_model` does, but reads only its checkpoint's header:
+    for an engine that runs a cached export and may need no PyTorch network at all."""
+    info = resolve(spec)
+    path = checkpoint_file(info)
+    return _identified(info, read_shapes(path, info.name), path)
+
+
+def _identified(info: ModelInfo, state: dict[str, torch.Tensor], path: Path) -> Checkpoint:
+    """The zoo entry corrected to the architecture the checkpoint holds (a custom checkpoint, or a
+    zoo name reused), and the network's label."""
+    try:
+        label, family, backbone = describe(state), family_of(state), backbone_of(state)
+    except UnknownArchitecture as error:
+        raise ModelLoadError(f"{info.name}: {error}.") from error
+    if (info.family, info.backbone) != (family, backbone):
+        info = replace(info, family=family, backbone=backbone)
+    return Checkpoint(info, label, path)

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import golden_input, golden_output
 
+from bgremover import hub
 from bgremover.cli import main
 from bgremover.engines import choose_engine, devices, load_engine, pick_dtype
 from bgremover.engines import openvino as openvino_engine
@@ -103,13 +104,19 @@ def test_openvino_fp32_matches_golden_and_is_cached(offline_hub, monkeypatch, mo
         raise AssertionError("a cached export was exported again")
 
     monkeypatch.setattr(torch.export, "export", no_export)
+    # A cached export runs without the PyTorch network: the weights are not even read.
+    monkeypatch.setattr(hub, "load_file", lambda *args, **kwargs: pytest.fail("the weights were read"))
     again = load_engine(model, "cpu", "fp32", engine="openvino")
     assert torch.equal(again(golden_input(256, 384)), output)
     assert "openvino" in again.describe() and "fp32" in again.describe()
-    # bf16 compiles the same export; a CPU without bf16 runs it in float32, which passes too.
+    assert list(path.parent.glob("compiled-f32/*.blob"))  # the second load imported the compiled model
+    # bf16 compiles the same export; a CPU without bf16 runs it in float32, which passes too. Its compiled
+    # model is cached apart: one cache for both precisions handed a bf16 load wrong masks.
     monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: True)
-    bf16 = _alpha_delta(load_engine(model, "cpu", "bf16", engine="openvino")(golden_input(256, 384)), arch)
+    first_bf16 = load_engine(model, "cpu", "bf16", engine="openvino")(golden_input(256, 384))
+    bf16 = _alpha_delta(first_bf16, arch)
     assert bf16.mean().item() <= 0.5 and bf16.max().item() <= 16.0  # the fast paths' bound (BENCHMARKS.md)
+    assert torch.equal(load_engine(model, "cpu", "bf16", engine="openvino")(golden_input(256, 384)), first_bf16)
 
 
 @pytest.mark.slow

@@ -74,6 +74,23 @@ def test_truncated_file_is_reported(offline_hub, tmp_path) -> None:
         load_model(str(path))
 
 
+def test_identifying_a_checkpoint_reads_its_header_as_loading_would(offline_hub, tmp_path, monkeypatch) -> None:
+    cache_model(offline_hub / "hub", "someone/my-birefnet-finetune", synthetic_checkpoint("birefnet_lite"))
+    monkeypatch.setattr(hub, "load_file", lambda *args, **kwargs: pytest.fail("the weights were read"))
+    found = hub.identify_model("someone/my-birefnet-finetune")
+    assert found.label == "BiRefNet (Swin-T)" and found.info.family == "birefnet" and found.info.backbone == "Swin-T"
+    assert found.path.is_file() and found.path.name == "model.safetensors"
+    prefixed = {"module." + k: v for k, v in synthetic_checkpoint("isnet").items()}
+    assert hub.identify_model(str(write_checkpoint(tmp_path / "m.safetensors", prefixed))).label == "IS-Net"
+    path = write_checkpoint(tmp_path / "cut.safetensors", synthetic_checkpoint("isnet"))
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ModelLoadError, match=r"cut: the checkpoint .* is corrupt or incomplete"):
+        hub.identify_model(str(path))
+    (tmp_path / "model.pth").write_bytes(b"not really a pickle")
+    with pytest.raises(ModelLoadError, match=r"not a \.safetensors file"):
+        hub.identify_model(str(tmp_path / "model.pth"))
+
+
 def test_missing_key_is_listed(offline_hub, tmp_path) -> None:
     state = synthetic_checkpoint("isnet")
     del state["side1.weight"]

@@ -111,7 +111,9 @@ def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hu
     gathered = predict_groups(asks)
     for (remover, image), (mask, timings, _) in zip(asks, gathered, strict=True):
         alone = remover.predict([image])[0]
-        assert mask.size == image.size and np.array_equal(np.asarray(mask), np.asarray(alone))
+        # A forward of 2 images rounds a few values differently from one of 1 (~1e-7): at most a level apart.
+        difference = np.abs(np.asarray(mask, dtype=np.int16) - np.asarray(alone, dtype=np.int16))
+        assert mask.size == image.size and difference.max() <= 1 and difference.mean() < 0.01
         assert timings.infer > 0
     assert [size for _, _, size in gathered] == [2, 2, 2, 1, 2]
 

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .. import __version__, settings
-from ..hub import load_model
+from ..hub import identify_model, load_model
 from ..nets import birefnet
 from ..zoo import ModelInfo
 from .devices import device_lock, native_bf16_cpu
@@ -84,8 +84,9 @@ class OpenVinoEngine:
 
     name = "openvino"
 
-    def __init__(self, network: nn.Module, info: ModelInfo, label: str, checkpoint: Path, precision: str):
-        """`network` is the float32 PyTorch network; it is exported per input size, then released."""
+    def __init__(self, network: nn.Module | None, info: ModelInfo, label: str, checkpoint: Path, precision: str):
+        """`network` is the float32 PyTorch network, exported per input size, then released; with
+        None it is read from `checkpoint` when a size has no cached export yet."""
         self.info = info
         self.label = label
         self.device = torch.device("cpu")
@@ -99,11 +100,13 @@ class OpenVinoEngine:
 
     @classmethod
     def load(cls, model: str, precision: str = "auto") -> OpenVinoEngine:
-        """Loads `model` through the hub loader (float32, CPU) and checks OpenVINO is installed."""
+        """Finds `model` through the hub loader and checks OpenVINO is installed. The PyTorch
+        network is built only if an input size has no cached export: once exported, a model
+        loads without reading its weights twice or holding two copies of them."""
         _openvino()
         openvino_precision(precision)
-        loaded = load_model(model, "cpu", torch.float32)
-        return cls(loaded.network, loaded.info, loaded.label, loaded.checkpoint, precision)
+        found = identify_model(model)
+        return cls(None, found.info, found.label, found.path, precision)
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Images one at a time: the export is for batch 1, and on a CPU a batch is no faster per image."""
@@ -128,7 +131,11 @@ class OpenVinoEngine:
             self._export(size, path)
         self._network = None  # another size re-reads the checkpoint: the float32 copy is not kept beside OpenVINO's
         hint = "bf16" if self.precision == "bf16" else "f32"
-        config = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+        config = {
+            "INFERENCE_PRECISION_HINT": hint,
+            "PERFORMANCE_HINT": "LATENCY",
+            "CACHE_DIR": str(path.parent / f"compiled-{hint}"),
+        }
         return openvino.Core().compile_model(str(path), "CPU", config)
 
     def exported_path(self, size: tuple[int, int]) -> Path:
