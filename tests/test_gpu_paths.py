@@ -197,3 +197,19 @@ def test_forward_is_capture_safe(kind: str, shape: tuple[int, ...]) -> None:
         with _HostTraffic() as traffic:
             network(image)
     assert traffic.offending == []
+
+
+# --- torch.compile ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_swin_stages_compile_whole() -> None:
+    """Dynamo traces a BiRefNet with one graph break per backbone call, where the window layouts
+    are fetched: building them (bincount, nonzero) inside the stages broke every block's graph
+    and left the stages eager under `--compile` (BENCHMARKS.md, GPU)."""
+    network = _random_network("birefnet")
+    with torch.inference_mode():
+        explained = torch._dynamo.explain(network)(torch.randn(SMALL))
+    reasons = [str(reason.reason) for reason in explained.break_reasons]
+    assert reasons and all("window_layouts" in reason for reason in reasons), reasons
+    assert explained.graph_count <= 8

@@ -333,10 +333,17 @@ class SwinStage(nn.Module):
         self.blocks = nn.ModuleList(SwinBlock(dim, num_heads, window_size, shifted=i % 2 == 1) for i in range(depth))
         self.downsample = PatchMerging(dim) if downsample else None
 
-    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        size, b = self.window_size, x.shape[0]
+    def window_layouts(self, batch: int, h: int, w: int, device: torch.device) -> dict[int, WindowLayout]:
+        """The layout of each shift this stage's blocks use, for an h x w token map."""
+        return {shift: _window_layout(batch, h, w, self.window_size, shift, device) for shift in self._shifts}
+
+    @property
+    def _shifts(self) -> list[int]:
+        return sorted({block.shift for block in self.blocks})
+
+    def forward(self, x: torch.Tensor, h: int, w: int, layouts: dict[int, WindowLayout]) -> torch.Tensor:
         for block in self.blocks:
-            x = block(x, _window_layout(b, h, w, size, block.shift, x.device))
+            x = block(x, layouts[block.shift])
         return x
 
 
@@ -370,12 +377,27 @@ class SwinTransformer(nn.Module):
         for i, dim in enumerate(channels):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
 
+    @torch.compiler.disable
+    def window_layouts(self, batch: int, h: int, w: int, device: torch.device) -> list[dict[int, WindowLayout]]:
+        """Every stage's window layouts for an h x w token map, fetched before any stage runs.
+
+        Building a layout counts windows per kind (`bincount`, `nonzero`: shapes that depend on
+        data), which torch.compile cannot trace. Fetched here, outside the stage loop, that is
+        one graph break per forward instead of one per block, and the stages compile whole.
+        """
+        layouts = []
+        for stage in self.layers:
+            layouts.append(stage.window_layouts(batch, h, w, device))
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return layouts
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x, h, w = self.patch_embed(x)
         b = x.shape[0]
+        layouts = self.window_layouts(b, h, w, x.device)
         outputs = []
         for i, stage in enumerate(self.layers):
-            x = stage(x, h, w)
+            x = stage(x, h, w, layouts[i])
             norm = getattr(self, f"norm{i}")
             outputs.append(norm(x).view(b, h, w, -1).permute(0, 3, 1, 2))  # channels-last, as the decoder wants
             if stage.downsample is not None:
