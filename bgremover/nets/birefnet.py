@@ -88,7 +88,8 @@ def deform_conv2d(
     mask: torch.Tensor,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Modulated deformable convolution (stride 1, dilation 1, one offset group, no bias).
+    """Modulated deformable convolution (stride 1, dilation 1, one offset group; `bias` is what a
+    batch norm folded into it leaves, none in the checkpoints).
 
     Same arguments and result as `torchvision.ops.deform_conv2d`, computed per chunk of
     output rows as bilinear sampling of every tap (`grid_sample` on a channels-last

@@ -10,9 +10,9 @@ Three stages, so that the device only ever infers:
    manifest row goes back to the driver, never the image.
 
 Images travel to the actor as arrays of pixels (Arrow has no type for a PIL image; an array
-column is not pickled, as bytes objects are), and the actor sends back only the mask: each
-12 MP photo's pixels crossing the single actor's thread twice was what held a one-GPU job
-below the single process (BENCHMARKS.md, Scale-out). The finish stage decodes the file's
+column is not pickled, as bytes objects are), and the actor sends back only the mask: a
+12 MP photo's pixels passing through the actor's one thread, in and out, cost it more time
+than a GPU forward (BENCHMARKS.md, Scale-out). The finish stage decodes the file's
 bytes again, from the copy the decode stage read, so the input is read once and decoded by
 the same code both times.
 
