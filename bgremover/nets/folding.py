@@ -34,12 +34,9 @@ def fold_batch_norms(network: nn.Module) -> int:
 
 def _pairs(module: nn.Module) -> list[tuple[str, str]]:
     if isinstance(module, nn.Sequential):
-        names = list(module._modules)
-        return [
-            (conv, norm)
-            for conv, norm in zip(names, names[1:], strict=False)
-            if isinstance(module._modules[conv], nn.Conv2d)
-        ]
+        children = list(module.named_children())
+        pairs = zip(children, children[1:], strict=False)
+        return [(conv, norm) for (conv, layer), (norm, _) in pairs if isinstance(layer, nn.Conv2d)]
     return list(getattr(module, "CONV_BN_PAIRS", ()))
 
 

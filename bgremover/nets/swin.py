@@ -335,11 +335,8 @@ class SwinStage(nn.Module):
 
     def window_layouts(self, batch: int, h: int, w: int, device: torch.device) -> dict[int, WindowLayout]:
         """The layout of each shift this stage's blocks use, for an h x w token map."""
-        return {shift: _window_layout(batch, h, w, self.window_size, shift, device) for shift in self._shifts}
-
-    @property
-    def _shifts(self) -> list[int]:
-        return sorted({block.shift for block in self.blocks})
+        size = self.window_size
+        return {block.shift: _window_layout(batch, h, w, size, block.shift, device) for block in self.blocks}
 
     def forward(self, x: torch.Tensor, h: int, w: int, layouts: dict[int, WindowLayout]) -> torch.Tensor:
         for block in self.blocks:
