@@ -267,7 +267,7 @@ def run_bench(
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    engine_name = choose_engine(engine_name, chosen)
+    engine_name = choose_engine(engine_name, chosen, hub.resolve(model).family, precision)  # as `load_engine`
     compiled = fast_path and engine_name == "torch" and (settings.compile_network() if compiled is None else compiled)
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)

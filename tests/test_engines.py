@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -133,6 +134,17 @@ def test_bench_compares_engines_in_one_table(tmp_path, monkeypatch, capsys) -> N
         mean, maximum = (float(value) for value in row.split()[-2:])
         assert 0.0 <= mean <= 0.5 and maximum <= 16.0
     assert list(tmp_path.glob("rmbg-engines/openvino-*/RMBG-1.4/*/64x64.xml"))
+
+
+@pytest.mark.slow
+def test_bench_measures_the_engine_auto_picks_for_the_model(tmp_path, monkeypatch, capsys) -> None:
+    """`rmbg bench` times what `rmbg remove` would run: OpenVINO for RMBG-1.4 on a CPU, PyTorch for a BiRefNet."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("RMBG_ENGINE", "auto")
+    for model, engine in (("RMBG-1.4", "openvino"), ("BiRefNet_lite", "torch")):
+        args = ["bench", "--synthetic", "--model", model, "--device", "cpu", "--size", "64", "--runs", "1"]
+        assert main([*args, "--no-check", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["engine"].startswith(f"{engine} ")
 
 
 def test_bench_reports_a_failed_engine_run_without_a_trace(tmp_path, monkeypatch, capsys) -> None:
