@@ -199,20 +199,21 @@ def _percentile(values: list[float], q: float) -> float:
 def _load(
     model: str,
     device: torch.device,
-    dtype: torch.dtype,
+    precision: str,
     synthetic: bool,
     fast_path: bool,
     compiled: bool = False,
     graphs: bool | None = None,
 ) -> TorchEngine:
     """The engine as `Remover` runs it (`fast_path`), or the plain eager one the accuracy check compares with."""
+    dtype = pick_dtype(precision, device)
     if synthetic:
         network, info = synthetic_network(model, device, dtype)
         label = describe(network.state_dict())
     else:
         loaded = load_model(model, device, dtype)
         network, info, label = loaded.network, loaded.info, loaded.label
-    return TorchEngine(network, info, label, compiled, fast_path, graphs)
+    return TorchEngine(network, info, label, compiled, fast_path, graphs, int8=precision == "int8")
 
 
 def _load_openvino(model: str, precision: str, synthetic: bool) -> OpenVinoEngine:
@@ -235,7 +236,7 @@ def float32_delta(
 
     Called once the fast network is released, so the two are never resident together.
     """
-    reference = _load(model, sample.device, torch.float32, synthetic, fast_path=False)
+    reference = _load(model, sample.device, "fp32", synthetic, fast_path=False)
     reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
     return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
@@ -275,7 +276,7 @@ def run_bench(
     if engine_name == "openvino":
         engine: Engine = _load_openvino(model, precision, synthetic)
     else:
-        engine = _load(model, chosen, pick_dtype(precision, chosen), synthetic, fast_path, compiled, graphs)
+        engine = _load(model, chosen, precision, synthetic, fast_path, compiled, graphs)
     dtype = engine.dtype
     info = engine.info
     _sync(chosen)
@@ -290,7 +291,7 @@ def run_bench(
         engine=engine.describe(),
         synthetic=synthetic,
         device=str(chosen),
-        dtype=getattr(engine, "precision", str(dtype).removeprefix("torch.")),
+        dtype=engine.precision,
         fast_path=fast_path,
         compiled=compiled,
         size=size,
@@ -321,11 +322,14 @@ def run_bench(
 _BENCH_CODE = "import sys; from bgremover.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
-def engine_choices() -> list[tuple[str, str, bool]]:
-    """(engine, precision, plain) rows this CPU can run: float32 eager first (the reference), then
-    every fast path; bf16 only where the CPU computes it natively, OpenVINO only when installed."""
+def engine_choices(family: str) -> list[tuple[str, str, bool]]:
+    """(engine, precision, plain) rows this CPU can run for a model of `family`: float32 eager first
+    (the reference), then every fast path; bf16 only where the CPU computes it natively, int8 for
+    the models with linear layers (BiRefNet), OpenVINO only when installed."""
     precisions = ["fp32", "bf16"] if native_bf16_cpu() else ["fp32"]
     rows = [("torch", "fp32", True)] + [("torch", precision, False) for precision in precisions]
+    if family == zoo.BIREFNET:
+        rows.append(("torch", "int8", False))
     if openvino_available():
         rows += [("openvino", precision, False) for precision in precisions]
     return rows
@@ -334,7 +338,7 @@ def engine_choices() -> list[tuple[str, str, bool]]:
 def compare_engines(model: str, size: int | None, runs: int, synthetic: bool) -> list[BenchResult]:
     """Every engine and precision of `engine_choices` on the CPU, one child process each."""
     results = []
-    for engine, precision, plain in engine_choices():
+    for engine, precision, plain in engine_choices(hub.resolve(model).family):
         command = [sys.executable, "-c", _BENCH_CODE, "bench", "--json", "--device", "cpu", "--model", model]
         command += ["--engine", engine, "--precision", precision, "--runs", str(runs)]
         command += ["--synthetic"] * synthetic + ["--plain"] * plain + (["--size", str(size)] if size else [])

@@ -41,16 +41,16 @@ def _alpha(output: torch.Tensor, arch: str) -> torch.Tensor:
     return output if arch == "isnet" else torch.sigmoid(output)
 
 
-def _fast_network(arch: str, dtype: torch.dtype) -> torch.nn.Module:
+def _fast_network(arch: str, dtype: torch.dtype, int8: bool = False) -> torch.nn.Module:
     """The golden synthetic network as `Remover` runs it: eval, converted to `dtype`, then the fast-path hook."""
     network = network_for(manifest_state_dict(arch))
     network.load_state_dict(synthetic_checkpoint(arch), strict=True)
-    return prepare_network(network.eval().to(dtype=dtype))
+    return prepare_network(network.eval().to(dtype=dtype), int8=int8)
 
 
-def _delta_255(arch: str, dtype: torch.dtype, height: int = 256, width: int = 384) -> torch.Tensor:
+def _delta_255(arch: str, dtype: torch.dtype, height: int = 256, width: int = 384, int8: bool = False) -> torch.Tensor:
     with torch.inference_mode():
-        output = _fast_network(arch, dtype)(golden_input(height, width).to(dtype))
+        output = _fast_network(arch, dtype, int8)(golden_input(height, width).to(dtype))
     assert output.shape == (1, 1, height, width)
     return (_alpha(output, arch) - _alpha(golden_output(arch, height, width), arch)).abs() * 255.0
 
@@ -171,6 +171,16 @@ def test_default_cpu_path_within_budget(arch: str) -> None:
     """bfloat16 + channels-last, what `auto` picks on a CPU with native bf16, tested on any CPU."""
     delta = _delta_255(arch, torch.bfloat16)
     assert delta.mean().item() <= MEAN_BUDGET_255
+    assert delta.max().item() <= MAX_BUDGET_255
+
+
+@pytest.mark.parametrize("arch", [pytest.param("birefnet", marks=pytest.mark.slow), "birefnet_lite"])
+def test_int8_cpu_path_within_budget(arch: str) -> None:
+    """`--precision int8`: every linear layer in 8 bits, the rest of the network float32."""
+    network = _fast_network(arch, torch.float32, int8=True)
+    assert not [name for name, module in network.named_modules() if type(module) is torch.nn.Linear]
+    delta = _delta_255(arch, torch.float32, int8=True)
+    assert 0.0 < delta.mean().item() <= MEAN_BUDGET_255  # not zero: the linear layers did run in int8
     assert delta.max().item() <= MAX_BUDGET_255
 
 

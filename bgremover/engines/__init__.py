@@ -25,6 +25,7 @@ from .devices import (
     pick_device,
     pick_dtype,
     precision_name,
+    settle_precision,
 )
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "pick_dtype",
     "precision_for",
     "precision_name",
+    "settle_precision",
 ]
 
 
@@ -59,6 +61,7 @@ class Engine(Protocol):
     device: torch.device
     dtype: torch.dtype
     lock: threading.Lock
+    precision: str  # what it computes in, by name: "fp32", "fp16", "bf16", "int8"
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
 
@@ -93,7 +96,7 @@ def precision_for(engine: str, precision: str, device: torch.device) -> str:
         from .openvino import openvino_precision
 
         return openvino_precision(precision)
-    return precision_name(pick_dtype(precision, device))
+    return settle_precision(precision, device)
 
 
 def load_engine(

@@ -8,8 +8,13 @@ import torch
 
 from .. import settings
 
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-PRECISION_HELP = "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16"
+# The dtype each precision computes in. int8 is a float32 network whose linear layers run in
+# 8 bits on the CPU (engines/quantizing.py).
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
+PRECISION_HELP = (
+    "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16, "
+    "int8 (CPU, BiRefNet models: int8 linear layers; docs/engines.md)"
+)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -47,11 +52,19 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
             "this CPU has no native bfloat16 (no AVX512-BF16 or AMX), so bf16 would be emulated and run "
             "many times slower than fp32: use --precision auto or fp32 (RMBG_EMULATED_BF16=1 allows it anyway)."
         )
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU, not on {device}: use --precision auto (fp16) there.")
     return PRECISIONS[precision]
 
 
+def settle_precision(precision: str, device: torch.device) -> str:
+    """The name of what `precision` runs as on `device` once `auto` is settled; fails as `pick_dtype` does."""
+    dtype = pick_dtype(precision, device)
+    return precision if precision == "int8" else precision_name(dtype)
+
+
 def precision_name(dtype: torch.dtype) -> str:
-    """'fp32', 'fp16' or 'bf16': how settings, caches and the UI name a dtype."""
+    """'fp32', 'fp16' or 'bf16': how settings, caches and the UI name a dtype (int8 computes in fp32)."""
     return next(name for name, known in PRECISIONS.items() if known == dtype)
 
 

@@ -12,6 +12,7 @@ from ..nets.folding import fold_batch_norms
 from ..zoo import ModelInfo
 from .cuda_graphs import GraphRunner
 from .devices import device_lock, pick_device, pick_dtype, precision_name
+from .quantizing import quantize_linears
 
 # Compiled variants Dynamo keeps per code object. The Swin blocks of every stage and both
 # input scales share one forward with their own shapes: more than the default 8, which
@@ -19,16 +20,22 @@ from .devices import device_lock, pick_device, pick_dtype, precision_name
 _RECOMPILE_LIMIT = 64
 
 
-def prepare_network(network: nn.Module, compiled: bool = False) -> nn.Module:
+def prepare_network(network: nn.Module, compiled: bool = False, int8: bool = False) -> nn.Module:
     """The fast path applied to a loaded network, shared by the engine and `rmbg bench`.
 
     Batch norms are folded into the convolutions before them (a pass over each feature
     map and a kernel launch fewer per pair), then convolution weights go channels-last,
     the layout the networks keep their feature maps in (oneDNN and cuDNN run NHWC
-    convolutions fastest). torch.compile is opt-in: its first call takes minutes.
+    convolutions fastest). `int8` then swaps the linear layers for int8 ones (a float32
+    network on a CPU). torch.compile is opt-in: its first call takes minutes.
     """
     fold_batch_norms(network)
     network = network.to(memory_format=torch.channels_last)
+    if int8 and not quantize_linears(network):
+        raise ValueError(
+            f"--precision int8 runs the linear layers in 8 bits, and {type(network).__name__} has none "
+            "(IS-Net is all convolutions): use --precision auto or fp32."
+        )
     if not compiled:
         return network
     config = torch._dynamo.config
@@ -49,8 +56,11 @@ class TorchEngine:
         compiled: bool = False,
         fast_path: bool = True,
         graphs: bool | None = None,
+        int8: bool = False,
     ):
         """`fast_path=False` runs the network exactly as built: the float32 eager reference of `rmbg bench`.
+
+        `int8` (a float32 network on a CPU, fast path only) runs its linear layers in 8 bits.
 
         `graphs` (default RMBG_CUDA_GRAPHS, on) replays CUDA graphs per input shape on a GPU,
         of the compiled network too (the fastest combination measured); it does nothing on
@@ -63,8 +73,11 @@ class TorchEngine:
         self.dtype = parameter.dtype
         self.compiled = compiled and fast_path
         self.fast_path = fast_path
+        self.precision = "int8" if int8 and fast_path else precision_name(self.dtype)
+        if self.precision == "int8" and (self.device.type != "cpu" or self.dtype != torch.float32):
+            raise ValueError(f"int8 runs a float32 network on the CPU, not a {self.dtype} one on {self.device}.")
         self.lock = device_lock(self.device)
-        self.network = prepare_network(network, self.compiled) if fast_path else network
+        self.network = prepare_network(network, self.compiled, self.precision == "int8") if fast_path else network
         graphs = settings.cuda_graphs() if graphs is None else graphs
         replay = graphs and fast_path and self.device.type == "cuda"
         self.runner = GraphRunner(self.network) if replay else None
@@ -77,7 +90,7 @@ class TorchEngine:
         chosen = pick_device(device)
         loaded = load_model(model, chosen, pick_dtype(precision, chosen))
         compiled = settings.compile_network() if compiled is None else compiled
-        return cls(loaded.network, loaded.info, loaded.label, compiled)
+        return cls(loaded.network, loaded.info, loaded.label, compiled, int8=precision == "int8")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
@@ -93,4 +106,4 @@ class TorchEngine:
         """Runtime, precision, device, and which paths the last call took (graph replay, deformable kernel)."""
         path = "" if self.fast_path else ", plain eager"
         kernels = f"{self.mode}, deform {deform_kernel_name(self.device, self.dtype)}"
-        return f"torch {precision_name(self.dtype)} on {self.device}{path} ({kernels})"
+        return f"torch {self.precision} on {self.device}{path} ({kernels})"
