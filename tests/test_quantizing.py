@@ -70,3 +70,10 @@ def test_int8_engine_through_the_loader_says_what_runs(offline_hub) -> None:
     assert precision_for("torch", "int8", CPU) == "int8"
     output = engine(golden_input(64, 96))
     assert output.shape == (1, 1, 64, 96) and torch.isfinite(output).all()
+    assert engine.mode == "eager"
+
+
+def test_int8_runs_eagerly_even_when_compiling_is_asked_for() -> None:
+    network, info = bench.synthetic_network("BiRefNet_lite", CPU, torch.float32)
+    engine = TorchEngine(network, info, compiled=True, int8=True)
+    assert not engine.compiled and "eager" in engine.describe() and "compiled" not in engine.describe()

@@ -42,7 +42,6 @@ __all__ = [
     "pick_dtype",
     "precision_for",
     "precision_name",
-    "settle_precision",
 ]
 
 

@@ -60,7 +60,8 @@ class TorchEngine:
     ):
         """`fast_path=False` runs the network exactly as built: the float32 eager reference of `rmbg bench`.
 
-        `int8` (a float32 network on a CPU, fast path only) runs its linear layers in 8 bits.
+        `int8` (a float32 network on a CPU, fast path only) runs its linear layers in 8 bits,
+        eagerly: torch.compile was never measured with fbgemm's operators, so it is not applied.
 
         `graphs` (default RMBG_CUDA_GRAPHS, on) replays CUDA graphs per input shape on a GPU,
         of the compiled network too (the fastest combination measured); it does nothing on
@@ -71,9 +72,9 @@ class TorchEngine:
         self.label = label or type(network).__name__
         self.device = parameter.device
         self.dtype = parameter.dtype
-        self.compiled = compiled and fast_path
         self.fast_path = fast_path
         self.precision = "int8" if int8 and fast_path else precision_name(self.dtype)
+        self.compiled = compiled and fast_path and self.precision != "int8"
         if self.precision == "int8" and (self.device.type != "cpu" or self.dtype != torch.float32):
             raise ValueError(f"int8 runs a float32 network on the CPU, not a {self.dtype} one on {self.device}.")
         self.lock = device_lock(self.device)
