@@ -78,7 +78,11 @@ def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
         help="run on Ray: a local instance, or ADDRESS auto / ray://HOST:10001 / HOST:6379; "
         "inputs and -o may then also be s3://, gs:// or file:// URIs",
     )
-    group.add_argument("--ray-actors", type=int, default=1, help="inference actors, one model each (default 1)")
+    group.add_argument(
+        "--ray-actors",
+        type=int,
+        help="inference actors, one model each (default: one per GPU of the cluster on GPUs, 1 on CPUs)",
+    )
     group.add_argument("--manifest", help="JSON Lines report of the run (default: OUT/rmbg-manifest.jsonl)")
 
 

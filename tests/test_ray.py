@@ -22,10 +22,11 @@ import pytest
 import test_web_api as web
 from PIL import Image
 
-from bgremover.cli import main
+from bgremover.cli import build_parser, main
+from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
-from bgremover.scale.batch import MANIFEST_NAME, InferenceConfig, Manifest, RayConfig, remove_on_ray
+from bgremover.scale.batch import MANIFEST_NAME, InferenceConfig, Manifest, RayConfig, configure, remove_on_ray
 from bgremover.scale.batch import Inference as RealInference
 from bgremover.service.options import build_request
 
@@ -97,6 +98,26 @@ def test_uri_plans_name_outputs_as_the_cli_does(tmp_path):
     assert [t.target.path for t in globbed] == [str(j.target) for j in expected] and len(expected) == 8
     with pytest.raises(locations.UsageError, match="overwrite the input"):
         locations.plan([f"file://{shoot}/photo03.png"], f"file://{shoot}/photo03.png", "png")
+
+
+def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):
+    """Without --ray-actors: one actor per GPU on a GPU cluster, one actor on CPUs."""
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 4.0})
+
+    def config(*options: str) -> RayConfig:
+        return configure(build_parser().parse_args(["remove", "in", "--ray", *options]))
+
+    on_gpus = config()
+    assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.device) == (4, 1.0, "cuda")
+    assert config("--ray-actors", "2").actors == 2
+    on_cpus = config("--device", "cpu")
+    assert (on_cpus.actors, on_cpus.gpus_per_actor, on_cpus.inference.threads) == (1, 0.0, 32)
+    with pytest.raises(UsageError, match="--ray-actors must be at least 1"):
+        config("--ray-actors", "0")
+    with pytest.raises(UsageError, match="8 GPU actor\\(s\\) asked for, but the Ray cluster has 4 GPU\\(s\\)"):
+        config("--device", "cuda", "--ray-actors", "8")
 
 
 @pytest.mark.slow

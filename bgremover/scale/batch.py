@@ -316,19 +316,24 @@ def configure(args, actors: int | None = None) -> RayConfig:
     """The pipeline for the connected cluster: GPU actors when the device asks for CUDA (or is
     `auto` and the cluster has GPUs), CPU actors otherwise, each CPU actor with its share of threads.
 
-    CPU actors reserve less than a whole CPU when they would otherwise take every CPU, because
-    the decode and finish tasks need one to run at all.
+    Without --ray-actors a GPU job takes every GPU of the cluster, one actor each (a model per
+    device), and a CPU job one actor: CPU actors each hold a model in the node's memory, so
+    how many fit is the user's call (docs/scale.md). CPU actors reserve less than a whole CPU
+    when they would otherwise take every CPU, because the decode and finish tasks need one to
+    run at all.
     """
     import ray
 
-    actors = actors or args.ray_actors
-    if actors < 1:
-        raise UsageError("--ray-actors must be at least 1")
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
+    on_gpus = args.device.startswith("cuda") or (args.device == "auto" and gpus >= 1)
+    requested = actors or args.ray_actors
+    if requested is not None and requested < 1:
+        raise UsageError("--ray-actors must be at least 1")
+    actors = requested or (max(1, int(gpus)) if on_gpus else 1)
     common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
     size = parse_size(args.size)
-    if args.device.startswith("cuda") or (args.device == "auto" and gpus >= 1):
+    if on_gpus:
         if gpus < actors:
             raise UsageError(f"{actors} GPU actor(s) asked for, but the Ray cluster has {gpus:g} GPU(s)")
         inference = InferenceConfig(args.model, "cuda", args.precision, size)
