@@ -312,7 +312,7 @@ def connected(address: str, quiet: bool = False) -> Iterator[bool]:
         ray.shutdown()
 
 
-def configure(args, actors: int | None = None) -> RayConfig:
+def configure(args) -> RayConfig:
     """The pipeline for the connected cluster: GPU actors when the device asks for CUDA (or is
     `auto` and the cluster has GPUs), CPU actors otherwise, each CPU actor with its share of threads.
 
@@ -327,10 +327,9 @@ def configure(args, actors: int | None = None) -> RayConfig:
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
     on_gpus = args.device.startswith("cuda") or (args.device == "auto" and gpus >= 1)
-    requested = actors or args.ray_actors
-    if requested is not None and requested < 1:
+    if args.ray_actors is not None and args.ray_actors < 1:
         raise UsageError("--ray-actors must be at least 1")
-    actors = requested or (max(1, int(gpus)) if on_gpus else 1)
+    actors = args.ray_actors or (max(1, int(gpus)) if on_gpus else 1)
     common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
     size = parse_size(args.size)
     if on_gpus:
