@@ -4,9 +4,10 @@ On an AVX2 CPU the float32 network is compute-bound (BENCHMARKS.md, "CPU engines
 Swin backbone's linear layers are most of its arithmetic. fbgemm, PyTorch's x86 int8 GEMM
 library, multiplies them faster in 8 bits: each weight is rounded once per output channel,
 the activations are quantised on the fly with one scale per call (dynamic quantisation),
-and the result comes back in float32, so everything around the linear layers is unchanged. The fbgemm operators
-are used directly: the `torch.ao` module wrappers are deprecated, and the ones PyTorch
-points to instead (torchao) were slower than float32 on a CPU without torch.compile.
+and the result comes back in float32, so everything around the linear layers is unchanged.
+The fbgemm operators are used directly: the `torch.ao` module wrappers are deprecated, and
+the ones PyTorch points to instead (torchao) were slower than float32 on a CPU without
+torch.compile.
 """
 
 from __future__ import annotations
