@@ -81,7 +81,7 @@ def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--ray-actors",
         type=int,
-        help="inference actors, one model each (default: one per GPU of the cluster on GPUs, 1 on CPUs)",
+        help="inference actors, one model each (default: one per GPU on GPUs; on CPUs one per CPU that memory holds)",
     )
     group.add_argument("--manifest", help="JSON Lines report of the run (default: OUT/rmbg-manifest.jsonl)")
 

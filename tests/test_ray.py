@@ -26,7 +26,15 @@ from bgremover.cli import build_parser, main
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
-from bgremover.scale.batch import MANIFEST_NAME, InferenceConfig, Manifest, RayConfig, configure, remove_on_ray
+from bgremover.scale.batch import (
+    MANIFEST_NAME,
+    InferenceConfig,
+    Manifest,
+    ModelCheck,
+    RayConfig,
+    configure,
+    remove_on_ray,
+)
 from bgremover.scale.batch import Inference as RealInference
 from bgremover.service.options import build_request
 
@@ -100,24 +108,62 @@ def test_uri_plans_name_outputs_as_the_cli_does(tmp_path):
         locations.plan([f"file://{shoot}/photo03.png"], f"file://{shoot}/photo03.png", "png")
 
 
-def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):
-    """Without --ray-actors: one actor per GPU on a GPU cluster, one actor on CPUs."""
+GiB = 2**30
+# What a node reports of a model as light as RMBG-1.4 (176 MB): its actors are estimated at about 1.8 GiB.
+SMALL_MODEL = ModelCheck(None, checkpoint_bytes=176_000_000, input_size=1024)
+
+
+def _node(cpus: float, memory_gib: float, alive: bool = True, gpus: float = 0.0) -> dict:
+    return {"Alive": alive, "Resources": {"CPU": cpus, "GPU": gpus, "memory": memory_gib * GiB}}
+
+
+def _configure(monkeypatch, nodes: list[dict], *options: str) -> RayConfig:
+    """`configure` for `rmbg remove --ray OPTIONS` on a cluster of `nodes`, faked for Ray's calls."""
     import ray
 
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 32.0, "GPU": 4.0})
+    live = [node["Resources"] for node in nodes if node["Alive"]]
+    totals = {key: sum(resources.get(key, 0.0) for resources in live) for key in ("CPU", "GPU", "memory")}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    return configure(build_parser().parse_args(["remove", "in", "--ray", *options]), SMALL_MODEL)
 
-    def config(*options: str) -> RayConfig:
-        return configure(build_parser().parse_args(["remove", "in", "--ray", *options]))
 
-    on_gpus = config()
+def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):
+    """Without --ray-actors: one actor per GPU on a GPU cluster."""
+    cluster = [_node(16, 64, gpus=2), _node(16, 64, gpus=2)]
+    on_gpus = _configure(monkeypatch, cluster)
     assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.device) == (4, 1.0, "cuda")
-    assert config("--ray-actors", "2").actors == 2
-    on_cpus = config("--device", "cpu")
-    assert (on_cpus.actors, on_cpus.gpus_per_actor, on_cpus.inference.threads) == (1, 0.0, 32)
+    assert on_gpus.actor_memory_bytes == 0
+    assert _configure(monkeypatch, cluster, "--ray-actors", "2").actors == 2
     with pytest.raises(UsageError, match="--ray-actors must be at least 1"):
-        config("--ray-actors", "0")
+        _configure(monkeypatch, cluster, "--ray-actors", "0")
     with pytest.raises(UsageError, match="8 GPU actor\\(s\\) asked for, but the Ray cluster has 4 GPU\\(s\\)"):
-        config("--device", "cuda", "--ray-actors", "8")
+        _configure(monkeypatch, cluster, "--device", "cuda", "--ray-actors", "8")
+
+
+def test_a_cpu_job_runs_a_single_threaded_actor_per_cpu_that_memory_holds(monkeypatch):
+    """Each live node gives min(its CPUs, its memory / the estimate) actors, which reserve that memory."""
+    cluster = [_node(4, 64), _node(8, 5), _node(16, 64, alive=False)]
+    config = _configure(monkeypatch, cluster, "--device", "cpu")
+    # 4 on the first node (CPU-bound), 2 on the second (5 GiB holds two actors of ~1.9 GiB), none on the dead one.
+    assert (config.actors, config.inference.threads, config.gpus_per_actor) == (6, 2, 0.0)
+    assert 1.8 * GiB < config.actor_memory_bytes < 2.0 * GiB
+    assert config.actor_cpus == 1.0
+
+    # This 2-CPU machine: two single-threaded actors of half a CPU each, a CPU left for decoding.
+    laptop = _configure(monkeypatch, [_node(2, 16)], "--device", "cpu")
+    assert (laptop.actors, laptop.inference.threads, laptop.actor_cpus) == (2, 1, 0.5)
+
+    at_2048 = _configure(monkeypatch, cluster, "--device", "cpu", "--size", "2048")
+    assert at_2048.actor_memory_bytes > 3.5 * GiB and at_2048.actors == 4 + 1
+
+    told = _configure(monkeypatch, cluster, "--device", "cpu", "--ray-actors", "3")
+    assert (told.actors, told.inference.threads, told.actor_memory_bytes) == (3, 4, 0)
+
+
+def test_a_cpu_job_on_nodes_too_small_for_the_estimate_still_runs_one_actor_unreserved(monkeypatch):
+    config = _configure(monkeypatch, [_node(2, 1), _node(2, 1)], "--device", "cpu")
+    assert (config.actors, config.inference.threads, config.actor_memory_bytes) == (1, 4, 0)
 
 
 @pytest.mark.slow
@@ -174,13 +220,21 @@ def shoot(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="class")
 def reference(tmp_path_factory, hf_home, shoot) -> Path:
-    """What `rmbg remove` (no Ray) makes of the folder."""
+    """What `rmbg remove` (no Ray) makes of the folder, on one thread as each of the two actors that
+    `--ray` runs by default on the 2 CPUs of `local_ray` (another thread count may round differently)."""
+    import torch
+
     out = tmp_path_factory.mktemp("reference") / "out"
+    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HOME", str(hf_home))
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.delenv("HF_HUB_CACHE", raising=False)
-        assert main(["remove", str(shoot), "-o", str(out), *MODEL_ARGS, "--batch-size", "4", "-q"]) == 1
+        torch.set_num_threads(1)
+        try:
+            assert main(["remove", str(shoot), "-o", str(out), *MODEL_ARGS, "--batch-size", "4", "-q"]) == 1
+        finally:
+            torch.set_num_threads(threads)
     assert len(_files(out)) == GOOD
     return out
 
@@ -247,7 +301,7 @@ class TestBatch:
     def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):
         marker, out = tmp_path / "died", tmp_path / "out"
         tasks = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
-        config = RayConfig(InferenceConfig(MODEL, "cpu", "fp32", 128, threads=2), batch_size=4)
+        config = RayConfig(InferenceConfig(MODEL, "cpu", "fp32", 128, threads=1), batch_size=4)
         manifest = Manifest(out / MANIFEST_NAME)
         remove_on_ray(tasks, build_request(), config, manifest, inference=_dies_once(marker))
         manifest.close()

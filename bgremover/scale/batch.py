@@ -53,6 +53,10 @@ MANIFEST_NAME = "rmbg-manifest.jsonl"
 # A batch whose actor died is retried on the restarted actor this often; an input that kills
 # its actor every time (a segfault in a decoder, say) then fails the job instead of looping.
 MAX_TASK_RETRIES = 3
+# A CPU actor's memory beyond its weights (see `estimated_actor_memory`): the runtime and its libraries, and
+# the activations of one 1024² forward, both rounded up from BENCHMARKS.md's peaks.
+ACTOR_RUNTIME_BYTES = 768 * 2**20
+ACTIVATION_BYTES_AT_1024 = 768 * 2**20
 Batch = dict[str, np.ndarray]
 
 
@@ -76,6 +80,7 @@ class RayConfig:
     actors: int = 1
     actor_cpus: float = 1.0
     gpus_per_actor: float = 0.0
+    actor_memory_bytes: int = 0
     max_pixels: int | None = None
 
 
@@ -205,6 +210,7 @@ def build_dataset(tasks: list[Task], request: Request, config: RayConfig, infere
         compute=ray.data.ActorPoolStrategy(size=config.actors),
         num_cpus=config.actor_cpus,
         num_gpus=config.gpus_per_actor,
+        memory=config.actor_memory_bytes or None,
         # Explicit (Ray Data's defaults for actor pools are the same restarts and unbounded retries):
         # these also keep Ray from fusing decoding into the actors, which would put it on the device's clock.
         max_restarts=-1,
@@ -235,18 +241,28 @@ class Manifest:
         self._file.close()
 
 
-def model_problem(model: str) -> str | None:
-    """Why `model`'s checkpoint cannot be had on this node (None when it can: cached, or downloaded now)."""
+@dataclass(frozen=True)
+class ModelCheck:
+    """What a node found of the model: why it cannot be had (None when it can), and, when it can,
+    the checkpoint's size and the model's input side, from which a CPU actor's memory is estimated."""
+
+    problem: str | None
+    checkpoint_bytes: int = 0
+    input_size: int = 1024
+
+
+def check_on_node(model: str) -> ModelCheck:
+    """The model's checkpoint on this node: cached, or downloaded now."""
     from .. import hub
 
     try:
-        hub.checkpoint_file(hub.resolve(model))
+        info = hub.resolve(model)
+        return ModelCheck(None, hub.checkpoint_file(info).stat().st_size, info.input_size)
     except hub.ModelLoadError as error:
-        return str(error)
-    return None
+        return ModelCheck(str(error))
 
 
-def check_model(model: str, here: bool) -> None:
+def check_model(model: str, here: bool) -> ModelCheck:
     """Fetches the checkpoint once before any actor starts, so that a model that cannot be had costs
     one message (exit status 2, as in `rmbg remove`) instead of a trace per actor, and actors on
     that node do not all download it at once.
@@ -260,9 +276,10 @@ def check_model(model: str, here: bool) -> None:
 
     from ..hub import ModelLoadError
 
-    problem = model_problem(model) if here else ray.get(ray.remote(num_cpus=0)(model_problem).remote(model))
-    if problem:
-        raise ModelLoadError(problem)
+    found = check_on_node(model) if here else ray.get(ray.remote(num_cpus=0)(check_on_node).remote(model))
+    if found.problem:
+        raise ModelLoadError(found.problem)
+    return found
 
 
 def remove_on_ray(
@@ -271,13 +288,8 @@ def remove_on_ray(
     config: RayConfig,
     manifest: Manifest,
     inference: type = Inference,
-    local: bool = False,
 ) -> None:
-    """Runs `tasks` on the connected Ray cluster, adding each finished block's rows to `manifest`;
-    `local`: the cluster is a local instance this process started (see `check_model`)."""
-    if not tasks:
-        return
-    check_model(config.inference.model, here=local)
+    """Runs `tasks` on the connected Ray cluster, adding each finished block's rows to `manifest`."""
     for block in build_dataset(tasks, request, config, inference).iter_batches(batch_size=None, batch_format="pyarrow"):
         rows = block.to_pylist()
         manifest.add(rows)
@@ -312,15 +324,33 @@ def connected(address: str, quiet: bool = False) -> Iterator[bool]:
         ray.shutdown()
 
 
-def configure(args) -> RayConfig:
+def estimated_actor_memory(found: ModelCheck, size: int | None) -> int:
+    """A CPU actor's peak memory in bytes, estimated on the high side of the peaks measured for the
+    zoo's models (BENCHMARKS.md): the runtime, the weights twice (the loader's copy and the
+    network), and activations that grow with the input's area."""
+    area = ((size or found.input_size) / 1024) ** 2
+    return int(ACTOR_RUNTIME_BYTES + 2 * found.checkpoint_bytes + ACTIVATION_BYTES_AT_1024 * area)
+
+
+def cpu_actors_that_fit(nodes: list[dict], memory: int) -> int:
+    """One actor per CPU of each live node, as many as the node's memory holds: single-threaded
+    actors side by side outrun one actor with every thread (docs/scale.md)."""
+    fits = 0
+    for node in nodes:
+        resources = node.get("Resources", {}) if node.get("Alive") else {}
+        fits += min(int(resources.get("CPU", 0)), int(resources.get("memory", 0) // memory))
+    return fits
+
+
+def configure(args, found: ModelCheck) -> RayConfig:
     """The pipeline for the connected cluster: GPU actors when the device asks for CUDA (or is
     `auto` and the cluster has GPUs), CPU actors otherwise, each CPU actor with its share of threads.
 
     Without --ray-actors a GPU job takes every GPU of the cluster, one actor each (a model per
-    device), and a CPU job one actor: CPU actors each hold a model in the node's memory, so
-    how many fit is the user's call (docs/scale.md). CPU actors reserve less than a whole CPU
-    when they would otherwise take every CPU, because the decode and finish tasks need one to
-    run at all.
+    device), and a CPU job one actor per CPU that the nodes' memory can hold a model for; each
+    such actor reserves its estimated memory, so that Ray never places more on a node than fit.
+    CPU actors reserve less than a whole CPU when they would otherwise take every CPU, because
+    the decode and finish tasks need one to run at all.
     """
     import ray
 
@@ -329,16 +359,19 @@ def configure(args) -> RayConfig:
     on_gpus = args.device.startswith("cuda") or (args.device == "auto" and gpus >= 1)
     if args.ray_actors is not None and args.ray_actors < 1:
         raise UsageError("--ray-actors must be at least 1")
-    actors = args.ray_actors or (max(1, int(gpus)) if on_gpus else 1)
-    common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
     size = parse_size(args.size)
+    memory = estimated_actor_memory(found, size)
+    fits = 0 if on_gpus or args.ray_actors else cpu_actors_that_fit(ray.nodes(), memory)
+    actors = args.ray_actors or (max(1, int(gpus)) if on_gpus else max(1, fits))
+    if on_gpus and gpus < actors:
+        raise UsageError(f"{actors} GPU actor(s) asked for, but the Ray cluster has {gpus:g} GPU(s)")
+    common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
     if on_gpus:
-        if gpus < actors:
-            raise UsageError(f"{actors} GPU actor(s) asked for, but the Ray cluster has {gpus:g} GPU(s)")
         inference = InferenceConfig(args.model, "cuda", args.precision, size)
         return RayConfig(inference, gpus_per_actor=1.0, **common)
     inference = InferenceConfig(args.model, "cpu", args.precision, size, threads=max(1, int(cpus // actors)))
-    return RayConfig(inference, actor_cpus=min(1.0, max(cpus - 1.0, 0.5) / actors), **common)
+    cpu_share = min(1.0, max(cpus - 1.0, 0.5) / actors)
+    return RayConfig(inference, actor_cpus=cpu_share, actor_memory_bytes=memory if fits else 0, **common)
 
 
 def manifest_path(args) -> Path:
@@ -365,7 +398,8 @@ def run_on_ray(args, request: Request) -> int:
         manifest.add(_skipped(task) for task in tasks if task.target in done)
         if todo:
             with connected(args.ray, args.quiet) as local:
-                remove_on_ray(todo, request, configure(args), manifest, local=local)
+                found = check_model(args.model, here=local)
+                remove_on_ray(todo, request, configure(args, found), manifest)
     finally:
         manifest.close()
     counts = manifest.counts
