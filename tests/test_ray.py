@@ -134,6 +134,7 @@ def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypa
     on_gpus = _configure(monkeypatch, cluster)
     assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.device) == (4, 1.0, "cuda")
     assert on_gpus.actor_memory_bytes == 0
+    assert on_gpus.summary() == "Ray: 4 inference actor(s) on cuda (--ray-actors N to change)"
     assert _configure(monkeypatch, cluster, "--ray-actors", "2").actors == 2
     with pytest.raises(UsageError, match="--ray-actors must be at least 1"):
         _configure(monkeypatch, cluster, "--ray-actors", "0")
@@ -153,6 +154,9 @@ def test_a_cpu_job_runs_a_single_threaded_actor_per_cpu_that_memory_holds(monkey
     # This 2-CPU machine: two single-threaded actors of half a CPU each, a CPU left for decoding.
     laptop = _configure(monkeypatch, [_node(2, 16)], "--device", "cpu")
     assert (laptop.actors, laptop.inference.threads, laptop.actor_cpus) == (2, 1, 0.5)
+    assert laptop.summary() == (
+        "Ray: 2 inference actor(s) on cpu, 1 thread(s) each, 1.8 GiB of memory reserved each (--ray-actors N to change)"
+    )
 
     at_2048 = _configure(monkeypatch, cluster, "--device", "cpu", "--size", "2048")
     assert at_2048.actor_memory_bytes > 3.5 * GiB and at_2048.actors == 4 + 1

@@ -83,6 +83,15 @@ class RayConfig:
     actor_memory_bytes: int = 0
     max_pixels: int | None = None
 
+    def summary(self) -> str:
+        """What the job runs, for the terminal: the default actor count is worked out per cluster."""
+        line = f"Ray: {self.actors} inference actor(s) on {self.inference.device}"
+        if self.inference.threads:
+            line += f", {self.inference.threads} thread(s) each"
+        if self.actor_memory_bytes:
+            line += f", {self.actor_memory_bytes / 2**30:.1f} GiB of memory reserved each"
+        return line + " (--ray-actors N to change)"
+
 
 # --- The stages ----------------------------------------------------------------------------------
 
@@ -398,8 +407,10 @@ def run_on_ray(args, request: Request) -> int:
         manifest.add(_skipped(task) for task in tasks if task.target in done)
         if todo:
             with connected(args.ray, args.quiet) as local:
-                found = check_model(args.model, here=local)
-                remove_on_ray(todo, request, configure(args, found), manifest)
+                config = configure(args, check_model(args.model, here=local))
+                if not args.quiet:
+                    print(config.summary(), file=sys.stderr)
+                remove_on_ray(todo, request, config, manifest)
     finally:
         manifest.close()
     counts = manifest.counts
