@@ -358,6 +358,20 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), x.shape[2], x.shape[3]
 
 
+def _outside_compiled_graphs(method):
+    """`torch.compiler.disable` for `method`, applied only when torch.compile traces it. Decorating
+    at import would import torch._dynamo into every process, which costs 150 MB of memory and over a
+    second of start-up (BENCHMARKS.md) to the many that never compile."""
+
+    @functools.wraps(method)
+    def call(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            return torch.compiler.disable(method)(*args, **kwargs)
+        return method(*args, **kwargs)
+
+    return call
+
+
 class SwinTransformer(nn.Module):
     """Returns the four stage outputs (strides 4, 8, 16, 32) as (B, C, H, W) maps in channels-last memory."""
 
@@ -374,7 +388,7 @@ class SwinTransformer(nn.Module):
         for i, dim in enumerate(channels):
             self.add_module(f"norm{i}", nn.LayerNorm(dim))
 
-    @torch.compiler.disable
+    @_outside_compiled_graphs
     def window_layouts(self, batch: int, h: int, w: int, device: torch.device) -> list[dict[int, WindowLayout]]:
         """Every stage's window layouts for an h x w token map, fetched before any stage runs.
 
