@@ -11,6 +11,7 @@ import re
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import torch
@@ -23,7 +24,7 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
 )
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from . import settings, zoo
@@ -34,8 +35,12 @@ from .zoo import ModelInfo
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # Buffers computed by the module itself; a checkpoint may or may not carry them.
 _DERIVED_BUFFERS = ("relative_position_index", "num_batches_tracked")
+_Stored = TypeVar("_Stored")
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _MAX_LISTED_KEYS = 8
+# Stored tensors are read this much at a time, the file reopened for each batch: safetensors maps the
+# whole file, and the pages read stay in the process's memory until it is closed.
+_READ_BATCH_BYTES = 64 * 2**20
 # Seconds to wait for a connection to the Hub before calling it unreachable.
 _REACH_TIMEOUT = 5.0
 
@@ -170,14 +175,36 @@ def checkpoint_file(info: ModelInfo) -> Path:
         raise ModelLoadError(f"{info.name}: downloading {info.filename} from {info.page} failed: {error}") from error
 
 
-def read_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
-    """Reads a safetensors checkpoint; other formats are refused since they would need unpickling."""
-    _refuse_pickles(path, name)
+def _read_weights_into(network: nn.Module, path: Path, name: str) -> None:
+    """Copies a checkpoint that fits `network` (see `_check_fits`) into it, cast to its dtypes, a
+    batch of tensors at a time: the checkpoint is never in memory whole beside the network."""
+    targets = network.state_dict()
+    stored = {key: stored for key, stored in _stored_names(path, name).items() if not key.endswith(_DERIVED_BUFFERS)}
+    batches, batch, size = [], [], 0
+    for key in stored:
+        batch.append(key)
+        size += targets[key].numel() * targets[key].element_size()
+        if size >= _READ_BATCH_BYTES:
+            batches.append(batch)
+            batch, size = [], 0
     try:
-        state = load_file(str(path))
+        with torch.no_grad():
+            for keys in [*batches, batch]:
+                with safe_open(str(path), framework="pt") as file:
+                    for key in keys:
+                        targets[key].copy_(file.get_tensor(stored[key]))
     except (SafetensorError, OSError) as error:
         raise _corrupt(path, name, error) from error
-    return _without_wrapper_prefix(state)
+
+
+def _stored_names(path: Path, name: str) -> dict[str, str]:
+    """Each tensor's name in the network, with the name it is stored under."""
+    _refuse_pickles(path, name)
+    try:
+        with safe_open(str(path), framework="pt") as header:
+            return _without_wrapper_prefix({key: key for key in header.keys()})  # noqa: SIM118
+    except (SafetensorError, OSError) as error:
+        raise _corrupt(path, name, error) from error
 
 
 def read_shapes(path: Path, name: str) -> dict[str, torch.Tensor]:
@@ -207,7 +234,7 @@ def _corrupt(path: Path, name: str, error: Exception) -> ModelLoadError:
     )
 
 
-def _without_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _without_wrapper_prefix(state: dict[str, _Stored]) -> dict[str, _Stored]:
     for prefix in _WRAPPER_PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
             return {key.removeprefix(prefix): value for key, value in state.items()}
@@ -215,7 +242,7 @@ def _without_wrapper_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.T
 
 
 def save_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    """Writes a state dict as safetensors, the only format `read_state_dict` accepts."""
+    """Writes a state dict as safetensors, the only format the loader reads."""
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({name: tensor.contiguous() for name, tensor in state.items()}, str(path))
     return path
@@ -238,8 +265,9 @@ def _listed(keys: list[str]) -> str:
     return shown + (f" and {len(keys) - _MAX_LISTED_KEYS} more" if len(keys) > _MAX_LISTED_KEYS else "")
 
 
-def _load_into(network: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
-    """Strict loading; buffers the module derives itself are always its own, stored or not."""
+def _check_fits(network: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
+    """Refuses a checkpoint (its tensors, or their shapes) whose names or shapes are not exactly
+    the network's; buffers the module derives itself are always its own, stored or not."""
     expected = network.state_dict()
     derived = {k: v for k, v in expected.items() if k.endswith(_DERIVED_BUFFERS)}
     state = {**state, **derived}
@@ -259,20 +287,19 @@ def _load_into(network: nn.Module, state: dict[str, torch.Tensor], name: str) ->
             + "; ".join(problems)
             + ". It may be damaged or from a different architecture variant."
         )
-    network.load_state_dict(state, strict=True)
 
 
 def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
     """Finds, fetches and loads a model; the network comes back in eval mode on `device`."""
     info = resolve(spec)
     path = checkpoint_file(info)
-    state = read_state_dict(path, info.name)
-    found = _identified(info, state, path)
+    shapes = read_shapes(path, info.name)
+    found = _identified(info, shapes, path)
     # Cast before loading: copying the checkpoint into an fp32 network and then converting
-    # would hold both precisions at once (2.2 GB instead of 1.8 GB for RMBG-2.0 in bf16).
-    network = network_for(state).to(dtype=dtype)
-    _load_into(network, state, info.name)
-    del state
+    # would hold both precisions at once.
+    network = network_for(shapes).to(dtype=dtype)
+    _check_fits(network, shapes, info.name)
+    _read_weights_into(network, path, info.name)
     network = network.eval().to(device=device)
     return LoadedModel(info=found.info, network=network, label=found.label, checkpoint=path)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import httpx2
@@ -76,7 +78,7 @@ def test_truncated_file_is_reported(offline_hub, tmp_path) -> None:
 
 def test_identifying_a_checkpoint_reads_its_header_as_loading_would(offline_hub, tmp_path, monkeypatch) -> None:
     cache_model(offline_hub / "hub", "someone/my-birefnet-finetune", synthetic_checkpoint("birefnet_lite"))
-    monkeypatch.setattr(hub, "load_file", lambda *args, **kwargs: pytest.fail("the weights were read"))
+    monkeypatch.setattr(hub, "_read_weights_into", lambda *args, **kwargs: pytest.fail("the weights were read"))
     found = hub.identify_model("someone/my-birefnet-finetune")
     assert found.label == "BiRefNet (Swin-T)" and found.info.family == "birefnet" and found.info.backbone == "Swin-T"
     assert found.path.is_file() and found.path.name == "model.safetensors"
@@ -89,6 +91,38 @@ def test_identifying_a_checkpoint_reads_its_header_as_loading_would(offline_hub,
     (tmp_path / "model.pth").write_bytes(b"not really a pickle")
     with pytest.raises(ModelLoadError, match=r"not a \.safetensors file"):
         hub.identify_model(str(tmp_path / "model.pth"))
+
+
+def test_the_network_holds_the_stored_weights_cast_to_the_precision_asked(offline_hub, tmp_path) -> None:
+    state = synthetic_checkpoint("birefnet_lite")
+    path = write_checkpoint(tmp_path / "m.safetensors", {"_orig_mod." + k: v for k, v in state.items()})
+    loaded = load_model(str(path), dtype=torch.bfloat16).network.state_dict()
+    assert loaded.keys() == state.keys()
+    for key, stored in state.items():
+        if stored.is_floating_point():
+            assert loaded[key].dtype == torch.bfloat16 and torch.equal(loaded[key], stored.to(torch.bfloat16)), key
+        else:
+            assert torch.equal(loaded[key], stored), key
+
+
+_LOAD_PEAK = """
+import re, sys
+from bgremover.hub import load_model
+def peak():  # this process's own high-water mark (ru_maxrss would include the parent's, from before exec)
+    return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+before = peak()
+network = load_model(sys.argv[1]).network
+weights = sum(t.numel() * t.element_size() for t in network.state_dict().values())
+print((peak() - before) / weights)
+"""
+
+
+def test_loading_never_holds_the_checkpoint_whole_beside_the_network(offline_hub, tmp_path) -> None:
+    """Loading reads the file in batches of tensors: the process grows by the network and a batch,
+    not by the network and the whole checkpoint (the file's mapped pages count as its memory)."""
+    path = write_checkpoint(tmp_path / "m.safetensors", synthetic_checkpoint("birefnet_lite"))
+    grown = subprocess.run([sys.executable, "-c", _LOAD_PEAK, str(path)], capture_output=True, text=True, check=True)
+    assert 1.0 <= float(grown.stdout) < 1.6, grown.stdout
 
 
 def test_missing_key_is_listed(offline_hub, tmp_path) -> None:
