@@ -179,9 +179,9 @@ def _read_weights_into(network: nn.Module, path: Path, name: str) -> None:
     """Copies a checkpoint that fits `network` (see `_check_fits`) into it, cast to its dtypes, a
     batch of tensors at a time: the checkpoint is never in memory whole beside the network."""
     targets = network.state_dict()
-    stored = {key: stored for key, stored in _stored_names(path, name).items() if not key.endswith(_DERIVED_BUFFERS)}
+    stored_as = {key: as_ for key, as_ in _stored_names(path, name).items() if not key.endswith(_DERIVED_BUFFERS)}
     batches, batch, size = [], [], 0
-    for key in stored:
+    for key in stored_as:
         batch.append(key)
         size += targets[key].numel() * targets[key].element_size()
         if size >= _READ_BATCH_BYTES:
@@ -192,7 +192,7 @@ def _read_weights_into(network: nn.Module, path: Path, name: str) -> None:
             for keys in [*batches, batch]:
                 with safe_open(str(path), framework="pt") as file:
                     for key in keys:
-                        targets[key].copy_(file.get_tensor(stored[key]))
+                        targets[key].copy_(file.get_tensor(stored_as[key]))
     except (SafetensorError, OSError) as error:
         raise _corrupt(path, name, error) from error
 

@@ -335,8 +335,8 @@ def connected(address: str, quiet: bool = False) -> Iterator[bool]:
 
 def estimated_actor_memory(found: ModelCheck, size: int | None) -> int:
     """A CPU actor's peak memory in bytes, estimated on the high side of the peaks measured for the
-    zoo's models (BENCHMARKS.md): the runtime, the weights twice (the loader's copy and the
-    network), and activations that grow with the input's area."""
+    zoo's models (BENCHMARKS.md): the runtime, twice the checkpoint (the network, and room for the
+    copies that loading and the fast path make), and activations that grow with the input's area."""
     area = ((size or found.input_size) / 1024) ** 2
     return int(ACTOR_RUNTIME_BYTES + 2 * found.checkpoint_bytes + ACTIVATION_BYTES_AT_1024 * area)
 
