@@ -117,15 +117,16 @@ def _node(cpus: float, memory_gib: float, alive: bool = True, gpus: float = 0.0)
     return {"Alive": alive, "Resources": {"CPU": cpus, "GPU": gpus, "memory": memory_gib * GiB}}
 
 
-def _configure(monkeypatch, nodes: list[dict], *options: str) -> RayConfig:
-    """`configure` for `rmbg remove --ray OPTIONS` on a cluster of `nodes`, faked for Ray's calls."""
+def _configure(monkeypatch, nodes: list[dict], *options: str, batches: int = 100) -> RayConfig:
+    """`configure` for `rmbg remove --ray OPTIONS` on a cluster of `nodes`, faked for Ray's calls,
+    for a job of `batches` batches."""
     import ray
 
     live = [node["Resources"] for node in nodes if node["Alive"]]
     totals = {key: sum(resources.get(key, 0.0) for resources in live) for key in ("CPU", "GPU", "memory")}
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    return configure(build_parser().parse_args(["remove", "in", "--ray", *options]), SMALL_MODEL)
+    return configure(build_parser().parse_args(["remove", "in", "--ray", *options]), SMALL_MODEL, batches)
 
 
 def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):
@@ -133,6 +134,7 @@ def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypa
     cluster = [_node(16, 64, gpus=2), _node(16, 64, gpus=2)]
     on_gpus = _configure(monkeypatch, cluster)
     assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.device) == (4, 1.0, "cuda")
+    assert _configure(monkeypatch, cluster, batches=1).actors == 1
     assert on_gpus.actor_memory_bytes == 0
     assert on_gpus.summary() == "Ray: 4 inference actor(s) on cuda (--ray-actors N to change)"
     assert _configure(monkeypatch, cluster, "--ray-actors", "2").actors == 2
@@ -163,6 +165,11 @@ def test_a_cpu_job_runs_a_single_threaded_actor_per_cpu_that_memory_holds(monkey
 
     told = _configure(monkeypatch, cluster, "--device", "cpu", "--ray-actors", "3")
     assert (told.actors, told.inference.threads, told.actor_memory_bytes) == (3, 4, 0)
+
+    # A job of 2 batches starts 2 actors, with the cores shared between them; one asked for is one asked for.
+    small_job = _configure(monkeypatch, cluster, "--device", "cpu", batches=2)
+    assert (small_job.actors, small_job.inference.threads) == (2, 6)
+    assert _configure(monkeypatch, cluster, "--device", "cpu", "--ray-actors", "5", batches=2).actors == 5
 
 
 def test_a_cpu_job_on_nodes_too_small_for_the_estimate_still_runs_one_actor_unreserved(monkeypatch):

@@ -351,7 +351,7 @@ def cpu_actors_that_fit(nodes: list[dict], memory: int) -> int:
     return fits
 
 
-def configure(args, found: ModelCheck) -> RayConfig:
+def configure(args, found: ModelCheck, batches: int) -> RayConfig:
     """The pipeline for the connected cluster: GPU actors when the device asks for CUDA (or is
     `auto` and the cluster has GPUs), CPU actors otherwise, each CPU actor with its share of threads.
 
@@ -359,7 +359,8 @@ def configure(args, found: ModelCheck) -> RayConfig:
     device), and a CPU job one actor per CPU that the nodes' memory can hold a model for; each
     such actor reserves its estimated memory, so that Ray never places more on a node than fit.
     CPU actors reserve less than a whole CPU when they would otherwise take every CPU, because
-    the decode and finish tasks need one to run at all.
+    the decode and finish tasks need one to run at all. A default count never exceeds the job's
+    `batches`: an actor with nothing to do would only load a model.
     """
     import ray
 
@@ -371,7 +372,7 @@ def configure(args, found: ModelCheck) -> RayConfig:
     size = parse_size(args.size)
     memory = estimated_actor_memory(found, size)
     fits = 0 if on_gpus or args.ray_actors else cpu_actors_that_fit(ray.nodes(), memory)
-    actors = args.ray_actors or (max(1, int(gpus)) if on_gpus else max(1, fits))
+    actors = args.ray_actors or min(max(1, int(gpus) if on_gpus else fits), max(1, batches))
     if on_gpus and gpus < actors:
         raise UsageError(f"{actors} GPU actor(s) asked for, but the Ray cluster has {gpus:g} GPU(s)")
     common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
@@ -407,7 +408,8 @@ def run_on_ray(args, request: Request) -> int:
         manifest.add(_skipped(task) for task in tasks if task.target in done)
         if todo:
             with connected(args.ray, args.quiet) as local:
-                config = configure(args, check_model(args.model, here=local))
+                batches = -(-len(todo) // args.batch_size)
+                config = configure(args, check_model(args.model, here=local), batches)
                 if not args.quiet:
                     print(config.summary(), file=sys.stderr)
                 remove_on_ray(todo, request, config, manifest)
