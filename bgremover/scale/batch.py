@@ -205,11 +205,17 @@ def _row(task: Task) -> dict[str, str]:
     }
 
 
+def batch_count(tasks: int, batch_size: int) -> int:
+    """The batches (at least one) that `tasks` inputs make: the dataset's blocks, and the most actors a
+    default configuration starts."""
+    return max(1, -(-tasks // batch_size))
+
+
 def build_dataset(tasks: list[Task], request: Request, config: RayConfig, inference: type = Inference):
     """The three stages as one lazy Ray Dataset of manifest rows; `inference` is the actor class."""
     import ray
 
-    blocks = max(1, -(-len(tasks) // config.batch_size))  # a block per batch: the manifest grows as they finish
+    blocks = batch_count(len(tasks), config.batch_size)  # a block per batch: the manifest grows as they finish
     dataset = ray.data.from_items([_row(task) for task in tasks], override_num_blocks=blocks)
     dataset = dataset.map_batches(decode_stage, fn_kwargs={"max_pixels": config.max_pixels}, batch_size=None)
     dataset = dataset.map_batches(
@@ -408,7 +414,7 @@ def run_on_ray(args, request: Request) -> int:
         manifest.add(_skipped(task) for task in tasks if task.target in done)
         if todo:
             with connected(args.ray, args.quiet) as local:
-                batches = -(-len(todo) // args.batch_size)
+                batches = batch_count(len(todo), args.batch_size)
                 config = configure(args, check_model(args.model, here=local), batches)
                 if not args.quiet:
                     print(config.summary(), file=sys.stderr)
