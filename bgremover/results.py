@@ -90,7 +90,7 @@ def finish(
     if options.output == "mask":
         image = mask
     else:
-        foreground = composing.estimate_foreground(decoded.rgb, mask, device) if options.refine_edges else decoded.rgb
+        foreground = composing.refined_cutout(decoded.rgb, mask, device) if options.refine_edges else decoded.rgb
         background = {
             "cutout": None,
             "color": options.background_color,

@@ -187,7 +187,7 @@ def test_refined_edges_lose_the_old_background() -> None:
     blended = alpha[..., None] * red + (1 - alpha[..., None]) * blue
     image = Image.fromarray(blended.round().astype(np.uint8))
     mask = Image.fromarray((alpha * 255).round().astype(np.uint8))
-    refined = np.asarray(composing.estimate_foreground(image, mask), dtype=np.float32)
+    refined = np.asarray(composing.refined_cutout(image, mask), dtype=np.float32)[..., :3]
     edge = (slice(None), size // 2)
     before = np.abs(blended[edge] - red).mean()
     after = np.abs(refined[edge] - red).mean()

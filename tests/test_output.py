@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageCms
 
-from bgremover.imaging import composing, encoding, png, refining
+from bgremover.imaging import composing, decoding, encoding, png, refining
+from bgremover.results import Options, finish
 from bgremover.service.options import build_request
 
 
@@ -175,7 +176,7 @@ def _reference_step(image, foreground, background, alpha, radius):
 
 
 def reference_foreground(image: Image.Image, mask: Image.Image, dtype: torch.dtype = torch.float32) -> np.ndarray:
-    """Blur-fusion over the whole image, as `estimate_foreground` computed it before (radius 90, then 6)."""
+    """Blur-fusion over the whole image, as edge refinement computed it before (radius 90, then 6)."""
     rgb = torch.from_numpy(np.asarray(image, dtype=np.float64) / 255.0).permute(2, 0, 1).to(dtype)
     alpha = torch.from_numpy(np.asarray(mask, dtype=np.float64) / 255.0)[None].to(dtype)
     foreground, background = _reference_step(rgb, rgb, rgb, alpha, 90)
@@ -198,6 +199,11 @@ def subject_scene(width: int, height: int, seed: int = 5) -> tuple[Image.Image, 
     return image, Image.fromarray((alpha * 255).round().astype(np.uint8))
 
 
+def refined_colors(image: Image.Image, mask: Image.Image, *device) -> np.ndarray:
+    """The colour channels of the refined cut-out."""
+    return np.asarray(composing.refined_cutout(image, mask, *device))[..., :3]
+
+
 @pytest.mark.parametrize("size", [(203, 149), (640, 360), (37, 9)])
 def test_refinement_is_within_tolerance_of_whole_image_blur_fusion(size: tuple[int, int]) -> None:
     """The tolerance docs/output.md states: against today's whole-image float32 computation, on the soft
@@ -205,7 +211,7 @@ def test_refinement_is_within_tolerance_of_whole_image_blur_fusion(size: tuple[i
     every pixel within 1/255 (float32 integral images over a whole photo are noisier than that where
     alpha is 0, in pixels no one sees)."""
     image, mask = subject_scene(*size)
-    refined = np.asarray(composing.estimate_foreground(image, mask), dtype=int)
+    refined = refined_colors(image, mask).astype(int)
     alpha = np.asarray(mask)
     band = (alpha > 0) & (alpha < 255)
     today = np.abs(refined - reference_foreground(image, mask).astype(int))[band]
@@ -215,7 +221,7 @@ def test_refinement_is_within_tolerance_of_whole_image_blur_fusion(size: tuple[i
 
 def test_refinement_keeps_opaque_pixels_and_clears_those_far_from_the_subject() -> None:
     image, mask = subject_scene(300, 200)
-    refined, rgb, alpha = np.asarray(composing.estimate_foreground(image, mask)), np.asarray(image), np.asarray(mask)
+    refined, rgb, alpha = refined_colors(image, mask), np.asarray(image), np.asarray(mask)
     assert np.array_equal(refined[alpha == 255], rgb[alpha == 255])
     assert not refined[:, :5].any() and not refined[:5].any()  # alpha 0 and no subject within 6 pixels
 
@@ -224,19 +230,40 @@ def test_refinement_keeps_opaque_pixels_and_clears_those_far_from_the_subject() 
 def test_refinement_of_uniform_masks_and_tiny_images(value: int) -> None:
     image = photo_like(3, 2)
     mask = Image.new("L", image.size, value)
-    refined = np.asarray(composing.estimate_foreground(image, mask), dtype=int)
+    refined = refined_colors(image, mask).astype(int)
     expected = reference_foreground(image, mask, torch.float64).astype(int)
     assert refined.shape == (2, 3, 3) and np.abs(refined - expected).max() <= 1
     if value == 255:
         assert np.array_equal(refined, np.asarray(image))
 
 
+@pytest.mark.parametrize("size", [(203, 149), (64, 128), (1, 1)])
+def test_the_refined_cutout_is_the_output_with_the_mask_as_its_alpha(size: tuple[int, int]) -> None:
+    """Widths that are not whole tiles make the cut-out a view with longer rows than the image's:
+    every output path (cut-out, composite, crop, encoder) must see exactly the image's pixels."""
+    image, mask = subject_scene(*size) if min(size) > 1 else (photo_like(1, 1), Image.new("L", (1, 1), 128))
+    cutout = composing.refined_cutout(image, mask)
+    assert cutout.mode == "RGBA" and cutout.size == image.size
+    assert np.array_equal(np.asarray(cutout)[..., 3], np.asarray(mask))
+    options = Options(refine_edges=True, crop=min(size) > 1)
+    result = finish(decoding.Decoded(image), mask, options)
+    box = composing.subject_box(mask) if options.crop else (0, 0, *size)
+    assert np.array_equal(np.asarray(result.image), np.asarray(cutout.crop(box)))
+    written = Image.open(io.BytesIO(encoding.encode(result.image, "png")))
+    assert np.array_equal(np.asarray(written), np.asarray(result.image))
+    white = finish(decoding.Decoded(image), mask, Options(output="color", refine_edges=True)).image
+    white = np.asarray(white, dtype=int)
+    a = np.asarray(mask, dtype=int)[..., None]
+    expected = (np.asarray(cutout, dtype=int)[..., :3] * a + 255 * (255 - a) + 127) // 255
+    assert white.shape == (*size[::-1], 3) and np.abs(white - expected).max() <= 1
+
+
 def test_refinement_runs_on_the_given_device() -> None:
     image, mask = subject_scene(150, 100)
-    on_cpu = np.asarray(composing.estimate_foreground(image, mask, torch.device("cpu")))
-    assert np.array_equal(on_cpu, np.asarray(composing.estimate_foreground(image, mask)))
+    on_cpu = refined_colors(image, mask, torch.device("cpu"))
+    assert np.array_equal(on_cpu, refined_colors(image, mask))
     if torch.cuda.is_available():
-        on_gpu = np.asarray(composing.estimate_foreground(image, mask, "cuda"))
+        on_gpu = refined_colors(image, mask, "cuda")
         assert np.abs(on_gpu.astype(int) - on_cpu).max() <= 1
 
 
@@ -244,10 +271,10 @@ def test_refinement_runs_on_the_given_device() -> None:
 def test_refinement_does_not_depend_on_how_much_one_pass_takes(monkeypatch, tiles: int, rows: int) -> None:
     """A GPU takes far more tiles and rows per pass than a CPU: the pixels must not change."""
     image, mask = subject_scene(800, 560)
-    usual = np.asarray(composing.estimate_foreground(image, mask))
+    usual = refined_colors(image, mask)
     monkeypatch.setattr(refining, "CPU_TILES_PER_PASS", tiles)
     monkeypatch.setattr(refining, "CPU_ROWS_PER_STRIP", rows)
-    assert np.array_equal(np.asarray(composing.estimate_foreground(image, mask)), usual)
+    assert np.array_equal(refined_colors(image, mask), usual)
 
 
 def test_a_gpu_pass_takes_many_tiles_and_rows_within_its_memory_budget() -> None:

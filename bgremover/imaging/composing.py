@@ -11,10 +11,10 @@ if TYPE_CHECKING:
     import torch
 
 
-def estimate_foreground(image: Image.Image, mask: Image.Image, device: str | torch.device = "cpu") -> Image.Image:
-    """`refining.estimate_foreground`, imported when edges are refined: it needs PyTorch, which
+def refined_cutout(image: Image.Image, mask: Image.Image, device: str | torch.device = "cpu") -> Image.Image:
+    """`refining.refined_cutout`, imported when edges are refined: it needs PyTorch, which
     processes that only composite and encode (the CPU workers of a Ray job) need not load."""
-    from .refining import estimate_foreground as refined
+    from .refining import refined_cutout as refined
 
     return refined(image, mask, device)
 
@@ -66,8 +66,13 @@ def cover_fit(background: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def composite(foreground: Image.Image, mask: Image.Image, background: Image.Image | tuple | None) -> Image.Image:
-    """RGBA cut-out when `background` is None, else RGB over a colour or (cover-fitted) image."""
+    """RGBA cut-out when `background` is None, else RGB over a colour or (cover-fitted) image.
+
+    `foreground` is RGB, or an RGBA cut-out that already has `mask` as its alpha (`refined_cutout`).
+    """
     if background is None:
+        if foreground.mode == "RGBA":
+            return foreground
         cutout = foreground.convert("RGB")
         cutout.putalpha(mask)
         return cutout

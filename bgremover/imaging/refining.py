@@ -31,37 +31,52 @@ CPU_TILES_PER_PASS = 32
 CPU_ROWS_PER_STRIP = TILE  # rows of the image whose block sums are computed together; a multiple of TILE
 GPU_PASS_BYTES = 256 << 20
 _FLOATS_PER_TILE_PIXEL = 48  # float32 values a fine pass holds at its peak per tile-and-halo pixel (43 measured)
-_FLOATS_PER_STRIP_PIXEL = 12  # float32 values the block sums hold at their peak per pixel of a strip (11 counted)
+_FLOATS_PER_STRIP_PIXEL = 8  # float32 values the block sums hold at their peak per pixel of a strip (7 counted)
+# What each plane of the block sums is divided by to be in 0..1: alpha, colour * alpha, colour.
+_PLANE_SCALES = torch.tensor([255.0] + [255.0**2] * 3 + [255.0] * 3, dtype=torch.float64)
 _EPS = 1e-5  # as in the paper's formula: keeps the window means' ratios finite
 
 
-def estimate_foreground(image: Image.Image, mask: Image.Image, device: str | torch.device = "cpu") -> Image.Image:
-    """Foreground colours without the old background bleeding through semi-transparent edges.
+def refined_cutout(image: Image.Image, mask: Image.Image, device: str | torch.device = "cpu") -> Image.Image:
+    """The RGBA cut-out, `mask` as its alpha, with foreground colours free of the old background
+    that bleeds through semi-transparent edges.
 
-    Runs on `device` (the model's, so a GPU does the work where there is one).
+    Runs on `device` (the model's, so a GPU does the work where there is one). At 12 MP every
+    full-size copy of the pixels costs as much as the refinement's arithmetic on a GPU, so the
+    pixels cross into and out of PyTorch once each, and the cut-out is made where they are.
     """
-    rgb = torch.from_numpy(np.array(image.convert("RGB"))).to(device)
-    alpha = torch.from_numpy(np.array(mask.convert("L"))).to(device)
-    return Image.fromarray(refine(rgb, alpha).cpu().numpy())
+    rgb = torch.from_numpy(_pixels(image, "RGB")).to(device)
+    alpha = torch.from_numpy(_pixels(mask, "L")).to(device)
+    tiles = refine(rgb, alpha).cpu().numpy()
+    return Image.frombuffer("RGBA", mask.size, tiles, "raw", "RGBA", tiles.strides[0], 1)
+
+
+def _pixels(image: Image.Image, mode: str) -> np.ndarray:
+    """A writable array of the image's pixels in `mode`, converted only if it is in another."""
+    return np.array(image if image.mode == mode else image.convert(mode))
 
 
 def refine(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """uint8 (H, W, 3) foreground from uint8 colours (H, W, 3) and alpha (H, W).
+    """The uint8 cut-out of colours (H, W, 3) and alpha (H, W), both uint8: the foreground, then
+    that alpha, over whole tiles (H', W', 4), of which the first H rows and W columns are the image.
 
     Pixels stay in this layout (a PIL image's) at full size; only the tiles are made planar.
+    Whole tiles, so that the rows of a CPU result are the image's rows without a copy.
     """
     height, width = alpha.shape
     rgb, alpha = _with_margin(rgb), _with_margin(alpha)
     inner = (slice(FINE_RADIUS, -FINE_RADIUS), slice(FINE_RADIUS, -FINE_RADIUS))
-    result = rgb[inner] * (alpha[inner] == 255)[..., None]
+    result = torch.empty(*alpha[inner].shape, 4, dtype=torch.uint8, device=rgb.device)
+    foreground, result[..., 3] = result[..., :3], alpha[inner]
+    torch.mul(rgb[inner], (alpha[inner] == 255)[..., None], out=foreground)
     tiles = _work_tiles(alpha[inner])
     if len(tiles):
         weights, neighbourhoods = _coarse_neighbourhoods(_coarse_means(rgb[inner], alpha[inner], height, width))
         for chunk in tiles.split(_tiles_per_pass(rgb.device)):
             means = _tile_means(weights, neighbourhoods, chunk)
-            foreground = _fine_pass(_tile_inputs(rgb, alpha, height, width, chunk), means)
-            _windows(result, TILE, TILE)[chunk[:, 0], chunk[:, 1]] = foreground
-    return result[:height, :width]
+            refined = _fine_pass(_tile_inputs(rgb, alpha, height, width, chunk), means)
+            _windows(foreground, TILE, TILE)[chunk[:, 0], chunk[:, 1]] = refined
+    return result
 
 
 def _tiles_per_pass(device: torch.device) -> int:
@@ -112,7 +127,7 @@ def _coarse_means(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: in
     and colour, each divided by the number of image pixels in its window (windows end at the border)."""
     rows = _rows_per_strip(rgb.device, alpha.shape[1])
     strips = [_block_sums(rgb[top : top + rows], alpha[top : top + rows]) for top in range(0, len(alpha), rows)]
-    sums = torch.cat(strips).permute(1, 0, 2)
+    sums = torch.cat(strips, dim=1)
     counts = _block_counts(sums.shape[1], sums.shape[2], height, width, sums.device)
     half = (COARSE_RADIUS + 0.5) / BLOCK
     windows = _window_sums(_window_sums(torch.cat([sums, counts[None]]), half, dim=2), half, dim=1)
@@ -127,15 +142,19 @@ def _block_counts(rows: int, cols: int, height: int, width: int, device: torch.d
 
 
 def _block_sums(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """(rows, 7, cols) float64 sums over each block of alpha, colour * alpha and colour, in 0..1.
+    """(7, rows, cols) float64 sums over each block of alpha, colour * alpha and colour, in 0..1.
 
     Called on strips of rows, which keeps the float copies small: in cache on a CPU, within a
-    memory budget on a GPU. Each block's sum is the same whatever the strip's height.
+    memory budget on a GPU. Each block's sum is the same whatever the strip's height. The
+    planes hold the 8-bit values as they are, so every product and block sum is a whole
+    number far below float32's 2**24: exact, and scaled to 0..1 only in float64.
     """
-    a = alpha.float()[None] / 255
-    color = rgb.permute(2, 0, 1).float() / 255
-    sums = torch.cat([F.avg_pool2d(plane[None], BLOCK)[0] for plane in (a, color * a, color)])
-    return (sums * BLOCK * BLOCK).double().permute(1, 0, 2)
+    planes = torch.empty(7, *alpha.shape, device=alpha.device)
+    planes[0] = alpha
+    planes[4:] = rgb.permute(2, 0, 1)
+    torch.mul(planes[4:], planes[:1], out=planes[1:4])
+    sums = F.avg_pool2d(planes[None], BLOCK)[0].double()
+    return sums * (BLOCK * BLOCK / _PLANE_SCALES.to(sums.device))[:, None, None]
 
 
 def _window_sums(blocks: torch.Tensor, half: float, dim: int) -> torch.Tensor:
