@@ -9,7 +9,7 @@ Hugging Face cache, offline):
 What it reports, each as the median of several runs after a warm-up:
 - one request end to end (`RemovalService.remove`: decode, queue, infer, finish, encode)
   for 640x480, 1920x1080 and 4032x3024 JPEGs, as a cut-out PNG, and the 12 MP one also with
-  refined edges;
+  refined edges, and the refinement alone for a subject's matte and a mask soft everywhere;
 - a folder of 12 MP photos through `remove_many` (what `rmbg remove DIR` runs): photos/s;
 - 32 concurrent single requests with micro-batching off and on: images/s.
 Writes $OUT/gpu_e2e.json and prints a table last.
@@ -34,6 +34,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgremover import bench  # noqa: E402 - the repository root must be importable first
+from bgremover.imaging import composing  # noqa: E402
 from bgremover.service.options import build_request  # noqa: E402
 from bgremover.service.pool import ModelPool  # noqa: E402
 from bgremover.service.removal import Item, RemovalService  # noqa: E402
@@ -70,6 +71,23 @@ def median_split(service: RemovalService, data: bytes, request) -> dict:
         runs.append({**removal.timings.as_dict(), "total": time.perf_counter() - started})
     split = {stage: statistics.median(run[stage] for run in runs) for stage in runs[0]}
     return {**split, "bytes": len(removal.data), "engine": service.pool.get().engine.describe()}
+
+
+def refinement_alone(data: bytes) -> dict:
+    """Milliseconds of `refined_cutout` on the device alone (median), for a subject's matte and
+    for a mask soft everywhere, which is what synthetic weights give the full pipeline."""
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    mattes = {"subject": bench.synthetic_matte(*image.size), "soft": Image.new("L", image.size, 128)}
+    medians = {}
+    for name, matte in mattes.items():
+        composing.refined_cutout(image, matte, DEVICE)
+        runs = []
+        for _ in range(RUNS):
+            started = time.perf_counter()
+            composing.refined_cutout(image, matte, DEVICE)
+            runs.append(time.perf_counter() - started)
+        medians[name] = statistics.median(runs) * 1000
+    return medians
 
 
 def folder_rate(service: RemovalService, data: bytes, batch_size: int) -> dict:
@@ -118,6 +136,7 @@ def main() -> int:
         report["single"] = {name: median_split(service, data, build_request()) for name, data in photos.items()}
         largest = list(photos)[-1]
         report["refine_edges"] = median_split(service, photos[largest], build_request(refine_edges=True))
+        report["refinement_ms"] = refinement_alone(photos[largest])
         report["folder"] = [folder_rate(service, photos[largest], b) for b in (1, 4, 8)]
         small = photos[list(photos)[0]]
         report["concurrent"] = [concurrent_rate(pool, small, window) for window in (0, 5)]
@@ -126,6 +145,8 @@ def main() -> int:
     for name, split in [*report["single"].items(), (f"{largest} refine", report["refine_edges"])]:
         stages = " ".join(f"{k} {split[k] * 1000:7.1f}" for k in ("decode", "queue", "infer", "finish", "encode"))
         print(f"{name:>16}: total {split['total'] * 1000:7.1f} ms | {stages} | {split['bytes'] / 1e6:.1f} MB")
+    refinement = ", ".join(f"{name} matte {ms:.1f} ms" for name, ms in report["refinement_ms"].items())
+    print(f"refinement alone at {largest}: {refinement}")
     for row in report["folder"]:
         print(f"folder of {largest}, batch {row['batch_size']}: {row['photos_per_s']:.2f} photos/s")
     for row in report["concurrent"]:
