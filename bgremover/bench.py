@@ -268,7 +268,13 @@ def run_bench(
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    engine_name = choose_engine(engine_name, chosen, hub.resolve(model).family, precision)  # as `load_engine`
+    if not fast_path and engine_name not in (None, "auto", "torch"):
+        raise ValueError(
+            "--plain runs PyTorch's eager network, the reference the other engines are compared with: "
+            "leave out --engine, or use --engine torch."
+        )
+    # As `load_engine` chooses; the plain reference is PyTorch's whatever `auto` would pick.
+    engine_name = choose_engine(engine_name if fast_path else "torch", chosen, hub.resolve(model).family, precision)
     compiled = fast_path and engine_name == "torch" and (settings.compile_network() if compiled is None else compiled)
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)
@@ -655,7 +661,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", action="store_true", help="the model's architecture with synthetic weights")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (as RMBG_COMPILE=1)")
-    parser.add_argument("--plain", action="store_true", help="without the fast-path hook (channels-last, compile)")
+    parser.add_argument("--plain", action="store_true", help="PyTorch's network as built, without the fast path: the reference")
     parser.add_argument("--no-graphs", action="store_true", help="no CUDA-graph replay (as RMBG_CUDA_GRAPHS=0)")
     parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")

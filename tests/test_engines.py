@@ -147,6 +147,19 @@ def test_bench_measures_the_engine_auto_picks_for_the_model(tmp_path, monkeypatc
         assert json.loads(capsys.readouterr().out)["engine"].startswith(f"{engine} ")
 
 
+def test_bench_plain_is_the_pytorch_reference_whatever_auto_picks(tmp_path, monkeypatch, capsys) -> None:
+    """`--plain` is what every engine is compared with: for RMBG-1.4, which `auto` runs on OpenVINO
+    on a CPU, it must still time PyTorch's eager network, and a contradicting --engine is refused."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("RMBG_ENGINE", "auto")
+    args = ["bench", "--synthetic", "--model", "RMBG-1.4", "--device", "cpu", "--size", "64", "--runs", "1", "--plain"]
+    assert main([*args, "--no-check", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["engine"].startswith("torch ") and "plain eager" in result["engine"]
+    assert main([*args, "--engine", "openvino"]) == 2
+    assert "--plain runs PyTorch's eager network" in capsys.readouterr().err
+
+
 def test_bench_reports_a_failed_engine_run_without_a_trace(tmp_path, monkeypatch, capsys) -> None:
     """A model that is not in the (empty, offline) cache: the child's own message, exit status 1."""
     monkeypatch.setenv("HF_HOME", str(tmp_path))
