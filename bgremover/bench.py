@@ -661,7 +661,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--synthetic", action="store_true", help="the model's architecture with synthetic weights")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network (as RMBG_COMPILE=1)")
-    parser.add_argument("--plain", action="store_true", help="PyTorch's network as built, without the fast path: the reference")
+    parser.add_argument("--plain", action="store_true", help="PyTorch's network as built (the reference), no fast path")
     parser.add_argument("--no-graphs", action="store_true", help="no CUDA-graph replay (as RMBG_CUDA_GRAPHS=0)")
     parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
