@@ -67,8 +67,9 @@ def refine(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
     rgb, alpha = _with_margin(rgb), _with_margin(alpha)
     inner = (slice(FINE_RADIUS, -FINE_RADIUS), slice(FINE_RADIUS, -FINE_RADIUS))
     result = torch.empty(*alpha[inner].shape, 4, dtype=torch.uint8, device=rgb.device)
-    foreground, result[..., 3] = result[..., :3], alpha[inner]
+    foreground = result[..., :3]
     torch.mul(rgb[inner], (alpha[inner] == 255)[..., None], out=foreground)
+    result[..., 3] = alpha[inner]
     tiles = _work_tiles(alpha[inner])
     if len(tiles):
         weights, neighbourhoods = _coarse_neighbourhoods(_coarse_means(rgb[inner], alpha[inner], height, width))
