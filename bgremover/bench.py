@@ -248,6 +248,19 @@ def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[floa
     return first, [_run(engine, batch)[1] for _ in range(runs)]
 
 
+def _bench_engine(engine: str | None, fast_path: bool, device: torch.device, family: str, precision: str) -> str:
+    """The runtime a bench run times: as `load_engine` chooses for the fast path, and PyTorch for
+    the plain network, which is the reference every engine is compared with whatever `auto` picks."""
+    if fast_path:
+        return choose_engine(engine, device, family, precision)
+    if engine not in (None, "auto", "torch"):
+        raise ValueError(
+            "--plain runs PyTorch's eager network, the reference the other engines are compared with: "
+            "leave out --engine, or use --engine torch."
+        )
+    return "torch"
+
+
 def run_bench(
     model: str = zoo.DEFAULT_MODEL,
     device: str = "auto",
@@ -268,13 +281,7 @@ def run_bench(
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    if not fast_path and engine_name not in (None, "auto", "torch"):
-        raise ValueError(
-            "--plain runs PyTorch's eager network, the reference the other engines are compared with: "
-            "leave out --engine, or use --engine torch."
-        )
-    # As `load_engine` chooses; the plain reference is PyTorch's whatever `auto` would pick.
-    engine_name = choose_engine(engine_name if fast_path else "torch", chosen, hub.resolve(model).family, precision)
+    engine_name = _bench_engine(engine_name, fast_path, chosen, hub.resolve(model).family, precision)
     compiled = fast_path and engine_name == "torch" and (settings.compile_network() if compiled is None else compiled)
     if chosen.type == "cuda":
         torch.cuda.reset_peak_memory_stats(chosen)

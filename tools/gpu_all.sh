@@ -23,7 +23,7 @@ fi
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv 2>/dev/null
 
-timeout 150 python3 tools/gpu_e2e.py 2>&1 | tee "$OUT/gpu_e2e.log"
+timeout 200 python3 tools/gpu_e2e.py 2>&1 | tee "$OUT/gpu_e2e.log"
 DEADLINE_S=150 timeout 240 python3 tools/gpu_ray.py 2>&1 | tee "$OUT/gpu_ray.log"
 DEADLINE_S=$(( $(left) - 60 )) KNOWN=0 COMPILE=${COMPILE-RMBG-1.4,RMBG-2.0} \
     timeout "$(left)" python3 tools/gpu_check.py 2>&1 | tee "$OUT/gpu_check.log"

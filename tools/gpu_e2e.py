@@ -10,7 +10,8 @@ What it reports, each as the median of several runs after a warm-up:
 - one request end to end (`RemovalService.remove`: decode, queue, infer, finish, encode)
   for 640x480, 1920x1080 and 4032x3024 JPEGs, as a cut-out PNG, and the 12 MP one also with
   refined edges, and the refinement alone for a subject's matte and a mask soft everywhere;
-- a folder of 12 MP photos through `remove_many` (what `rmbg remove DIR` runs): photos/s;
+- a folder of 12 MP photos through `remove_many` (what `rmbg remove DIR` runs): photos/s at
+  batches 1, 4 and 8 with an I/O thread per core, and at batch 1 with 4 and 8 I/O threads;
 - 32 concurrent single requests with micro-batching off and on: images/s.
 Writes $OUT/gpu_e2e.json and prints a table last.
 """
@@ -97,7 +98,8 @@ def folder_rate(service: RemovalService, data: bytes, batch_size: int) -> dict:
     started = time.perf_counter()
     done = sum(1 for removal in service.remove_many(items, request, batch_size) if removal.data)
     seconds = time.perf_counter() - started
-    return {"batch_size": batch_size, "photos": done, "seconds": seconds, "photos_per_s": done / seconds}
+    threads = service.io_threads
+    return {"batch_size": batch_size, "io_threads": threads, "photos": done, "photos_per_s": done / seconds}
 
 
 def concurrent_rate(pool: ModelPool, data: bytes, window_ms: int) -> dict:
@@ -138,6 +140,11 @@ def main() -> int:
         report["refine_edges"] = median_split(service, photos[largest], build_request(refine_edges=True))
         report["refinement_ms"] = refinement_alone(photos[largest])
         report["folder"] = [folder_rate(service, photos[largest], b) for b in (1, 4, 8)]
+        # Fewer I/O threads than cores: do decoding and encoding threads compete with PyTorch's and
+        # the deflate pool's on the same cores?
+        for threads in sorted({4, 8} - {service.io_threads}):
+            fewer = RemovalService(pool, io_threads=threads)
+            report["folder"].append(folder_rate(fewer, photos[largest], 1))
         small = photos[list(photos)[0]]
         report["concurrent"] = [concurrent_rate(pool, small, window) for window in (0, 5)]
     (out / "gpu_e2e.json").write_text(json.dumps(report, indent=1))
@@ -148,7 +155,8 @@ def main() -> int:
     refinement = ", ".join(f"{name} matte {ms:.1f} ms" for name, ms in report["refinement_ms"].items())
     print(f"refinement alone at {largest}: {refinement}")
     for row in report["folder"]:
-        print(f"folder of {largest}, batch {row['batch_size']}: {row['photos_per_s']:.2f} photos/s")
+        rate = f"{row['photos_per_s']:.2f} photos/s"
+        print(f"folder of {largest}, batch {row['batch_size']}, {row['io_threads']} I/O threads: {rate}")
     for row in report["concurrent"]:
         print(f"{CONCURRENT} concurrent requests, window {row['window_ms']} ms: {row['images_per_s']:.1f} img/s")
     return 0
