@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from . import hub, settings, zoo
-from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP
+from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP, int8_hint
 from .errors import ChildFailed, UsageError
 from .imaging import composing, decoding, encoding
 from .planning import STDIO, Job, plan_jobs
@@ -63,7 +63,7 @@ def _add_remove(commands) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or hints")
     _add_ray_remove(parser)
     parser.set_defaults(handler=run_remove)
 
@@ -172,6 +172,9 @@ def run_remove(args) -> int:
         summary = f"{done} done, {skipped} skipped (already there; --overwrite redoes them), {len(failures)} failed"
         summary += f"; {engine.info.name} on {engine.describe()}"
         print(summary, file=sys.stderr)
+        hint = int8_hint(args.precision, engine.precision, engine.device, engine.info.family)
+        if hint and not args.quiet:
+            print(f"hint: {hint}", file=sys.stderr)
     if len(failures) > 1:  # repeated at the end, where they cannot scroll out of sight
         for failure in failures:
             print(f"failed: {failure}", file=sys.stderr)

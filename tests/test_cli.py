@@ -15,6 +15,7 @@ from PIL import Image
 from test_pipeline import photo
 
 from bgremover.cli import main
+from bgremover.engines import devices
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--model", "RMBG-1.4", "--size", "256", "--device", "cpu", "-q"]
@@ -48,6 +49,26 @@ def test_folder_tree_is_mirrored_with_failures_reported(offline_hub, tree, tmp_p
     assert "3 done, 0 skipped" in err and "1 failed" in err
     assert re.search(r"1 failed; RMBG-1\.4 on torch (fp32|bf16) on cpu", err)  # model, engine, precision
     assert "broken.jpg: the image data is truncated or damaged" in err
+
+
+@pytest.mark.parametrize(
+    ("native_bf16", "precision", "hinted"),
+    [(False, [], True), (False, ["--precision", "fp32"], False), (True, [], False)],
+)
+def test_float32_for_lack_of_bf16_points_to_int8(
+    offline_hub, tmp_path, monkeypatch, capsys, native_bf16, precision, hinted
+) -> None:
+    """`auto` leaves int8 out, so a CPU without native bf16 runs BiRefNet in float32: the summary says
+    where the faster choice is, unless the user chose a precision or asked for quiet."""
+    monkeypatch.setattr(devices, "native_bf16_cpu", lambda: native_bf16)
+    photo(64, 48).save(tmp_path / "in.jpg")
+    args = ["remove", str(tmp_path / "in.jpg"), "-o", str(tmp_path / "out.png"), "--overwrite"]
+    args += ["--model", "BiRefNet_lite", "--size", "64", "--device", "cpu", *precision]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert ("hint: this CPU has no native bfloat16" in err and "--precision int8" in err) == hinted
+    assert main([*args, "-q"]) == 0
+    assert "hint:" not in capsys.readouterr().err
 
 
 def test_rerun_resumes_without_redoing_work(offline_hub, tree, tmp_path, capsys) -> None:

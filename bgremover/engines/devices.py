@@ -57,6 +57,18 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+def int8_hint(asked: str, computed: str, device: torch.device, family: str) -> str | None:
+    """A pointer to `--precision int8` where `auto` settled on float32 for lack of native bf16 and
+    int8 applies (BiRefNet's linear layers), since `auto` leaves it out until its accuracy is
+    known on trained weights; None elsewhere, including wherever the user chose a precision."""
+    if asked != "auto" or computed != "fp32" or device.type != "cpu" or family != "birefnet":
+        return None
+    return (
+        "this CPU has no native bfloat16, so the network ran in float32; --precision int8 is faster "
+        "on such CPUs (check its accuracy on your photos first: docs/engines.md)"
+    )
+
+
 def settle_precision(precision: str, device: torch.device) -> str:
     """The name of what `precision` runs as on `device` once `auto` is settled; fails as `pick_dtype` does."""
     dtype = pick_dtype(precision, device)
