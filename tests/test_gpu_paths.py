@@ -142,6 +142,8 @@ def test_deform_kernel_choice(deform_kernel) -> None:
     assert birefnet.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample"
     assert deform_kernel("torchvision") == "auto"
     assert birefnet.deform_kernel_name(CPU, torch.bfloat16) == "torchvision"
+    deform_kernel("grid_sample_native")  # by name only: auto never samples below float32
+    assert birefnet.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample_native"
     with pytest.raises(ValueError, match="grid_sample"):
         deform_kernel("fast")
 

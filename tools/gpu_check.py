@@ -15,7 +15,8 @@ of the three models.
 For RMBG-2.0, RMBG-1.4 and BiRefNet_lite at 1024², batch 1: float32 eager (the accuracy
 reference), float16 eager, float16 through GraphRunner (CUDA graphs, the default path)
 and beside it: batch norms left unfolded, cuDNN's benchmark mode, and for the BiRefNets
-attention forced to the memory-efficient kernel. With KNOWN=1 (default) also torchvision's
+attention forced to the memory-efficient kernel and the deformable sampling in fp16
+(`grid_sample_native`) instead of float32. With KNOWN=1 (default) also torchvision's
 deformable-convolution kernel and the attention masks as strided as they were before.
 Then images/s over batch sizes with graphs, which SDPA kernel the window attention can
 use, and a profiler table of the top kernels. Every variant reports
@@ -237,6 +238,8 @@ class ModelCheck:
         if self.is_birefnet:
             with only_attention_backend("EFFICIENT_ATTENTION"):
                 self._record("fp16 graph, efficient attention", FAST_DTYPE, "GraphRunner", self._graphed)
+            with deform_kernel("grid_sample_native"):
+                self._record("fp16 graph, fp16 deform sampling", FAST_DTYPE, "GraphRunner", self._graphed)
         if self.is_birefnet and KNOWN:
             with deform_kernel("torchvision"):
                 self._record("fp16 eager, deform torchvision", FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))
@@ -471,7 +474,7 @@ def check_model(report: dict, model: str) -> None:
 
 
 def variant_line(model: str, v: dict) -> str:
-    head = f"{model:14} {v['variant']:40} {v.get('deform', ''):12}"
+    head = f"{model:14} {v['variant']:40} {v.get('deform', ''):18}"
     if "error" in v:
         return f"{head} ERROR {v['error'][:90]}"
     accuracy = f"{v['mean_d255']:.3f}/{v['max_d255']:.2f}"
@@ -491,7 +494,7 @@ def print_summary(report: dict) -> None:
     print(
         f"\ntorch {env['torch']}, torchvision {env.get('torchvision')}, {env.get('gpu', env['device'])}, {SIZE}x{SIZE}"
     )
-    print(f"{'model':14} {'variant':40} {'deform':12} {'mode':10} {'median ms':>9} {'img/s':>7} {'dα mean/max':>13}")
+    print(f"{'model':14} {'variant':40} {'deform':18} {'mode':10} {'median ms':>9} {'img/s':>7} {'dα mean/max':>13}")
     for model, entry in report["models"].items():
         if "error" in entry or "skipped" in entry:
             print(f"{model:14} {entry.get('error') or entry.get('skipped')}")

@@ -32,7 +32,9 @@ _DEFORM_CHUNK = 1 << 22
 _DEFORM_CHUNK_GPU = 1 << 26
 # Deformable-convolution kernels: "torchvision" (`torchvision.ops.deform_conv2d`) or
 # "grid_sample" (this module's `deform_conv2d`); "auto" picks per device and dtype.
-DEFORM_KERNELS = ("auto", "torchvision", "grid_sample")
+# "grid_sample_native" is ours sampling in the input's dtype instead of float32: only chosen
+# by name, to measure on a GPU what fp16 sampling gains (BENCHMARKS.md, "Next GPU candidate").
+DEFORM_KERNELS = ("auto", "torchvision", "grid_sample", "grid_sample_native")
 _deform_kernel = "auto"
 # Whether torchvision's kernel runs on a (device, dtype), probed once each.
 
@@ -87,6 +89,7 @@ def deform_conv2d(
     padding: int,
     mask: torch.Tensor,
     bias: torch.Tensor | None = None,
+    sampling_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Modulated deformable convolution (stride 1, dilation 1, one offset group; `bias` is what a
     batch norm folded into it leaves, none in the checkpoints).
@@ -94,15 +97,15 @@ def deform_conv2d(
     Same arguments and result as `torchvision.ops.deform_conv2d`, computed per chunk of
     output rows as bilinear sampling of every tap (`grid_sample` on a channels-last
     copy of `x`, whose zero padding matches torchvision's out-of-bounds rule) and one
-    matmul. Sampling stays in float32 because positions need the precision; the matmul
-    runs in `x`'s dtype, so bfloat16 models get the fast bf16 GEMM, which
+    matmul. Sampling stays in float32 (`sampling_dtype`) because positions need the
+    precision; the matmul runs in `x`'s dtype, so bfloat16 models get the fast bf16 GEMM, which
     torchvision's CPU kernel lacks. Memory stays flat at any size. The result is channels-last.
     """
     b, c, h, w = x.shape
     out_channels, _, kh, kw = weight.shape
     taps = kh * kw
     h_out, w_out = offset.shape[-2:]
-    source = x.float()
+    source = x.to(sampling_dtype)
     if h == 1 or w == 1:  # align_corners cannot address a 1-pixel axis: add a zero line, as out of bounds reads
         source = F.pad(source, (0, int(w == 1), 0, int(h == 1)))
     source = source.contiguous(memory_format=torch.channels_last)
@@ -113,7 +116,7 @@ def deform_conv2d(
     for i in range(b):
         for top in range(0, h_out, step):
             rows = slice(top, min(h_out, top + step))
-            grid = _tap_grid(offset[i, :, rows], (kh, kw), padding, source.shape[-2:], top)
+            grid = _tap_grid(offset[i, :, rows], (kh, kw), padding, source.shape[-2:], top).to(sampling_dtype)
             sampled = F.grid_sample(source[i : i + 1], grid, align_corners=True)  # 1, C, taps, pixels
             columns = torch.empty(sampled.shape[1:], dtype=x.dtype, device=x.device)
             torch.mul(sampled[0], mask[i, :, rows].reshape(1, taps, -1), out=columns)
@@ -139,12 +142,13 @@ def set_deform_kernel(name: str) -> str:
 
 
 def deform_kernel_name(device: torch.device, dtype: torch.dtype) -> str:
-    """The kernel `DeformableConv2d` runs on `device` in `dtype`: "grid_sample" or "torchvision".
+    """The kernel `DeformableConv2d` runs on `device` in `dtype`: one of DEFORM_KERNELS but "auto".
 
     "auto" is ours everywhere. torchvision's CUDA kernel is faster in eager mode, but replayed
     from a CUDA graph it gave wrong masks (measured on an H200: see BENCHMARKS.md), and with
     graph replay ours is the faster path anyway; on the CPU ours is faster and also runs in
-    bfloat16. `set_deform_kernel("torchvision")` still selects it, for measurements.
+    bfloat16. `set_deform_kernel("torchvision")` still selects it, for measurements, as
+    `set_deform_kernel("grid_sample_native")` selects ours sampling in `dtype`.
     """
     return "grid_sample" if _deform_kernel == "auto" else _deform_kernel
 
@@ -174,11 +178,13 @@ class DeformableConv2d(nn.Module):
         taps = self.modulator_conv.out_channels
         offset, modulator = F.conv2d(x, weight, bias, padding=self.padding).split([2 * taps, taps], dim=1)
         mask = 2.0 * torch.sigmoid(modulator)
-        if deform_kernel_name(x.device, x.dtype) == "torchvision":
+        kernel = deform_kernel_name(x.device, x.dtype)
+        if kernel == "torchvision":
             padding = (self.padding, self.padding)
             deform = _torchvision_deform_conv2d()
             return deform(x, offset, self.regular_conv.weight, self.regular_conv.bias, padding=padding, mask=mask)
-        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, mask, self.regular_conv.bias)
+        sampling = x.dtype if kernel == "grid_sample_native" else torch.float32
+        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, mask, self.regular_conv.bias, sampling)
 
 
 class DeformableBranch(nn.Module):
