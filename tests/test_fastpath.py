@@ -96,16 +96,21 @@ def test_deform_conv2d_large_input_is_chunked_exactly() -> None:
     assert (deform_conv2d(x, offset, weight, 3, mask) - expected).abs().max().item() <= 1e-4
 
 
-def test_deform_conv2d_samples_in_the_dtype_asked_for() -> None:
-    """The GPU measurement of fp16 sampling (`grid_sample_native`) rests on this: a float32 convolution
-    sampling in bfloat16 (as a GPU's would in fp16) carries that rounding, and only the sampling's:
-    the result stays float32, and the usual float32 sampling stays exact."""
-    generator = torch.Generator().manual_seed(4)
+def _deform_case(seed: int) -> tuple[torch.Tensor, ...]:
+    """x, offset, mask and weight of a 3x3 deformable convolution, and torchvision's float32 result."""
+    generator = torch.Generator().manual_seed(seed)
     x = torch.randn(1, 16, 20, 20, generator=generator)
     offset = 2.0 * torch.randn(1, 18, 20, 20, generator=generator)
     mask = torch.rand(1, 9, 20, 20, generator=generator)
     weight = torch.randn(32, 16, 3, 3, generator=generator) / 12.0
-    expected = torchvision_deform_conv2d(x, offset, weight, padding=(1, 1), mask=mask)
+    return x, offset, mask, weight, torchvision_deform_conv2d(x, offset, weight, padding=(1, 1), mask=mask)
+
+
+def test_deform_conv2d_samples_in_the_dtype_asked_for() -> None:
+    """The GPU measurement of fp16 sampling (`grid_sample_native`) rests on this: a float32 convolution
+    sampling in bfloat16 (as a GPU's would in fp16) carries that rounding, and only the sampling's:
+    the result stays float32, and the usual float32 sampling stays exact."""
+    x, offset, mask, weight, expected = _deform_case(4)
     coarse = deform_conv2d(x, offset, weight, 1, mask, sampling_dtype=torch.bfloat16)
     assert coarse.dtype == torch.float32
     assert 1e-3 < (coarse - expected).abs().max().item() <= 0.5  # bfloat16 positions: 8 bits of mantissa
@@ -113,12 +118,7 @@ def test_deform_conv2d_samples_in_the_dtype_asked_for() -> None:
 
 
 def test_deform_conv2d_bfloat16_stays_close() -> None:
-    generator = torch.Generator().manual_seed(3)
-    x = torch.randn(1, 16, 20, 20, generator=generator)
-    offset = 2.0 * torch.randn(1, 18, 20, 20, generator=generator)
-    mask = torch.rand(1, 9, 20, 20, generator=generator)
-    weight = torch.randn(32, 16, 3, 3, generator=generator) / 12.0
-    expected = torchvision_deform_conv2d(x, offset, weight, padding=(1, 1), mask=mask)
+    x, offset, mask, weight, expected = _deform_case(3)
     actual = deform_conv2d(x.bfloat16(), offset.bfloat16(), weight.bfloat16(), 1, mask.bfloat16())
     assert actual.dtype == torch.bfloat16
     assert (actual.float() - expected).abs().max().item() <= 0.1
