@@ -128,7 +128,7 @@ def _coarse_means(rgb: torch.Tensor, alpha: torch.Tensor, height: int, width: in
     and colour, each divided by the number of image pixels in its window (windows end at the border)."""
     rows = _rows_per_strip(rgb.device, alpha.shape[1])
     strips = [_block_sums(rgb[top : top + rows], alpha[top : top + rows]) for top in range(0, len(alpha), rows)]
-    sums = torch.cat(strips, dim=1)
+    sums = torch.cat(strips, dim=1) * (BLOCK * BLOCK / _PLANE_SCALES.to(rgb.device))[:, None, None]
     counts = _block_counts(sums.shape[1], sums.shape[2], height, width, sums.device)
     half = (COARSE_RADIUS + 0.5) / BLOCK
     windows = _window_sums(_window_sums(torch.cat([sums, counts[None]]), half, dim=2), half, dim=1)
@@ -143,19 +143,19 @@ def _block_counts(rows: int, cols: int, height: int, width: int, device: torch.d
 
 
 def _block_sums(rgb: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """(7, rows, cols) float64 sums over each block of alpha, colour * alpha and colour, in 0..1.
+    """(7, rows, cols) float64 means over each block of alpha, colour * alpha and colour, in 8-bit
+    units (the caller scales them to 0..1 once, for all strips).
 
     Called on strips of rows, which keeps the float copies small: in cache on a CPU, within a
-    memory budget on a GPU. Each block's sum is the same whatever the strip's height. The
+    memory budget on a GPU. Each block's mean is the same whatever the strip's height. The
     planes hold the 8-bit values as they are, so every product and block sum is a whole
-    number far below float32's 2**24: exact, and scaled to 0..1 only in float64.
+    number far below float32's 2**24, and its mean over the 64 pixels of a block is exact too.
     """
     planes = torch.empty(7, *alpha.shape, device=alpha.device)
     planes[0] = alpha
     planes[4:] = rgb.permute(2, 0, 1)
     torch.mul(planes[4:], planes[:1], out=planes[1:4])
-    sums = F.avg_pool2d(planes[None], BLOCK)[0].double()
-    return sums * (BLOCK * BLOCK / _PLANE_SCALES.to(sums.device))[:, None, None]
+    return F.avg_pool2d(planes[None], BLOCK)[0].double()
 
 
 def _window_sums(blocks: torch.Tensor, half: float, dim: int) -> torch.Tensor:
