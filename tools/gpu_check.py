@@ -15,8 +15,9 @@ of the three models.
 For RMBG-2.0, RMBG-1.4 and BiRefNet_lite at 1024², batch 1: float32 eager (the accuracy
 reference), float16 eager, float16 through GraphRunner (CUDA graphs, the default path)
 and beside it: batch norms left unfolded, cuDNN's benchmark mode, and for the BiRefNets
-attention forced to the memory-efficient kernel and the deformable sampling in fp16
-(`grid_sample_native`) instead of float32. With KNOWN=1 (default) also torchvision's
+attention forced to the memory-efficient kernel, the deformable sampling in fp16
+(`grid_sample_native`) instead of float32, and the sampling fused into one Triton kernel
+(`triton`, eager and replayed). With KNOWN=1 (default) also torchvision's
 deformable-convolution kernel and the attention masks as strided as they were before.
 Then images/s over batch sizes with graphs, which SDPA kernel the window attention can
 use, and a profiler table of the top kernels. Every variant reports
@@ -60,6 +61,8 @@ KNOWN = os.environ.get("KNOWN", "1") == "1"
 COMPILE = tuple(filter(None, os.environ.get("COMPILE", "").split(",")))
 COMPILE_MODE = os.environ.get("COMPILE_MODE", "default")
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+if DRY and DEVICE.type == "cpu":
+    os.environ.setdefault("TRITON_INTERPRET", "1")  # so that the Triton kernel's rows run on CPU tensors too
 FAST_DTYPE = torch.float16
 SIZE = 64 if DRY else 1024
 WARMUP = 1 if DRY else 3
@@ -240,6 +243,9 @@ class ModelCheck:
                 self._record("fp16 graph, efficient attention", FAST_DTYPE, "GraphRunner", self._graphed)
             with deform_kernel("grid_sample_native"):
                 self._record("fp16 graph, fp16 deform sampling", FAST_DTYPE, "GraphRunner", self._graphed)
+            with deform_kernel("triton"):
+                self._record("fp16 eager, triton deform", FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))
+                self._record("fp16 graph, triton deform", FAST_DTYPE, "GraphRunner", self._graphed)
         if self.is_birefnet and KNOWN:
             with deform_kernel("torchvision"):
                 self._record("fp16 eager, deform torchvision", FAST_DTYPE, "eager", lambda: self._eager(FAST_DTYPE))

@@ -9,6 +9,7 @@ gates. The forward pass returns the final prediction as logits.
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 
 import torch
@@ -32,9 +33,10 @@ _DEFORM_CHUNK = 1 << 22
 _DEFORM_CHUNK_GPU = 1 << 26
 # Deformable-convolution kernels: "torchvision" (`torchvision.ops.deform_conv2d`) or
 # "grid_sample" (this module's `deform_conv2d`); "auto" picks per device and dtype.
-# "grid_sample_native" is ours sampling in the input's dtype instead of float32: only chosen
-# by name, to measure on a GPU what fp16 sampling gains (BENCHMARKS.md, "Next GPU candidate").
-DEFORM_KERNELS = ("auto", "torchvision", "grid_sample", "grid_sample_native")
+# "grid_sample_native" is ours sampling in the input's dtype instead of float32, and "triton"
+# ours with the sampling fused into one Triton kernel (CUDA): both only chosen by name, to
+# measure on a GPU what they gain (BENCHMARKS.md, "Next GPU candidate").
+DEFORM_KERNELS = ("auto", "torchvision", "grid_sample", "grid_sample_native", "triton")
 _deform_kernel = "auto"
 # Whether torchvision's kernel runs on a (device, dtype), probed once each.
 
@@ -137,6 +139,11 @@ def set_deform_kernel(name: str) -> str:
     global _deform_kernel
     if name not in DEFORM_KERNELS:
         raise ValueError(f"unknown deformable-convolution kernel {name!r}: use {', '.join(DEFORM_KERNELS)}.")
+    if name == "triton" and importlib.util.find_spec("triton") is None:
+        raise ValueError(
+            "the 'triton' deformable-convolution kernel needs the triton package, which PyTorch's CUDA "
+            "wheels for Linux install: install PyTorch with CUDA, or choose another kernel."
+        )
     previous, _deform_kernel = _deform_kernel, name
     return previous
 
@@ -148,7 +155,8 @@ def deform_kernel_name(device: torch.device, dtype: torch.dtype) -> str:
     from a CUDA graph it gave wrong masks (measured on an H200: see BENCHMARKS.md), and with
     graph replay ours is the faster path anyway; on the CPU ours is faster and also runs in
     bfloat16. `set_deform_kernel("torchvision")` still selects it, for measurements, as
-    `set_deform_kernel("grid_sample_native")` selects ours sampling in `dtype`.
+    `set_deform_kernel("grid_sample_native")` selects ours sampling in `dtype` and
+    `set_deform_kernel("triton")` ours with the sampling fused into one Triton kernel.
     """
     return "grid_sample" if _deform_kernel == "auto" else _deform_kernel
 
@@ -173,18 +181,22 @@ class DeformableConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Offsets and modulation come from one convolution: the input is read once, in one larger GEMM."""
-        weight = torch.cat([self.offset_conv.weight, self.modulator_conv.weight])
-        bias = torch.cat([self.offset_conv.bias, self.modulator_conv.bias])
+        steering_weight = torch.cat([self.offset_conv.weight, self.modulator_conv.weight])
+        steering_bias = torch.cat([self.offset_conv.bias, self.modulator_conv.bias])
         taps = self.modulator_conv.out_channels
-        offset, modulator = F.conv2d(x, weight, bias, padding=self.padding).split([2 * taps, taps], dim=1)
+        steering = F.conv2d(x, steering_weight, steering_bias, padding=self.padding)
+        offset, modulator = steering.split([2 * taps, taps], dim=1)
         mask = 2.0 * torch.sigmoid(modulator)
         kernel = deform_kernel_name(x.device, x.dtype)
+        weight, bias = self.regular_conv.weight, self.regular_conv.bias
         if kernel == "torchvision":
-            padding = (self.padding, self.padding)
-            deform = _torchvision_deform_conv2d()
-            return deform(x, offset, self.regular_conv.weight, self.regular_conv.bias, padding=padding, mask=mask)
+            return _torchvision_deform_conv2d()(x, offset, weight, bias, padding=(self.padding,) * 2, mask=mask)
+        if kernel == "triton":
+            from . import triton_deform
+
+            return triton_deform.deform_conv2d(x, offset, weight, self.padding, mask, bias)
         sampling = x.dtype if kernel == "grid_sample_native" else torch.float32
-        return deform_conv2d(x, offset, self.regular_conv.weight, self.padding, mask, self.regular_conv.bias, sampling)
+        return deform_conv2d(x, offset, weight, self.padding, mask, bias, sampling)
 
 
 class DeformableBranch(nn.Module):
