@@ -39,8 +39,10 @@ class Remover:
         self.inference_size = check_inference_size(inference_size or self.info.input_size)
         processing = self.info.processing
         shape = (1, 3, 1, 1)
-        self._mean = torch.tensor(processing.mean, device=self.device).view(shape)
-        self._std = torch.tensor(processing.std, device=self.device).view(shape)
+        # On the 0..255 scale: the division by 255 joins the normalisation of the small resized
+        # batch instead of being a pass over every full-resolution pixel.
+        self._mean = 255.0 * torch.tensor(processing.mean, device=self.device).view(shape)
+        self._std = 255.0 * torch.tensor(processing.std, device=self.device).view(shape)
 
     @classmethod
     def load(
@@ -79,9 +81,9 @@ class Remover:
         return (torch.cat(batch) - self._mean) / self._std
 
     def _float_pixels(self, image: Image.Image, rows: slice) -> torch.Tensor:
-        """Rows of an RGB image as a (1, 3, h, w) float tensor in 0..1 on the device."""
-        band = np.asarray(image.crop((0, rows.start, image.width, rows.stop)), dtype=np.uint8)
-        return torch.from_numpy(band.copy()).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        """Rows of an RGB image as a (1, 3, h, w) float tensor in 0..255 on the device."""
+        band = np.array(image.crop((0, rows.start, image.width, rows.stop)))  # one writable copy
+        return torch.from_numpy(band).to(self.device).permute(2, 0, 1)[None].float()
 
     def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
         """One raw output (1, h, w) as a mask of `size` (width, height), mode L.

@@ -151,6 +151,19 @@ def test_options_and_settings_are_validated() -> None:
             pick_device("cuda")
 
 
+def test_the_network_input_is_the_resized_image_normalised(removers) -> None:
+    """0..1 pixels, resized with the card's filter, minus the mean, over the std: dividing by 255
+    after the resize (as the pipeline does, to spare a full-resolution pass) changes nothing."""
+    image = photo(301, 199)
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)[None]
+    for remover in removers.values():
+        processing = remover.info.processing
+        resized = F.interpolate(pixels, size=(SIZE, SIZE), mode="bilinear", antialias=processing.antialias)
+        mean, std = (torch.tensor(values).view(1, 3, 1, 1) for values in (processing.mean, processing.std))
+        expected = (resized - mean) / std
+        assert (remover.preprocess([image]) - expected).abs().max().item() <= 1e-5
+
+
 def test_full_resolution_work_in_bands_equals_the_whole_image(removers, monkeypatch) -> None:
     """Bounded memory: resizing and mask upsampling run in bands of rows, with the same result."""
     from bgremover import pipeline
