@@ -38,7 +38,6 @@ _DEFORM_CHUNK_GPU = 1 << 26
 # measure on a GPU what they gain (BENCHMARKS.md, "Next GPU candidate").
 DEFORM_KERNELS = ("auto", "torchvision", "grid_sample", "grid_sample_native", "triton")
 _deform_kernel = "auto"
-# Whether torchvision's kernel runs on a (device, dtype), probed once each.
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:

@@ -2,12 +2,13 @@
 
 `birefnet.deform_conv2d` samples every tap with `grid_sample` in float32 and then multiplies
 by the modulation: on a GPU that is a float32 copy of the input, a grid built in several
-small kernels, the sampler and a mixed-type product, each a pass over memory (about a fifth
-of an fp16 RMBG-2.0 forward on an H200, BENCHMARKS.md). Here one kernel reads the offsets,
-the modulation and the four neighbours straight from the network's tensors, whatever their
-strides, interpolates in float32 and writes the modulated taps once, in the input's dtype;
-one matrix product then applies the weights. Positions and interpolation stay float32, as in
-the default kernel, so only the one rounding of the taps to fp16 is added.
+small kernels, the sampler and a mixed-type product, each a pass over memory, and together
+the larger part of the deformable convolutions' time (BENCHMARKS.md, "Next GPU candidate").
+Here one kernel reads the offsets, the modulation and the four neighbours straight from the
+network's tensors, whatever their strides, interpolates in float32 and writes the modulated
+taps once, in the input's dtype; one matrix product then applies the weights. That is the
+default kernel's arithmetic (float32 positions and interpolation, one rounding of the taps
+to the input's dtype), so the results agree to float32 rounding.
 
 Chosen by name (`set_deform_kernel("triton")`) until a GPU run shows it faster; with
 TRITON_INTERPRET=1 set before this module is imported it also runs on CPU tensors, which is
