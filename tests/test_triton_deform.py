@@ -62,6 +62,12 @@ def test_matches_torchvision(triton_deform, batch: int, channels: int, height: i
     assert (actual - expected).abs().max().item() <= 1e-4
 
 
+def test_a_planar_input_gives_the_same_result(triton_deform) -> None:
+    x, offset, mask, weight = _case(1, 6, 5, 8, 3, seed=3)
+    channels_last = triton_deform.deform_conv2d(x, offset, weight, 1, mask)
+    assert torch.equal(triton_deform.deform_conv2d(x.contiguous(), offset, weight, 1, mask), channels_last)
+
+
 def test_chunks_give_the_same_result(triton_deform, monkeypatch) -> None:
     """Chunks of output pixels that cut across rows and images write every pixel exactly once."""
     x, offset, mask, weight = _case(2, 4, 6, 7, 3, seed=1)

@@ -116,8 +116,11 @@ def deform_conv2d(
 ) -> torch.Tensor:
     """Same arguments and result as `birefnet.deform_conv2d` (stride 1, dilation 1, one offset group).
 
-    The whole batch goes through each launch; the result is channels-last.
+    The whole batch goes through each launch; the result is channels-last. The input is read
+    channels-last (a no-op in the network, whose maps already are), so that each bilinear
+    neighbour is one contiguous run of channels.
     """
+    x = x.contiguous(memory_format=torch.channels_last)
     b, c, h, w = x.shape
     out_channels, _, kh, kw = weight.shape
     taps = kh * kw
