@@ -17,7 +17,8 @@ reference), float16 eager, float16 through GraphRunner (CUDA graphs, the default
 and beside it: batch norms left unfolded, cuDNN's benchmark mode, and for the BiRefNets
 attention forced to the memory-efficient kernel, the deformable sampling in fp16
 (`grid_sample_native`) instead of float32, and the sampling fused into one Triton kernel
-(`triton`, eager and replayed). With KNOWN=1 (default) also torchvision's
+(`triton`, eager and replayed). Then each deformable kernel alone at RMBG-2.0's layer shapes,
+the Triton one at several block shapes. With KNOWN=1 (default) also torchvision's
 deformable-convolution kernel and the attention masks as strided as they were before.
 Then images/s over batch sizes with graphs, which SDPA kernel the window attention can
 use, and a profiler table of the top kernels. Every variant reports
@@ -71,6 +72,10 @@ REFERENCE_RUNS = 1 if DRY else 5
 BATCH_RUNS = 1 if DRY else 5
 BATCHES = (1, 2) if DRY else (1, 4, 8, 16, 32)
 SWEEP_MODELS = ("RMBG-2.0", "RMBG-1.4", "BiRefNet_lite")
+# (input channels, map size, kernel size) of RMBG-2.0's costliest deformable layers at 1024².
+DEFORM_SHAPES = ((8, 16, 7), (8, 16, 3)) if DRY else ((64, 256, 7), (64, 256, 3), (64, 256, 1), (64, 128, 7))
+# (pixels, channels) per program of the Triton kernel: the first is its default.
+TRITON_BLOCKS = ((64, 64), (128, 32), (32, 64), (128, 64))
 MODELS = tuple(os.environ.get("MODELS", "RMBG-2.0,RMBG-1.4,BiRefNet_lite").split(","))
 DEADLINE_S = float(os.environ.get("DEADLINE_S", "330"))
 CHECK_SEED = 20240601
@@ -299,6 +304,68 @@ class ModelCheck:
         return sweep
 
 
+# --- Deformable kernels alone ----------------------------------------------------------------------
+
+
+def _triton_with_blocks(pixels: int, channels: int, *args: torch.Tensor | int) -> torch.Tensor:
+    """The Triton kernel with another block shape (its module constants, restored afterwards)."""
+    from bgremover.nets import triton_deform
+
+    saved = triton_deform._BLOCK_PIXELS, triton_deform._MAX_BLOCK_CHANNELS
+    triton_deform._BLOCK_PIXELS, triton_deform._MAX_BLOCK_CHANNELS = pixels, channels
+    try:
+        return triton_deform.deform_conv2d(*args)
+    finally:
+        triton_deform._BLOCK_PIXELS, triton_deform._MAX_BLOCK_CHANNELS = saved
+
+
+def deform_kernels() -> list[dict]:
+    """Each deformable kernel alone at RMBG-2.0's layer shapes (batch 1, 256 output channels), the
+    Triton kernel at several block shapes; `max_diff` is the largest difference from the default
+    kernel's output."""
+    from bgremover.nets.birefnet import deform_conv2d
+
+    dtype = FAST_DTYPE if DEVICE.type == "cuda" else torch.float32
+    rows = []
+    for channels, size, k in DEFORM_SHAPES:
+        generator = torch.Generator().manual_seed(0)
+        taps, padding = k * k, k // 2
+        x = torch.randn(1, channels, size, size, generator=generator).to(DEVICE, dtype)
+        x = x.contiguous(memory_format=torch.channels_last)
+        offset = (2.0 * torch.randn(1, 2 * taps, size, size, generator=generator)).to(DEVICE, dtype)
+        mask = torch.rand(1, taps, size, size, generator=generator).to(DEVICE, dtype)
+        weight = (torch.randn(256, channels, k, k, generator=generator) / (channels * taps) ** 0.5).to(DEVICE, dtype)
+        arguments = (x, offset, weight, padding, mask)
+        kernels = {
+            "grid_sample": lambda a=arguments: deform_conv2d(*a),
+            "grid_sample_native": lambda a=arguments: deform_conv2d(*a, sampling_dtype=dtype),
+        }
+        for pixels, block_channels in TRITON_BLOCKS:
+            kernels[f"triton {pixels}x{block_channels}"] = lambda a=arguments, p=pixels, c=block_channels: (
+                _triton_with_blocks(p, c, *a)
+            )
+        log(f"deformable kernels alone: {channels} channels, {size}², {k}x{k}")
+        with torch.inference_mode():
+            reference = deform_conv2d(*arguments).float()
+            for name, run in kernels.items():
+                entry = {"channels": channels, "size": size, "kernel_size": k, "kernel": name}
+                try:
+                    entry |= timed(run, WARMUP, RUNS)
+                    entry["max_diff"] = (run().float() - reference).abs().max().item()
+                except Exception as error:
+                    entry["error"] = error_text(error)
+                rows.append(entry)
+    return rows
+
+
+def deform_line(row: dict) -> str:
+    k = row["kernel_size"]
+    head = f"deform {k}x{k} {row['channels']:4} ch {row['size']:4}²  {row['kernel']:20}"
+    if "error" in row:
+        return f"{head} ERROR {row['error'][:90]}"
+    return f"{head} {row['median_ms']:9.3f} ms  max diff {row['max_diff']:.4f}"
+
+
 # --- Attention kernel eligibility ------------------------------------------------------------------
 
 
@@ -509,6 +576,9 @@ def print_summary(report: dict) -> None:
         sweep = entry.get("batch_sweep")
         for b in sweep if isinstance(sweep, list) else []:
             print(sweep_line(model, b))
+    deform = report.get("deform_kernels")
+    for row in deform if isinstance(deform, list) else []:
+        print(deform_line(row))
     attention = report.get("attention")
     for call in attention if isinstance(attention, list) else []:
         mask = call["mask"] and call["mask"][0]
@@ -538,6 +608,7 @@ def main() -> int:
             report["models"].setdefault(model, {})["error"] = error_text(error)
             traceback.print_exc()
         free_memory()
+    section(report, "deform_kernels", deform_kernels)
     write_report(out, report)
     for model in COMPILE:
         log(f"{model}: compiling ({COMPILE_MODE})")
