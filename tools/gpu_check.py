@@ -9,8 +9,9 @@ Run from the repository root on a CUDA machine (no network needed; synthetic wei
 
 COMPILE adds compile time that no deadline bounds (minutes): its models are compiled last,
 in COMPILE_MODE (default "default"; also "max-autotune-no-cudagraphs"), and each compiled
-network is also measured replayed from CUDA graphs. MODELS takes a comma-separated subset
-of the three models.
+network is also measured replayed from CUDA graphs. COMPILE_SWEEP=1 adds the compiled
+network's batch sweep, and COMPILE_DYNAMIC=0 compiles each batch size statically. MODELS takes
+a comma-separated subset of the three models.
 
 For RMBG-2.0, RMBG-1.4 and BiRefNet_lite at 1024², batch 1: float32 eager (the accuracy
 reference), float16 eager, float16 through GraphRunner (CUDA graphs, the default path)
@@ -61,6 +62,9 @@ DRY = os.environ.get("DRY", "") == "1"
 KNOWN = os.environ.get("KNOWN", "1") == "1"
 COMPILE = tuple(filter(None, os.environ.get("COMPILE", "").split(",")))
 COMPILE_MODE = os.environ.get("COMPILE_MODE", "default")
+# COMPILE_DYNAMIC=0: one static compilation per input shape instead of Dynamo's dynamic batch
+# dimension after the first new batch size (which lowered RMBG-1.4's batched rate on the H200).
+COMPILE_DYNAMIC = None if os.environ.get("COMPILE_DYNAMIC", "") != "0" else False
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 if DRY and DEVICE.type == "cpu":
     os.environ.setdefault("TRITON_INTERPRET", "1")  # so that the Triton kernel's rows run on CPU tensors too
@@ -269,7 +273,7 @@ class ModelCheck:
         # Each Swin stage has its own shapes: more recompilations than Dynamo's default limit,
         # which would otherwise leave the later stages eager.
         torch._dynamo.config.recompile_limit = 64
-        self.compiled = compiled = torch.compile(self.network, mode=COMPILE_MODE)
+        self.compiled = compiled = torch.compile(self.network, mode=COMPILE_MODE, dynamic=COMPILE_DYNAMIC)
         batch = self.input_batch()
         start = time.perf_counter()
         with torch.inference_mode():
