@@ -475,11 +475,11 @@ def attention_report(check: ModelCheck) -> list[dict]:
 # --- Profile ----------------------------------------------------------------------------------------
 
 
-def profile_table(check: ModelCheck) -> dict:
+def profile_table(check: ModelCheck, batch_size: int = 1) -> dict:
     """The top-10 kernels (by self device time; CPU ops on a CPU) of one fp16 eager forward."""
     from torch.profiler import ProfilerActivity, profile
 
-    batch = check.input_batch()
+    batch = check.input_batch(batch_size)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE.type == "cuda" else [])
     with torch.inference_mode():
         check.network(batch)
@@ -548,6 +548,8 @@ def check_model(report: dict, model: str) -> None:
     if model == "RMBG-2.0":
         section(report, "attention", lambda: attention_report(check))
         section(report, "profile", lambda: profile_table(check))
+        # Where a batch's time goes: the throughput target is set at the best batch size.
+        section(report, "profile_batch", lambda: profile_table(check, BATCHES[-2]))
 
 
 def variant_line(model: str, v: dict) -> str:
@@ -592,9 +594,10 @@ def print_summary(report: dict) -> None:
         can_use = ", ".join(f"{k} {v}" for k, v in call["can_use"].items() if not k.endswith("_why"))
         print(f"attention q {call['q'][0]} mask {mask}: runs {call['default_ops']}; only-one-backend: {forced}")
         print(f"    can_use: {can_use}; strided mask: {call.get('strided_mask', {}).get('default_ops', '-')}")
-    profile = report.get("profile")
-    if isinstance(profile, dict) and "table" in profile:
-        print(profile["table"])
+    for name in ("profile", "profile_batch"):
+        profile = report.get(name)
+        if isinstance(profile, dict) and "table" in profile:
+            print(f"{name}:\n{profile['table']}")
 
 
 def main() -> int:
