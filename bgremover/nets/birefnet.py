@@ -121,12 +121,16 @@ def deform_conv2d(
             sampled = F.grid_sample(source[i : i + 1], grid, align_corners=True)  # 1, C, taps, pixels
             columns = torch.empty(sampled.shape[1:], dtype=x.dtype, device=x.device)
             torch.mul(sampled[0], mask[i, :, rows].reshape(1, taps, -1), out=columns)
-            target = out[i, top * w_out : rows.stop * w_out]
-            if bias is None:
-                torch.mm(columns.view(c * taps, -1).t(), columns_to_out, out=target)
-            else:
-                torch.addmm(bias, columns.view(c * taps, -1).t(), columns_to_out, out=target)
+            weigh_taps(columns.view(c * taps, -1).t(), columns_to_out, bias, out[i, top * w_out : rows.stop * w_out])
     return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
+
+
+def weigh_taps(taps: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
+    """out = taps @ weights (+ bias): the product that ends every deformable kernel, written in place."""
+    if bias is None:
+        torch.mm(taps, weights, out=out)
+    else:
+        torch.addmm(bias, taps, weights, out=out)
 
 
 def set_deform_kernel(name: str) -> str:

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .birefnet import weigh_taps
+
 # Elements of the tap matrix per chunk of output pixels: bounds memory at any image size.
 _CHUNK = 1 << 26
 _BLOCK_PIXELS = 64
@@ -156,9 +158,5 @@ def deform_conv2d(
             BLOCK_PIXELS=_BLOCK_PIXELS,
             BLOCK_CHANNELS=block_channels,
         )
-        target = out[first : first + count]
-        if bias is None:
-            torch.mm(columns, taps_to_out, out=target)
-        else:
-            torch.addmm(bias, columns, taps_to_out, out=target)
+        weigh_taps(columns, taps_to_out, bias, out[first : first + count])
     return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
