@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from live import STARTED
 
 # The tests compare PyTorch paths pixel for pixel, servers and subprocesses included, so they
 # pin the engine; `auto`'s own choice and the OpenVINO engine are tested in test_engines.py.
@@ -115,3 +117,15 @@ def offline_hub(hf_home: Path, monkeypatch) -> Path:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
     return hf_home
+
+
+@pytest.fixture(autouse=True)
+def server_logs_on_failure(request) -> Iterator[None]:
+    """A failed test shows the logs of the servers it used: running ones and any it started itself."""
+    failed, known = request.session.testsfailed, len(STARTED)
+    yield
+    if request.session.testsfailed > failed:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        for server in [s for s in STARTED[:known] if s.running] + STARTED[known:]:
+            reporter.write_sep("-", f"server log {server.log}")
+            reporter.write_line(server.log.read_text()[-20000:] if server.log.exists() else "(no log)")

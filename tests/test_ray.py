@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import live
 import numpy as np
 import pytest
 import test_web_api as web
@@ -48,7 +49,7 @@ GOOD, FORMATS = 20, ("png", "jpg", "webp")
 def _images(folder: Path) -> Path:
     """20 images (PNG, JPEG, WebP; some in a subfolder) and 2 damaged files."""
     for index in range(GOOD):
-        image = web.sample_image(96 + 8 * index, 72 + 4 * index, seed=index % 10)
+        image = live.sample_image(96 + 8 * index, 72 + 4 * index, seed=index % 10)
         place = folder / "shoot" / ("day2" if index % 4 == 0 else "")
         place.mkdir(parents=True, exist_ok=True)
         image.save(place / f"photo{index:02d}.{FORMATS[index % 3]}")
@@ -77,7 +78,7 @@ def _pixels(path: Path) -> np.ndarray:
 def test_without_ray_the_command_says_how_to_install_it(offline_hub, tmp_path, monkeypatch, capsys):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
-    web.sample_image().save(tmp_path / "photo.png")
+    live.sample_image().save(tmp_path / "photo.png")
     assert main(["remove", "--ray", str(tmp_path / "photo.png"), *MODEL_ARGS]) == 2
     error = capsys.readouterr().err
     assert "pip install 'bgremover[ray]'" in error and "requirements-ray.txt" in error
@@ -184,7 +185,7 @@ def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hu
 
     pool = ModelPool(MODEL, "cpu", "fp32", 128)
     small, large, other = pool.get(MODEL, 64), pool.get(MODEL, 128), pool.get("BiRefNet_lite", 64)
-    images = [web.sample_image(90 + 10 * i, 70, seed=i) for i in range(5)]
+    images = [live.sample_image(90 + 10 * i, 70, seed=i) for i in range(5)]
     asks = [(small, images[0]), (large, images[1]), (small, images[2]), (other, images[3]), (large, images[4])]
     gathered = predict_groups(asks)
     for (remover, image), (mask, timings, _) in zip(asks, gathered, strict=True):
@@ -326,7 +327,6 @@ class TestBatch:
 
 # --- Ray Serve: the HTTP API tests of `rmbg serve`, run against `rmbg serve --ray` ------------------
 
-server_logs_on_failure = web.server_logs_on_failure
 sample, expected_mask = web.sample, web.expected_mask
 
 
@@ -335,38 +335,38 @@ def test_serve_infers_concurrent_requests_together_when_batching_is_on(tmp_path,
     """With a batch window on the CPU, a replica lets in a whole batch (more than RMBG_WORKERS, 2) and
     `@serve.batch` infers concurrent requests together; `X-Batch-Size` says so. Runs before the shared
     `server` below starts, so that one Ray instance at a time shares the CPUs."""
-    images = [web.sample_image(120 + 8 * i, 90 + 4 * i, seed=i) for i in range(6)]
-    with web.run_server(tmp_path, hf_home, *web.SERVER_ARGS, "--ray", RMBG_BATCH_WINDOW_MS="1000") as server:
+    images = [live.sample_image(120 + 8 * i, 90 + 4 * i, seed=i) for i in range(6)]
+    with live.run_server(tmp_path, hf_home, *live.SERVER_ARGS, "--ray", RMBG_BATCH_WINDOW_MS="1000") as server:
         with ThreadPoolExecutor(len(images)) as senders:
-            together = list(senders.map(lambda image: server.remove(web.png_bytes(image)), images))
-        alone = [server.remove(web.png_bytes(image)) for image in images]
+            together = list(senders.map(lambda image: server.remove(live.png_bytes(image)), images))
+        alone = [server.remove(live.png_bytes(image)) for image in images]
     sizes = [int(response.headers["X-Batch-Size"]) for response in together]
     assert max(sizes) > 2, sizes  # all 6 in one batch here; 2 at most if admission let in only RMBG_WORKERS
     for image, batched, single in zip(images, together, alone, strict=True):
         assert single.headers["X-Batch-Size"] == "1"
-        cutout = web.opened(batched)
+        cutout = live.opened(batched)
         assert np.array_equal(np.asarray(cutout.convert("RGB")), np.asarray(image))  # its own input, unmixed
         if batched.headers["X-Batch-Size"] == "1":
             assert batched.content == single.content
         else:  # the CPU picks other kernels for another batch shape: an alpha may differ by 1/255
-            alpha, alone_alpha = web.channel(cutout, "A"), web.channel(web.opened(single), "A")
+            alpha, alone_alpha = live.channel(cutout, "A"), live.channel(live.opened(single), "A")
             assert np.abs(alpha - alone_alpha).max() <= 1
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, hf_home) -> Iterator[web.Server]:
+def server(tmp_path_factory, hf_home) -> Iterator[live.Server]:
     """`rmbg serve --ray` (a local Ray instance, one replica) with test_web_api's model, size and upload limit."""
     folder = tmp_path_factory.mktemp("ray_serve")
     limit = str(web.UPLOAD_LIMIT_MB)
-    with web.run_server(folder, hf_home, *web.SERVER_ARGS, "--ray", RMBG_MAX_UPLOAD_MB=limit) as up:
+    with live.run_server(folder, hf_home, *live.SERVER_ARGS, "--ray", RMBG_MAX_UPLOAD_MB=limit) as up:
         yield up
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory, hf_home, server) -> Iterator[web.Server]:
+def single(tmp_path_factory, hf_home, server) -> Iterator[live.Server]:
     """The single-process `rmbg serve` with the same settings, for byte-for-byte comparisons."""
     folder = tmp_path_factory.mktemp("single_serve")
-    with web.run_server(folder, hf_home, *web.SERVER_ARGS, RMBG_MAX_UPLOAD_MB=str(web.UPLOAD_LIMIT_MB)) as up:
+    with live.run_server(folder, hf_home, *live.SERVER_ARGS, RMBG_MAX_UPLOAD_MB=str(web.UPLOAD_LIMIT_MB)) as up:
         yield up
 
 
@@ -402,7 +402,7 @@ for _name in _REUSED:
     ids=["cutout", "mask-128", "color-jpeg", "webp-threshold-crop", "refine-edges"],
 )
 def test_serve_answers_byte_for_byte_like_rmbg_serve(server, single, sample, fields):
-    image = web.png_bytes(sample)
+    image = live.png_bytes(sample)
     ray_answer, plain_answer = server.remove(image, **fields), single.remove(image, **fields)
     assert ray_answer.status_code == plain_answer.status_code == 200, ray_answer.text
     assert ray_answer.headers["content-type"] == plain_answer.headers["content-type"]

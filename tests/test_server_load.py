@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from live import MODEL, png_bytes, run_server, sample_image
 from PIL import Image
-from test_web_api import MODEL, png_bytes, run_server, sample_image, server_logs_on_failure  # noqa: F401
 
 pytestmark = pytest.mark.slow  # servers in subprocesses
 

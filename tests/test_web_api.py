@@ -9,108 +9,21 @@ from __future__ import annotations
 import http.client
 import io
 import os
-import socket
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-from PIL import Image, ImageDraw
+from live import MODEL, SERVER_ARGS, TIMEOUT, Server, channel, opened, png_bytes, run_server, sample_image
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # a server in a subprocess (and a browser): minutes, not seconds
 
-REPO = Path(__file__).resolve().parents[1]
-MODEL = "RMBG-1.4"
-# fp32 everywhere: `auto` may pick bf16 on some CPUs, and the in-process reference must match the server.
-SERVER_ARGS = ("--model", MODEL, "--size", "256", "--precision", "fp32")
 UPLOAD_LIMIT_MB = 1
-TIMEOUT = 120
-
-
-# --- A live server in a subprocess ------------------------------------------------------------
-
-
-@dataclass
-class Server:
-    url: str
-    log: Path
-    running: bool = True
-    process: subprocess.Popen | None = None
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(self.url + path, timeout=TIMEOUT)
-
-    def remove(self, image: bytes, name: str = "photo.png", **fields) -> requests.Response:
-        data = {key: str(value) for key, value in fields.items()}
-        return requests.post(self.url + "/api/remove", files={"file": (name, image)}, data=data, timeout=TIMEOUT)
-
-
-STARTED: list[Server] = []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _wait_until_up(process: subprocess.Popen, server: Server, path: str, deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with status {process.returncode}:\n{server.log.read_text()}")
-        try:
-            if server.get(path).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(f"{server.url}{path} did not answer 200 in time:\n{server.log.read_text()}")
-
-
-@contextmanager
-def run_server(folder: Path, hf_home: Path, *args: str, ready: str = "/health", **env: str) -> Iterator[Server]:
-    """`python rmbg.py` on a free port, offline on the synthetic cache, its output in folder/server.log."""
-    environment = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "RMBG_DEVICE": "cpu", **env}
-    for name in ("HF_HUB_CACHE", "HF_TOKEN", "RMBG_MODEL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT"):
-        environment.pop(name, None)
-    port = free_port()
-    server = Server(f"http://127.0.0.1:{port}", folder / "server.log")
-    command = [sys.executable, "rmbg.py", "--host", "127.0.0.1", "--port", str(port), *args]
-    with open(server.log, "wb") as log:
-        process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
-    server.process = process
-    STARTED.append(server)
-    try:
-        _wait_until_up(process, server, ready, time.monotonic() + 180)
-        yield server
-    finally:
-        server.running = False
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-@pytest.fixture(autouse=True)
-def server_logs_on_failure(request) -> Iterator[None]:
-    """A failed test shows the logs of the servers it used: running ones and any it started itself."""
-    failed, known = request.session.testsfailed, len(STARTED)
-    yield
-    if request.session.testsfailed > failed:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        for server in [s for s in STARTED[:known] if s.running] + STARTED[known:]:
-            reporter.write_sep("-", f"server log {server.log}")
-            reporter.write_line(server.log.read_text()[-20000:] if server.log.exists() else "(no log)")
 
 
 @pytest.fixture(scope="module")
@@ -122,32 +35,6 @@ def server(tmp_path_factory, hf_home) -> Iterator[Server]:
 
 
 # --- Images and what the pipeline makes of them in-process ------------------------------------
-
-
-def sample_image(width: int = 200, height: int = 150, seed: int = 0) -> Image.Image:
-    """A gradient with a disc on it, different for every seed."""
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([x * 255 // width, y * 255 // height, np.full_like(x, 40 + seed * 20)], -1)
-    image = Image.fromarray(base.astype(np.uint8))
-    ImageDraw.Draw(image).ellipse((width // 4, height // 4, 3 * width // 4, 3 * height // 4), fill=(230, 40, seed))
-    return image
-
-
-def png_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def opened(response: requests.Response) -> Image.Image:
-    assert response.status_code == 200, response.text
-    image = Image.open(io.BytesIO(response.content))
-    image.load()
-    return image
-
-
-def channel(image: Image.Image, band: str) -> np.ndarray:
-    return np.asarray(image.getchannel(band), dtype=np.int16)
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 # Shared with the API tests: the live-server helpers and the log dump on failure (an autouse fixture).
-from test_web_api import MODEL, SERVER_ARGS, Server, run_server, sample_image, server_logs_on_failure  # noqa: F401
+from live import MODEL, SERVER_ARGS, Server, run_server, sample_image
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # a server in a subprocess (and a browser): minutes, not seconds
 
