@@ -186,6 +186,13 @@ def _add_models(commands) -> None:
     parser.set_defaults(handler=run_models)
     parser = commands.add_parser("download", help="fetch weights into the Hugging Face cache ahead of time")
     parser.add_argument("names", nargs="+", help="zoo names or Hub repo ids")
+    parser.add_argument(
+        "--to",
+        type=Path,
+        metavar="DIR",
+        help="also copy each model to DIR/NAME/model.safetensors, a folder to carry to a machine without "
+        "internet and load there with --model DIR/NAME",
+    )
     parser.set_defaults(handler=run_download)
 
 
@@ -214,7 +221,8 @@ def run_download(args) -> int:
     failed = 0
     for name in args.names:
         try:
-            path = hub.checkpoint_file(hub.resolve(name))
+            info = hub.resolve(name)
+            path = hub.copy_to_folder(info, args.to) if args.to else hub.checkpoint_file(info)
             print(f"{name}: {path}")
         except hub.ModelLoadError as error:
             print(f"error: {error}", file=sys.stderr)

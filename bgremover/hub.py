@@ -8,6 +8,7 @@ becomes a `ModelLoadError` whose message names the model and says what to do.
 from __future__ import annotations
 
 import re
+import shutil
 import socket
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -71,22 +72,47 @@ class Checkpoint:
 hub_cache_dir = settings.hub_cache_dir
 
 
-def resolve(spec: str) -> ModelInfo:
-    """Turns what the user typed into a ModelInfo: zoo name, local file or folder, or Hub repo id."""
+def resolve(spec: str | ModelInfo) -> ModelInfo:
+    """Turns what the user typed into a ModelInfo: zoo name, local file or folder, or Hub repo id.
+
+    This is the one place a model's identity is decided; everything downstream carries the
+    ModelInfo. A folder or file becomes `local:<name>` (origin "local"), so a folder named like a
+    zoo model (a hand-downloaded `./BiRefNet_lite`) is never mistaken for the zoo's entry.
+    """
+    if isinstance(spec, ModelInfo):
+        return spec
     known = zoo.lookup(spec)
     if known is not None:
         return known
     path = Path(spec).expanduser()
     if path.is_dir():
-        return ModelInfo(name=path.name, repo_id=None, family="", local_path=str(path / "model.safetensors"))
+        return _local(path.resolve().name, path / "model.safetensors")
     if path.suffix == ".safetensors" or path.is_file():
-        return ModelInfo(name=path.stem, repo_id=None, family="", local_path=str(path))
+        # A Hub-style folder holds `model.safetensors`: the folder's name is the model's.
+        name = path.resolve().parent.name if path.stem == "model" else path.stem
+        return _local(name, path)
     if _REPO_ID.match(spec):
-        return ModelInfo(name=spec, repo_id=spec, family="")
+        return ModelInfo(name=spec, repo_id=spec, family="", origin="hub")
     names = ", ".join(zoo.ZOO)
+    local_hint = (
+        f" {zoo.LOCAL_PREFIX}NAME is how a server lists a local checkpoint: give that folder's path instead."
+        if spec.startswith(zoo.LOCAL_PREFIX)
+        else ""
+    )
     raise ModelLoadError(
         f"Unknown model {spec!r}: not a model name ({names}), not an existing file or folder, "
-        "and not a Hugging Face repo id like 'owner/name'."
+        f"and not a Hugging Face repo id like 'owner/name'.{local_hint}"
+    )
+
+
+def _local(name: str, checkpoint: Path) -> ModelInfo:
+    return ModelInfo(
+        name=zoo.LOCAL_PREFIX + name,
+        repo_id=None,
+        family="",
+        local_path=str(checkpoint),
+        origin="local",
+        description="a checkpoint on this machine",
     )
 
 
@@ -111,6 +137,22 @@ def _open_models() -> str:
     return ", ".join(m.name for m in zoo.ZOO.values() if not m.gated)
 
 
+def _offline_fix(info: ModelInfo) -> str:
+    """What to do about a model that is not here and cannot be downloaded from here."""
+    token = f" (with HF_TOKEN set: {info.name} is gated)" if info.gated else ""
+    fix = (
+        f"On a machine with internet, run `rmbg download {info.name} --to weights`{token}, copy the folder "
+        f"weights/{info.name} here and start with `--model weights/{info.name}` (docs/models.md, "
+        '"Machines without internet").'
+    )
+    cached = [model.name for model in zoo.ZOO.values() if model.name != info.name and is_cached(model)]
+    if cached:
+        fix += f" Already here: {', '.join(cached)} (--model {cached[0]})."
+    if Path(info.name).is_dir():
+        fix += f" A folder ./{info.name} is here: to load it, pass its path, ./{info.name}."
+    return fix
+
+
 def _check_hub_reachable(info: ModelInfo) -> None:
     """One quick connection attempt before a download: without network, huggingface_hub would
     retry for about half a minute and log every attempt; this says so at once instead."""
@@ -120,11 +162,8 @@ def _check_hub_reachable(info: ModelInfo) -> None:
         socket.create_connection((url.hostname, port), timeout=_REACH_TIMEOUT).close()
     except OSError as error:
         raise ModelLoadError(
-            f"{info.name} is not downloaded yet and the Hugging Face Hub ({url.hostname}) cannot be reached "
-            f"from here ({error.strerror or error}). Download it once where there is internet "
-            f"(`python rmbg.py download {info.name}`) and copy the cache folder ({hub_cache_dir()}) here, or "
-            f"set HF_HUB_OFFLINE=1 to use only what is cached. Models without a token: {_open_models()} "
-            "(MIT; they are downloaded the same way)."
+            f"{info.name} is not downloaded here and the Hugging Face Hub ({url.hostname}) cannot be reached "
+            f"({error.strerror or error}). {_offline_fix(info)}"
         ) from error
 
 
@@ -160,11 +199,9 @@ def checkpoint_file(info: ModelInfo) -> Path:
             f"{info.name}: the Hub has no repository {info.repo_id!r} (or it is private: set HF_TOKEN)."
         ) from error
     except LocalEntryNotFoundError as error:
+        why = "HF_HUB_OFFLINE=1 forbids downloading it" if settings.hub_offline() else "the Hub cannot be reached"
         raise ModelLoadError(
-            f"{info.name} is not in the local cache ({hub_cache_dir()}) and the Hub cannot be reached "
-            f"({'HF_HUB_OFFLINE is set' if settings.hub_offline() else 'no network'}). Download it once where there "
-            f"is internet with `python rmbg.py download {info.name}` and copy the cache folder here, "
-            f"or unset HF_HUB_OFFLINE. Models without a token: {_open_models()} (MIT)."
+            f"{info.name} is not downloaded here (not in {hub_cache_dir()}) and {why}. {_offline_fix(info)}"
         ) from error
     except EntryNotFoundError as error:
         raise ModelLoadError(
@@ -289,7 +326,9 @@ def _check_fits(network: nn.Module, state: dict[str, torch.Tensor], name: str) -
         )
 
 
-def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> LoadedModel:
+def load_model(
+    spec: str | ModelInfo, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> LoadedModel:
     """Finds, fetches and loads a model; the network comes back in eval mode on `device`."""
     info = resolve(spec)
     path = checkpoint_file(info)
@@ -304,7 +343,7 @@ def load_model(spec: str, device: torch.device | str = "cpu", dtype: torch.dtype
     return LoadedModel(info=found.info, network=network, label=found.label, checkpoint=path)
 
 
-def identify_model(spec: str) -> Checkpoint:
+def identify_model(spec: str | ModelInfo) -> Checkpoint:
     """Finds and fetches a model as `load_model` does, but reads only its checkpoint's header:
     for an engine that runs a cached export and may need no PyTorch network at all."""
     info = resolve(spec)
@@ -322,3 +361,22 @@ def _identified(info: ModelInfo, state: dict[str, torch.Tensor], path: Path) -> 
     if (info.family, info.backbone) != (family, backbone):
         info = replace(info, family=family, backbone=backbone)
     return Checkpoint(info, label, path)
+
+
+def copy_to_folder(info: ModelInfo, folder: Path) -> Path:
+    """The model's weights (downloaded into the cache first if need be) copied to
+    `folder/<name>/model.safetensors`: a folder to carry to a machine without internet and load
+    there with `--model folder/<name>`. An identical copy already there is kept."""
+    source = checkpoint_file(info)
+    target = folder / info.name.split("/")[-1].removeprefix(zoo.LOCAL_PREFIX) / "model.safetensors"
+    if target.is_file() and target.stat().st_size == source.stat().st_size:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        shutil.copyfile(source, partial)
+        partial.replace(target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise ModelLoadError(f"{info.name}: cannot write {target} ({error.strerror or error}).") from error
+    return target

@@ -49,6 +49,11 @@ class ModelInfo:
     names the Swin size of a BiRefNet ("Swin-L", "Swin-T"), so that a network of the
     right shape can be built without its checkpoint (synthetic benchmarks). Both are
     empty for a checkpoint outside the zoo until the loader reads them off its tensors.
+
+    `origin` is where the weights come from, decided once when the user names the model:
+    "zoo" (a row of this table), "hub" (another Hub repository) or "local" (a folder or file
+    on this machine, named `local:<folder>` so that a folder called like a zoo model is never
+    taken for it).
     """
 
     name: str
@@ -61,6 +66,7 @@ class ModelInfo:
     filename: str = "model.safetensors"
     description: str = ""
     local_path: str | None = None
+    origin: str = "zoo"
 
     @property
     def license_name(self) -> str:
@@ -154,6 +160,9 @@ def check_inference_size(size: int) -> int:
     if size < 32 or size % 32:
         raise ValueError(f"inference size {size} must be a positive multiple of 32 (e.g. 512, 768, 1024).")
     return size
+
+
+LOCAL_PREFIX = "local:"
 
 
 def lookup(name: str) -> ModelInfo | None:

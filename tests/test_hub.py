@@ -154,7 +154,10 @@ def test_pickle_checkpoints_are_refused(offline_hub, tmp_path) -> None:
 
 
 def test_offline_and_not_cached(offline_hub) -> None:
-    with pytest.raises(ModelLoadError, match=r"BiRefNet is not in the local cache .*HF_HUB_OFFLINE is set.*download"):
+    with pytest.raises(
+        ModelLoadError,
+        match=r"BiRefNet is not downloaded here .*HF_HUB_OFFLINE=1 forbids.*rmbg download BiRefNet --to weights",
+    ):
         load_model("BiRefNet")
 
 
@@ -199,6 +202,8 @@ def test_without_network_a_missing_model_fails_at_once_and_a_cached_one_loads(of
         load_model("BiRefNet")
     assert time.perf_counter() - started < 10
     message = str(raised.value)
-    assert "BiRefNet is not downloaded yet and the Hugging Face Hub (127.0.0.1) cannot be reached" in message
-    assert "HF_HUB_OFFLINE=1" in message and "BiRefNet_lite" in message
+    assert "BiRefNet is not downloaded here and the Hugging Face Hub (127.0.0.1) cannot be reached" in message
+    # No advice to set HF_HUB_OFFLINE when the model is not here: the way to carry it here, and what is here.
+    assert "HF_HUB_OFFLINE" not in message and "rmbg download BiRefNet --to weights" in message
+    assert "Already here: RMBG-1.4, BiRefNet_lite" in message
     assert isinstance(load_model("RMBG-1.4").network, ISNet)  # cached: used without asking the Hub

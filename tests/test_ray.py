@@ -307,7 +307,7 @@ class TestBatch:
         command = ["remove", "--ray", str(shoot), "-o", str(out), "--model", "BiRefNet", "--device", "cpu", "-q"]
         assert main(command) == 2
         error = capsys.readouterr().err
-        assert "error: BiRefNet is not in the local cache" in error and "rmbg.py download BiRefNet" in error
+        assert "error: BiRefNet is not downloaded here" in error and "rmbg download BiRefNet --to" in error
         assert _files(out) == [MANIFEST_NAME] and not (out / MANIFEST_NAME).read_text()
 
     def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):

@@ -262,7 +262,7 @@ def test_an_uncached_model_is_503_with_the_fix(server, sample):
     response = server.remove(png_bytes(sample), model="BiRefNet")
     assert response.status_code == 503
     error = response.json()["error"]
-    assert "not in the local cache" in error and "rmbg.py download BiRefNet" in error
+    assert "is not downloaded here" in error and "rmbg download BiRefNet --to" in error
     assert server.get("/health").status_code == 200
     assert opened(server.remove(png_bytes(sample))).mode == "RGBA"
 
@@ -316,7 +316,7 @@ def test_client_remove_reports_bad_input_and_missing_models(client, tmp_path, sa
     text.write_bytes(b"this is not an image")
     with pytest.raises(AppError, match="notes.png: not an image"):
         client.predict(handle_file(str(text)), MODEL, api_name="/remove")
-    with pytest.raises(AppError, match="rmbg.py download BiRefNet"):
+    with pytest.raises(AppError, match="rmbg download BiRefNet --to"):
         client.predict(handle_file(str(sample_file)), "BiRefNet", api_name="/remove")
 
 
@@ -350,7 +350,7 @@ def test_client_compare_shows_each_models_time_and_memory(client, sample_file, s
         assert Image.open(image).size == sample.size and Image.open(image).mode == "RGBA"
         assert name in info and " s · peak RSS " in info and "MiB" in info
     _, _, missing, reason = client.predict(handle_file(str(sample_file)), MODEL, "RMBG-2.0", 256, api_name="/compare")
-    assert missing is None and "RMBG-2.0" in reason and "not in the local cache" in reason
+    assert missing is None and "RMBG-2.0" in reason and "is not downloaded here" in reason
 
 
 def test_gradio_inputs_must_be_the_clients_own_uploads(server, sample_file):
@@ -377,9 +377,9 @@ def test_health_is_503_with_the_reason_while_the_ui_still_serves(tmp_path, hf_ho
         while body["status"] == "loading" and time.monotonic() < deadline:
             time.sleep(0.2)
             body = unready.get("/health").json()
-        assert body["status"] == "error" and "not in the local cache" in body["reason"]
+        assert body["status"] == "error" and "is not downloaded here" in body["reason"]
         assert unready.get("/").status_code == 200
         response = unready.remove(png_bytes(sample))
-        assert response.status_code == 503 and "rmbg.py download BiRefNet" in response.json()["error"]
+        assert response.status_code == 503 and "rmbg download BiRefNet --to" in response.json()["error"]
         assert opened(unready.remove(png_bytes(sample), model=MODEL, size=256)).mode == "RGBA"
         assert unready.get("/health").status_code == 503

@@ -153,7 +153,7 @@ def test_compare_starts_with_models_that_run_and_shows_a_load_error_in_its_tab_o
     page.get_by_role("option", name="RMBG-2.0").click()
     page.locator("#compare-button").click()
     expect(page.locator("#compare-info-b")).to_contain_text("RMBG-2.0 could not be loaded")
-    expect(page.locator("#compare-info-b")).to_contain_text("not in the local cache")
+    expect(page.locator("#compare-info-b")).to_contain_text("is not downloaded here")
     page.wait_for_timeout(2500)  # a status refresh (every 2 s) has happened since
     expect(page.locator("#status")).not_to_contain_text("RMBG-2.0 is not available")
     page.screenshot(path=str(tmp_path / "compare-tab.png"), full_page=True)

@@ -101,20 +101,24 @@ def precision_for(engine: str, precision: str, device: torch.device) -> str:
 
 
 def load_engine(
-    model: str,
+    model: str | ModelInfo,
     device: str = "auto",
     precision: str = "auto",
     compiled: bool | None = None,
     engine: str | None = None,
 ) -> Engine:
-    """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`."""
-    from ..hub import resolve
+    """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file, or the ModelInfo
+    they resolved to) on `device`. A checkpoint outside the zoo has its family read off its header
+    first, so `auto` chooses for it as for the zoo model of the same family."""
+    from ..hub import identify_model, resolve
 
-    chosen = choose_engine(engine, pick_device(device), resolve(model).family, precision)
+    info = resolve(model)
+    family = info.family or identify_model(info).info.family
+    chosen = choose_engine(engine, pick_device(device), family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 
-        return OpenVinoEngine.load(model, precision)
+        return OpenVinoEngine.load(info, precision)
     from .pytorch import TorchEngine
 
-    return TorchEngine.load(model, device, precision, compiled)
+    return TorchEngine.load(info, device, precision, compiled)

@@ -99,7 +99,7 @@ class OpenVinoEngine:
         self._guard = threading.Lock()
 
     @classmethod
-    def load(cls, model: str, precision: str = "auto") -> OpenVinoEngine:
+    def load(cls, model: str | ModelInfo, precision: str = "auto") -> OpenVinoEngine:
         """Finds `model` through the hub loader and checks OpenVINO is installed. The PyTorch
         network is built only if an input size has no cached export: once exported, a model
         loads without reading its weights twice or holding two copies of them."""

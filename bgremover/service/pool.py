@@ -8,7 +8,6 @@ or read arbitrary files.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -20,17 +19,10 @@ from .. import hub, settings, zoo
 from ..engines import choose_engine, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
+from ..zoo import ModelInfo
 from .options import parse_size
 
 log = logging.getLogger(__name__)
-
-
-def _public_name(spec: str) -> str:
-    """How a custom model is named to clients: a Hub repo id as it is, a local checkpoint by its name."""
-    try:
-        return hub.resolve(spec).name
-    except ModelLoadError:
-        return Path(spec).name or spec
 
 
 class UnknownModel(ValueError):
@@ -58,33 +50,33 @@ class ModelPool:
         self.engine = settings.engine() if engine is None else engine  # auto picks per model when it loads
         self.precision_name = precision_for(choose_engine(self.engine, self.device), precision, self.device)
         self.default_size = parse_size(size)
-        self._custom_spec = None if self._zoo_name(default_model) else default_model
-        # A custom checkpoint is shown by its name (folder or file stem), never by its path on the server.
-        self.default_model = self._zoo_name(default_model) or _public_name(default_model)
+        default = hub.resolve(default_model)
+        self.default_model = default.name
+        # The offered models by public name: the zoo, and the default where it is not a zoo row.
+        self._offered = {default.name: default, **zoo.ZOO} if default.origin != "zoo" else dict(zoo.ZOO)
         self._guard = threading.Lock()
         self._removers: dict[str, Remover] = {}
         self._load_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, str] = {}
         self._errors: dict[str, str] = {}
 
-    @staticmethod
-    def _zoo_name(spec: str) -> str | None:
-        info = zoo.lookup(spec)
-        return info.name if info else None
-
     def names(self) -> list[str]:
-        """Every model a user may pick: the zoo, plus the default if it is a custom one."""
-        names = list(zoo.ZOO)
-        return names if self.default_model in names else [self.default_model, *names]
+        """Every model a user may pick: the zoo, plus the default if it is not a zoo row."""
+        return list(self._offered)
 
     def canonical(self, model: str | None) -> str:
-        """The pool's name for `model`: a zoo name, or the default model; anything else is refused."""
-        if not model or not str(model).strip():
+        """The pool's name for `model`: an offered name, a zoo name or repo id in any case, or the
+        default's bare folder name where no zoo model has it; anything else is refused."""
+        requested = str(model or "").strip()
+        if not requested:
             return self.default_model
-        name = self._zoo_name(str(model).strip())
-        if name:
-            return name
-        if model in (self.default_model, self._custom_spec):
+        if requested in self._offered:
+            return requested
+        known = zoo.lookup(requested)
+        if known is not None:
+            return known.name
+        default = self._offered[self.default_model]
+        if default.origin == "local" and requested == default.name.removeprefix(zoo.LOCAL_PREFIX):
             return self.default_model
         raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.")
 
@@ -131,8 +123,7 @@ class ModelPool:
         self._set_state(name, "loading" if self.is_cached(name) else "downloading")
         started = time.perf_counter()
         try:
-            spec = self._custom_spec if name == self.default_model and self._custom_spec else name
-            engine = load_engine(spec, str(self.device), self.precision, engine=self.engine)
+            engine = load_engine(self._offered[name], str(self.device), self.precision, engine=self.engine)
             remover = Remover(engine, self.default_size)
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))
@@ -148,11 +139,12 @@ class ModelPool:
         return remover
 
     def _without_paths(self, message: str) -> str:
-        """The message with the custom checkpoint's server path replaced by its name."""
-        if not self._custom_spec:
-            return message
-        for path in (str(Path(self._custom_spec).expanduser().resolve()), self._custom_spec):
-            message = message.replace(path, self.default_model)
+        """The message with the server paths of local checkpoints replaced by their names."""
+        for info in self._offered.values():
+            if info.local_path:
+                file = Path(info.local_path).expanduser()
+                for path in (str(file.resolve()), info.local_path, str(file.parent.resolve()), str(file.parent)):
+                    message = message.replace(path, info.name)
         return message
 
     def _set_state(self, name: str, state: str) -> None:
@@ -160,7 +152,7 @@ class ModelPool:
             self._states[name] = state
 
     def _fail(self, name: str, message: str) -> None:
-        log.warning("model %s not available: %s", name, message)
+        """Records why `name` cannot load; the caller reports it (once: a CLI error line, a 503, a log line)."""
         with self._guard:
             self._states[name] = "failed"
             self._errors[name] = message
@@ -169,41 +161,57 @@ class ModelPool:
         """Starts loading (and if needed downloading) a model without holding up the caller."""
 
         def load() -> None:
-            with contextlib.suppress(ModelLoadError):  # recorded in the state: status line and /health show it
-                self._load(self.canonical(model), wait=True)
+            name = self.canonical(model)
+            try:
+                self._load(name, wait=True)
+            except ModelLoadError as error:  # also recorded in the state: the status line and /health show it
+                log.warning("model %s not available: %s", name, error)
 
         thread = threading.Thread(target=load, name="rmbg-preload", daemon=True)
         thread.start()
         return thread
 
     def is_cached(self, name: str) -> bool:
-        spec = self._custom_spec if name == self.default_model and self._custom_spec else name
         try:
-            return hub.is_cached(hub.resolve(spec))
-        except (ModelLoadError, OSError, ValueError):
+            return hub.is_cached(self._offered[name])
+        except (OSError, ValueError):
             return False
 
+    def availability(self, name: str) -> str:
+        """Whether a model can run here: 'ready' (loaded or on disk), 'download' (fetched on first
+        use), 'token' (gated: HF_TOKEN and an accepted license first), 'offline' (not here, and
+        nothing may or can fetch it) or 'failed' (tried; `error` says why)."""
+        state = self.state(name)
+        if state == "failed":
+            return "failed"
+        if state == "loaded" or self.is_cached(name):
+            return "ready"
+        info = self._offered[name]
+        if info.origin == "local" or settings.hub_offline():
+            return "offline"
+        return "token" if info.gated and not settings.hub_token() else "download"
+
     def models(self) -> list[dict]:
-        """One row per model for `/api/models` and the status line."""
-        rows = []
-        for name in self.names():
-            info = zoo.ZOO.get(name)
-            rows.append(
-                {
-                    "name": name,
-                    "repo_id": info.repo_id if info else None,
-                    "license": info.license if info else "see the model's own card",
-                    "gated": bool(info and info.gated),
-                    "description": info.description if info else "custom model",
-                    "input_size": info.input_size if info else None,
-                    "default": name == self.default_model,
-                    "cached": self.is_cached(name),
-                    "loaded": self.state(name) == "loaded",
-                    "state": self.state(name) or "not loaded",
-                    "error": self.error(name),
-                }
-            )
-        return rows
+        """One row per model for `/api/models`, the status line and the dropdowns."""
+        return [self._row(name, info) for name, info in self._offered.items()]
+
+    def _row(self, name: str, info: ModelInfo) -> dict:
+        from_zoo = info.origin == "zoo"
+        return {
+            "name": name,
+            "source": info.origin,
+            "repo_id": info.repo_id,
+            "license": info.license if from_zoo else "unknown: see the checkpoint's own model card",
+            "gated": info.gated,
+            "description": info.description or ("a Hub repository" if info.origin == "hub" else ""),
+            "input_size": info.input_size if from_zoo else None,
+            "default": name == self.default_model,
+            "cached": self.is_cached(name),
+            "loaded": self.state(name) == "loaded",
+            "state": self.state(name) or "not loaded",
+            "availability": self.availability(name),
+            "error": self.error(name),
+        }
 
     def engine_name(self, name: str) -> str:
         """The runtime `name` runs on once loaded (`auto` settles per model), else the one asked for."""

@@ -19,7 +19,6 @@ from pathlib import Path
 import gradio as gr
 from PIL import Image
 
-from .. import zoo
 from ..hub import ModelLoadError
 from ..imaging import decoding
 from ..pipeline import Options
@@ -100,13 +99,25 @@ def unique_png_names(names: list[str]) -> list[str]:
     return unique
 
 
+AVAILABILITY_MARKS = {
+    "ready": "ready",
+    "download": "downloads on first use",
+    "token": "gated: needs HF_TOKEN",
+    "offline": "not on this machine",
+    "failed": "failed to load",
+}
+
+
 def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
-    """Dropdown entries labelled with each model's license, and 'gated' where access must be requested."""
+    """Dropdown entries: name, license (non-commercial where it is), where the weights come from,
+    and whether the model can run here now, so a user sees before picking what will work."""
     choices = []
-    for name in pool.names():
-        info = zoo.ZOO.get(name)
-        label = name if info is None else f"{name} · {info.license_name}"
-        choices.append((label + (" · gated" if info and info.gated else ""), name))
+    for row in pool.models():
+        license_name = row["license"].split(" (")[0]
+        if "non-commercial" in row["license"]:
+            license_name += ", non-commercial"
+        source = "local checkpoint" if row["source"] == "local" else license_name
+        choices.append((f"{row['name']} · {source} · {AVAILABILITY_MARKS[row['availability']]}", row["name"]))
     return choices
 
 
@@ -119,8 +130,8 @@ def size_choices(pool: ModelPool) -> list[tuple[str, int]]:
 def compare_defaults(pool: ModelPool) -> tuple[str, str]:
     """The server's model, and another one that is ready to run: a cached one if there is any."""
     others = [name for name in pool.names() if name != pool.default_model]
-    cached = [name for name in others if pool.is_cached(name)]
-    return pool.default_model, (cached or others)[0]
+    ready = [name for name in others if pool.availability(name) == "ready"]
+    return pool.default_model, (ready or others)[0]
 
 
 def status_markdown(pool: ModelPool) -> str:
