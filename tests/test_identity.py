@@ -79,6 +79,20 @@ def test_an_uncached_zoo_model_named_like_the_folder_says_why_and_the_folder_sti
     assert str(folder) not in str(raised.value)
 
 
+def test_availability_says_what_each_model_needs_before_anyone_picks_it(offline_hub, monkeypatch):
+    from bgremover.web.ui import model_choices
+
+    pool = ModelPool("RMBG-1.4", device="cpu", precision="fp32", size=256)
+    monkeypatch.delenv("HF_HUB_OFFLINE")  # online, no token: nothing here is fetched by asking
+    assert [pool.availability(name) for name in ("RMBG-1.4", "RMBG-2.0", "BiRefNet")] == ["ready", "token", "download"]
+    monkeypatch.setenv("HF_TOKEN", "hf_test")
+    assert pool.availability("RMBG-2.0") == "download"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    choices = dict(model_choices(pool))
+    assert choices["RMBG-2.0 · CC BY-NC 4.0, non-commercial · not on this machine"] == "RMBG-2.0"
+    assert choices["BiRefNet_lite · MIT · ready"] == "BiRefNet_lite"
+
+
 def test_the_cli_runs_the_folder_and_names_it_local(offline_hub, tmp_path, capsys):
     folder = checkpoint_folder(tmp_path / "ckpt", "birefnet_lite", offline_hub)
     sample_image().save(tmp_path / "photo.png")

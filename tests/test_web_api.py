@@ -101,6 +101,9 @@ def test_models_lists_the_zoo_with_license_gated_cached_and_loaded(server):
     assert rows["BiRefNet_lite"]["license"] == "MIT"
     assert rows["BiRefNet_HR"] | {"cached": False, "loaded": False} == rows["BiRefNet_HR"]
     assert rows["RMBG-2.0"]["gated"] and not rows["RMBG-2.0"]["cached"]
+    assert {rows[name]["availability"] for name in (MODEL, "BiRefNet_lite")} == {"ready"}
+    assert rows["RMBG-2.0"]["availability"] == "offline"  # the server runs with HF_HUB_OFFLINE=1
+    assert {row["source"] for row in rows.values()} == {"zoo"}
 
 
 # --- /api/remove: results --------------------------------------------------------------------
