@@ -27,7 +27,7 @@ from bgremover.cli import main
 from bgremover.engines import native_bf16_cpu, pick_dtype
 from bgremover.engines.pytorch import prepare_network
 from bgremover.nets import network_for, swin
-from bgremover.nets.birefnet import deform_conv2d
+from bgremover.nets.grid_deform import deform_conv2d
 from bgremover.nets.swin import WindowLayout
 
 MEAN_BUDGET_255 = 0.5

@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import settings
 from ..hub import load_model
-from ..nets.birefnet import deform_kernel_name
+from ..nets.deform import deform_kernel_name
 from ..nets.folding import fold_batch_norms
 from ..zoo import ModelInfo
 from .cuda_graphs import GraphRunner
