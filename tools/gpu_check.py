@@ -52,7 +52,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bgremover import bench  # noqa: E402 - the repository root must be importable first
+from bgremover import bench, synthetic  # noqa: E402 - the repository root must be importable first
 from bgremover.engines.cuda_graphs import GraphRunner  # noqa: E402
 from bgremover.engines.pytorch import prepare_network  # noqa: E402
 from bgremover.nets.deform import deform_kernel_name, set_deform_kernel  # noqa: E402
@@ -187,7 +187,7 @@ class ModelCheck:
     def __init__(self, model: str):
         self.model = model
         start = time.perf_counter()
-        network, self.info = bench.synthetic_network(model, DEVICE, torch.float32)
+        network, self.info = synthetic.synthetic_network(model, DEVICE, torch.float32)
         self.build_s = time.perf_counter() - start
         self.is_birefnet = self.info.family == "birefnet"
         self.check_input = bench.fixed_input(1, SIZE, DEVICE, torch.float32, CHECK_SEED)
