@@ -41,6 +41,7 @@ from .errors import ChildFailed
 from .families import find_family
 from .imaging import encoding, png
 from .pipeline import Remover, check_inference_size
+from .results import PHOTO_ONLY_OUTPUTS
 from .service.options import Request, build_request
 from .service.pool import ModelPool
 from .service.removal import RemovalService
@@ -524,7 +525,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IMAGE",
         help="time decode, queue, infer, finish and encode on this image instead (repeatable)",
     )
-    e2e.add_argument("--output", choices=("cutout", "mask", "color"), default="cutout")
+    e2e.add_argument("--output", choices=PHOTO_ONLY_OUTPUTS, default="cutout")
     e2e.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
     e2e.add_argument("--compression", choices=encoding.COMPRESSIONS, default="fast")
     e2e.add_argument("--refine-edges", action="store_true")
