@@ -1,5 +1,8 @@
-"""`service/batching.py` on its own: a real `Remover` (synthetic RMBG-1.4 at 32 px, plain eager on
-the CPU) shared by real threads, no server."""
+"""`service/batching.py` on its own: a real `Remover` and `TorchEngine` shared by real threads, no server.
+
+The network is one seeded 3x3 convolution with RMBG-1.4's processing: batching does not depend on
+what the network computes, and a zoo network would make these thread tests take a minute.
+"""
 
 from __future__ import annotations
 
@@ -11,16 +14,17 @@ import pytest
 import torch
 from PIL import Image
 
+from bgremover import zoo
 from bgremover.engines.pytorch import TorchEngine
 from bgremover.pipeline import Remover, Timings
 from bgremover.service.batching import MicroBatcher
-from bgremover.synthetic import synthetic_network
 
 
 @pytest.fixture(scope="module")
 def remover() -> Remover:
-    network, info = synthetic_network("RMBG-1.4", torch.device("cpu"), torch.float32)
-    return Remover(TorchEngine(network, info, "IS-Net", fast_path=False), inference_size=32)
+    torch.manual_seed(0)
+    network = torch.nn.Conv2d(3, 1, 3, padding=1).eval()
+    return Remover(TorchEngine(network, zoo.ZOO["RMBG-1.4"], "3x3 convolution"), inference_size=32)
 
 
 def _concurrently(batcher: MicroBatcher, images: list[Image.Image]) -> list[tuple[Image.Image, int]]:
@@ -42,7 +46,7 @@ def _concurrently(batcher: MicroBatcher, images: list[Image.Image]) -> list[tupl
 
 def test_requests_gather_within_the_window_and_never_exceed_the_max_batch(remover) -> None:
     images = [Image.new("RGB", (40 + i, 30 + i), (i * 30, 90, 200)) for i in range(7)]
-    results = _concurrently(MicroBatcher(remover, window=2.0, max_batch=3), images)
+    results = _concurrently(MicroBatcher(remover, window=1.0, max_batch=3), images)
     sizes = [batch for _, batch in results]
     assert max(sizes) <= 3, sizes
     assert sizes.count(3) >= 3, sizes  # seven requests at once: full batches, not one by one
