@@ -9,9 +9,9 @@ differ, in 1/255 steps, so a speed-up is never quoted without its accuracy cost.
 `--e2e IMAGE` times what a user waits for instead: the service path of every front end
 (decode, queue, infer, finish, encode) on real files, with the output options given.
 
-`--synthetic` needs no download: the zoo entry's architecture gets deterministic
-pseudo-random weights, generated here per tensor from its name (so any run, on any
-machine, gets the same network) with the scale a trained layer would have.
+`--synthetic` needs no download: the zoo entry's architecture gets the deterministic
+weights of `bgremover.synthetic`, kept in a synthetic Hub cache beside the real one and
+loaded through the same `load_engine` as a real checkpoint.
 """
 
 from __future__ import annotations
@@ -24,37 +24,31 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from torch import nn
 
-from . import hub, settings, zoo
-from .engines import Engine, choose_engine, native_bf16_cpu, pick_device, pick_dtype
-from .engines.openvino import OpenVinoEngine, engine_cache_dir, openvino_available
+from . import hub, zoo
+from .engines import Engine, load_engine, native_bf16_cpu, pick_device
+from .engines.openvino import openvino_available
 from .engines.pytorch import TorchEngine
 from .errors import ChildFailed
-from .hub import load_model
+from .families import find_family
 from .imaging import encoding, png
-from .nets import BACKBONES, BiRefNet, ISNet, describe
 from .pipeline import Remover, check_inference_size
+from .results import PHOTO_ONLY_OUTPUTS
 from .service.options import Request, build_request
 from .service.pool import ModelPool
 from .service.removal import RemovalService
+from .synthetic import synthetic_hub
 
 # Seed of the fixed input the accuracy check feeds both paths.
 _CHECK_SEED = 20240601
-# Commit name of the synthetic checkpoint in the temporary Hub cache of the cold-start test.
-_SYNTHETIC_COMMIT = "0" * 40
 # What the cold-start child process runs: import, load, report; no inference.
 _COLD_START_CODE = """
 import resource, sys
@@ -93,67 +87,6 @@ class BenchResult:
     cold_start_peak_mib: float | None = None
     torch_version: str = torch.__version__
     load_average: tuple[float, float, float] | None = None
-
-
-# --- Synthetic weights -----------------------------------------------------------------------
-
-
-def synthetic_value(name: str, like: torch.Tensor) -> torch.Tensor:
-    """The deterministic float32 value of one state-dict entry, from its name and shape.
-
-    Convolution and linear weights are normal with variance 1/fan_in (activations keep
-    their scale through deep stacks), norm scales near 1, biases and bias tables small,
-    batch-norm statistics plausible; integer buffers keep their computed values.
-    """
-    if not like.dtype.is_floating_point:
-        return like.clone()
-    shape = tuple(like.shape)
-    generator = torch.Generator().manual_seed(zlib.crc32(name.encode()))
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf == "running_var":
-        return 1.0 + 0.5 * torch.rand(shape, generator=generator)
-    normal = torch.randn(shape, generator=generator)
-    if leaf == "running_mean":
-        return 0.1 * normal
-    if leaf == "relative_position_bias_table":
-        return 0.02 * normal
-    if len(shape) > 1:
-        return normal / math.sqrt(math.prod(shape[1:]))
-    return 1.0 + 0.1 * normal if leaf == "weight" else 0.02 * normal
-
-
-@torch.no_grad()
-def fill_synthetic(network: nn.Module) -> nn.Module:
-    """Overwrites every parameter and buffer in place, one tensor at a time (no second copy of the model)."""
-    for name, tensor in network.state_dict(keep_vars=True).items():
-        tensor.copy_(synthetic_value(name, tensor.detach().cpu()))
-    return network
-
-
-def synthetic_architecture(model: str) -> tuple[nn.Module, zoo.ModelInfo]:
-    """An untrained network with the zoo model's architecture, and its zoo entry."""
-    info = _zoo_entry(model)
-    if info.family == zoo.ISNET:
-        return ISNet(), info
-    return BiRefNet(BACKBONES[info.backbone]), info
-
-
-def _zoo_entry(model: str) -> zoo.ModelInfo:
-    info = zoo.lookup(model)
-    if info is None:
-        raise ValueError(f"--synthetic needs a zoo model name ({', '.join(zoo.ZOO)}), not {model!r}.")
-    return info
-
-
-def synthetic_network(model: str, device: torch.device, dtype: torch.dtype) -> tuple[nn.Module, zoo.ModelInfo]:
-    """The zoo model's architecture with synthetic weights, in eval mode on `device` in `dtype`.
-
-    The network is converted before it is filled, so float32 and the target dtype are
-    never held whole at the same time.
-    """
-    network, info = synthetic_architecture(model)
-    network = fill_synthetic(network.eval().to(device=device, dtype=dtype))
-    return network, info
 
 
 # --- Measuring -------------------------------------------------------------------------------
@@ -196,47 +129,12 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
-def _load(
-    model: str,
-    device: torch.device,
-    precision: str,
-    synthetic: bool,
-    fast_path: bool,
-    compiled: bool = False,
-    graphs: bool | None = None,
-) -> TorchEngine:
-    """The engine as `Remover` runs it (`fast_path`), or the plain eager one the accuracy check compares with."""
-    dtype = pick_dtype(precision, device)
-    if synthetic:
-        network, info = synthetic_network(model, device, dtype)
-        label = describe(network.state_dict())
-    else:
-        loaded = load_model(model, device, dtype)
-        network, info, label = loaded.network, loaded.info, loaded.label
-    return TorchEngine(network, info, label, compiled, fast_path, graphs, int8=precision == "int8")
-
-
-def _load_openvino(model: str, precision: str, synthetic: bool) -> OpenVinoEngine:
-    """The OpenVINO engine; with `synthetic`, over a synthetic checkpoint kept beside its exports,
-    so a second bench run reuses the export instead of converting again."""
-    if not synthetic:
-        return OpenVinoEngine.load(model, precision)
-    info = _zoo_entry(model)
-    checkpoint = engine_cache_dir() / "synthetic-weights" / info.name / "model.safetensors"
-    if not checkpoint.is_file():
-        hub.save_checkpoint(checkpoint, synthetic_network(model, torch.device("cpu"), torch.float32)[0].state_dict())
-    # As `OpenVinoEngine.load`: the network is read from the checkpoint only for a size not yet exported.
-    return OpenVinoEngine(None, info, describe(hub.read_shapes(checkpoint, info.name)), checkpoint, precision)
-
-
-def float32_delta(
-    model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sample: torch.Tensor, synthetic: bool
-) -> dict:
+def float32_delta(model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sample: torch.Tensor) -> dict:
     """Mean and max |fast_alpha - alpha of the float32 eager network| over `sample`, in 1/255 steps.
 
     Called once the fast network is released, so the two are never resident together.
     """
-    reference = _load(model, sample.device, "fp32", synthetic, fast_path=False)
+    reference = load_engine(model, str(sample.device), "fp32", engine="torch", fast_path=False)
     reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
     return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
@@ -248,17 +146,48 @@ def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[floa
     return first, [_run(engine, batch)[1] for _ in range(runs)]
 
 
-def _bench_engine(engine: str | None, fast_path: bool, device: torch.device, family: str, precision: str) -> str:
-    """The runtime a bench run times: as `load_engine` chooses for the fast path, and PyTorch for
-    the plain network, which is the reference every engine is compared with whatever `auto` picks."""
-    if fast_path:
-        return choose_engine(engine, device, family, precision)
+def _plain_engine(engine: str | None) -> str:
+    """The runtime of `--plain`: PyTorch's eager network, the reference every engine is compared
+    with, whatever `auto` picks for the fast path."""
     if engine not in (None, "auto", "torch"):
         raise ValueError(
             "--plain runs PyTorch's eager network, the reference the other engines are compared with: "
             "leave out --engine, or use --engine torch."
         )
     return "torch"
+
+
+def _time_engine(
+    engine: Engine, load_s: float, size: int | None, batch: int, runs: int, synthetic: bool
+) -> BenchResult:
+    """Times the first and `runs` more forwards of a loaded engine; peak memory is read right after."""
+    size = check_inference_size(size or engine.info.input_size)
+    first_s, latencies = _time_forwards(engine, fixed_input(batch, size, engine.device, engine.dtype, size), runs)
+    peak, peak_kind = peak_memory_mib(engine.device)
+    p50 = statistics.median(latencies) if latencies else first_s
+    return BenchResult(
+        model=engine.info.name,
+        network=engine.label,
+        engine=engine.describe(),
+        synthetic=synthetic,
+        device=str(engine.device),
+        dtype=engine.precision,
+        fast_path=not isinstance(engine, TorchEngine) or engine.fast_path,
+        compiled=isinstance(engine, TorchEngine) and engine.compiled,
+        size=size,
+        batch_size=batch,
+        runs=runs,
+        threads=torch.get_num_threads(),
+        load_s=load_s,
+        first_s=first_s,
+        p50_s=p50,
+        p90_s=_percentile(latencies, 0.9) if latencies else first_s,
+        images_per_s=batch / p50,
+        peak_mib=peak,
+        peak_kind=peak_kind,
+        latencies_s=latencies,
+        load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
+    )
 
 
 def run_bench(
@@ -281,51 +210,19 @@ def run_bench(
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    engine_name = _bench_engine(engine_name, fast_path, chosen, hub.resolve(model).family, precision)
-    compiled = fast_path and engine_name == "torch" and (settings.compile_network() if compiled is None else compiled)
-    if chosen.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(chosen)
-    start = time.perf_counter()
-    if engine_name == "openvino":
-        engine: Engine = _load_openvino(model, precision, synthetic)
-    else:
-        engine = _load(model, chosen, precision, synthetic, fast_path, compiled, graphs)
-    dtype = engine.dtype
-    info = engine.info
-    _sync(chosen)
-    load_s = time.perf_counter() - start
-    size = check_inference_size(size or info.input_size)
-    first_s, latencies = _time_forwards(engine, fixed_input(batch_size, size, chosen, dtype, size), runs)
-    peak, peak_kind = peak_memory_mib(chosen)
-    p50 = statistics.median(latencies) if latencies else first_s
-    result = BenchResult(
-        model=info.name,
-        network=engine.label,
-        engine=engine.describe(),
-        synthetic=synthetic,
-        device=str(chosen),
-        dtype=engine.precision,
-        fast_path=fast_path,
-        compiled=compiled,
-        size=size,
-        batch_size=batch_size,
-        runs=runs,
-        threads=torch.get_num_threads(),
-        load_s=load_s,
-        first_s=first_s,
-        p50_s=p50,
-        p90_s=_percentile(latencies, 0.9) if latencies else first_s,
-        images_per_s=batch_size / p50,
-        peak_mib=peak,
-        peak_kind=peak_kind,
-        latencies_s=latencies,
-        load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
-    )
-    if check:
-        sample = fixed_input(1, size, chosen, torch.float32, _CHECK_SEED)
-        fast_alpha = alpha(_run(engine, sample)[0], info)
-        del engine
-        result.check = float32_delta(model, info, fast_alpha, sample, synthetic)
+    engine_name = engine_name if fast_path else _plain_engine(engine_name)
+    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
+        if chosen.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(chosen)
+        start = time.perf_counter()
+        engine = load_engine(name, device, precision, compiled, engine_name, fast_path=fast_path, graphs=graphs)
+        _sync(chosen)
+        result = _time_engine(engine, time.perf_counter() - start, size, batch_size, runs, synthetic)
+        if check:
+            sample = fixed_input(1, result.size, chosen, torch.float32, _CHECK_SEED)
+            info, fast_alpha = engine.info, alpha(_run(engine, sample)[0], engine.info)
+            del engine
+            result.check = float32_delta(name, info, fast_alpha, sample)
     return result
 
 
@@ -341,7 +238,8 @@ def engine_choices(family: str) -> list[tuple[str, str, bool]]:
     the models with linear layers (BiRefNet), OpenVINO only when installed."""
     precisions = ["fp32", "bf16"] if native_bf16_cpu() else ["fp32"]
     rows = [("torch", "fp32", True)] + [("torch", precision, False) for precision in precisions]
-    if family == zoo.BIREFNET:
+    known = find_family(family)
+    if known is not None and known.int8:
         rows.append(("torch", "int8", False))
     if openvino_available():
         rows += [("openvino", precision, False) for precision in precisions]
@@ -394,18 +292,12 @@ def _progress(message: str) -> None:
 # --- Cold start --------------------------------------------------------------------------------
 
 
-def write_synthetic_cache(model: str, hub_dir: Path) -> Path:
-    """Saves the zoo model's synthetic float32 weights where the Hub cache would keep its checkpoint."""
-    network, info = synthetic_network(model, torch.device("cpu"), torch.float32)
-    return hub.store_in_cache(hub_dir, info.repo_id, network.state_dict(), _SYNTHETIC_COMMIT)
-
-
-def _time_to_ready(model: str, device: str, precision: str, env: dict[str, str]) -> tuple[float, float]:
+def _time_to_ready(model: str, device: str, precision: str) -> tuple[float, float]:
     """Seconds from spawning a fresh interpreter until its `Remover` is loaded (inference excluded),
     and that process's peak RSS in MiB by then (the loading transient)."""
     command = [sys.executable, "-c", _COLD_START_CODE, model, device, precision]
     start = time.perf_counter()
-    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
         line = child.stdout.readline()
         elapsed = time.perf_counter() - start
         _, errors = child.communicate()
@@ -417,17 +309,11 @@ def _time_to_ready(model: str, device: str, precision: str, env: dict[str, str])
 def cold_start(model: str, device: str, precision: str, synthetic: bool, repeats: int = 3) -> list[tuple[float, float]]:
     """Process start to a ready `Remover`, with the weights already cached, `repeats` times: (seconds, peak MiB).
 
-    With `synthetic`, a synthetic checkpoint is written to a temporary Hub cache that
-    the child processes use offline, so the real loading code path is measured.
+    With `synthetic`, the child processes load the synthetic checkpoint of `synthetic_hub`
+    offline, so the real loading code path is measured.
     """
-    with tempfile.TemporaryDirectory(prefix="rmbg-bench-") as home:
-        env = dict(os.environ)
-        if synthetic:
-            write_synthetic_cache(model, Path(home) / "hub")
-            env.update(HF_HOME=home, HF_HUB_OFFLINE="1")
-            env.pop("HF_HUB_CACHE", None)
-            model = zoo.lookup(model).name
-        return [_time_to_ready(model, device, precision, env) for _ in range(repeats)]
+    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
+        return [_time_to_ready(name, device, precision) for _ in range(repeats)]
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -470,56 +356,6 @@ class EndToEndResult:
     threads: int = field(default_factory=torch.get_num_threads)
     torch_version: str = torch.__version__
     load_average: tuple[float, float, float] | None = None
-
-
-def _smooth(rng: np.random.Generator, cells: tuple[int, int, int], scale: float, size: tuple[int, int]):
-    """Random values on a coarse grid, bicubically enlarged to `size` (height, width)."""
-    grid = torch.from_numpy(rng.normal(0, scale, cells).astype(np.float32)).permute(2, 0, 1)[None]
-    return F.interpolate(grid, size=size, mode="bicubic", align_corners=False)[0].permute(1, 2, 0).numpy()
-
-
-def synthetic_photo(width: int = 4032, height: int = 3024, seed: int = 0) -> Image.Image:
-    """A stand-in for a phone photo where none can be shipped: broad colour gradients, mid-scale
-    texture, fine grain and sensor noise, so lossless encoders meet photo-like statistics
-    (save it as JPEG to get a camera-like input)."""
-    rng = np.random.default_rng(seed)
-    size = (height, width)
-    pixels = 125 + _smooth(rng, (6, 8, 3), 55, size) + _smooth(rng, (height // 24, width // 24, 3), 18, size)
-    pixels += _smooth(rng, (height // 4, width // 4, 1), 4, size) + rng.normal(0, 1.5, (height, width, 1))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
-def synthetic_matte(width: int = 4032, height: int = 3024) -> Image.Image:
-    """A cut-out's alpha: a wavy subject (about a third of the frame) with a soft edge 6 pixels wide,
-    36 where hair would be, and alpha 0 around it, as real cut-outs have."""
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    cy, cx = height * 0.55, width * 0.5
-    angle = np.arctan2(y - cy, x - cx)
-    radius = np.hypot((y - cy) / (height * 0.40), (x - cx) / (width * 0.28))
-    wobble = 1 + 0.08 * np.sin(5 * angle) + 0.04 * np.sin(13 * angle + 1) + 0.02 * np.sin(41 * angle)
-    inside = (wobble - radius) * height * 0.40
-    alpha = np.clip(0.5 + inside / (6 + 30 * (np.sin(3 * angle) > 0.6)), 0, 1)
-    return Image.fromarray((alpha * 255 + 0.5).astype(np.uint8))
-
-
-@contextmanager
-def synthetic_hub(model: str) -> Iterator[str]:
-    """This process pointed (offline) at a temporary Hub cache holding `model`'s synthetic checkpoint,
-    so the real loading path runs without a download; yields the zoo name."""
-    names = ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE")
-    saved = {name: os.environ.get(name) for name in names}
-    with tempfile.TemporaryDirectory(prefix="rmbg-bench-") as home:
-        write_synthetic_cache(model, Path(home) / "hub")
-        os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1")
-        os.environ.pop("HF_HUB_CACHE", None)
-        try:
-            yield zoo.lookup(model).name
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
 
 
 def run_e2e(
@@ -689,7 +525,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="IMAGE",
         help="time decode, queue, infer, finish and encode on this image instead (repeatable)",
     )
-    e2e.add_argument("--output", choices=("cutout", "mask", "color"), default="cutout")
+    e2e.add_argument("--output", choices=PHOTO_ONLY_OUTPUTS, default="cutout")
     e2e.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
     e2e.add_argument("--compression", choices=encoding.COMPRESSIONS, default="fast")
     e2e.add_argument("--refine-edges", action="store_true")

@@ -17,6 +17,7 @@ from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP, int8_hint
 from .errors import ChildFailed, UsageError
 from .imaging import composing, decoding, encoding
 from .planning import STDIO, Job, plan_jobs
+from .results import OUTPUTS
 from .service.options import build_request
 from .service.pool import ModelPool
 from .service.removal import Item, RemovalService
@@ -47,7 +48,7 @@ def _add_remove(commands) -> None:
     parser.add_argument("-o", "--out", help="output file (one input), folder, or - for stdout")
     add_model_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--output", choices=("cutout", "mask", "color", "image"), default="cutout")
+    parser.add_argument("--output", choices=OUTPUTS, default="cutout")
     parser.add_argument("--bg-color", type=color_argument, default=(255, 255, 255), help="for --output color")
     parser.add_argument("--bg-image", type=Path, help="for --output image (cover-fitted)")
     parser.add_argument("--threshold", type=float, help="0-1: make the mask binary at this level")

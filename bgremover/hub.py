@@ -29,7 +29,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import settings, zoo
-from .nets import UnknownArchitecture, backbone_of, describe, family_of, network_for
+from .families import UnknownArchitecture, backbone_of, describe, family_of, network_for
 from .zoo import ModelInfo
 
 # Wrappers that training scripts put around module names (DataParallel, torch.compile).

@@ -2,7 +2,7 @@
 
 A `Remover` receives an engine (the loaded model on its device) and applies that
 model family's own pre- and post-processing as its card defines it, driven by the
-zoo's `Processing` row: the resize filter, mean/std, and the output activation
+family's `Processing` record: the resize filter, mean/std, and the output activation
 (sigmoid of BiRefNet's logits; RMBG-1.4's min-max stretch).
 """
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import UsageError
-from .imaging import decoding
+from .imaging import decoding, encoding
 
 STDIO = "-"
 
@@ -53,7 +53,7 @@ def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
     """
     if inputs == [STDIO]:
         return [Job(STDIO, out or STDIO, "stdin")]
-    suffix = "." + fmt.replace("jpeg", "jpg")
+    suffix = encoding.file_suffix(fmt)
     files = list(expand_inputs(inputs))
     if out == STDIO:
         if len(files) != 1:

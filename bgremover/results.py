@@ -20,6 +20,11 @@ from .imaging import composing, decoding
 if TYPE_CHECKING:
     import torch
 
+# What a removal makes of a mask (`Options.output`): every front end offers these values.
+OUTPUTS = ("cutout", "mask", "color", "image")
+# Those a photo alone suffices for ("image" needs a background picture too): the HTTP API's and bench's.
+PHOTO_ONLY_OUTPUTS = tuple(output for output in OUTPUTS if output != "image")
+
 
 @dataclass
 class Timings:
@@ -60,8 +65,8 @@ class Options:
     refine_edges: bool = False
 
     def __post_init__(self) -> None:
-        if self.output not in ("cutout", "mask", "color", "image"):
-            raise ValueError(f"unknown output {self.output!r}: use cutout, mask, color or image.")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown output {self.output!r}: use {', '.join(OUTPUTS)}.")
         if self.output == "image" and self.background_image is None:
             raise ValueError("output 'image' needs a background image.")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:

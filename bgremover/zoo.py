@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import settings
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .families import Processing, get_family
 
 BIREFNET = "birefnet"
 ISNET = "isnet"
-ISNET_MEAN = (0.5, 0.5, 0.5)
-ISNET_STD = (1.0, 1.0, 1.0)
 
 RMBG2_LICENSE = "CC BY-NC 4.0 (non-commercial; commercial use needs an agreement with BRIA)"
 RMBG14_LICENSE = "bria-rmbg-1.4 (non-commercial; commercial use needs an agreement with BRIA)"
@@ -20,35 +16,13 @@ MIT_LICENSE = "MIT"
 
 
 @dataclass(frozen=True)
-class Processing:
-    """How a model family's card feeds its network and reads its output.
-
-    `antialias`: whether the resize to the input size is antialiased (BiRefNet's torchvision
-    transform is; RMBG-1.4's plain bilinear resize is not). `activation`: "sigmoid" for
-    logits (BiRefNet), "stretch" for a probability map that RMBG-1.4's pipeline min-max
-    stretches to 0..1.
-    """
-
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    antialias: bool
-    activation: str
-
-
-PROCESSING = {
-    BIREFNET: Processing(IMAGENET_MEAN, IMAGENET_STD, antialias=True, activation="sigmoid"),
-    ISNET: Processing(ISNET_MEAN, ISNET_STD, antialias=False, activation="stretch"),
-}
-
-
-@dataclass(frozen=True)
 class ModelInfo:
     """Everything the pipeline needs to know about a model besides its weights.
 
-    `family` ("birefnet" or "isnet") decides the pre- and post-processing; `backbone`
-    names the Swin size of a BiRefNet ("Swin-L", "Swin-T"), so that a network of the
-    right shape can be built without its checkpoint (synthetic benchmarks). Both are
-    empty for a checkpoint outside the zoo until the loader reads them off its tensors.
+    `family` ("birefnet" or "isnet", a key of `bgremover.families`) decides the pre- and
+    post-processing; `backbone` names the Swin size of a BiRefNet ("Swin-L", "Swin-T"), so
+    that a network of the right shape can be built without its checkpoint (synthetic
+    benchmarks). Both are empty for a checkpoint outside the zoo until the loader reads them off its tensors.
 
     `origin` is where the weights come from, decided once when the user names the model:
     "zoo" (a row of this table), "hub" (another Hub repository) or "local" (a folder or file
@@ -75,7 +49,7 @@ class ModelInfo:
 
     @property
     def processing(self) -> Processing:
-        return PROCESSING[self.family]
+        return get_family(self.family).processing
 
     @property
     def page(self) -> str:

@@ -42,7 +42,7 @@ def golden_file(name: str) -> Path:
 
 def synthetic_state_dict(state_dict: dict) -> dict:
     """The golden synthetic weights (the scheme of the golden README) for every entry of `state_dict`."""
-    from bgremover.bench import synthetic_value
+    from bgremover.synthetic import synthetic_value
 
     return {name: synthetic_value(name, tensor) for name, tensor in state_dict.items()}
 
@@ -68,9 +68,8 @@ def manifest_state_dict(arch: str) -> dict[str, torch.Tensor]:
 
 # --- Synthetic models in a Hugging Face cache -------------------------------------------------
 
-# Test models: zoo name -> golden architecture whose synthetic weights stand in for it.
-# RMBG-2.0's Swin-L would be a 900 MB file; the pipeline is exercised on the two small ones.
-TEST_MODELS = {"RMBG-1.4": "isnet", "BiRefNet_lite": "birefnet_lite"}
+# The golden architectures by the zoo model whose architecture each is.
+GOLDEN_MODELS = {"birefnet": "RMBG-2.0", "birefnet_lite": "BiRefNet_lite", "isnet": "RMBG-1.4"}
 _FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
 _synthetic_cache: dict[str, dict] = {}
 
@@ -78,10 +77,9 @@ _synthetic_cache: dict[str, dict] = {}
 def synthetic_checkpoint(arch: str) -> dict[str, torch.Tensor]:
     """The golden synthetic weights of `arch`, keyed like the Hub checkpoint."""
     if arch not in _synthetic_cache:
-        from bgremover.nets import network_for
+        from bgremover.synthetic import synthetic_checkpoint as zoo_checkpoint
 
-        network = network_for(manifest_state_dict(arch))
-        _synthetic_cache[arch] = synthetic_state_dict(network.state_dict())
+        _synthetic_cache[arch] = zoo_checkpoint(GOLDEN_MODELS[arch])
     return dict(_synthetic_cache[arch])
 
 
@@ -100,12 +98,15 @@ def cache_model(cache_dir: Path, repo_id: str, state: dict[str, torch.Tensor]) -
 
 @pytest.fixture(scope="session")
 def hf_home(tmp_path_factory) -> Path:
-    """A Hugging Face home whose cache holds synthetic RMBG-1.4 and BiRefNet_lite checkpoints."""
+    """A Hugging Face home whose cache holds the synthetic checkpoint of each family's stand-in
+    (RMBG-1.4, BiRefNet_lite: RMBG-2.0's Swin-L would be a 900 MB file)."""
+    from bgremover.families import families
     from bgremover.zoo import ZOO
 
     home = tmp_path_factory.mktemp("hf_home")
-    for name, arch in TEST_MODELS.items():
-        cache_model(home / "hub", ZOO[name].repo_id, synthetic_checkpoint(arch))
+    for family in families():
+        arch = next(arch for arch, model in GOLDEN_MODELS.items() if model == family.stand_in)
+        cache_model(home / "hub", ZOO[family.stand_in].repo_id, synthetic_checkpoint(arch))
     return home
 
 

@@ -22,12 +22,13 @@ from conftest import (
 )
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
-from bgremover import bench, zoo
+from bgremover import synthetic, zoo
 from bgremover.cli import main
 from bgremover.engines import native_bf16_cpu, pick_dtype
 from bgremover.engines.pytorch import prepare_network
-from bgremover.nets import network_for, swin
-from bgremover.nets.birefnet import deform_conv2d
+from bgremover.families import network_for
+from bgremover.nets import swin
+from bgremover.nets.grid_deform import deform_conv2d
 from bgremover.nets.swin import WindowLayout
 
 MEAN_BUDGET_255 = 0.5
@@ -227,21 +228,22 @@ if (SHARED_GOLDEN / "synthetic_weights.py").is_file():  # the scheme's own code,
         spec = importlib.util.spec_from_file_location("synthetic_weights", SHARED_GOLDEN / "synthetic_weights.py")
         scheme = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(scheme)
-        network, _ = bench.synthetic_network(model, CPU, torch.float32)
+        network, _ = synthetic.synthetic_network(model, CPU, torch.float32)
         ours = network.state_dict()
         golden = scheme.synthetic_state_dict(ours)
         assert all(torch.equal(ours[name], value) for name, value in golden.items())
 
 
 def test_bench_architectures_follow_the_zoo() -> None:
-    assert type(bench.synthetic_architecture("RMBG-1.4")[0]).__name__ == "ISNet"
-    assert bench.synthetic_architecture("BiRefNet_lite")[0].bb.config.embed_dim == 96
-    assert bench.synthetic_architecture(zoo.DEFAULT_MODEL)[0].bb.config.embed_dim == 192
+    assert type(synthetic.synthetic_architecture("RMBG-1.4")[0]).__name__ == "ISNet"
+    assert synthetic.synthetic_architecture("BiRefNet_lite")[0].bb.config.embed_dim == 96
+    assert synthetic.synthetic_architecture(zoo.DEFAULT_MODEL)[0].bb.config.embed_dim == 192
     with pytest.raises(ValueError, match="zoo model"):
-        bench.synthetic_architecture("someone/else")
+        synthetic.synthetic_architecture("someone/else")
 
 
-def test_bench_command_json(capsys) -> None:
+def test_bench_command_json(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # the synthetic Hub cache goes here, not to the user's
     status = main(["bench", "--synthetic", "--model", "RMBG-1.4", "--size", "64", "--runs", "2", "--json"])
     assert status == 0
     result = json.loads(capsys.readouterr().out)
@@ -251,7 +253,8 @@ def test_bench_command_json(capsys) -> None:
     assert result["check"]["max_delta_255"] <= MAX_BUDGET_255
 
 
-def test_bench_command_text(capsys) -> None:
+def test_bench_command_text(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
     status = main(["bench", "--synthetic", "--model", "RMBG-1.4", "--size", "64", "--runs", "1", "--precision", "fp32"])
     assert status == 0
     text = capsys.readouterr().out

@@ -9,7 +9,7 @@ import torch
 from conftest import golden_input, manifest_state_dict, synthetic_checkpoint
 from torch import nn
 
-from bgremover.nets import network_for
+from bgremover.families import network_for
 from bgremover.nets.folding import fold_batch_norms
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from bgremover.nets import SWIN_T, BiRefNet, ISNet, birefnet
+from bgremover.nets import SWIN_T, BiRefNet, ISNet, deform
 from bgremover.nets.swin import WindowAttention, _shifted_window_mask, _window_kind_masks, _window_kinds
 
 CPU = torch.device("cpu")
@@ -130,20 +130,20 @@ def test_window_kinds_reproduce_the_shift_mask(rows: int, cols: int) -> None:
 @pytest.fixture
 def deform_kernel():
     """Restores the process-wide kernel choice after the test."""
-    previous = birefnet.set_deform_kernel("auto")
-    yield birefnet.set_deform_kernel
-    birefnet.set_deform_kernel(previous)
+    previous = deform.set_deform_kernel("auto")
+    yield deform.set_deform_kernel
+    deform.set_deform_kernel(previous)
 
 
 def test_deform_kernel_choice(deform_kernel) -> None:
-    assert birefnet.deform_kernel_name(CPU, torch.float32) == "grid_sample"
-    assert birefnet.deform_kernel_name(CPU, torch.bfloat16) == "grid_sample"
+    assert deform.deform_kernel_name(CPU, torch.float32) == "grid_sample"
+    assert deform.deform_kernel_name(CPU, torch.bfloat16) == "grid_sample"
     # Not torchvision's on CUDA either: replayed from a CUDA graph it gave wrong masks.
-    assert birefnet.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample"
+    assert deform.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample"
     assert deform_kernel("torchvision") == "auto"
-    assert birefnet.deform_kernel_name(CPU, torch.bfloat16) == "torchvision"
+    assert deform.deform_kernel_name(CPU, torch.bfloat16) == "torchvision"
     deform_kernel("grid_sample_native")  # by name only: auto never samples below float32
-    assert birefnet.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample_native"
+    assert deform.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample_native"
     with pytest.raises(ValueError, match="grid_sample"):
         deform_kernel("fast")
 

@@ -142,7 +142,7 @@ def test_unexpected_key_is_listed(offline_hub, tmp_path) -> None:
 
 def test_unknown_architecture(offline_hub, tmp_path) -> None:
     path = write_checkpoint(tmp_path / "other.safetensors", {"encoder.weight": torch.zeros(2, 2)})
-    with pytest.raises(ModelLoadError, match="other: the checkpoint is neither an IS-Net"):
+    with pytest.raises(ModelLoadError, match="other: the checkpoint is none of the networks this project runs"):
         load_model(str(path))
 
 

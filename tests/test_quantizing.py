@@ -7,7 +7,7 @@ import torch
 from conftest import golden_input
 from torch import nn
 
-from bgremover import bench
+from bgremover import bench, synthetic
 from bgremover.engines import load_engine, pick_dtype, precision_for
 from bgremover.engines.pytorch import TorchEngine
 from bgremover.engines.quantizing import Int8Linear, quantize_linears
@@ -52,8 +52,8 @@ def test_int8_is_refused_where_it_cannot_run() -> None:
     with pytest.raises(ValueError, match="runs fp32, bf16 \\(or auto\\), not 'int8'"):
         precision_for("openvino", "int8", CPU)
     with pytest.raises(ValueError, match="int8 runs the linear layers in 8 bits, and ISNet has none.*auto or fp32"):
-        TorchEngine(ISNet().eval(), bench.synthetic_architecture("RMBG-1.4")[1], int8=True)
-    network, info = bench.synthetic_network("BiRefNet_lite", CPU, torch.bfloat16)
+        TorchEngine(ISNet().eval(), synthetic.synthetic_architecture("RMBG-1.4")[1], int8=True)
+    network, info = synthetic.synthetic_network("BiRefNet_lite", CPU, torch.bfloat16)
     with pytest.raises(ValueError, match="int8 runs a float32 network on the CPU, not a torch.bfloat16 one"):
         TorchEngine(network, info, int8=True)
 
@@ -74,6 +74,6 @@ def test_int8_engine_through_the_loader_says_what_runs(offline_hub) -> None:
 
 
 def test_int8_runs_eagerly_even_when_compiling_is_asked_for() -> None:
-    network, info = bench.synthetic_network("BiRefNet_lite", CPU, torch.float32)
+    network, info = synthetic.synthetic_network("BiRefNet_lite", CPU, torch.float32)
     engine = TorchEngine(network, info, compiled=True, int8=True)
     assert not engine.compiled and "eager" in engine.describe() and "compiled" not in engine.describe()

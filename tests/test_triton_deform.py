@@ -11,7 +11,7 @@ import torch
 from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
 
 import bgremover.nets
-from bgremover.nets import birefnet
+from bgremover.nets import deform
 from bgremover.nets.birefnet import BiRefNet
 from bgremover.nets.swin import SWIN_T
 
@@ -25,9 +25,9 @@ def triton_deform(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     sys.modules.pop(MODULE, None)
     module = importlib.import_module(MODULE)
-    previous = birefnet.set_deform_kernel("auto")
+    previous = deform.set_deform_kernel("auto")
     yield module
-    birefnet.set_deform_kernel(previous)
+    deform.set_deform_kernel(previous)
     sys.modules.pop(MODULE, None)
     delattr(bgremover.nets, "triton_deform")
 
@@ -96,7 +96,7 @@ def test_the_network_runs_it_when_chosen(triton_deform, monkeypatch) -> None:
     image = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     with torch.inference_mode():
         default = network(image)
-        birefnet.set_deform_kernel("triton")
+        deform.set_deform_kernel("triton")
         launches = triton_deform.deform_conv2d
         monkeypatch.setattr(triton_deform, "deform_conv2d", lambda *a: calls.append(1) or launches(*a))
         fused = network(image)
@@ -107,5 +107,5 @@ def test_the_network_runs_it_when_chosen(triton_deform, monkeypatch) -> None:
 def test_refused_without_triton(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "triton", None)
     with pytest.raises(ValueError, match="needs the triton package"):
-        birefnet.set_deform_kernel("triton")
-    assert birefnet.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample"
+        deform.set_deform_kernel("triton")
+    assert deform.deform_kernel_name(torch.device("cuda"), torch.float16) == "grid_sample"

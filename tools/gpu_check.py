@@ -52,10 +52,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bgremover import bench  # noqa: E402 - the repository root must be importable first
+from bgremover import bench, synthetic  # noqa: E402 - the repository root must be importable first
 from bgremover.engines.cuda_graphs import GraphRunner  # noqa: E402
 from bgremover.engines.pytorch import prepare_network  # noqa: E402
-from bgremover.nets.birefnet import deform_kernel_name, set_deform_kernel  # noqa: E402
+from bgremover.nets.deform import deform_kernel_name, set_deform_kernel  # noqa: E402
 from bgremover.nets.swin import WindowAttention  # noqa: E402
 
 DRY = os.environ.get("DRY", "") == "1"
@@ -187,7 +187,7 @@ class ModelCheck:
     def __init__(self, model: str):
         self.model = model
         start = time.perf_counter()
-        network, self.info = bench.synthetic_network(model, DEVICE, torch.float32)
+        network, self.info = synthetic.synthetic_network(model, DEVICE, torch.float32)
         self.build_s = time.perf_counter() - start
         self.is_birefnet = self.info.family == "birefnet"
         self.check_input = bench.fixed_input(1, SIZE, DEVICE, torch.float32, CHECK_SEED)
@@ -327,7 +327,7 @@ def deform_kernels() -> list[dict]:
     """Each deformable kernel alone at RMBG-2.0's layer shapes (batch 1, 256 output channels), the
     Triton kernel at several block shapes; `max_diff` is the largest difference from the default
     kernel's output."""
-    from bgremover.nets.birefnet import deform_conv2d
+    from bgremover.nets.grid_deform import deform_conv2d
 
     dtype = FAST_DTYPE if DEVICE.type == "cuda" else torch.float32
     rows = []

@@ -28,13 +28,12 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bgremover import bench  # noqa: E402 - the repository root must be importable first
+from bgremover import synthetic  # noqa: E402 - the repository root must be importable first
 from bgremover.imaging import composing  # noqa: E402
 from bgremover.service.options import build_request  # noqa: E402
 from bgremover.service.pool import ModelPool  # noqa: E402
@@ -50,16 +49,10 @@ FOLDER = 4 if DRY else 32
 CONCURRENT = 4 if DRY else 32
 
 
-def photo(width: int, height: int, seed: int = 0) -> bytes:
-    """A JPEG like a product shot: a smooth backdrop, a textured subject, sensor noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    backdrop = 200 + 30 * (y / height)[..., None] * np.array([1.0, 0.9, 0.8])
-    subject = ((x - width / 2) / (width / 3)) ** 2 + ((y - height / 2) / (height / 2.5)) ** 2 < 1
-    texture = 90 + 60 * np.sin(x / 7)[..., None] * np.array([1.0, 0.5, 0.2])
-    pixels = np.where(subject[..., None], texture, backdrop) + rng.normal(0, 4, (height, width, 3))
+def photo(width: int, height: int) -> bytes:
+    """A JPEG like a product shot (`synthetic.product_photo`, stripes 7 pixels apart)."""
     buffer = io.BytesIO()
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    synthetic.product_photo(width, height, seed=2).save(buffer, format="JPEG", quality=90)
     return buffer.getvalue()
 
 
@@ -78,7 +71,7 @@ def refinement_alone(data: bytes) -> dict:
     """Milliseconds of `refined_cutout` on the device alone (median), for a subject's matte and
     for a mask soft everywhere, which is what synthetic weights give the full pipeline."""
     image = Image.open(io.BytesIO(data)).convert("RGB")
-    mattes = {"subject": bench.synthetic_matte(*image.size), "soft": Image.new("L", image.size, 128)}
+    mattes = {"subject": synthetic.synthetic_matte(*image.size), "soft": Image.new("L", image.size, 128)}
     medians = {}
     for name, matte in mattes.items():
         composing.refined_cutout(image, matte, DEVICE)
@@ -129,9 +122,8 @@ def main() -> int:
     if DEVICE == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     report["cpu_count"] = os.cpu_count()
-    with tempfile.TemporaryDirectory(prefix="rmbg-e2e-") as home:
-        bench.write_synthetic_cache(MODEL, Path(home) / "hub")
-        os.environ.update(HF_HOME=home, HF_HUB_OFFLINE="1", RMBG_BATCH_WINDOW_MS="0")
+    os.environ["RMBG_BATCH_WINDOW_MS"] = "0"
+    with tempfile.TemporaryDirectory(prefix="rmbg-e2e-") as home, synthetic.synthetic_hub(MODEL, Path(home)):
         pool = ModelPool(MODEL, DEVICE, "auto", SIZE)
         service = RemovalService(pool, io_threads=os.cpu_count() or 2)
         photos = {f"{w}x{h}": photo(w, h) for w, h in PHOTOS}

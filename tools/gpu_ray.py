@@ -28,9 +28,9 @@ import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
+sys.path.insert(0, str(ROOT))
 
-from scale_bench import photo  # noqa: E402 - tools/ must be importable first
+from bgremover import synthetic  # noqa: E402 - the repository root must be importable first
 
 DRY = os.environ.get("DRY", "") == "1"
 MODEL = "BiRefNet_lite" if DRY else os.environ.get("MODEL", "RMBG-2.0")
@@ -47,7 +47,7 @@ def make_folder(folder: Path) -> None:
     encoded = []
     for seed in range(DISTINCT):
         buffer = io.BytesIO()
-        photo(WIDTH, HEIGHT, seed).save(buffer, format="JPEG", quality=90)
+        synthetic.product_photo(WIDTH, HEIGHT, seed).save(buffer, format="JPEG", quality=90)
         encoded.append(buffer.getvalue())
     for index in range(PHOTOS):
         (folder / f"photo{index:03d}.jpg").write_bytes(encoded[index % DISTINCT])
@@ -86,7 +86,6 @@ def compare(first: Path, second: Path, names: list[str]) -> dict:
 
 
 def main() -> int:
-    from bgremover import bench
 
     out = Path(os.environ.get("OUT", "out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -94,10 +93,10 @@ def main() -> int:
     report["cpu_count"] = os.cpu_count()
     with tempfile.TemporaryDirectory(prefix="rmbg-ray-") as temporary:
         root = Path(temporary)
-        bench.write_synthetic_cache(MODEL, root / "hf" / "hub")
+        synthetic.write_synthetic_cache(MODEL, root / "hf" / "hub")
         make_folder(root / "photos")
         path = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), str(ROOT)]))
-        env = os.environ | {"HF_HOME": str(root / "hf"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
+        env = os.environ | synthetic.hub_environment(root / "hf") | {"PYTHONPATH": path}
         common = ["--model", MODEL, "--device", DEVICE, "-q"] + (["--size", "64"] if DRY else [])
         photos = str(root / "photos")
         runs = [

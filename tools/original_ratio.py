@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from bgremover import bench
+from bgremover import bench, synthetic
 from bgremover.engines.pytorch import prepare_network
 from bgremover.engines.quantizing import quantize_linears
 
@@ -45,7 +45,7 @@ def original_networks(folder: Path):
 
 def main(model: str) -> None:
     size, rounds = (64, 1) if DRY else (1024, 4)
-    network, info = bench.synthetic_network(model, torch.device("cpu"), torch.float32)
+    network, info = synthetic.synthetic_network(model, torch.device("cpu"), torch.float32)
     weights = network.state_dict()
     with tempfile.TemporaryDirectory() as folder:
         original = original_networks(Path(folder)).network_for(weights).eval()

@@ -15,33 +15,19 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 MODEL, SIZE, PHOTOS = "BiRefNet_lite", 512, 20
 FORMATS = ("jpg", "png", "webp")
 
 
-def photo(width: int, height: int, seed: int) -> Image.Image:
-    """Like a product shot: a smooth backdrop, a textured subject, sensor noise (so PNGs compress realistically)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
-    backdrop = 200 + 30 * (y / height)[..., None] * np.array([1.0, 0.9, 0.8])
-    subject = ((x - width / 2) / (width / 3)) ** 2 + ((y - height / 2) / (height / 2.5)) ** 2 < 1
-    texture = 90 + 60 * np.sin(x / (5 + seed))[..., None] * np.array([1.0, 0.5, 0.2])
-    pixels = np.where(subject[..., None], texture, backdrop) + rng.normal(0, 4, (height, width, 3))
-    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-
-
 def setup(root: Path) -> None:
     """The synthetic model in `root/hf` and 20 photos of 1600x1200 (JPEG, PNG, WebP) in `root/photos`."""
-    from bgremover import bench
+    from bgremover import synthetic
 
-    bench.write_synthetic_cache(MODEL, root / "hf" / "hub")
+    synthetic.write_synthetic_cache(MODEL, root / "hf" / "hub")
     folder = root / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     for index in range(PHOTOS):
-        photo(1600, 1200, index).save(folder / f"photo{index:02d}.{FORMATS[index % 3]}", quality=90)
+        synthetic.product_photo(1600, 1200, index).save(folder / f"photo{index:02d}.{FORMATS[index % 3]}", quality=90)
     common = f"--model {MODEL} --size {SIZE} --device cpu -q"
     print(f"export HF_HOME={root / 'hf'} HF_HUB_OFFLINE=1")
     print(f"time python rmbg.py remove {folder} -o {root}/out-single {common}")
@@ -59,11 +45,13 @@ def stages(root: Path) -> None:
     """Median seconds per image of each stage, one image at a time, in this process."""
     import os
 
-    os.environ.update(HF_HOME=str(root / "hf"), HF_HUB_OFFLINE="1")
+    from bgremover import synthetic
     from bgremover.results import Timings
     from bgremover.service.options import build_request
     from bgremover.service.pool import ModelPool
     from bgremover.service.steps import decode_input, finish_and_encode
+
+    os.environ.update(synthetic.hub_environment(root / "hf"))
 
     remover, request = ModelPool(MODEL, "cpu", "auto", SIZE).get(), build_request()
     rows = []

@@ -16,6 +16,7 @@ from typing import Protocol
 import torch
 
 from .. import settings
+from ..families import find_family
 from ..zoo import ModelInfo
 from .devices import (
     PRECISION_HELP,
@@ -74,9 +75,10 @@ class Engine(Protocol):
 def choose_engine(engine: str | None, device: torch.device, family: str = "", precision: str = "auto") -> str:
     """Which runtime runs a model of `family`: `torch` or `openvino`; `None` follows RMBG_ENGINE.
 
-    `auto` is OpenVINO for IS-Net (RMBG-1.4) on a CPU when it is installed, at fp32 or bf16, and
-    PyTorch otherwise: OpenVINO ran IS-Net faster on both CPU kinds measured, and BiRefNet no
-    faster (or, in bf16, outside the accuracy bound). BENCHMARKS.md, "CPU engines", has the figures.
+    `auto` is OpenVINO on a CPU for the families whose record says it wins there (IS-Net,
+    RMBG-1.4) when it is installed, at fp32 or bf16, and PyTorch otherwise: OpenVINO ran IS-Net
+    faster on both CPU kinds measured, and BiRefNet no faster (or, in bf16, outside the accuracy
+    bound). BENCHMARKS.md, "CPU engines", has the figures.
     """
     engine = settings.engine() if engine is None else engine
     if engine not in ENGINES:
@@ -84,7 +86,9 @@ def choose_engine(engine: str | None, device: torch.device, family: str = "", pr
     if engine == "auto":
         from .openvino import OPENVINO_PRECISIONS, openvino_available
 
-        wins = device.type == "cpu" and family == "isnet" and precision in ("auto", *OPENVINO_PRECISIONS)
+        known = find_family(family)
+        wins = device.type == "cpu" and known is not None and known.openvino_on_cpu
+        wins = wins and precision in ("auto", *OPENVINO_PRECISIONS)
         return "openvino" if wins and openvino_available() else "torch"
     if engine == "openvino" and device.type != "cpu":
         raise ValueError(f"the OpenVINO engine runs on the CPU, not on {device}: use --device cpu or --engine torch.")
@@ -106,10 +110,16 @@ def load_engine(
     precision: str = "auto",
     compiled: bool | None = None,
     engine: str | None = None,
+    *,
+    fast_path: bool = True,
+    graphs: bool | None = None,
 ) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file, or the ModelInfo
     they resolved to) on `device`. A checkpoint outside the zoo has its family read off its header
-    first, so `auto` chooses for it as for the zoo model of the same family."""
+    first, so `auto` chooses for it as for the zoo model of the same family.
+
+    `fast_path` and `graphs` are PyTorch's (`TorchEngine`): `fast_path=False` is the plain eager
+    network that `rmbg bench` compares every engine with."""
     from ..hub import identify_model, resolve
 
     info = resolve(model)
@@ -121,4 +131,4 @@ def load_engine(
         return OpenVinoEngine.load(info, precision)
     from .pytorch import TorchEngine
 
-    return TorchEngine.load(info, device, precision, compiled)
+    return TorchEngine.load(info, device, precision, compiled, fast_path, graphs)

@@ -7,6 +7,7 @@ import threading
 import torch
 
 from .. import settings
+from ..families import find_family
 
 # The dtype each precision computes in. int8 is a float32 network whose linear layers run in
 # 8 bits on the CPU (engines/quantizing.py).
@@ -59,9 +60,10 @@ def pick_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 def int8_hint(asked: str, computed: str, device: torch.device, family: str) -> str | None:
     """A pointer to `--precision int8` where `auto` settled on float32 for lack of native bf16 and
-    int8 applies (BiRefNet's linear layers), since `auto` leaves it out until its accuracy is
+    int8 applies (a family with linear layers, BiRefNet), since `auto` leaves it out until its accuracy is
     known on trained weights; None elsewhere, including wherever the user chose a precision."""
-    if asked != "auto" or computed != "fp32" or device.type != "cpu" or family != "birefnet":
+    known = find_family(family)
+    if asked != "auto" or computed != "fp32" or device.type != "cpu" or known is None or not known.int8:
         return None
     return (
         "this CPU has no native bfloat16, so the network ran in float32; --precision int8 is faster "

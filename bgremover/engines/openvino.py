@@ -24,7 +24,7 @@ from torch import nn
 
 from .. import __version__, settings
 from ..hub import identify_model, load_model
-from ..nets import birefnet
+from ..nets import deform
 from ..zoo import ModelInfo
 from .devices import device_lock, native_bf16_cpu
 
@@ -162,13 +162,13 @@ class OpenVinoEngine:
         (OpenVINO's own deformable convolution is much slower on a CPU)."""
         network = self._network if self._network is not None else load_model(str(self._checkpoint)).network
         example = torch.zeros(1, 3, *size)
-        previous = birefnet.set_deform_kernel("grid_sample")
+        previous = deform.set_deform_kernel("grid_sample")
         try:
             with torch.no_grad():
                 network(example)  # builds the shape-dependent index tables, which export as constants
                 return torch.export.export(network, (example,))
         finally:
-            birefnet.set_deform_kernel(previous)
+            deform.set_deform_kernel(previous)
 
 
 def _progress(message: str) -> None:

@@ -7,7 +7,7 @@ from torch import nn
 
 from .. import settings
 from ..hub import load_model
-from ..nets.birefnet import deform_kernel_name
+from ..nets.deform import deform_kernel_name
 from ..nets.folding import fold_batch_norms
 from ..zoo import ModelInfo
 from .cuda_graphs import GraphRunner
@@ -85,13 +85,19 @@ class TorchEngine:
 
     @classmethod
     def load(
-        cls, model: str | ModelInfo, device: str = "auto", precision: str = "auto", compiled: bool | None = None
+        cls,
+        model: str | ModelInfo,
+        device: str = "auto",
+        precision: str = "auto",
+        compiled: bool | None = None,
+        fast_path: bool = True,
+        graphs: bool | None = None,
     ) -> TorchEngine:
         """Loads `model` through the hub loader; `compiled=None` follows RMBG_COMPILE."""
         chosen = pick_device(device)
         loaded = load_model(model, chosen, pick_dtype(precision, chosen))
         compiled = settings.compile_network() if compiled is None else compiled
-        return cls(loaded.network, loaded.info, loaded.label, compiled, int8=precision == "int8")
+        return cls(loaded.network, loaded.info, loaded.label, compiled, fast_path, graphs, int8=precision == "int8")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():

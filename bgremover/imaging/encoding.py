@@ -19,6 +19,11 @@ _WEBP_EFFORT = {"fast": {"method": 0, "quality": 0}, "small": {"method": 4, "qua
 _PILLOW_PNG_LEVEL = {"fast": 1, "small": 9}
 
 
+def file_suffix(fmt: str) -> str:
+    """The file-name suffix of a canonical format: '.jpg' for JPEG (as cameras write it), '.png', '.webp'."""
+    return ".jpg" if fmt == "jpeg" else f".{fmt}"
+
+
 def output_format(fmt: str, transparent: bool) -> str:
     """The canonical format name ('jpg' is 'jpeg'), checked against whether the output has alpha.
 

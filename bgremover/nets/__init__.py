@@ -1,7 +1,7 @@
 """The networks as plain PyTorch modules: no I/O, no downloads, inference only.
 
-`network_for(state_dict)` reads the architecture off a checkpoint's own names and
-shapes, so any fine-tune of these architectures loads without extra configuration.
+Which network a checkpoint holds is the family registry's question (`bgremover.families`);
+this package offers the modules and what a Swin backbone's shapes say about its size.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping
 
 import torch
-from torch import nn
 
 from .birefnet import BiRefNet
 from .isnet import ISNet
@@ -24,18 +23,13 @@ __all__ = [
     "SWIN_L",
     "SWIN_T",
     "SwinConfig",
-    "UnknownArchitecture",
-    "family_of",
-    "network_for",
+    "backbone_name",
+    "swin_config_of",
 ]
 
 # The Swin sizes of the public checkpoints, by the names the zoo uses.
 BACKBONES = {"Swin-L": SWIN_L, "Swin-T": SWIN_T}
 _SWIN_NAMES = {config: name for name, config in BACKBONES.items()}
-
-
-class UnknownArchitecture(ValueError):
-    """The checkpoint is neither an IS-Net nor a Swin BiRefNet."""
 
 
 def swin_config_of(state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
@@ -52,35 +46,6 @@ def swin_config_of(state_dict: Mapping[str, torch.Tensor]) -> SwinConfig:
     return SwinConfig(embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(heads), window_size=window)
 
 
-def family_of(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """'isnet' or 'birefnet' (the zoo's family names), from the checkpoint's tensor names."""
-    if "stage1.rebnconvin.conv_s1.weight" in state_dict:
-        return "isnet"
-    if "bb.patch_embed.proj.weight" in state_dict and "decoder.conv_out1.0.weight" in state_dict:
-        return "birefnet"
-    sample = ", ".join(list(state_dict)[:3])
-    raise UnknownArchitecture(
-        "the checkpoint is neither an IS-Net (RMBG-1.4) nor a BiRefNet (RMBG-2.0, BiRefNet*) network "
-        f"(first tensors: {sample})"
-    )
-
-
-def backbone_of(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """'Swin-L', 'Swin-T', another Swin's width, or None for IS-Net."""
-    if family_of(state_dict) == "isnet":
-        return None
-    config = swin_config_of(state_dict)
+def backbone_name(config: SwinConfig) -> str:
+    """'Swin-L' or 'Swin-T' (the zoo's names), else the width of another Swin."""
     return _SWIN_NAMES.get(config, f"Swin, {config.embed_dim} channels")
-
-
-def describe(state_dict: Mapping[str, torch.Tensor]) -> str:
-    """A short human label for the checkpoint's network, e.g. 'BiRefNet (Swin-L)'."""
-    backbone = backbone_of(state_dict)
-    return f"BiRefNet ({backbone})" if backbone else "IS-Net"
-
-
-def network_for(state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """An untrained network whose state dict has the checkpoint's names and shapes."""
-    if family_of(state_dict) == "isnet":
-        return ISNet()
-    return BiRefNet(swin_config_of(state_dict))

@@ -9,13 +9,11 @@ gates. The forward pass returns the final prediction as logits.
 
 from __future__ import annotations
 
-import importlib.util
-from collections.abc import Callable
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .deform import modulated_deform_conv2d
 from .swin import SwinConfig, SwinTransformer
 
 # Channels of the image-patch features fed to the decoder at each level are the
@@ -25,19 +23,6 @@ _PATCH_FEATURE_DIVISOR = 8
 _DECODER_WIDTH = 64
 _ASPP_WIDTH = 256
 _GRADIENT_WIDTH = 16
-# Elements of the sampled-tap matrix per chunk of output rows in the deformable
-# convolution (16 MB in float32): large enough for an efficient matmul, small enough
-# to stay in cache and keep memory flat at any image size.
-_DEFORM_CHUNK = 1 << 22
-# On a GPU, fewer and larger chunks: launch overhead matters more than cache.
-_DEFORM_CHUNK_GPU = 1 << 26
-# Deformable-convolution kernels: "torchvision" (`torchvision.ops.deform_conv2d`) or
-# "grid_sample" (this module's `deform_conv2d`); "auto" picks per device and dtype.
-# "grid_sample_native" is ours sampling in the input's dtype instead of float32, and "triton"
-# ours with the sampling fused into one Triton kernel (CUDA): both only chosen by name, to
-# measure on a GPU what they gain (BENCHMARKS.md, "Next GPU candidate").
-DEFORM_KERNELS = ("auto", "torchvision", "grid_sample", "grid_sample_native", "triton")
-_deform_kernel = "auto"
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -59,118 +44,6 @@ def image_patches(image: torch.Tensor, size: tuple[int, int] | torch.Size) -> to
     return tiles.reshape(b, th, tw, -1).permute(0, 3, 1, 2)
 
 
-def _tap_grid(offset: torch.Tensor, kernel: tuple[int, int], padding: int, size: torch.Size, top: int) -> torch.Tensor:
-    """Sampling points (1, taps, rows * W_out, 2) for `grid_sample`, for output rows `top`... of one image.
-
-    `offset` (2 * taps, rows, W_out) holds (dy, dx) per tap as torchvision lays it out;
-    the result is each tap's position plus its offset as (x, y), normalised so that -1
-    and 1 are the centres of the first and last pixels, in float32. The scales are
-    Python numbers, not a tensor built here: that would be a host-to-device copy on a
-    GPU, which CUDA graph capture forbids.
-    """
-    _, rows, w_out = offset.shape
-    kh, kw = kernel
-    h, w = size
-    device = offset.device
-    x_scale, y_scale = 2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)
-    tap_rows = torch.arange(kh, device=device).repeat_interleave(kw)[:, None, None] - padding
-    tap_cols = torch.arange(kw, device=device).repeat(kh)[:, None, None] - padding
-    ys = tap_rows + torch.arange(top, top + rows, device=device)[:, None]  # taps, rows, 1
-    xs = tap_cols + torch.arange(w_out, device=device)  # taps, 1, W_out
-    dy, dx = offset.view(kh * kw, 2, rows, w_out).unbind(1)
-    grid_x = torch.add(xs * x_scale - 1.0, dx, alpha=x_scale)
-    grid_y = torch.add(ys * y_scale - 1.0, dy, alpha=y_scale)
-    return torch.stack((grid_x, grid_y), dim=-1).view(1, kh * kw, -1, 2)
-
-
-def deform_conv2d(
-    x: torch.Tensor,
-    offset: torch.Tensor,
-    weight: torch.Tensor,
-    padding: int,
-    mask: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    sampling_dtype: torch.dtype = torch.float32,
-) -> torch.Tensor:
-    """Modulated deformable convolution (stride 1, dilation 1, one offset group; `bias` is what a
-    batch norm folded into it leaves, none in the checkpoints).
-
-    Same arguments and result as `torchvision.ops.deform_conv2d`, computed per chunk of
-    output rows as bilinear sampling of every tap (`grid_sample` on a channels-last
-    copy of `x`, whose zero padding matches torchvision's out-of-bounds rule) and one
-    matmul. Sampling stays in float32 (`sampling_dtype`) because positions need the
-    precision; the matmul runs in `x`'s dtype, so bfloat16 models get the fast bf16 GEMM, which
-    torchvision's CPU kernel lacks. Memory stays flat at any size. The result is channels-last.
-    """
-    b, c, h, w = x.shape
-    out_channels, _, kh, kw = weight.shape
-    taps = kh * kw
-    h_out, w_out = offset.shape[-2:]
-    source = x.to(sampling_dtype)
-    if h == 1 or w == 1:  # align_corners cannot address a 1-pixel axis: add a zero line, as out of bounds reads
-        source = F.pad(source, (0, int(w == 1), 0, int(h == 1)))
-    source = source.contiguous(memory_format=torch.channels_last)
-    columns_to_out = weight.reshape(out_channels, c * taps).t()
-    out = torch.empty(b, h_out * w_out, out_channels, dtype=x.dtype, device=x.device)
-    chunk = _DEFORM_CHUNK if x.device.type == "cpu" else _DEFORM_CHUNK_GPU
-    step = max(1, chunk // (c * taps * w_out))
-    for i in range(b):
-        for top in range(0, h_out, step):
-            rows = slice(top, min(h_out, top + step))
-            grid = _tap_grid(offset[i, :, rows], (kh, kw), padding, source.shape[-2:], top).to(sampling_dtype)
-            sampled = F.grid_sample(source[i : i + 1], grid, align_corners=True)  # 1, C, taps, pixels
-            columns = torch.empty(sampled.shape[1:], dtype=x.dtype, device=x.device)
-            torch.mul(sampled[0], mask[i, :, rows].reshape(1, taps, -1), out=columns)
-            weigh_taps(columns.view(c * taps, -1).t(), columns_to_out, bias, out[i, top * w_out : rows.stop * w_out])
-    return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
-
-
-def weigh_taps(taps: torch.Tensor, weights: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor) -> None:
-    """out = taps @ weights (+ bias): the product that ends every deformable kernel, written in place."""
-    if bias is None:
-        torch.mm(taps, weights, out=out)
-    else:
-        torch.addmm(bias, taps, weights, out=out)
-
-
-def set_deform_kernel(name: str) -> str:
-    """Chooses the deformable-convolution kernel of every BiRefNet in this process; returns the previous choice.
-
-    "auto" (the default) is what `deform_kernel_name` describes; "torchvision" or
-    "grid_sample" force one, to measure or test them against each other.
-    """
-    global _deform_kernel
-    if name not in DEFORM_KERNELS:
-        raise ValueError(f"unknown deformable-convolution kernel {name!r}: use {', '.join(DEFORM_KERNELS)}.")
-    if name == "triton" and importlib.util.find_spec("triton") is None:
-        raise ValueError(
-            "the 'triton' deformable-convolution kernel needs the triton package, which PyTorch's CUDA "
-            "wheels for Linux install: install PyTorch with CUDA, or choose another kernel."
-        )
-    previous, _deform_kernel = _deform_kernel, name
-    return previous
-
-
-def deform_kernel_name(device: torch.device, dtype: torch.dtype) -> str:
-    """The kernel `DeformableConv2d` runs on `device` in `dtype`: one of DEFORM_KERNELS but "auto".
-
-    "auto" is ours everywhere. torchvision's CUDA kernel is faster in eager mode, but replayed
-    from a CUDA graph it gave wrong masks (measured on an H200: see BENCHMARKS.md), and with
-    graph replay ours is the faster path anyway; on the CPU ours is faster and also runs in
-    bfloat16. `set_deform_kernel("torchvision")` still selects it, for measurements, as
-    `set_deform_kernel("grid_sample_native")` selects ours sampling in `dtype` and
-    `set_deform_kernel("triton")` ours with the sampling fused into one Triton kernel.
-    """
-    return "grid_sample" if _deform_kernel == "auto" else _deform_kernel
-
-
-def _torchvision_deform_conv2d() -> Callable[..., torch.Tensor]:
-    """torchvision's kernel, imported on first use: CPU inference never pays for importing torchvision."""
-    from torchvision.ops import deform_conv2d as torchvision_deform_conv2d
-
-    return torchvision_deform_conv2d
-
-
 class DeformableConv2d(nn.Module):
     """Modulated deformable convolution whose offsets and masks come from the input."""
 
@@ -190,16 +63,8 @@ class DeformableConv2d(nn.Module):
         steering = F.conv2d(x, steering_weight, steering_bias, padding=self.padding)
         offset, modulator = steering.split([2 * taps, taps], dim=1)
         mask = 2.0 * torch.sigmoid(modulator)
-        kernel = deform_kernel_name(x.device, x.dtype)
         weight, bias = self.regular_conv.weight, self.regular_conv.bias
-        if kernel == "torchvision":
-            return _torchvision_deform_conv2d()(x, offset, weight, bias, padding=(self.padding,) * 2, mask=mask)
-        if kernel == "triton":
-            from . import triton_deform
-
-            return triton_deform.deform_conv2d(x, offset, weight, self.padding, mask, bias)
-        sampling = x.dtype if kernel == "grid_sample_native" else torch.float32
-        return deform_conv2d(x, offset, weight, self.padding, mask, bias, sampling)
+        return modulated_deform_conv2d(x, offset, weight, self.padding, mask, bias)
 
 
 class DeformableBranch(nn.Module):

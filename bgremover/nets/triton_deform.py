@@ -1,6 +1,6 @@
 """The modulated deformable convolution with its sampling fused into one Triton kernel, for CUDA.
 
-`birefnet.deform_conv2d` samples every tap with `grid_sample` in float32 and then multiplies
+`grid_deform.deform_conv2d` samples every tap with `grid_sample` in float32 and then multiplies
 by the modulation: on a GPU that is a float32 copy of the input, a grid built in several
 small kernels, the sampler and a mixed-type product, each a pass over memory, and together
 the larger part of the deformable convolutions' time (BENCHMARKS.md, "Next GPU candidate").
@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .birefnet import weigh_taps
+from .grid_deform import weigh_taps
 
 # Elements of the tap matrix per chunk of output pixels: bounds memory at any image size.
 _CHUNK = 1 << 26
@@ -116,7 +116,7 @@ def deform_conv2d(
     mask: torch.Tensor,
     bias: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Same arguments and result as `birefnet.deform_conv2d` (stride 1, dilation 1, one offset group).
+    """Same arguments and result as `grid_deform.deform_conv2d` (stride 1, dilation 1, one offset group).
 
     The whole batch goes through each launch; the result is channels-last. The input is read
     channels-last (a no-op in the network, whose maps already are), so that each bilinear

@@ -226,7 +226,7 @@ def _label(found: _Found) -> str:
 
 def plan_uri_tasks(inputs: list[str], out: str | None, fmt: str) -> list[Task]:
     """`plan_jobs` for inputs or an output that are URIs."""
-    suffix = "." + fmt.replace("jpeg", "jpg")
+    suffix = encoding.file_suffix(fmt)
     files = list(_expand(inputs))
     target = locate(out) if out else None
     single = target and len(files) == 1 and not files[0].from_folder and posixpath.splitext(target.path)[1]

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from PIL import Image
 
 from ..imaging import composing, encoding
-from ..results import Options
+from ..results import OUTPUTS, Options
 from ..zoo import check_inference_size
 
 # Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
 MAX_INFERENCE_SIZE = 2048
-OUTPUTS = ("cutout", "mask", "color", "image")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 

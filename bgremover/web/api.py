@@ -27,6 +27,8 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
+from ..imaging.encoding import file_suffix
+from ..results import PHOTO_ONLY_OUTPUTS
 from ..service.admission import Busy, give_back_memory
 from ..service.options import Request as RemovalRequest
 from ..service.options import build_request
@@ -35,7 +37,6 @@ from ..service.removal import Removal, RemovalService
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("cutout", "mask", "color")
 OPTION_FIELDS = (
     "output",
     "bg_color",
@@ -110,7 +111,7 @@ def parse_job(form: FormData, service: RemovalService) -> Job:
         raise ApiError(400, "no image: send it as a file in the multipart field 'file'.")
     fields = {name: form.get(name) for name in OPTION_FIELDS if name in form}
     try:
-        request = build_request(**fields, fmt=str(form.get("format", "png")), outputs=OUTPUTS)
+        request = build_request(**fields, fmt=str(form.get("format", "png")), outputs=PHOTO_ONLY_OUTPUTS)
         request.model = service.pool.canonical(request.model)
     except ValueError as error:
         raise ApiError(400, str(error)) from error
@@ -169,9 +170,8 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
             log.exception("POST /api/remove failed")
             return ApiError(500, "unexpected server error; the server log has the details.").response()
         fmt = job.request.fmt
-        extension = "jpg" if fmt == "jpeg" else fmt
         headers = {
-            "Content-Disposition": _disposition(f"{Path(job.filename).stem}_nobg.{extension}"),
+            "Content-Disposition": _disposition(f"{Path(job.filename).stem}_nobg{file_suffix(fmt)}"),
             "X-Model": job.request.model,
             "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
             "X-Inference-Seconds": f"{removal.timings.infer:.3f}",
