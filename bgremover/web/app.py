@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from gradio.utils import get_upload_folder
+from starlette.routing import Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import settings
@@ -26,6 +27,7 @@ from ..service.admission import Admission
 from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from .api import add_routes
+from .guard import Guard, token_login
 from .scratch import Scratch
 from .ui import CSS, build_ui
 
@@ -63,14 +65,15 @@ def create_app(
     """The API routes first, then Gradio mounted at '/' (a mount there would shadow later routes)."""
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
-    add_routes(app, service, max_upload, settings.api_token())
+    token, login = settings.api_token(), settings.ui_login()
+    add_routes(app, service, max_upload, token)
     demo = build_ui(service, Scratch())
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
     demo.has_launched = True
     app.add_middleware(UploadQuota, folder=Path(get_upload_folder()), quota=settings.upload_quota_bytes())
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -79,12 +82,16 @@ def create_app(
         max_file_size=max_upload,
         theme=THEME,
         css=CSS,
-        auth=settings.ui_login(),
+        auth=login or (token_login(token) if token else None),
         ssr_mode=False,
         footer_links=["api", "settings"],
         run_history=False,  # would keep users' images on the server
         show_error=True,
     )
+    gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
+    sessions = gradio_app if login or token else None
+    app.add_middleware(Guard, token=token, sessions=sessions)  # added last: the outermost, before any work
+    return app
 
 
 class DrainingServer(uvicorn.Server):

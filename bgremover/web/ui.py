@@ -24,7 +24,7 @@ from ..hub import ModelLoadError
 from ..imaging import decoding
 from ..pipeline import Options
 from ..service.admission import Busy
-from ..service.options import build_request
+from ..service.options import build_request, parse_number
 from ..service.pool import ModelPool
 from ..service.removal import Item, RemovalService
 from ..service.steps import rotated
@@ -183,9 +183,9 @@ class Handlers:
             output=output,
             bg_color=bg_color if output == "color" else None,
             bg_image=background,
-            threshold=float(threshold or 0) or None,
+            threshold=parse_number(threshold, "threshold") or None,  # 0 is the slider's "off"
             crop=bool(crop),
-            crop_margin=int(crop_margin or 0),
+            crop_margin=crop_margin,
             refine_edges=bool(refine_edges),
             model=model,
             size=size,
@@ -224,16 +224,15 @@ class Handlers:
         """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
         if not files:
             raise gr.Error("Add some images first.")
-        if not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
-            raise gr.Error(f"batch size {batch_size}: choose 1 to {MAX_BATCH_SIZE}.")
+        step = int(parse_number(batch_size, "batch size", int, 4, (1, MAX_BATCH_SIZE)))
         request = build_request(
-            threshold=float(threshold or 0) or None, model=model, size=size, compression=compression
+            threshold=parse_number(threshold, "threshold") or None, model=model, size=size, compression=compression
         )
         items = [
             Item(upload_name(upload), upload_path(upload, ""), (rotations or {}).get(index, 0))
             for index, upload in enumerate(files)
         ]
-        step, started = max(int(batch_size), 1), time.perf_counter()
+        started = time.perf_counter()
         folder = self.scratch.new_dir()
         done, failures = [], []
         progress((0, len(items)), desc="Removing backgrounds", unit="images")
