@@ -17,10 +17,8 @@ from types import FrameType
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from gradio.utils import get_upload_folder
 from starlette.routing import Mount
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import settings
 from ..service.admission import Admission
@@ -28,6 +26,7 @@ from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from .api import add_routes
 from .guard import Guard, token_login
+from .quota import UploadQuota
 from .scratch import Scratch
 from .ui import CSS, build_ui
 
@@ -38,25 +37,6 @@ THEME = gr.themes.Soft(
     font=["ui-sans-serif", "system-ui", "sans-serif"],
     font_mono=["ui-monospace", "SFMono-Regular", "monospace"],
 )
-
-
-class UploadQuota:
-    """Refuses UI uploads (Gradio's /upload route) with 503 while the upload folder holds more than
-    RMBG_UPLOAD_QUOTA_MB, so anonymous clients cannot fill the disk; files there expire after an hour."""
-
-    def __init__(self, app: ASGIApp, folder: Path, quota: int):
-        self.app, self.folder, self.quota = app, folder, quota
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].endswith("/upload") and self._used() >= self.quota:
-            message = "the server's upload space is full; try again later (RMBG_UPLOAD_QUOTA_MB)."
-            response = JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "60"})
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    def _used(self) -> int:
-        return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file()) if self.folder.is_dir() else 0
 
 
 def create_app(
@@ -72,7 +52,8 @@ def create_app(
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
     demo.has_launched = True
-    app.add_middleware(UploadQuota, folder=Path(get_upload_folder()), quota=settings.upload_quota_bytes())
+    quota, max_files = settings.upload_quota_bytes(), settings.upload_max_files()
+    app.add_middleware(UploadQuota, folder=Path(get_upload_folder()), quota=quota, max_files=max_files)
     gr.mount_gradio_app(
         app,
         demo,
