@@ -28,6 +28,7 @@ from .api import add_routes
 from .guard import Guard, token_login
 from .quota import UploadQuota
 from .scratch import Scratch
+from .shield import GradioShield
 from .ui import CSS, build_ui
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ def create_app(
     )
     gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
     sessions = gradio_app if login or token else None
+    app.add_middleware(GradioShield, blocks=gradio_app.get_blocks)
     app.add_middleware(Guard, token=token, sessions=sessions)  # added last: the outermost, before any work
     return app
 
