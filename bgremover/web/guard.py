@@ -117,14 +117,16 @@ class Guard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         protected = self.token is not None or self.sessions is not None
-        if scope["type"] != "http" or not protected:
+        if scope["type"] not in ("http", "websocket") or not protected:
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if path in LOGIN_PATHS and scope["method"] == "POST":
+        if path in LOGIN_PATHS and scope.get("method") == "POST":
             await self._login(scope, receive, send)
         elif path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or self._allowed(scope):
             await self.app(scope, receive, send)
+        elif scope["type"] == "websocket":  # Gradio 6 has none; one a later version adds is closed too
+            await send({"type": "websocket.close", "code": 1008})
         else:
             await _refuse(scope, receive, send, 401, self._how_to_authenticate(), {"WWW-Authenticate": "Bearer"})
 

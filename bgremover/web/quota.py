@@ -48,8 +48,9 @@ class PartCounter:
 
 
 class UploadQuota:
-    """Refuses UI uploads (503, Retry-After) that would take the upload folder past `quota` bytes, and
-    (413) ones with more than `max_files` parts; Gradio deletes the files there after an hour.
+    """Refuses UI uploads (503, Retry-After) that would take the upload folder past `quota` bytes (at
+    once where the declared Content-Length says so), and (413) ones with more than `max_files`
+    parts; Gradio deletes the files there after an hour.
 
     The bytes of uploads in flight are reserved as they arrive; those of finished uploads stay
     charged until the folder is measured again, which happens when none is in flight (or every
@@ -66,7 +67,8 @@ class UploadQuota:
             await self.app(scope, receive, send)
             return
         self._remeasure()
-        if self.stored + self.reserved >= self.quota:
+        declared = Headers(scope=scope).get("content-length", "")
+        if self.stored + self.reserved + (int(declared) if declared.isdigit() else 0) > self.quota:
             await _answer(scope, receive, send, UploadRefused(503, FULL))
             return
         upload = _Upload(self, Headers(scope=scope))
