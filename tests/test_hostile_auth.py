@@ -19,7 +19,7 @@ import requests
 from live import MODEL, SERVER_ARGS, Server, png_bytes, run_server, sample_image
 from starlette.routing import Mount
 
-pytestmark = pytest.mark.slow  # servers in subprocesses
+from bgremover.web.guard import FREE_FAILURES, MAX_LOCK_SECONDS, LoginThrottle
 
 TOKEN, USER, PASSWORD = "t0ken-for-tests", "ann", "pw-for-tests"
 # The login page and what it loads before anyone has logged in; nothing here can run a model.
@@ -41,6 +41,18 @@ LOGIN_PAGE = {
 }
 LOGIN_PAGE_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 INFERENCE_ROUTE = re.compile(r"^/gradio_api/(run|api|call|call/v2)/\{api_name\}/?$")
+
+
+def test_the_login_lock_doubles_per_failure_and_a_success_clears_it() -> None:
+    throttle, now = LoginThrottle(), 1000.0
+    assert [throttle.wait("a", now) for _ in range(FREE_FAILURES)] == [0.0] * FREE_FAILURES
+    assert throttle.wait("a", now) == 1.0 and throttle.wait("b", now) == 0.0  # per address
+    assert throttle.wait("a", now + 1) == 0.0 and throttle.wait("a", now + 1) == 2.0
+    assert throttle.wait("a", now + 3) == 0.0 and throttle.wait("a", now + 3) == 4.0
+    throttle.attempts["a"].count = 100
+    assert throttle.wait("a", now + 10) == 0.0 and throttle.wait("a", now + 10) == MAX_LOCK_SECONDS
+    throttle.succeeded("a")
+    assert throttle.wait("a", now + 10) == 0.0
 
 
 def _walk(routes: list, prefix: str = "") -> Iterator[tuple[str, str]]:
@@ -118,6 +130,7 @@ def login_server(tmp_path_factory, hf_home) -> Iterator[Server]:
         yield up
 
 
+@pytest.mark.slow  # a server in a subprocess
 def test_with_only_a_token_no_route_runs_a_model_without_it(token_server, routes, tmp_path) -> None:
     _assert_closed_without_credentials(token_server, routes)
     for path, method, runs_a_model in routes:
@@ -133,6 +146,7 @@ def test_with_only_a_token_no_route_runs_a_model_without_it(token_server, routes
     assert f"**{MODEL}**" in info
 
 
+@pytest.mark.slow  # a server in a subprocess
 def test_with_only_a_token_the_ui_login_takes_the_token_as_password(token_server) -> None:
     session = requests.Session()
     assert session.get(token_server.url + "/config", timeout=30).status_code == 401
@@ -144,6 +158,7 @@ def test_with_only_a_token_the_ui_login_takes_the_token_as_password(token_server
     assert session.get(token_server.url + "/gradio_api/info", timeout=30).status_code == 200
 
 
+@pytest.mark.slow  # a server in a subprocess
 def test_with_a_login_every_gradio_route_but_the_login_page_needs_it(login_server, routes) -> None:
     _assert_closed_without_credentials(login_server, routes)
     session = requests.Session()
@@ -154,6 +169,7 @@ def test_with_a_login_every_gradio_route_but_the_login_page_needs_it(login_serve
     assert response.status_code == 200 and response.headers["X-Model"] == MODEL
 
 
+@pytest.mark.slow  # a server in a subprocess
 def test_failed_logins_are_throttled_per_address(login_server) -> None:
     def guess(number: int) -> requests.Response:
         data = {"username": USER, "password": f"guess-{number}"}

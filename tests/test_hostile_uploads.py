@@ -16,8 +16,6 @@ from live import SERVER_ARGS, Server, run_server
 
 from bgremover.web.quota import PartCounter
 
-pytestmark = pytest.mark.slow  # a server in a subprocess, hundreds of MB over loopback
-
 MB = 1024 * 1024
 QUOTA_MB, MAX_FILES = 100, 20
 
@@ -55,6 +53,7 @@ def _upload(server: Server, files: list[tuple[str, bytes]]) -> int | str:
         return "reset"
 
 
+@pytest.mark.slow  # a server in a subprocess, hundreds of MB over loopback
 def test_concurrent_uploads_share_one_quota(server, uploads, capsys) -> None:
     blob = bytes(5 * MB)
     with ThreadPoolExecutor(30) as pool:
@@ -70,6 +69,7 @@ def test_concurrent_uploads_share_one_quota(server, uploads, capsys) -> None:
     assert server.get("/health").status_code == 200
 
 
+@pytest.mark.slow  # a server in a subprocess, hundreds of MB over loopback
 def test_one_request_cannot_carry_more_than_the_quota(server, uploads, capsys) -> None:
     status = _upload(server, [(f"big{n}.png", bytes(40 * MB)) for n in range(5)])
     stored = _stored(uploads)
@@ -79,6 +79,7 @@ def test_one_request_cannot_carry_more_than_the_quota(server, uploads, capsys) -
     assert _upload(server, [("small.png", bytes(MB))]) == 200  # the refused request left no charge behind
 
 
+@pytest.mark.slow  # a server in a subprocess, hundreds of MB over loopback
 def test_one_request_cannot_carry_more_than_the_file_cap(server, uploads) -> None:
     response = requests.post(
         server.url + "/gradio_api/upload", files=[("files", (f"{n}.png", b"x")) for n in range(MAX_FILES + 1)]
