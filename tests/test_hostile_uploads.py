@@ -14,18 +14,20 @@ import pytest
 import requests
 from live import SERVER_ARGS, Server, run_server
 
-from bgremover.web.quota import PartCounter
+from bgremover.web.quota import PartScanner, is_file_part
 
 MB = 1024 * 1024
 QUOTA_MB, MAX_FILES = 100, 20
 
 
-def test_parts_are_counted_across_chunk_boundaries() -> None:
-    body = b"--xyz\r\na\r\n--xyz\r\nb\r\n--xyz--\r\n"
+def test_part_headers_are_found_across_chunk_boundaries() -> None:
+    first = b'Content-Disposition: form-data; name="files"; filename="a.png"'
+    second = b'Content-Disposition: form-data; name="other"'
+    body = b"--xyz\r\n" + first + b"\r\n\r\n--xyz is content\r\n--xyz\r\n" + second + b"\r\n\r\nb\r\n--xyz--\r\n"
     for cut in range(1, len(body)):
-        counter = PartCounter(b"--xyz")
-        counter.feed(body[:cut])
-        assert counter.feed(body[cut:]) == 2, cut
+        scanner = PartScanner(b"\r\n--xyz")
+        assert scanner.feed(body[:cut]) + scanner.feed(body[cut:]) == [first, second], cut
+    assert [is_file_part(headers) for headers in (first, second)] == [True, False]
 
 
 def _stored(folder: Path) -> int:
@@ -87,3 +89,17 @@ def test_one_request_cannot_carry_more_than_the_file_cap(server, uploads) -> Non
     assert response.status_code == 413 and "RMBG_UPLOAD_MAX_FILES" in response.json()["error"]
     assert _stored(uploads) == 0
     assert _upload(server, [(f"{n}.png", b"x") for n in range(MAX_FILES)]) == 200
+
+
+@pytest.mark.slow  # a server in a subprocess
+@pytest.mark.parametrize(
+    "parts",
+    [
+        {"files": (None, "text, not a file")},  # Gradio answered 500
+        {"other": ("a.png", b"x" * 1000)},  # Gradio kept it in the upload folder for good
+    ],
+)
+def test_only_file_parts_named_files_are_taken(server, uploads, parts) -> None:
+    response = requests.post(server.url + "/gradio_api/upload", files=parts, timeout=60)
+    assert response.status_code == 400 and "file part named 'files'" in response.json()["error"]
+    assert _stored(uploads) == 0

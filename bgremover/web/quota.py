@@ -1,4 +1,5 @@
-"""The UI's upload space: RMBG_UPLOAD_QUOTA_MB across all uploads at once, counted as the bytes arrive.
+"""The UI's uploads: RMBG_UPLOAD_QUOTA_MB across all uploads at once, counted as the bytes arrive,
+RMBG_UPLOAD_MAX_FILES per request, and only file parts named `files`.
 
 Gradio's `/upload` route writes each file into its upload folder as it streams in and takes up
 to 1000 files per request, and a check of the folder before a request starts lets 30 concurrent
@@ -20,6 +21,7 @@ from starlette.formparsers import MultiPartException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 FULL = "the server's upload space is full (RMBG_UPLOAD_QUOTA_MB); try again later."
+MAX_PART_HEADERS = 8 * 1024
 REMEASURE_SECONDS = 30.0  # how stale the folder's measured size may get while uploads never stop
 
 
@@ -32,19 +34,50 @@ class UploadRefused(MultiPartException):
 
 
 @dataclass
-class PartCounter:
-    """Counts the parts of a multipart body as it streams: each starts at a `--boundary` line,
-    which may be split across chunks (the last bytes of a chunk are kept for the next)."""
+class PartScanner:
+    """The part headers of a multipart body as it streams, for checks before Gradio writes any file.
+
+    A part starts after `CRLF--boundary` (the body is read as if a CRLF came first, so the opening
+    delimiter matches too) and its headers end at a blank line; either may be split across chunks,
+    so the unfinished rest of a chunk waits for the next one (bounded: Gradio allows 8 KB of headers).
+    """
 
     delimiter: bytes
-    seen: int = 0
-    tail: bytes = b""
+    buffer: bytes = b"\r\n"
+    parts: int = 0
 
-    def feed(self, chunk: bytes) -> int:
-        data = self.tail + chunk
-        self.seen += data.count(self.delimiter)
-        self.tail = data[-(len(self.delimiter) - 1) :]
-        return max(self.seen - 1, 0)  # the closing delimiter is `--boundary--`: one more than the parts
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The header blocks that `chunk` completes."""
+        self.buffer += chunk
+        blocks = []
+        while (start := self.buffer.find(self.delimiter)) >= 0:
+            rest = start + len(self.delimiter)
+            if self.buffer[rest : rest + 2] == b"--":  # the closing delimiter: no more parts
+                self.buffer = b""
+                return blocks
+            end = self.buffer.find(b"\r\n\r\n", rest)
+            if end < 0:
+                if len(self.buffer) - start > MAX_PART_HEADERS:
+                    raise UploadRefused(400, "malformed upload: a part's headers are over 8 KB.")
+                self.buffer = self.buffer[start:]
+                return blocks
+            blocks.append(self.buffer[rest:end].lstrip(b" \t\r\n"))  # the rest of the delimiter's line
+            self.parts += 1
+            self.buffer = self.buffer[end + 4 :]
+        self.buffer = self.buffer[-(len(self.delimiter) - 1) :]  # a delimiter may begin at the end
+        return blocks
+
+
+def is_file_part(headers: bytes) -> bool:
+    """Whether a part's headers make it what Gradio's /upload takes: a file in the field `files`.
+    (A text field `files` makes Gradio fail with a 500; a file under another name stays behind in
+    the upload folder as a temporary file that nothing deletes.)"""
+    for line in headers.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-disposition":
+            _, options = parse_options_header(value.strip())
+            return options.get(b"name") == b"files" and b"filename" in options
+    return False
 
 
 class UploadQuota:
@@ -106,7 +139,7 @@ class _Upload:
         self.quota, self.charged, self.refused = quota, 0, None
         _, options = parse_options_header(headers.get("content-type", ""))
         boundary = options.get(b"boundary")
-        self.parts = PartCounter(b"--" + boundary) if boundary else None
+        self.parts = PartScanner(b"\r\n--" + boundary) if boundary else None
 
     def receive(self, receive: Receive) -> Receive:
         async def counted() -> Message:
@@ -129,9 +162,13 @@ class _Upload:
         return unless_refused
 
     def _take(self, chunk: bytes) -> None:
-        if self.parts is not None and self.parts.feed(chunk) > self.quota.max_files:
-            limit = self.quota.max_files
-            raise UploadRefused(413, f"too many files in one upload: at most {limit} (RMBG_UPLOAD_MAX_FILES).")
+        if self.parts is not None:
+            for headers in self.parts.feed(chunk):
+                if not is_file_part(headers):
+                    raise UploadRefused(400, "malformed upload: send each file as a file part named 'files'.")
+            if self.parts.parts > self.quota.max_files:
+                limit = self.quota.max_files
+                raise UploadRefused(413, f"too many files in one upload: at most {limit} (RMBG_UPLOAD_MAX_FILES).")
         self.quota.charge(len(chunk))
         self.charged += len(chunk)
 

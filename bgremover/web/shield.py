@@ -2,7 +2,7 @@
 
 Gradio 6.31 answers "Internal Server Error" to an unknown `api_name` on run/call/api, an
 unknown `?page=`, a `call/v2` body without the required arguments, a `data` list of the wrong
-length or an unknown `fn_index`, and a `files` part of an upload that is not a file; `/run`
+length or an unknown `fn_index` (a malformed upload is refused in quota.py); `/run`
 also answers 500 to every error an event handler raises, the user's own mistakes included.
 This middleware checks those requests against the UI's events before Gradio sees them, and
 gives the handlers' errors their status: 400 for a mistake the caller can fix, 503 for a busy
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import logging
 import re
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-log = logging.getLogger(__name__)
 
 ENDPOINT = re.compile(r"^/gradio_api/(run|api|call|call/v2)/([^/]+)/?$")
 MAX_CALL_BODY = 1024 * 1024  # a call's JSON names its files (uploaded first), it does not carry them
@@ -89,8 +86,6 @@ class GradioShield:
             await _answer(scope, receive, send, 404, "no such page: the UI is at / without a page parameter.")
         elif call:
             await self._call(scope, receive, send, call.group(1), call.group(2))
-        elif method == "POST" and path.endswith("/upload"):
-            await _upload(self.app, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -169,29 +164,6 @@ def _status_by_error_title(send: Send) -> Send:
         await send(message)
 
     return rewrite
-
-
-async def _upload(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
-    """Gradio's /upload raises TypeError (a 500) on a `files` part that is not a file. The form it
-    parsed is its only input, so a 500 there is the caller's malformed form: answered as 400, and
-    the exception (which Gradio re-raises after its own 500) ends here, logged in one line."""
-    failed = False
-
-    async def rewrite(message: Message) -> None:
-        nonlocal failed
-        if message["type"] == "http.response.start" and message["status"] == 500:
-            failed = True
-        if not failed:
-            await send(message)
-
-    try:
-        await app(scope, receive, rewrite)
-    except Exception as error:
-        if not failed:
-            raise
-        log.warning("malformed upload refused: %s: %s", type(error).__name__, error)
-    if failed:
-        await _answer(scope, receive, send, 400, "malformed upload: send each file as a file part named 'files'.")
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
