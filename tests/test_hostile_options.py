@@ -69,7 +69,7 @@ FORMS = st.dictionaries(st.sampled_from([*FIELDS, "format"]), VALUES, max_size=4
 
 
 @pytest.mark.slow
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(form=FORMS)
 def test_no_form_value_gets_a_500_from_the_api(server, form) -> None:
     form = {key: value.replace("\x00", "") for key, value in form.items()}
