@@ -30,6 +30,15 @@ GRADIO_500S = [
     ("POST", "/gradio_api/run/remove", {"data": []}, 400, "'data' must be a list of 11 values"),
     ("POST", "/gradio_api/run/remove", {"data": NONE_11, "fn_index": 99}, 400, "fn_index 99"),
     ("POST", "/gradio_api/run/remove", {"data": NONE_11}, 400, "Upload, paste or drop an image first"),
+    ("POST", "/gradio_api/run/thumbnails", {"data": [5]}, 400, "validation error for ListFiles"),
+    ("POST", "/gradio_api/queue/join", {"data": [], "fn_index": 999, "session_hash": "s"}, 400, "fn_index 999"),
+    (
+        "POST",
+        "/gradio_api/component_server",
+        {"data": 1, "component_id": 9999, "session_hash": "s", "fn_name": "x"},
+        400,
+        "component_id 9999",
+    ),
     ("POST", "/gradio_api/upload", {"files": "not a file part"}, 400, "malformed upload"),
     ("GET", "/gradio_api/proxy=http://[::1", None, 404, "proxies no URLs"),
 ]

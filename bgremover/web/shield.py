@@ -2,8 +2,9 @@
 
 Gradio 6.31 answers "Internal Server Error" to an unknown `api_name` on run/call/api, an
 unknown `?page=`, a `call/v2` body without the required arguments, a `data` list of the wrong
-length or an unknown `fn_index` (a malformed upload is refused in quota.py); `/run`
-also answers 500 to every error an event handler raises, the user's own mistakes included.
+length, an unknown `fn_index` or `component_id` and a `proxy=` URL it cannot parse (a malformed
+upload is refused in quota.py); `/run` also answers 500 to every error an event handler raises
+and to its own validation of the caller's data.
 This middleware checks those requests against the UI's events before Gradio sees them, and
 gives the handlers' errors their status: 400 for a mistake the caller can fix, 503 for a busy
 server or a model that cannot load, 500 only for the unexpected.
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ENDPOINT = re.compile(r"^/gradio_api/(run|api|call|call/v2)/([^/]+)/?$")
+ID_ROUTES = ("/gradio_api/queue/join", "/gradio_api/component_server", "/gradio_api/component_server/")
 MAX_CALL_BODY = 1024 * 1024  # a call's JSON names its files (uploaded first), it does not carry them
 # The titles of the UI's gr.Error (web/ui.py `friendly`) and the status each one means.
 STATUS_BY_TITLE = {"Busy": 503, "Model not available": 503, "Unexpected error": 500}
@@ -86,6 +88,8 @@ class GradioShield:
             await _answer(scope, receive, send, 404, "no such page: the UI is at / without a page parameter.")
         elif call:
             await self._call(scope, receive, send, call.group(1), call.group(2))
+        elif method == "POST" and path in ID_ROUTES and _is_json(scope):
+            await self._checked(scope, receive, send, self._unknown_ids)
         else:
             await self.app(scope, receive, send)
 
@@ -99,19 +103,39 @@ class GradioShield:
             names = ", ".join(sorted(self.endpoints))
             await _answer(scope, receive, send, 404, f"no API endpoint {name!r}: use one of {names}.")
             return
+        await self._checked(scope, receive, send, lambda body: endpoint.problem(kind, body), kind in ("run", "api"))
+
+    def _unknown_ids(self, body: object) -> str | None:
+        """Why a queue/join or component_server body names no event or component (Gradio: KeyError, 500)."""
+        if not isinstance(body, dict):
+            return "the body must be a JSON object."
+        index, component = body.get("fn_index"), body.get("component_id")
+        if index is not None and (not isinstance(index, int) or index not in self.blocks().fns):
+            return f"fn_index {index!r} names no event of this UI."
+        if component is not None and (not isinstance(component, int) or component not in self.blocks().blocks):
+            return f"component_id {component!r} names no component of this UI."
+        return None
+
+    async def _checked(
+        self, scope: Scope, receive: Receive, send: Send, check: Callable[[object], str | None], run: bool = False
+    ) -> None:
+        """The JSON body read and checked (400 with `check`'s reason), then handed on as it came."""
         body = await _read_body(receive)
         if body is None:
             await _answer(scope, receive, send, 413, f"a call's body is over {MAX_CALL_BODY // 1024} KB.")
             return
         try:
-            problem = endpoint.problem(kind, json.loads(body or b"null"))
+            problem = check(json.loads(body or b"null"))
         except ValueError:
             problem = "the body is not JSON."
         if problem:
-            await _answer(scope, receive, send, 400, f"/gradio_api/{kind}/{name}: {problem}")
+            await _answer(scope, receive, send, 400, f"{scope['path']}: {problem}")
             return
-        replay = _replay(body)
-        await self.app(scope, replay, _status_by_error_title(send) if kind in ("run", "api") else send)
+        await self.app(scope, _replay(body), _status_by_error_title(send) if run else send)
+
+
+def _is_json(scope: Scope) -> bool:
+    return dict(scope["headers"]).get(b"content-type", b"").startswith(b"application/json")
 
 
 async def _read_body(receive: Receive) -> bytes | None:
@@ -144,8 +168,8 @@ def _replay(body: bytes) -> Receive:
 
 
 def _status_by_error_title(send: Send) -> Send:
-    """Gradio's /run answers 500 to every gr.Error: give each its status by its title (STATUS_BY_TITLE,
-    else 400), holding back the start of a 500 until its body says which error it was."""
+    """Gradio's /run answers 500 to every error: give each its status (`_status_of_error`), holding
+    back the start of a 500 until its body says which error it was."""
     held: Message | None = None
 
     async def rewrite(message: Message) -> None:
@@ -154,16 +178,25 @@ def _status_by_error_title(send: Send) -> Send:
             held = message
             return
         if held is not None and message["type"] == "http.response.body":
-            try:
-                title = json.loads(message.get("body", b"")).get("title")
-            except (ValueError, AttributeError):
-                title = "Unexpected error"
-            status = 500 if title is None else STATUS_BY_TITLE.get(title, 400)
+            status = _status_of_error(message.get("body", b""))
             await send({**held, "status": status})
             held = None
         await send(message)
 
     return rewrite
+
+
+def _status_of_error(body: bytes) -> int:
+    """A /run error's status: by the gr.Error's title, or 400 where Gradio's pydantic check of the
+    caller's data failed (its message says "validation error for"); else 500, unexpected."""
+    try:
+        payload = json.loads(body)
+        title, error = payload.get("title"), str(payload.get("error"))
+    except (ValueError, AttributeError):
+        return 500
+    if title is None:
+        return 400 if " validation error for " in error else 500
+    return STATUS_BY_TITLE.get(title, 400)
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, status: int, message: str) -> None:
