@@ -165,8 +165,13 @@ def ui_login() -> tuple[str, str] | None:
 
 
 def upload_quota_bytes() -> int:
-    """RMBG_UPLOAD_QUOTA_MB: the most the UI's upload folder may hold before uploads get 503."""
+    """RMBG_UPLOAD_QUOTA_MB: the most the UI's upload folder may hold, uploads in flight included."""
     return int(_positive("RMBG_UPLOAD_QUOTA_MB", 2048, "2048") * 1024 * 1024)
+
+
+def upload_max_files() -> int:
+    """RMBG_UPLOAD_MAX_FILES: the most files one UI upload request may carry (Gradio's own cap is 1000)."""
+    return _count("RMBG_UPLOAD_MAX_FILES", 100, 1)
 
 
 def server_host() -> str:

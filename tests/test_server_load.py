@@ -119,8 +119,7 @@ def test_ui_uploads_beyond_the_quota_get_503(tmp_path, hf_home) -> None:
             return requests.post(server.url + "/gradio_api/upload", files={"files": (name, blob)}, timeout=60)
 
         assert upload("one.png").status_code == 200
-        assert upload("two.png").status_code == 200  # the folder held 0.7 MB: still under 1 MB
-        third = upload("three.png")
-        assert third.status_code == 503 and "upload space is full" in third.json()["error"]
-        assert third.headers["Retry-After"] == "60"
+        second = upload("two.png")  # 1.4 MB with the first: refused as its bytes arrive
+        assert second.status_code == 503 and "upload space is full" in second.json()["error"]
+        assert second.headers["Retry-After"] == "60"
         assert server.get("/health").status_code == 200

@@ -7,6 +7,7 @@ mistake costs a clear message instead of an inference.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from PIL import Image
@@ -17,6 +18,8 @@ from ..zoo import check_inference_size
 
 # Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
 MAX_INFERENCE_SIZE = 2048
+# Wider than any accepted image (RMBG_MAX_PIXELS), so a larger margin could only ever mean "all of it".
+MAX_CROP_MARGIN = 100_000
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
@@ -36,12 +39,12 @@ def parse_size(value: object, default: int | None = None) -> int | None:
     text = str(value).strip().lower() if value is not None else ""
     if text in ("", "0", "default", "none", "model default"):
         return default
-    try:
-        size = int(float(text))
-    except ValueError:
-        raise ValueError(f"inference size {value!r} is not a number: use a multiple of 32 such as 1024.") from None
+    number = _finite(text)
+    if number is None or not number.is_integer():
+        raise ValueError(f"size={value!r} is not a whole number: use a multiple of 32 such as 1024.")
+    size = int(number)
     if size > MAX_INFERENCE_SIZE:
-        raise ValueError(f"inference size {size} is above the limit of {MAX_INFERENCE_SIZE}.")
+        raise ValueError(f"size={size} is above the limit of {MAX_INFERENCE_SIZE}.")
     return check_inference_size(size)
 
 
@@ -55,15 +58,41 @@ def parse_flag(value: object, name: str) -> bool:
     raise ValueError(f"{name}={text!r}: use true or false.")
 
 
-def parse_number(value: object, name: str, kind: type = float, default: float | None = None) -> float | None:
-    """A number from a form field; empty or 'none' give `default`."""
+def _finite(text: str) -> float | None:
+    """`text` as a finite float, else None: inf and nan would pass range checks or overflow later."""
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def parse_number(
+    value: object, name: str, kind: type = float, default: float | None = None, limits: tuple[float, float] = (0, 1)
+) -> float | None:
+    """A finite number within `limits` from a form field or widget; empty or 'none' give `default`."""
     text = str(value if value is not None else "").strip()
     if text.lower() in ("", "none"):
         return default
+    number = _finite(text)
+    low, high = limits
+    if number is None or (kind is int and not number.is_integer()):
+        raise ValueError(f"{name}={text!r} is not a{'n integer' if kind is int else ' number'}: use {low} to {high}.")
+    if not low <= number <= high:
+        raise ValueError(f"{name}={text!r} is out of range: use {low} to {high}.")
+    return kind(number)
+
+
+def parse_color(value: object) -> tuple[int, int, int]:
+    """bg_color from a form, a picker or a tuple; the message names the field and the forms it takes."""
+    if isinstance(value, tuple):
+        return value
     try:
-        return kind(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not a{'n integer' if kind is int else ' number'}.") from None
+        return composing.parse_color(str(value or "#ffffff"))
+    except (ValueError, OverflowError) as error:  # rgb(inf, 0, 0) overflows round()
+        raise ValueError(
+            f"bg_color={value!r} is not a colour: use a name such as white, #RRGGBB, #RGB or rgb(r, g, b) with 0-255."
+        ) from error
 
 
 def build_request(
@@ -89,14 +118,14 @@ def build_request(
     if output not in outputs:
         raise ValueError(f"output={output!r}: use {', '.join(outputs)}.")
     fmt = encoding.output_format(str(fmt or "png"), transparent=output == "cutout")
-    color = bg_color if isinstance(bg_color, tuple) else composing.parse_color(str(bg_color or "#ffffff"))
+    color = parse_color(bg_color)
     options = Options(
         output=output,
         background_color=color,
         background_image=bg_image,
         threshold=parse_number(threshold, "threshold"),
         crop=parse_flag(crop, "crop"),
-        crop_margin=int(parse_number(crop_margin, "crop_margin", int, 0)),
+        crop_margin=int(parse_number(crop_margin, "crop_margin", int, 0, (0, MAX_CROP_MARGIN))),
         refine_edges=parse_flag(refine_edges, "refine_edges"),
     )
     model = str(model).strip() if model is not None and str(model).strip() else None

@@ -17,16 +17,18 @@ from types import FrameType
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
 from gradio.utils import get_upload_folder
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.routing import Mount
 
 from .. import settings
 from ..service.admission import Admission
 from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from .api import add_routes
+from .guard import Guard, token_login
+from .quota import UploadQuota
 from .scratch import Scratch
+from .shield import GradioShield
 from .ui import CSS, build_ui
 
 log = logging.getLogger(__name__)
@@ -38,39 +40,22 @@ THEME = gr.themes.Soft(
 )
 
 
-class UploadQuota:
-    """Refuses UI uploads (Gradio's /upload route) with 503 while the upload folder holds more than
-    RMBG_UPLOAD_QUOTA_MB, so anonymous clients cannot fill the disk; files there expire after an hour."""
-
-    def __init__(self, app: ASGIApp, folder: Path, quota: int):
-        self.app, self.folder, self.quota = app, folder, quota
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].endswith("/upload") and self._used() >= self.quota:
-            message = "the server's upload space is full; try again later (RMBG_UPLOAD_QUOTA_MB)."
-            response = JSONResponse({"error": message}, status_code=503, headers={"Retry-After": "60"})
-            await response(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
-
-    def _used(self) -> int:
-        return sum(f.stat().st_size for f in self.folder.rglob("*") if f.is_file()) if self.folder.is_dir() else 0
-
-
 def create_app(
     service: RemovalService, max_upload: int | None = None, host: str = "0.0.0.0", port: int = 7860
 ) -> FastAPI:
     """The API routes first, then Gradio mounted at '/' (a mount there would shadow later routes)."""
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
-    add_routes(app, service, max_upload, settings.api_token())
+    token, login = settings.api_token(), settings.ui_login()
+    add_routes(app, service, max_upload, token)
     demo = build_ui(service, Scratch())
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
     demo.has_launched = True
-    app.add_middleware(UploadQuota, folder=Path(get_upload_folder()), quota=settings.upload_quota_bytes())
-    return gr.mount_gradio_app(
+    quota, max_files = settings.upload_quota_bytes(), settings.upload_max_files()
+    app.add_middleware(UploadQuota, folder=Path(get_upload_folder()), quota=quota, max_files=max_files)
+    gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -79,12 +64,17 @@ def create_app(
         max_file_size=max_upload,
         theme=THEME,
         css=CSS,
-        auth=settings.ui_login(),
+        auth=login or (token_login(token) if token else None),
         ssr_mode=False,
         footer_links=["api", "settings"],
         run_history=False,  # would keep users' images on the server
         show_error=True,
     )
+    gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
+    sessions = gradio_app if login or token else None
+    app.add_middleware(GradioShield, blocks=gradio_app.get_blocks)
+    app.add_middleware(Guard, token=token, sessions=sessions)  # added last: the outermost, before any work
+    return app
 
 
 class DrainingServer(uvicorn.Server):

@@ -17,13 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 from PIL import Image
 
 from ..hub import ModelLoadError
 from ..imaging import decoding
 from ..pipeline import Options
 from ..service.admission import Busy
-from ..service.options import build_request
+from ..service.options import build_request, parse_number
 from ..service.pool import ModelPool
 from ..service.removal import Item, RemovalService
 from ..service.steps import rotated
@@ -48,22 +49,30 @@ HEAVY = {"concurrency_limit": 2, "concurrency_id": "work", "preprocess": False}
 LIGHT = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
 
 
-def upload_name(upload: dict | str) -> str:
+def upload_name(upload: object) -> str:
     if isinstance(upload, dict):
-        return Path(upload.get("orig_name") or upload.get("path") or "image").name
-    return Path(upload).name
+        return Path(str(upload.get("orig_name") or upload.get("path") or "image")).name
+    return Path(upload).name if isinstance(upload, str) else "image"
 
 
-def upload_path(upload: dict | str | None, missing: str) -> Path:
+def upload_path(upload: object, missing: str) -> Path:
     """The file of an upload as the heavy events receive it (unpreprocessed: a FileData dict, or a path).
 
     Those events skip Gradio's preprocessing, which would open the file with Pillow first and
     fail on a broken one with Pillow's words; the service decodes it and every bad file gets
-    the app's message. Gradio has already checked that the path is one of its uploads.
+    the app's message. Gradio checks that a FileData names one of its uploads, but a plain dict
+    or string passes unchecked: so the file must lie in Gradio's upload folder, or any image the
+    server can read would be one API call away.
     """
     if not upload:
         raise gr.Error(missing)
-    return Path(upload.get("path") if isinstance(upload, dict) else upload)
+    named = upload.get("path") if isinstance(upload, dict) else upload
+    path = Path(named).resolve() if isinstance(named, str) else None
+    if path is None or not path.is_relative_to(Path(get_upload_folder()).resolve()):
+        raise gr.Error(
+            "not an uploaded file: upload the image first (the UI does; API clients POST /gradio_api/upload)."
+        )
+    return path
 
 
 def friendly(handler: Callable) -> Callable:
@@ -83,7 +92,8 @@ def friendly(handler: Callable) -> Callable:
             raise gr.Error(str(error)) from error
         except Exception as error:
             log.exception("%s failed", handler.__name__)
-            raise gr.Error(f"Unexpected error ({type(error).__name__}); the server log has the details.") from error
+            message = f"Unexpected error ({type(error).__name__}); the server log has the details."
+            raise gr.Error(message, title="Unexpected error") from error  # the title keeps its 500 on /run
 
     return wrapper
 
@@ -194,9 +204,9 @@ class Handlers:
             output=output,
             bg_color=bg_color if output == "color" else None,
             bg_image=background,
-            threshold=float(threshold or 0) or None,
+            threshold=parse_number(threshold, "threshold") or None,  # 0 is the slider's "off"
             crop=bool(crop),
-            crop_margin=int(crop_margin or 0),
+            crop_margin=crop_margin,
             refine_edges=bool(refine_edges),
             model=model,
             size=size,
@@ -235,16 +245,15 @@ class Handlers:
         """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
         if not files:
             raise gr.Error("Add some images first.")
-        if not 1 <= int(batch_size) <= MAX_BATCH_SIZE:
-            raise gr.Error(f"batch size {batch_size}: choose 1 to {MAX_BATCH_SIZE}.")
+        step = int(parse_number(batch_size, "batch size", int, 4, (1, MAX_BATCH_SIZE)))
         request = build_request(
-            threshold=float(threshold or 0) or None, model=model, size=size, compression=compression
+            threshold=parse_number(threshold, "threshold") or None, model=model, size=size, compression=compression
         )
         items = [
-            Item(upload_name(upload), upload_path(upload, ""), (rotations or {}).get(index, 0))
+            Item(upload_name(upload), upload_path(upload, "Add some images first."), (rotations or {}).get(index, 0))
             for index, upload in enumerate(files)
         ]
-        step, started = max(int(batch_size), 1), time.perf_counter()
+        started = time.perf_counter()
         folder = self.scratch.new_dir()
         done, failures = [], []
         progress((0, len(items)), desc="Removing backgrounds", unit="images")
