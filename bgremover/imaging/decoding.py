@@ -94,15 +94,28 @@ def decode(
             f"{max_pixels / 1e6:.0f}. Downscale it first, or raise the limit (RMBG_MAX_PIXELS, --max-pixels)."
         )
     icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
+    rgb = _loaded_rgb(image, name, opened_here=not isinstance(data, Image.Image))
+    return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+
+
+def _loaded_rgb(image: Image.Image, name: str, opened_here: bool) -> Image.Image:
+    """The pixels decoded, upright, as RGB; a damaged file's half-decoded pixels are freed at once.
+
+    A file whose header claims 100 MP but whose data stops early has its whole image allocated
+    before the decoder finds out. Pillow's exception keeps it alive through its traceback (the
+    frames of `load` hold the image and its decoder), and so would any `raise ... from` chain,
+    for as long as a server or a logger keeps the error. So the error is raised outside the
+    `except` block, with no reference to Pillow's, after closing the image opened here.
+    """
     try:
         image.seek(0)
         image.load()
-        rgb = _to_rgb(_upright(image, in_place=not isinstance(data, Image.Image)))
+        return _to_rgb(_upright(image, in_place=opened_here))
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(
-            f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it."
-        ) from error
-    return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+        failure = _damaged(name, error)
+    if opened_here:
+        image.close()
+    raise failure
 
 
 def _upright(image: Image.Image, in_place: bool) -> Image.Image:
