@@ -71,7 +71,7 @@ def exif_rotated_jpeg(width: int, height: int) -> bytes:
 
 def grey16_png(width: int, height: int) -> bytes:
     values = np.asarray(_picture(width, height, "L"), dtype=np.uint16) * 257
-    return _saved(Image.fromarray(values, "I;16"), "PNG", compress_level=1)
+    return _saved(Image.fromarray(values), "PNG", compress_level=1)  # mode I;16
 
 
 CASES = (
@@ -140,13 +140,13 @@ def charged_bytes_per_pixel(case: Case, data: bytes) -> float | None:
     return bytes_per_pixel(data, case.fields)
 
 
-def options_table(url: str, pid: int, megapixels: float) -> None:
+def options_table(url: str, pid: int, megapixels: float, only: str = "") -> None:
     side = round(math.sqrt(megapixels * 1e6))
     pixels = side * side
     post(url, rgb_png(256, 256), {})  # everything warmed up once
     print(f"{side}x{side} inputs ({pixels / 1e6:.1f} MP); peak resident size over idle per input pixel")
     print(f"{'option':22} {'status':>6} {'peak MB':>8} {'B/px':>6} {'charged':>8}")
-    for case in CASES:
+    for case in [case for case in CASES if only.lower() in case.name.lower()]:
         data = case.make(side, side)
         peak, status = peak_over_idle(url, pid, data, case.fields)
         charged = charged_bytes_per_pixel(case, data)
@@ -173,13 +173,14 @@ def main() -> None:
     parser.add_argument("--url", default="http://127.0.0.1:7860", help="the server's address")
     parser.add_argument("--pid", type=int, required=True, help="the server's process id")
     parser.add_argument("--megapixels", type=float, default=25.0, help="size of the square inputs")
+    parser.add_argument("--only", default="", help="only the options whose name contains this")
     parser.add_argument("--failed", type=int, default=0, help="send this many truncated PNGs instead")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients for --failed")
     args = parser.parse_args()
     if args.failed:
         failed_decodes(args.url, args.pid, args.failed, args.clients)
     else:
-        options_table(args.url, args.pid, args.megapixels)
+        options_table(args.url, args.pid, args.megapixels, args.only)
 
 
 if __name__ == "__main__":
