@@ -131,26 +131,31 @@ def peak_over_idle(url: str, pid: int, data: bytes, fields: dict[str, str]) -> t
     return (memory_kib(pid)["VmHWM"] - idle) * 1024, status
 
 
-def charged_bytes_per_pixel(case: Case, data: bytes) -> float | None:
-    """What admission charges per pixel for this request, where this checkout knows it."""
+def charged_bytes_per_pixel(fields: dict[str, str]) -> int | None:
+    """What admission charges per pixel for a request with these form fields, where this checkout
+    charges by option."""
     try:
         from bgremover.service.admission import bytes_per_pixel
+        from bgremover.service.options import build_request
     except ImportError:
         return None
-    return bytes_per_pixel(data, case.fields)
+    options = {name: value for name, value in fields.items() if name != "format"}
+    return bytes_per_pixel(build_request(**options, fmt=fields.get("format", "png")))
 
 
 def options_table(url: str, pid: int, megapixels: float, only: str = "") -> None:
     side = round(math.sqrt(megapixels * 1e6))
     pixels = side * side
     post(url, rgb_png(256, 256), {})  # everything warmed up once
+    fixed, _ = peak_over_idle(url, pid, rgb_png(512, 512), {})
+    print(f"a 512x512 request: {fixed / 1e6:.0f} MB over idle (what does not grow with the image)")
     print(f"{side}x{side} inputs ({pixels / 1e6:.1f} MP); peak resident size over idle per input pixel")
     print(f"{'option':22} {'status':>6} {'peak MB':>8} {'B/px':>6} {'charged':>8}")
     for case in [case for case in CASES if only.lower() in case.name.lower()]:
         data = case.make(side, side)
         peak, status = peak_over_idle(url, pid, data, case.fields)
-        charged = charged_bytes_per_pixel(case, data)
-        shown = f"{charged:8.1f}" if charged is not None else f"{'?':>8}"
+        charged = charged_bytes_per_pixel(case.fields)
+        shown = f"{charged:8d}" if charged is not None else f"{'?':>8}"
         print(f"{case.name:22} {status:6} {peak / 1e6:8.0f} {peak / pixels:6.1f} {shown}", flush=True)
 
 
