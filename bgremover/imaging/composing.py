@@ -68,15 +68,18 @@ def composite(foreground: Image.Image, mask: Image.Image, background: Image.Imag
     """RGBA cut-out when `background` is None, else RGB over a colour or (cover-fitted) image.
 
     `foreground` is RGB, or an RGBA cut-out that already has `mask` as its alpha (`refined_cutout`).
+    Each output is made with one image-sized allocation (the cut-out converted straight to RGBA,
+    the foreground pasted onto the backdrop in place): at 100 MP every extra copy is 400 MB.
     """
     if background is None:
         if foreground.mode == "RGBA":
             return foreground
-        cutout = foreground.convert("RGB")
+        cutout = foreground.convert("RGBA")
         cutout.putalpha(mask)
         return cutout
     if isinstance(background, Image.Image):
         backdrop = cover_fit(background, foreground.size)
     else:
         backdrop = Image.new("RGB", foreground.size, tuple(background))
-    return Image.composite(foreground.convert("RGB"), backdrop, mask)
+    backdrop.paste(foreground if foreground.mode == "RGB" else foreground.convert("RGB"), mask=mask)
+    return backdrop
