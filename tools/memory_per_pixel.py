@@ -19,15 +19,22 @@ import argparse
 import io
 import math
 import struct
+import sys
 import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import requests
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bgremover.service.admission import bytes_per_pixel  # noqa: E402 - the repository root must be importable first
+from bgremover.service.options import build_request  # noqa: E402
 
 
 @dataclass
@@ -131,14 +138,8 @@ def peak_over_idle(url: str, pid: int, data: bytes, fields: dict[str, str]) -> t
     return (memory_kib(pid)["VmHWM"] - idle) * 1024, status
 
 
-def charged_bytes_per_pixel(fields: dict[str, str]) -> int | None:
-    """What admission charges per pixel for a request with these form fields, where this checkout
-    charges by option."""
-    try:
-        from bgremover.service.admission import bytes_per_pixel
-        from bgremover.service.options import build_request
-    except ImportError:
-        return None
+def charged_bytes_per_pixel(fields: dict[str, str]) -> int:
+    """What admission charges per pixel for a request with these form fields."""
     options = {name: value for name, value in fields.items() if name != "format"}
     return bytes_per_pixel(build_request(**options, fmt=fields.get("format", "png")))
 
@@ -155,8 +156,7 @@ def options_table(url: str, pid: int, megapixels: float, only: str = "") -> None
         data = case.make(side, side)
         peak, status = peak_over_idle(url, pid, data, case.fields)
         charged = charged_bytes_per_pixel(case.fields)
-        shown = f"{charged:8d}" if charged is not None else f"{'?':>8}"
-        print(f"{case.name:22} {status:6} {peak / 1e6:8.0f} {peak / pixels:6.1f} {shown}", flush=True)
+        print(f"{case.name:22} {status:6} {peak / 1e6:8.0f} {peak / pixels:6.1f} {charged:8d}", flush=True)
 
 
 def failed_decodes(url: str, pid: int, count: int, clients: int) -> None:

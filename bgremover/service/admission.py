@@ -34,7 +34,7 @@ BUDGET_BYTES_PER_PIXEL = 16
 OUTPUT_BYTES_PER_PIXEL = {"mask": 16, "cutout": 19, "color": 21, "image": 21}
 WEBP_BYTES_PER_PIXEL = 5  # libwebp's own ARGB copy of the output
 CROP_BYTES_PER_PIXEL = 6  # the cropped copies of the output and its mask
-REFINE_BYTES_PER_PIXEL = 14  # edge refinement's arrays and its RGBA result
+REFINE_BYTES_PER_PIXEL = 19  # edge refinement's arrays and its RGBA result
 THRESHOLD_BYTES_PER_PIXEL = 1  # the hard mask beside the soft one
 
 
