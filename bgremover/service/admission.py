@@ -31,7 +31,7 @@ BUDGET_BYTES_PER_PIXEL = 16
 # and what each option adds: measured on 49 MP inputs with tools/memory_per_pixel.py and
 # rounded up (docs/web.md, "Memory"). Any input mode costs the same: 16-bit and CMYK inputs
 # are converted to 8-bit RGB while they are decoded.
-OUTPUT_BYTES_PER_PIXEL = {"mask": 16, "cutout": 19, "color": 21, "image": 21}
+OUTPUT_BYTES_PER_PIXEL = {"mask": 16, "cutout": 20, "color": 22, "image": 22}
 WEBP_BYTES_PER_PIXEL = 5  # libwebp's own ARGB copy of the output
 CROP_BYTES_PER_PIXEL = 6  # the cropped copies of the output and its mask
 REFINE_BYTES_PER_PIXEL = 19  # edge refinement's arrays and its RGBA result
