@@ -112,7 +112,8 @@ def queue_limit() -> int:
 
 
 def pixel_budget() -> int:
-    """RMBG_PIXEL_BUDGET_MP: megapixels processed at once; a larger image runs alone."""
+    """RMBG_PIXEL_BUDGET_MP: megapixels processed at once, at 16 bytes each (a request whose options
+    take more per pixel counts more, `admission.charged_pixels`); a larger image runs alone."""
     return int(_positive("RMBG_PIXEL_BUDGET_MP", 150, "150") * 1_000_000)
 
 

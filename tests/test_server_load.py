@@ -85,7 +85,7 @@ def _memory_kib(pid: int) -> dict[str, int]:
         return {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("VmRSS", "VmHWM"))}
 
 
-# The documented budget (docs/web.md): at most 16 bytes per pixel over idle for one request.
+# What admission charges a mask request per pixel (docs/web.md, "Memory budget"): 16 bytes over idle.
 BYTES_PER_PIXEL_BUDGET = 16
 
 

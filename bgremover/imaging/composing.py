@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 from PIL import Image, ImageColor, ImageOps
 
 if TYPE_CHECKING:
@@ -47,17 +46,17 @@ def binarize(mask: Image.Image, threshold: float) -> Image.Image:
 
 
 def subject_box(mask: Image.Image, margin: int = 0, level: int = 8) -> tuple[int, int, int, int] | None:
-    """Bounding box (left, top, right, bottom) of mask values >= level, grown by `margin` pixels."""
-    rows, cols = np.nonzero(np.asarray(mask) >= level)
-    if rows.size == 0:
+    """Bounding box (left, top, right, bottom) of mask values >= level, grown by `margin` pixels.
+
+    Found by Pillow on a thresholded copy (1 byte per pixel): the coordinates of every subject
+    pixel would take 16 bytes per pixel of a 100 MP image.
+    """
+    box = mask.point([0] * level + [255] * (256 - level)).getbbox()
+    if box is None:
         return None
+    left, top, right, bottom = box
     width, height = mask.size
-    return (
-        max(int(cols.min()) - margin, 0),
-        max(int(rows.min()) - margin, 0),
-        min(int(cols.max()) + 1 + margin, width),
-        min(int(rows.max()) + 1 + margin, height),
-    )
+    return max(left - margin, 0), max(top - margin, 0), min(right + margin, width), min(bottom + margin, height)
 
 
 def cover_fit(background: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -69,15 +68,18 @@ def composite(foreground: Image.Image, mask: Image.Image, background: Image.Imag
     """RGBA cut-out when `background` is None, else RGB over a colour or (cover-fitted) image.
 
     `foreground` is RGB, or an RGBA cut-out that already has `mask` as its alpha (`refined_cutout`).
+    Each output is made with one image-sized allocation (the cut-out converted straight to RGBA,
+    the foreground pasted onto the backdrop in place): at 100 MP every extra copy is 400 MB.
     """
     if background is None:
         if foreground.mode == "RGBA":
             return foreground
-        cutout = foreground.convert("RGB")
+        cutout = foreground.convert("RGBA")
         cutout.putalpha(mask)
         return cutout
     if isinstance(background, Image.Image):
         backdrop = cover_fit(background, foreground.size)
     else:
         backdrop = Image.new("RGB", foreground.size, tuple(background))
-    return Image.composite(foreground.convert("RGB"), backdrop, mask)
+    backdrop.paste(foreground if foreground.mode == "RGB" else foreground.convert("RGB"), mask=mask)
+    return backdrop

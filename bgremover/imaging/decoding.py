@@ -22,6 +22,8 @@ Image.MAX_IMAGE_PIXELS = None
 # What `rmbg remove` picks up from a folder, and what `rmbg eval` pairs by file stem.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif"}
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# Rows converted at a time from 16 to 8 bits: small temporaries, few numpy calls.
+_BAND_ROWS = 256
 
 
 class ImageError(ValueError):
@@ -38,12 +40,21 @@ class Decoded:
 
 
 def to_gray8(image: Image.Image) -> Image.Image:
-    """8-bit grayscale; 16-bit images are scaled (Pillow's own conversion would clip them at 255)."""
-    if image.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        scale = 257.0 if values.max(initial=0) > 255 else 1.0
-        return Image.fromarray(np.clip(values / scale + 0.5, 0, 255).astype(np.uint8))
-    return image.convert("L")
+    """8-bit grayscale; 16-bit images are scaled (Pillow's own conversion would clip them at 255),
+    rounded to the nearest level.
+
+    Converted in bands of rows with integers, so that a 100 MP input needs a few MB of
+    temporaries beside its 8-bit result instead of 8 bytes per pixel of floats.
+    """
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return image.convert("L")
+    values = np.asarray(image)
+    divisor = 257 if values.max(initial=0) > 255 else 1
+    gray = np.empty(values.shape, dtype=np.uint8)
+    for top in range(0, values.shape[0], _BAND_ROWS):
+        band = values[top : top + _BAND_ROWS].astype(np.int64)
+        gray[top : top + _BAND_ROWS] = np.clip((band + divisor // 2) // divisor, 0, 255)
+    return Image.fromarray(gray)
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -94,15 +105,28 @@ def decode(
             f"{max_pixels / 1e6:.0f}. Downscale it first, or raise the limit (RMBG_MAX_PIXELS, --max-pixels)."
         )
     icc = image.info.get("icc_profile") if image.mode in ("RGB", "RGBA", "P") else None
+    rgb = _loaded_rgb(image, name, opened_here=not isinstance(data, Image.Image))
+    return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+
+
+def _loaded_rgb(image: Image.Image, name: str, opened_here: bool) -> Image.Image:
+    """The pixels decoded, upright, as RGB; a damaged file's half-decoded pixels are freed at once.
+
+    A file whose header claims 100 MP but whose data stops early has its whole image allocated
+    before the decoder finds out. Pillow's exception keeps it alive through its traceback (the
+    frames of `load` hold the image and its decoder), and so would any `raise ... from` chain,
+    for as long as a server or a logger keeps the error. So the error is raised outside the
+    `except` block, with no reference to Pillow's, after closing the image opened here.
+    """
     try:
         image.seek(0)
         image.load()
-        rgb = _to_rgb(_upright(image, in_place=not isinstance(data, Image.Image)))
+        return _to_rgb(_upright(image, in_place=opened_here))
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(
-            f"{name}: the image data is truncated or damaged ({error}). Re-export or re-download it."
-        ) from error
-    return Decoded(rgb=rgb, icc_profile=icc or None, name=name)
+        failure = _damaged(name, error)
+    if opened_here:
+        image.close()
+    raise failure
 
 
 def _upright(image: Image.Image, in_place: bool) -> Image.Image:

@@ -3,7 +3,9 @@ instead of exhausting memory.
 
 At most `workers` requests are processed at a time (two by default: one on the device while
 another decodes or encodes), and only while the pixels they hold stay within a budget; a
-request larger than the budget runs alone. At most `max_waiting` more wait for their turn;
+request larger than the budget runs alone. The budget counts pixels at 16 bytes each, and each
+request is charged what its options really take (`charged_pixels`), so that the budget bounds
+memory whatever the options. At most `max_waiting` more wait for their turn;
 beyond that a request is refused at once (`Busy`, which the API sends as 503 with
 Retry-After), so clients back off instead of piling up behind a queue they cannot see.
 """
@@ -16,8 +18,24 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from .. import settings
+
+if TYPE_CHECKING:
+    from .options import Request
+
+# RMBG_PIXEL_BUDGET_MP counts pixels at this many bytes each (docs/web.md, "Memory").
+BUDGET_BYTES_PER_PIXEL = 16
+# Peak bytes per pixel of its image that a request needs over an idle server, by output kind,
+# and what each option adds: measured on 49 MP inputs with tools/memory_per_pixel.py and
+# rounded up (docs/web.md, "Memory"). Any input mode costs the same: 16-bit and CMYK inputs
+# are converted to 8-bit RGB while they are decoded.
+OUTPUT_BYTES_PER_PIXEL = {"mask": 16, "cutout": 20, "color": 22, "image": 22}
+WEBP_BYTES_PER_PIXEL = 5  # libwebp's own ARGB copy of the output
+CROP_BYTES_PER_PIXEL = 6  # the cropped copies of the output and its mask
+REFINE_BYTES_PER_PIXEL = 19  # edge refinement's arrays and its RGBA result
+THRESHOLD_BYTES_PER_PIXEL = 1  # the hard mask beside the soft one
 
 
 class Busy(RuntimeError):
@@ -95,3 +113,20 @@ def give_back_memory() -> None:
     trim = getattr(_libc, "malloc_trim", None) if _libc else None
     if trim is not None:
         trim(0)
+
+
+def bytes_per_pixel(request: Request) -> int:
+    """Peak bytes per pixel of its image that `request` needs over an idle server."""
+    options = request.options
+    cost = OUTPUT_BYTES_PER_PIXEL[options.output]
+    cost += WEBP_BYTES_PER_PIXEL if request.fmt == "webp" else 0
+    cost += CROP_BYTES_PER_PIXEL if options.crop else 0
+    cost += REFINE_BYTES_PER_PIXEL if options.refine_edges and options.output != "mask" else 0
+    cost += THRESHOLD_BYTES_PER_PIXEL if options.threshold is not None else 0
+    return cost
+
+
+def charged_pixels(pixels: int, request: Request) -> int:
+    """What admission counts for an image of `pixels` under `request`'s options: its pixels at
+    the budget's 16 bytes each, so a request that needs 32 bytes a pixel counts twice its size."""
+    return -(-pixels * bytes_per_pixel(request) // BUDGET_BYTES_PER_PIXEL)

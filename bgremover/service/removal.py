@@ -23,7 +23,7 @@ from PIL import Image
 from .. import settings
 from ..imaging import decoding
 from ..pipeline import Remover, Result, Timings
-from .admission import Admission
+from .admission import Admission, charged_pixels
 from .batching import MicroBatcher
 from .options import Request
 from .pool import ModelPool
@@ -96,7 +96,7 @@ class RemovalService:
         remover = self.remover(request, wait)
         if self.admission is None:
             return self._remove(remover, source, request, name, timings)
-        with self.admission.admit(decoding.pixel_count(source)) as waited:
+        with self.admission.admit(charged_pixels(decoding.pixel_count(source), request)) as waited:
             timings.queue += waited
             return self._remove(remover, source, request, name, timings)
 
