@@ -14,7 +14,7 @@ from test_pipeline import photo
 from bgremover import settings
 from bgremover.imaging import encoding
 from bgremover.service.options import build_request
-from bgremover.service.pool import ModelPool
+from bgremover.service.pool import ModelPool, UnknownModel
 from bgremover.service.removal import Item, RemovalService
 
 MODEL = "BiRefNet_lite"
@@ -220,8 +220,10 @@ def test_a_custom_checkpoint_is_named_never_shown_by_its_server_path(offline_hub
     folder = tmp_path / "secret" / "products-v3"
     write_checkpoint(folder / "model.safetensors", synthetic_checkpoint("birefnet_lite"))
     pool = ModelPool(str(folder), device="cpu", precision="fp32", size=64)
-    assert pool.default_model == "products-v3" and pool.names()[0] == "products-v3"
-    assert pool.canonical(str(folder)) == pool.canonical("products-v3") == "products-v3"
+    assert pool.default_model == "local:products-v3" and pool.names()[0] == "local:products-v3"
+    assert pool.canonical("local:products-v3") == pool.canonical("products-v3") == "local:products-v3"
+    with pytest.raises(UnknownModel):
+        pool.canonical(str(folder))  # clients name models, never server paths
     assert pool.get().info.family == "birefnet"
     assert str(tmp_path) not in repr(pool.models())
     missing = ModelPool(str(tmp_path / "secret" / "gone.safetensors"), device="cpu")
