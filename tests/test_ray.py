@@ -23,7 +23,7 @@ import pytest
 import test_web_api as web
 from PIL import Image
 
-from bgremover.cli import build_parser, main
+from bgremover.cli import build_parser, main, service_config
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
@@ -33,10 +33,12 @@ from bgremover.scale.batch import (
     Manifest,
     ModelCheck,
     RayConfig,
+    RayRun,
     configure,
     remove_on_ray,
 )
 from bgremover.scale.batch import Inference as RealInference
+from bgremover.service.config import ServiceConfig
 from bgremover.service.options import build_request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,14 +129,16 @@ def _configure(monkeypatch, nodes: list[dict], *options: str, batches: int = 100
     totals = {key: sum(resources.get(key, 0.0) for resources in live) for key in ("CPU", "GPU", "memory")}
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    return configure(build_parser().parse_args(["remove", "in", "--ray", *options]), SMALL_MODEL, batches)
+    args = build_parser().parse_args(["remove", "in", "--ray", *options])
+    run = RayRun(args.inputs, args.out, args.format, args.ray, batch_size=args.batch_size, actors=args.ray_actors)
+    return configure(service_config(args), run, SMALL_MODEL, batches)
 
 
 def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):
     """Without --ray-actors: one actor per GPU on a GPU cluster."""
     cluster = [_node(16, 64, gpus=2), _node(16, 64, gpus=2)]
     on_gpus = _configure(monkeypatch, cluster)
-    assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.device) == (4, 1.0, "cuda")
+    assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.service.device) == (4, 1.0, "cuda")
     assert _configure(monkeypatch, cluster, batches=1).actors == 1
     assert on_gpus.actor_memory_bytes == 0
     assert on_gpus.summary() == "Ray: 4 inference actor(s) on cuda (--ray-actors N to change)"
@@ -202,11 +206,13 @@ def test_a_replica_lets_in_a_whole_batch_where_requests_are_batched(monkeypatch)
 
     for name in ("RMBG_WORKERS", "RMBG_QUEUE_LIMIT", "RMBG_MAX_BATCH", "RMBG_BATCH_WINDOW_MS"):
         monkeypatch.delenv(name, raising=False)
-    assert Limits.for_device("cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
-    assert Limits.for_device("cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
+    config = ServiceConfig.from_settings()
+    assert Limits.for_device(config, "cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
+    assert Limits.for_device(config, "cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
     monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "200")
     monkeypatch.setenv("RMBG_WORKERS", "12")
-    assert Limits.for_device("cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
+    config = ServiceConfig.from_settings()
+    assert Limits.for_device(config, "cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
 
 
 # --- Batch on a local Ray instance -----------------------------------------------------------------
@@ -313,7 +319,7 @@ class TestBatch:
     def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):
         marker, out = tmp_path / "died", tmp_path / "out"
         tasks = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
-        config = RayConfig(InferenceConfig(MODEL, "cpu", "fp32", 128, threads=1), batch_size=4)
+        config = RayConfig(InferenceConfig(ServiceConfig(MODEL, "cpu", "fp32", size=128), threads=1), batch_size=4)
         manifest = Manifest(out / MANIFEST_NAME)
         remove_on_ray(tasks, build_request(), config, manifest, inference=_dies_once(marker))
         manifest.close()

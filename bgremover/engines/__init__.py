@@ -102,15 +102,17 @@ def precision_for(engine: str, precision: str, device: torch.device) -> str:
 
 def load_engine(
     model: str,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     precision: str = "auto",
     compiled: bool | None = None,
     engine: str | None = None,
 ) -> Engine:
-    """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`."""
+    """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file) on `device`,
+    which is resolved here once and handed down as it is."""
     from ..hub import resolve
 
-    chosen = choose_engine(engine, pick_device(device), resolve(model).family, precision)
+    device = pick_device(device)
+    chosen = choose_engine(engine, device, resolve(model).family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 

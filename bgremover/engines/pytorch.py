@@ -85,7 +85,7 @@ class TorchEngine:
 
     @classmethod
     def load(
-        cls, model: str, device: str = "auto", precision: str = "auto", compiled: bool | None = None
+        cls, model: str, device: str | torch.device = "auto", precision: str = "auto", compiled: bool | None = None
     ) -> TorchEngine:
         """Loads `model` through the hub loader; `compiled=None` follows RMBG_COMPILE."""
         chosen = pick_device(device)

@@ -15,8 +15,6 @@ from ..imaging import composing, encoding
 from ..results import Options
 from ..zoo import check_inference_size
 
-# Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
-MAX_INFERENCE_SIZE = 2048
 OUTPUTS = ("cutout", "mask", "color", "image")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
@@ -41,8 +39,6 @@ def parse_size(value: object, default: int | None = None) -> int | None:
         size = int(float(text))
     except ValueError:
         raise ValueError(f"inference size {value!r} is not a number: use a multiple of 32 such as 1024.") from None
-    if size > MAX_INFERENCE_SIZE:
-        raise ValueError(f"inference size {size} is above the limit of {MAX_INFERENCE_SIZE}.")
     return check_inference_size(size)
 
 

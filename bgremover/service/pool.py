@@ -47,7 +47,7 @@ class ModelPool:
     def __init__(
         self,
         default_model: str,
-        device: str = "auto",
+        device: str | torch.device = "auto",
         precision: str = "auto",
         size: int | None = None,
         engine: str | None = None,
@@ -132,7 +132,7 @@ class ModelPool:
         started = time.perf_counter()
         try:
             spec = self._custom_spec if name == self.default_model and self._custom_spec else name
-            engine = load_engine(spec, str(self.device), self.precision, engine=self.engine)
+            engine = load_engine(spec, self.device, self.precision, engine=self.engine)
             remover = Remover(engine, self.default_size)
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))

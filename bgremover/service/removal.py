@@ -63,19 +63,22 @@ class RemovalService:
         max_pixels: int | None = None,
         io_threads: int | None = None,
         admission: Admission | None = None,
+        batch_window: float | None = None,
+        max_batch: int | None = None,
     ):
         """`admission` bounds concurrent single requests (servers); batch runs bound themselves, on
-        `io_threads` worker threads (RMBG_IO_THREADS when not given).
+        `io_threads` worker threads (RMBG_IO_THREADS when not given). Front ends get all of these
+        from one `ServiceConfig` through `config.build_service`.
 
-        Concurrent single requests for one model and size are gathered into micro-batches where
-        RMBG_BATCH_WINDOW_MS is above 0 (by default on GPUs).
+        Concurrent single requests for one model and size are gathered into micro-batches of up to
+        `max_batch` where `batch_window` (seconds; RMBG_BATCH_WINDOW_MS when not given) is above 0.
         """
         self.pool = pool
         self.max_pixels = max_pixels
         self.io_threads = io_threads
         self.admission = admission
-        self.batch_window = settings.batch_window(pool.device.type)
-        self.max_batch = settings.max_batch()
+        self.batch_window = settings.batch_window(pool.device.type) if batch_window is None else batch_window
+        self.max_batch = max_batch or settings.max_batch()
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._batchers_guard = threading.Lock()
 
