@@ -101,8 +101,7 @@ def test_the_compare_tab_waits_its_turn_in_the_admission(offline_hub, photo_file
     service = build_service(config, serving=True)
     handlers = Handlers(service, Scratch())
     upload = {"path": str(photo_file), "orig_name": photo_file.name}
-    with service.admission.admit(1):
-        with pytest.raises(gr.Error, match="the server is busy"):
-            handlers.compare(upload, "RMBG-1.4", "RMBG-1.4")
+    with service.admission.admit(1), pytest.raises(gr.Error, match="the server is busy"):
+        handlers.compare(upload, "RMBG-1.4", "RMBG-1.4")
     cutout, info, _, _ = handlers.compare(upload, "RMBG-1.4", "RMBG-1.4")
     assert cutout.size == (96, 64) and "**RMBG-1.4** at 64 px" in info
