@@ -316,6 +316,17 @@ class TestBatch:
         assert "error: BiRefNet is not in the local cache" in error and "rmbg.py download BiRefNet" in error
         assert _files(out) == [MANIFEST_NAME] and not (out / MANIFEST_NAME).read_text()
 
+    def test_the_actors_run_the_engine_and_precision_of_the_flags(self, offline_hub, tmp_path):
+        """The manifest names the engine each image was inferred with: --engine reaches the actors."""
+        folder, out = tmp_path / "two", tmp_path / "out"
+        folder.mkdir()
+        for index in range(2):
+            live.sample_image(80, 60, seed=index).save(folder / f"{index}.png")
+        command = ["remove", "--ray", str(folder), "-o", str(out), *MODEL_ARGS, "--engine", "openvino", "-q"]
+        assert main(command) == 0
+        engines = [row["engine"] for row in _manifest(out / MANIFEST_NAME)]
+        assert len(engines) == 2 and all(e.startswith("openvino") and " fp32 " in e for e in engines), engines
+
     def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):
         marker, out = tmp_path / "died", tmp_path / "out"
         tasks = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
@@ -357,6 +368,15 @@ def test_serve_infers_concurrent_requests_together_when_batching_is_on(tmp_path,
         else:  # the CPU picks other kernels for another batch shape: an alpha may differ by 1/255
             alpha, alone_alpha = live.channel(cutout, "A"), live.channel(live.opened(single), "A")
             assert np.abs(alpha - alone_alpha).max() <= 1
+
+
+@pytest.mark.slow
+def test_serve_replicas_run_the_engine_of_the_flag(tmp_path, hf_home):
+    """`--engine` goes into the config the replicas load (RMBG_ENGINE says torch); /health names what runs."""
+    args = (*live.SERVER_ARGS, "--ray", "--engine", "openvino")
+    with live.run_server(tmp_path, hf_home, *args, RMBG_ENGINE="torch") as server:
+        body = server.get("/health").json()
+    assert (body["engine"], body["precision"], body["status"]) == ("openvino", "fp32", "ok")
 
 
 @pytest.fixture(scope="module")
