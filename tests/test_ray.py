@@ -1,9 +1,8 @@
-"""Scale-out on Ray: `rmbg remove --ray` against `rmbg remove`, and `rmbg serve --ray` against the HTTP API tests.
+"""Scale-out on Ray: `rmbg remove --ray` against `rmbg remove`, and what is particular to `rmbg serve --ray`.
 
 The batch tests share one local Ray instance in this process (2 CPUs); the Serve tests
-start `rmbg serve --ray` in a subprocess, after the batch tests have stopped theirs, and
-run the HTTP API tests of test_web_api against it, plus a byte-for-byte comparison with
-the single-process `rmbg serve`.
+start `rmbg serve --ray` in a subprocess, after the batch tests have stopped theirs. The HTTP
+API tests and the byte-for-byte comparison with `rmbg serve` run against it in test_web_api.py.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from pathlib import Path
 import live
 import numpy as np
 import pytest
-import test_web_api as web
 from PIL import Image
 
 from bgremover.cli import build_parser, main, service_config
@@ -342,16 +340,13 @@ class TestBatch:
         _same_outputs(out, reference)
 
 
-# --- Ray Serve: the HTTP API tests of `rmbg serve`, run against `rmbg serve --ray` ------------------
-
-sample, expected_mask = web.sample, web.expected_mask
+# --- Ray Serve (test_web_api.py runs the API tests of `rmbg serve` against `rmbg serve --ray` too) ---
 
 
 @pytest.mark.slow
 def test_serve_infers_concurrent_requests_together_when_batching_is_on(tmp_path, hf_home):
     """With a batch window on the CPU, a replica lets in a whole batch (more than RMBG_WORKERS, 2) and
-    `@serve.batch` infers concurrent requests together; `X-Batch-Size` says so. Runs before the shared
-    `server` below starts, so that one Ray instance at a time shares the CPUs."""
+    `@serve.batch` infers concurrent requests together; `X-Batch-Size` says so."""
     images = [live.sample_image(120 + 8 * i, 90 + 4 * i, seed=i) for i in range(6)]
     with live.run_server(tmp_path, hf_home, *live.SERVER_ARGS, "--ray", RMBG_BATCH_WINDOW_MS="1000") as server:
         with ThreadPoolExecutor(len(images)) as senders:
@@ -377,60 +372,3 @@ def test_serve_replicas_run_the_engine_of_the_flag(tmp_path, hf_home):
     with live.run_server(tmp_path, hf_home, *args, RMBG_ENGINE="torch") as server:
         body = server.get("/health").json()
     assert (body["engine"], body["precision"], body["status"]) == ("openvino", "fp32", "ok")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, hf_home) -> Iterator[live.Server]:
-    """`rmbg serve --ray` (a local Ray instance, one replica) with test_web_api's model, size and upload limit."""
-    folder = tmp_path_factory.mktemp("ray_serve")
-    limit = str(web.UPLOAD_LIMIT_MB)
-    with live.run_server(folder, hf_home, *live.SERVER_ARGS, "--ray", RMBG_MAX_UPLOAD_MB=limit) as up:
-        yield up
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory, hf_home, server) -> Iterator[live.Server]:
-    """The single-process `rmbg serve` with the same settings, for byte-for-byte comparisons."""
-    folder = tmp_path_factory.mktemp("single_serve")
-    with live.run_server(folder, hf_home, *live.SERVER_ARGS, RMBG_MAX_UPLOAD_MB=str(web.UPLOAD_LIMIT_MB)) as up:
-        yield up
-
-
-_REUSED = [
-    "test_health_is_ok_once_the_default_model_is_loaded",
-    "test_models_lists_the_zoo_with_license_gated_cached_and_loaded",
-    "test_cutout_is_a_png_of_the_input_size_whose_alpha_is_the_models_mask",
-    "test_mask_output_is_the_cutouts_alpha_pixel_for_pixel",
-    "test_webp_is_lossless_with_alpha_and_jpeg_needs_an_opaque_output",
-    "test_parallel_requests_all_get_their_own_correct_result",
-    "test_bad_options_are_400_with_a_message",
-    "test_a_request_without_a_file_is_400",
-    "test_unusable_images_are_415_with_the_reason",
-    "test_uploads_over_the_limit_are_413_by_length_and_while_reading",
-    "test_an_uncached_model_is_503_with_the_fix",
-    "test_another_cached_model_loads_on_demand",
-]
-# Collected here under "serve_" names, so they run against this module's `server`: Ray Serve.
-for _name in _REUSED:
-    globals()["test_serve_" + _name.removeprefix("test_")] = pytest.mark.slow(getattr(web, _name))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {},
-        {"output": "mask", "size": "128"},
-        {"output": "color", "bg_color": "#336699", "format": "jpeg"},
-        {"format": "webp", "threshold": "0.5", "crop": "true", "crop_margin": "4"},
-        {"refine_edges": "true"},
-    ],
-    ids=["cutout", "mask-128", "color-jpeg", "webp-threshold-crop", "refine-edges"],
-)
-def test_serve_answers_byte_for_byte_like_rmbg_serve(server, single, sample, fields):
-    image = live.png_bytes(sample)
-    ray_answer, plain_answer = server.remove(image, **fields), single.remove(image, **fields)
-    assert ray_answer.status_code == plain_answer.status_code == 200, ray_answer.text
-    assert ray_answer.headers["content-type"] == plain_answer.headers["content-type"]
-    assert ray_answer.headers["content-disposition"] == plain_answer.headers["content-disposition"]
-    assert ray_answer.content == plain_answer.content
