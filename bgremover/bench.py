@@ -48,7 +48,7 @@ from .imaging import encoding, png
 from .nets import BACKBONES, BiRefNet, ISNet, describe
 from .pipeline import Remover, check_inference_size
 from .service.config import ServiceConfig, build_service
-from .service.options import Request, build_request
+from .service.options import RemovalRequest, build_request
 from .service.removal import RemovalService
 
 # Seed of the fixed input the accuracy check feeds both paths.
@@ -524,7 +524,7 @@ def synthetic_hub(model: str) -> Iterator[str]:
 
 
 def run_e2e(
-    images: list[str | Path], request: Request, config: ServiceConfig, runs: int = 5, synthetic: bool = False
+    images: list[str | Path], request: RemovalRequest, config: ServiceConfig, runs: int = 5, synthetic: bool = False
 ) -> list[EndToEndResult]:
     """Each image once to warm up, then `runs` times through `RemovalService.remove`, as the front ends call it
     (the service built by the same `build_service`, so engine, precision and limits are theirs too)."""
@@ -536,7 +536,9 @@ def run_e2e(
         return [_time_image(service, Path(image), request, runs, synthetic) for image in images]
 
 
-def _time_image(service: RemovalService, path: Path, request: Request, runs: int, synthetic: bool) -> EndToEndResult:
+def _time_image(
+    service: RemovalService, path: Path, request: RemovalRequest, runs: int, synthetic: bool
+) -> EndToEndResult:
     data = path.read_bytes()  # from memory, as an upload arrives: the disk is not part of the path
     service.remove(data, request, path.name)
     splits, totals = [], []

@@ -141,7 +141,7 @@ def _engine_that_ran(service: RemovalService) -> str:
     the runtime asked for where every prediction came from the cache and nothing was loaded."""
     pool = service.pool
     if pool.state(pool.default_model) != "loaded":
-        return pool.engine
+        return pool.runtime
     described = pool.get().engine.describe()
     print(f"{pool.default_model}: {described}", file=sys.stderr)
     return described

@@ -45,7 +45,7 @@ from ..errors import UsageError
 from ..imaging import decoding
 from ..results import Timings
 from ..service.config import ServiceConfig
-from ..service.options import Request
+from ..service.options import RemovalRequest
 from ..service.steps import decode_input, finish_and_encode
 from .locations import Location, Task, existing, is_uri, plan, read_bytes, write_bytes
 
@@ -174,7 +174,7 @@ class Inference:
         return batch
 
 
-def _finish_row(batch: Batch, index: int, request: Request) -> tuple[str, str]:
+def _finish_row(batch: Batch, index: int, request: RemovalRequest) -> tuple[str, str]:
     """(status, error) of one row, its output written if all went well."""
     label, target = batch["label"][index], Location(batch["target"][index], batch["target_base"][index])
     if batch["error"][index]:
@@ -188,7 +188,7 @@ def _finish_row(batch: Batch, index: int, request: Request) -> tuple[str, str]:
     return "ok", ""
 
 
-def finish_stage(batch: Batch, request: Request) -> Batch:
+def finish_stage(batch: Batch, request: RemovalRequest) -> Batch:
     """Stage 3: each row finished, encoded and written; only its manifest row is passed on."""
     statuses, errors, seconds = [], [], []
     for index in range(len(batch["label"])):
@@ -227,7 +227,7 @@ def batch_count(tasks: int, batch_size: int) -> int:
     return max(1, -(-tasks // batch_size))
 
 
-def build_dataset(tasks: list[Task], request: Request, config: RayConfig, inference: type = Inference):
+def build_dataset(tasks: list[Task], request: RemovalRequest, config: RayConfig, inference: type = Inference):
     """The three stages as one lazy Ray Dataset of manifest rows; `inference` is the actor class."""
     import ray
 
@@ -317,7 +317,7 @@ def check_model(model: str, here: bool) -> ModelCheck:
 
 def remove_on_ray(
     tasks: list[Task],
-    request: Request,
+    request: RemovalRequest,
     config: RayConfig,
     manifest: Manifest,
     inference: type = Inference,
@@ -421,7 +421,7 @@ def _skipped(task: Task) -> dict:
     return {"input": str(task.source), "output": str(task.target), "status": "skipped", "seconds": 0.0}
 
 
-def run_on_ray(run: RayRun, config: ServiceConfig, request: Request) -> int:
+def run_on_ray(run: RayRun, config: ServiceConfig, request: RemovalRequest) -> int:
     """`rmbg remove --ray`: plans like `rmbg remove`, runs the rest on Ray, prints the same summary."""
     tasks = plan(run.inputs, run.out, run.fmt)
     done = set() if run.overwrite else existing(task.target for task in tasks)

@@ -20,7 +20,7 @@ _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 @dataclass
-class Request:
+class RemovalRequest:
     """What to run (`model`, `size`: None for the server's or model's default) and what to make of it."""
 
     options: Options
@@ -77,7 +77,7 @@ def build_request(
     size: object = None,
     outputs: tuple[str, ...] = OUTPUTS,
     compression: object = "fast",
-) -> Request:
+) -> RemovalRequest:
     """Every option checked and converted; raises ValueError with the fix on the first bad one.
 
     `outputs` narrows the choice where a front end offers fewer (the HTTP API has no background image).
@@ -98,4 +98,4 @@ def build_request(
     )
     model = str(model).strip() if model is not None and str(model).strip() else None
     compression = encoding.compression_name(compression)
-    return Request(options=options, fmt=fmt, model=model, size=parse_size(size), compression=compression)
+    return RemovalRequest(options=options, fmt=fmt, model=model, size=parse_size(size), compression=compression)
