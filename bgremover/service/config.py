@@ -10,7 +10,7 @@ driver's settings to its workers instead of each worker reading its own environm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from .. import settings
@@ -40,26 +40,28 @@ _SOURCES = {
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Everything that decides what a removal service loads and how much work it takes on.
+    """Everything that decides what a removal service loads and how much work it takes on; a field
+    not given comes from the environment (`settings`, the one reader of environment variables),
+    read when the config is made. Ray unpickles it as it is, without reading a worker's environment.
 
     `runtime` is what `--engine` / RMBG_ENGINE name (auto, torch, openvino); an engine is the
     loaded object. `batch_window` is in seconds, None for the device's default (5 ms on a GPU,
     off on a CPU), which is only known once the device is.
     """
 
-    model: str = settings.DEFAULT_MODEL
-    device: str = "auto"
+    model: str = field(default_factory=settings.model)
+    device: str = field(default_factory=settings.device)
     precision: str = "auto"
-    runtime: str = "auto"
+    runtime: str = field(default_factory=settings.engine)
     size: int | None = None
-    max_pixels: int = settings.DEFAULT_MAX_PIXELS
-    workers: int = 2
-    queue_limit: int = 16
-    pixel_budget: int = 150_000_000
-    batch_window: float | None = None
-    max_batch: int = 8
-    io_threads: int = 1
-    max_upload: int = int(settings.DEFAULT_MAX_UPLOAD_MB * 1024 * 1024)  # bytes; servers only
+    max_pixels: int = field(default_factory=settings.max_pixels)
+    workers: int = field(default_factory=settings.workers)
+    queue_limit: int = field(default_factory=settings.queue_limit)
+    pixel_budget: int = field(default_factory=settings.pixel_budget)
+    batch_window: float | None = field(default_factory=settings.batch_window_setting)
+    max_batch: int = field(default_factory=settings.max_batch)
+    io_threads: int = field(default_factory=settings.io_threads)
+    max_upload: int = field(default_factory=settings.max_upload_bytes)  # bytes; servers only
 
     def __post_init__(self) -> None:
         from ..engines import ENGINES, PRECISIONS
@@ -79,19 +81,15 @@ class ServiceConfig:
         except ValueError as error:
             raise ValueError(f"{_SOURCES['size']}: {error}") from None
 
-    def _check(self, ok: bool, field: str, fix: str) -> None:
+    def _check(self, ok: bool, name: str, fix: str) -> None:
         if not ok:
-            raise ValueError(f"{_SOURCES[field]}={getattr(self, field)!r} is not usable: {fix}.")
+            raise ValueError(f"{_SOURCES[name]}={getattr(self, name)!r} is not usable: {fix}.")
 
     @classmethod
     def from_settings(cls, **chosen: object) -> ServiceConfig:
-        """The config from what a front end was told (`chosen`; None means "not given") and,
-        for the rest, the environment (`settings`, the one reader of environment variables)."""
-        unknown = set(chosen) - {f.name for f in fields(cls)}
-        if unknown:
-            raise TypeError(f"ServiceConfig has no field(s) {', '.join(sorted(unknown))}")
-        given = {name: value for name, value in chosen.items() if value is not None}
-        return cls(**(_environment() | given))
+        """The config from what a front end was told (`chosen`, where None means "not given", as an
+        option left out of a command line) and, for the rest, the environment."""
+        return cls(**{name: value for name, value in chosen.items() if value is not None})
 
     def with_model(self, model: str) -> ServiceConfig:
         """The same settings for another model (eval runs several)."""
@@ -113,23 +111,6 @@ class ServiceConfig:
 
 def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _environment() -> dict[str, object]:
-    """Every setting the environment gives a service (each variable read and checked by `settings`)."""
-    return {
-        "model": settings.model(),
-        "device": settings.device(),
-        "runtime": settings.engine(),
-        "max_pixels": settings.max_pixels(),
-        "workers": settings.workers(),
-        "queue_limit": settings.queue_limit(),
-        "pixel_budget": settings.pixel_budget(),
-        "batch_window": settings.batch_window_setting(),
-        "max_batch": settings.max_batch(),
-        "io_threads": settings.io_threads(),
-        "max_upload": settings.max_upload_bytes(),
-    }
 
 
 def build_admission(config: ServiceConfig, device_type: str) -> Admission:
