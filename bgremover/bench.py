@@ -42,8 +42,8 @@ from .families import find_family
 from .imaging import encoding, png
 from .pipeline import Remover, check_inference_size
 from .results import PHOTO_ONLY_OUTPUTS
-from .service.options import Request, build_request
-from .service.pool import ModelPool
+from .service.config import ServiceConfig, build_service
+from .service.options import RemovalRequest, build_request
 from .service.removal import RemovalService
 from .synthetic import synthetic_hub
 
@@ -337,6 +337,7 @@ class EndToEndResult:
     model: str
     synthetic: bool
     device: str
+    engine: str  # the runtime that ran, as `Engine.describe` says it
     precision: str
     size: int
     output: str
@@ -359,25 +360,21 @@ class EndToEndResult:
 
 
 def run_e2e(
-    images: list[str | Path],
-    request: Request,
-    model: str = zoo.DEFAULT_MODEL,
-    device: str = "auto",
-    precision: str = "auto",
-    size: int | None = None,
-    runs: int = 5,
-    synthetic: bool = False,
+    images: list[str | Path], request: RemovalRequest, config: ServiceConfig, runs: int = 5, synthetic: bool = False
 ) -> list[EndToEndResult]:
-    """Each image once to warm up, then `runs` times through `RemovalService.remove`, as the front ends call it."""
+    """Each image once to warm up, then `runs` times through `RemovalService.remove`, as the front ends call it
+    (the service built by the same `build_service`, so engine, precision and limits are theirs too)."""
     if runs < 1:
         raise ValueError("--e2e needs --runs of at least 1.")
-    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
-        service = RemovalService(ModelPool(name, device, precision, size))
+    with synthetic_hub(config.model) if synthetic else nullcontext(config.model) as name:
+        service = build_service(config.with_model(name))
         service.pool.get()
         return [_time_image(service, Path(image), request, runs, synthetic) for image in images]
 
 
-def _time_image(service: RemovalService, path: Path, request: Request, runs: int, synthetic: bool) -> EndToEndResult:
+def _time_image(
+    service: RemovalService, path: Path, request: RemovalRequest, runs: int, synthetic: bool
+) -> EndToEndResult:
     data = path.read_bytes()  # from memory, as an upload arrives: the disk is not part of the path
     service.remove(data, request, path.name)
     splits, totals = [], []
@@ -399,6 +396,7 @@ def _time_image(service: RemovalService, path: Path, request: Request, runs: int
         model=removal.model,
         synthetic=synthetic,
         device=str(pool.device),
+        engine=service.remover(request).engine.describe(),
         precision=pool.precision_name,
         size=removal.size,
         output=request.options.output,
@@ -442,7 +440,7 @@ def format_e2e(results: list[EndToEndResult]) -> str:
     source = "synthetic weights" if first.synthetic else "checkpoint"
     refine = "on" if first.refine_edges else "off"
     lines = [
-        f"{first.model} ({source}) at {first.size} px on {first.device}, {first.precision}, {first.threads} threads, "
+        f"{first.model} ({source}) at {first.size} px on {first.engine}, {first.threads} threads, "
         f"torch {first.torch_version}; {first.output} as {first.format}, compression {first.compression} "
         f"(PNG: {first.png_writer}), refine edges {refine}; median of {first.runs} runs after a warm-up",
         f"{'image':24} {'pixels':>11} "
@@ -531,14 +529,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     e2e.add_argument("--refine-edges", action="store_true")
 
 
-def run_command(args: argparse.Namespace) -> int:
-    """`rmbg bench`: the CLI front-end of `run_bench`."""
+def run_command(args: argparse.Namespace, config: ServiceConfig) -> int:
+    """`rmbg bench`: the CLI front-end of `run_bench`; `config` is the command's service settings (--e2e)."""
     if args.batch_size < 1 or args.runs < 0:
         raise ValueError("--batch-size must be at least 1 and --runs at least 0.")
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.e2e:
-        return _run_e2e_command(args)
+        return _run_e2e_command(args, config)
     if args.engines:
         results = compare_engines(args.model, args.size, args.runs, args.synthetic)
         print(json.dumps([asdict(result) for result in results]) if args.json else format_comparison(results))
@@ -565,10 +563,10 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_e2e_command(args: argparse.Namespace) -> int:
+def _run_e2e_command(args: argparse.Namespace, config: ServiceConfig) -> int:
     request = build_request(
         output=args.output, fmt=args.format, compression=args.compression, refine_edges=args.refine_edges
     )
-    results = run_e2e(args.e2e, request, args.model, args.device, args.precision, args.size, args.runs, args.synthetic)
+    results = run_e2e(args.e2e, request, config, args.runs, args.synthetic)
     print(json.dumps([asdict(result) for result in results]) if args.json else format_e2e(results))
     return 0

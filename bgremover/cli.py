@@ -18,9 +18,9 @@ from .errors import ChildFailed, UsageError
 from .imaging import composing, decoding, encoding
 from .planning import STDIO, Job, plan_jobs
 from .results import OUTPUTS
+from .service.config import ServiceConfig, build_service
 from .service.options import build_request
-from .service.pool import ModelPool
-from .service.removal import Item, RemovalService
+from .service.removal import Item
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
@@ -40,6 +40,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.add_argument("--engine", default=settings.engine(), choices=ENGINES, help=ENGINE_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
+
+
+def service_config(args: argparse.Namespace) -> ServiceConfig:
+    """The one place a command's options become service settings (the environment gives the rest);
+    below the command line only this config travels, never the namespace."""
+    return ServiceConfig.from_settings(
+        model=args.model,
+        device=args.device,
+        precision=args.precision,
+        runtime=args.engine,
+        size=args.size,
+        max_pixels=getattr(args, "max_pixels", None),
+    )
 
 
 def _add_remove(commands) -> None:
@@ -140,19 +153,30 @@ def run_remove(args) -> int:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     request = _request(args)
+    config = service_config(args)
     if args.ray is not None:
         _require("ray", "ray", "requirements-ray.txt")
-        from .scale.batch import run_on_ray
+        from .scale.batch import RayRun, run_on_ray
 
-        return run_on_ray(args, request)
+        ray_run = RayRun(
+            args.inputs,
+            args.out,
+            args.format,
+            args.ray,
+            overwrite=args.overwrite,
+            manifest=args.manifest,
+            quiet=args.quiet,
+            batch_size=args.batch_size,
+            actors=args.ray_actors,
+        )
+        return run_on_ray(ray_run, config, request)
     jobs = plan_jobs(args.inputs, args.out, args.format)
     for job in jobs:
         if job.source != STDIO and Path(job.target).resolve() == Path(job.source).resolve():
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
     skipped = len(jobs) - len(todo)
-    pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
-    service = RemovalService(pool, args.max_pixels)
+    service = build_service(config)
     engine = service.pool.get().engine  # load (or fail) before any input is read
     failures: list[str] = []
     done = 0
@@ -262,15 +286,17 @@ def _require(extra: str, module: str, requirements: str = "requirements.txt") ->
 
 
 def run_serve(args) -> int:
+    config = service_config(args)
     if args.ray is not None:
         _require("ray", "ray", "requirements-ray.txt")
-        from .scale.serve import serve_on_ray
+        from .scale.serve import ServeConfig, serve_on_ray
 
-        return serve_on_ray(args)
+        replicas = ServeConfig(config, settings.api_token(), args.ray_replicas, args.ray_max_replicas, args.ray_cpus)
+        return serve_on_ray(replicas, args.ray, args.host, args.port)
     _require("web", "gradio")
     from .web.app import serve
 
-    return serve(args)
+    return serve(config, args.host, args.port)
 
 
 def run_eval(args) -> int:
@@ -289,12 +315,18 @@ def _add_eval(commands) -> None:
 
 
 def _add_bench(commands) -> None:
-    from .bench import add_arguments, run_command
+    from .bench import add_arguments
 
     parser = commands.add_parser("bench", help="time a model here and check its fast path against float32 eager")
     add_model_arguments(parser)
     add_arguments(parser)
-    parser.set_defaults(handler=run_command)
+    parser.set_defaults(handler=run_bench)
+
+
+def run_bench(args) -> int:
+    from .bench import run_command
+
+    return run_command(args, service_config(args))
 
 
 COMMANDS = [_add_serve, _add_remove, _add_models, _add_eval, _add_bench]

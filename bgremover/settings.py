@@ -117,31 +117,35 @@ def pixel_budget() -> int:
     return int(_positive("RMBG_PIXEL_BUDGET_MP", 150, "150") * 1_000_000)
 
 
-def batch_window(device_type: str) -> float:
-    """RMBG_BATCH_WINDOW_MS: how long a server gathers concurrent requests into one batch, in seconds
-    (default 5 ms on a GPU, where batches are nearly free; 0, i.e. off, on a CPU)."""
-    default = 5 if device_type == "cuda" else 0
-    text = _text("RMBG_BATCH_WINDOW_MS", str(default))
+def batch_window_setting() -> float | None:
+    """RMBG_BATCH_WINDOW_MS in seconds, or None when it is not set (the device then decides)."""
+    text = _text("RMBG_BATCH_WINDOW_MS")
+    if not text:
+        return None
     try:
         milliseconds = float(text)
     except ValueError:
         milliseconds = -1.0
-    if milliseconds < 0:
+    if not 0 <= milliseconds < float("inf"):
         raise ValueError(f"RMBG_BATCH_WINDOW_MS={text!r} must be 0 (off) or a number of milliseconds (e.g. 5).")
     return milliseconds / 1000.0
+
+
+def default_batch_window(device_type: str) -> float:
+    """The batch window where RMBG_BATCH_WINDOW_MS is not set: 5 ms on a GPU, where batches are
+    nearly free; 0 (off) on a CPU, where a batch is no faster per image."""
+    return 0.005 if device_type == "cuda" else 0.0
+
+
+def batch_window(device_type: str) -> float:
+    """RMBG_BATCH_WINDOW_MS: how long a server gathers concurrent requests into one batch, in seconds."""
+    window = batch_window_setting()
+    return default_batch_window(device_type) if window is None else window
 
 
 def max_batch() -> int:
     """RMBG_MAX_BATCH: the most requests one micro-batch holds."""
     return _count("RMBG_MAX_BATCH", 8, 1)
-
-
-def concurrent_requests(device_type: str) -> int:
-    """Requests a server processes at once: RMBG_WORKERS, raised to RMBG_MAX_BATCH where requests are
-    batched (RMBG_BATCH_WINDOW_MS above 0), since a batch can only gather requests that were let in."""
-    if batch_window(device_type) > 0:
-        return max(workers(), max_batch())
-    return workers()
 
 
 def drain_seconds() -> float:

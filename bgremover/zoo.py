@@ -129,10 +129,17 @@ ZOO: dict[str, ModelInfo] = {model.name: model for model in _MODELS}
 DEFAULT_MODEL = settings.DEFAULT_MODEL
 
 
+# Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
+MAX_INFERENCE_SIZE = 2048
+
+
 def check_inference_size(size: int) -> int:
-    """`size` if the networks can take it: their encoders halve the resolution five times."""
+    """`size` if the networks can take it (their encoders halve the resolution five times) and
+    memory can: the one size rule, for every front end and the pipeline."""
     if size < 32 or size % 32:
         raise ValueError(f"inference size {size} must be a positive multiple of 32 (e.g. 512, 768, 1024).")
+    if size > MAX_INFERENCE_SIZE:
+        raise ValueError(f"inference size {size} is above the limit of {MAX_INFERENCE_SIZE}.")
     return size
 
 

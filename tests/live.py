@@ -26,6 +26,7 @@ MODEL = "RMBG-1.4"
 # fp32 everywhere: `auto` may pick bf16 on some CPUs, and the in-process reference must match the server.
 SERVER_ARGS = ("--model", MODEL, "--size", "256", "--precision", "fp32")
 TIMEOUT = 120
+UPLOAD_LIMIT_MB = 1  # the API servers' RMBG_MAX_UPLOAD_MB: small, so the 413 tests send little
 
 
 @dataclass
@@ -115,3 +116,19 @@ def opened(response: requests.Response) -> Image.Image:
 
 def channel(image: Image.Image, band: str) -> np.ndarray:
     return np.asarray(image.getchannel(band), dtype=np.int16)
+
+
+def gradient(width: int = 64, height: int = 48) -> Image.Image:
+    """An RGB image whose every pixel differs, so orientation and channel mix-ups show."""
+    y, x = np.mgrid[0:height, 0:width]
+    array = np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x + y) % 256], axis=-1)
+    return Image.fromarray(array.astype(np.uint8))
+
+
+def photo(width: int = 300, height: int = 200) -> Image.Image:
+    """A bright disc on a dark textured background."""
+    y, x = np.mgrid[0:height, 0:width]
+    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
+    rng = np.random.default_rng(0)
+    array = np.where(disc[..., None], [240, 200, 40], rng.integers(0, 90, (height, width, 3)))
+    return Image.fromarray(array.astype(np.uint8))

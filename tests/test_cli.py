@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from live import photo
 from PIL import Image
-from test_pipeline import photo
 
 from bgremover.cli import main
 from bgremover.engines import devices

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from live import gradient
 from PIL import Image, ImageCms
 
 from bgremover.imaging import composing, encoding
@@ -16,13 +17,6 @@ def _bytes(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
     return buffer.getvalue()
-
-
-def gradient(width: int = 64, height: int = 48) -> Image.Image:
-    """An RGB image whose every pixel differs, so orientation and channel mix-ups show."""
-    y, x = np.mgrid[0:height, 0:width]
-    array = np.stack([x * 255 // (width - 1), y * 255 // (height - 1), (x + y) % 256], axis=-1)
-    return Image.fromarray(array.astype(np.uint8))
 
 
 def test_exif_orientation_is_applied() -> None:

@@ -358,11 +358,11 @@ def test_api_form_field_compression() -> None:
 
     from bgremover.service.pool import ModelPool
     from bgremover.service.removal import RemovalService
-    from bgremover.web.api import ApiError, parse_job
+    from bgremover.web.api import ApiError, parse_form
 
     service = RemovalService(ModelPool("RMBG-1.4", "cpu"))
     upload = UploadFile(io.BytesIO(b"image"), filename="a.jpg")
-    assert parse_job(FormData([("file", upload), ("compression", "small")]), service).request.compression == "small"
-    assert parse_job(FormData([("file", upload)]), service).request.compression == "fast"
+    assert parse_form(FormData([("file", upload), ("compression", "small")]), service).request.compression == "small"
+    assert parse_form(FormData([("file", upload)]), service).request.compression == "fast"
     with pytest.raises(ApiError, match="unknown compression 'max'"):
-        parse_job(FormData([("file", upload), ("compression", "max")]), service)
+        parse_form(FormData([("file", upload), ("compression", "max")]), service)

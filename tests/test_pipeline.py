@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from live import gradient, photo
 from PIL import Image
-from test_imaging import gradient
 
 from bgremover.engines import native_bf16_cpu, pick_device, pick_dtype
 from bgremover.imaging.decoding import decode
@@ -24,15 +24,6 @@ def removers(hf_home) -> dict[str, Remover]:
         patch.setenv("HF_HOME", str(hf_home))
         patch.setenv("HF_HUB_OFFLINE", "1")
         return {name: Remover.load(name, device="cpu", inference_size=SIZE) for name in ("RMBG-1.4", "BiRefNet_lite")}
-
-
-def photo(width: int = 300, height: int = 200) -> Image.Image:
-    """A bright disc on a dark textured background."""
-    y, x = np.mgrid[0:height, 0:width]
-    disc = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
-    rng = np.random.default_rng(0)
-    array = np.where(disc[..., None], [240, 200, 40], rng.integers(0, 90, (height, width, 3)))
-    return Image.fromarray(array.astype(np.uint8))
 
 
 def reference_birefnet_mask(remover: Remover, image: Image.Image) -> np.ndarray:

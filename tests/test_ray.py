@@ -1,9 +1,8 @@
-"""Scale-out on Ray: `rmbg remove --ray` against `rmbg remove`, and `rmbg serve --ray` against the HTTP API tests.
+"""Scale-out on Ray: `rmbg remove --ray` against `rmbg remove`, and what is particular to `rmbg serve --ray`.
 
 The batch tests share one local Ray instance in this process (2 CPUs); the Serve tests
-start `rmbg serve --ray` in a subprocess, after the batch tests have stopped theirs, and
-run the HTTP API tests of test_web_api against it, plus a byte-for-byte comparison with
-the single-process `rmbg serve`.
+start `rmbg serve --ray` in a subprocess, after the batch tests have stopped theirs. The HTTP
+API tests and the byte-for-byte comparison with `rmbg serve` run against it in test_web_api.py.
 """
 
 from __future__ import annotations
@@ -20,10 +19,9 @@ from pathlib import Path
 import live
 import numpy as np
 import pytest
-import test_web_api as web
 from PIL import Image
 
-from bgremover.cli import build_parser, main
+from bgremover.cli import build_parser, main, service_config
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
@@ -33,10 +31,12 @@ from bgremover.scale.batch import (
     Manifest,
     ModelCheck,
     RayConfig,
+    RayRun,
     configure,
     remove_on_ray,
 )
 from bgremover.scale.batch import Inference as RealInference
+from bgremover.service.config import ServiceConfig
 from bgremover.service.options import build_request
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,14 +127,16 @@ def _configure(monkeypatch, nodes: list[dict], *options: str, batches: int = 100
     totals = {key: sum(resources.get(key, 0.0) for resources in live) for key in ("CPU", "GPU", "memory")}
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    return configure(build_parser().parse_args(["remove", "in", "--ray", *options]), SMALL_MODEL, batches)
+    args = build_parser().parse_args(["remove", "in", "--ray", *options])
+    run = RayRun(args.inputs, args.out, args.format, args.ray, batch_size=args.batch_size, actors=args.ray_actors)
+    return configure(service_config(args), run, SMALL_MODEL, batches)
 
 
 def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):
     """Without --ray-actors: one actor per GPU on a GPU cluster."""
     cluster = [_node(16, 64, gpus=2), _node(16, 64, gpus=2)]
     on_gpus = _configure(monkeypatch, cluster)
-    assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.device) == (4, 1.0, "cuda")
+    assert (on_gpus.actors, on_gpus.gpus_per_actor, on_gpus.inference.service.device) == (4, 1.0, "cuda")
     assert _configure(monkeypatch, cluster, batches=1).actors == 1
     assert on_gpus.actor_memory_bytes == 0
     assert on_gpus.summary() == "Ray: 4 inference actor(s) on cuda (--ray-actors N to change)"
@@ -202,11 +204,13 @@ def test_a_replica_lets_in_a_whole_batch_where_requests_are_batched(monkeypatch)
 
     for name in ("RMBG_WORKERS", "RMBG_QUEUE_LIMIT", "RMBG_MAX_BATCH", "RMBG_BATCH_WINDOW_MS"):
         monkeypatch.delenv(name, raising=False)
-    assert Limits.for_device("cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
-    assert Limits.for_device("cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
+    config = ServiceConfig.from_settings()
+    assert Limits.for_device(config, "cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
+    assert Limits.for_device(config, "cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
     monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "200")
     monkeypatch.setenv("RMBG_WORKERS", "12")
-    assert Limits.for_device("cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
+    config = ServiceConfig.from_settings()
+    assert Limits.for_device(config, "cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
 
 
 # --- Batch on a local Ray instance -----------------------------------------------------------------
@@ -310,10 +314,21 @@ class TestBatch:
         assert "error: BiRefNet is not downloaded here" in error and "rmbg download BiRefNet --to" in error
         assert _files(out) == [MANIFEST_NAME] and not (out / MANIFEST_NAME).read_text()
 
+    def test_the_actors_run_the_engine_and_precision_of_the_flags(self, offline_hub, tmp_path):
+        """The manifest names the engine each image was inferred with: --engine reaches the actors."""
+        folder, out = tmp_path / "two", tmp_path / "out"
+        folder.mkdir()
+        for index in range(2):
+            live.sample_image(80, 60, seed=index).save(folder / f"{index}.png")
+        command = ["remove", "--ray", str(folder), "-o", str(out), *MODEL_ARGS, "--engine", "openvino", "-q"]
+        assert main(command) == 0
+        engines = [row["engine"] for row in _manifest(out / MANIFEST_NAME)]
+        assert len(engines) == 2 and all(e.startswith("openvino") and " fp32 " in e for e in engines), engines
+
     def test_an_actor_killed_mid_job_loses_and_duplicates_nothing(self, shoot, reference, tmp_path):
         marker, out = tmp_path / "died", tmp_path / "out"
         tasks = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
-        config = RayConfig(InferenceConfig(MODEL, "cpu", "fp32", 128, threads=1), batch_size=4)
+        config = RayConfig(InferenceConfig(ServiceConfig(MODEL, "cpu", "fp32", size=128), threads=1), batch_size=4)
         manifest = Manifest(out / MANIFEST_NAME)
         remove_on_ray(tasks, build_request(), config, manifest, inference=_dies_once(marker))
         manifest.close()
@@ -325,16 +340,13 @@ class TestBatch:
         _same_outputs(out, reference)
 
 
-# --- Ray Serve: the HTTP API tests of `rmbg serve`, run against `rmbg serve --ray` ------------------
-
-sample, expected_mask = web.sample, web.expected_mask
+# --- Ray Serve (test_web_api.py runs the API tests of `rmbg serve` against `rmbg serve --ray` too) ---
 
 
 @pytest.mark.slow
 def test_serve_infers_concurrent_requests_together_when_batching_is_on(tmp_path, hf_home):
     """With a batch window on the CPU, a replica lets in a whole batch (more than RMBG_WORKERS, 2) and
-    `@serve.batch` infers concurrent requests together; `X-Batch-Size` says so. Runs before the shared
-    `server` below starts, so that one Ray instance at a time shares the CPUs."""
+    `@serve.batch` infers concurrent requests together; `X-Batch-Size` says so."""
     images = [live.sample_image(120 + 8 * i, 90 + 4 * i, seed=i) for i in range(6)]
     with live.run_server(tmp_path, hf_home, *live.SERVER_ARGS, "--ray", RMBG_BATCH_WINDOW_MS="1000") as server:
         with ThreadPoolExecutor(len(images)) as senders:
@@ -353,58 +365,10 @@ def test_serve_infers_concurrent_requests_together_when_batching_is_on(tmp_path,
             assert np.abs(alpha - alone_alpha).max() <= 1
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, hf_home) -> Iterator[live.Server]:
-    """`rmbg serve --ray` (a local Ray instance, one replica) with test_web_api's model, size and upload limit."""
-    folder = tmp_path_factory.mktemp("ray_serve")
-    limit = str(web.UPLOAD_LIMIT_MB)
-    with live.run_server(folder, hf_home, *live.SERVER_ARGS, "--ray", RMBG_MAX_UPLOAD_MB=limit) as up:
-        yield up
-
-
-@pytest.fixture(scope="module")
-def single(tmp_path_factory, hf_home, server) -> Iterator[live.Server]:
-    """The single-process `rmbg serve` with the same settings, for byte-for-byte comparisons."""
-    folder = tmp_path_factory.mktemp("single_serve")
-    with live.run_server(folder, hf_home, *live.SERVER_ARGS, RMBG_MAX_UPLOAD_MB=str(web.UPLOAD_LIMIT_MB)) as up:
-        yield up
-
-
-_REUSED = [
-    "test_health_is_ok_once_the_default_model_is_loaded",
-    "test_models_lists_the_zoo_with_license_gated_cached_and_loaded",
-    "test_cutout_is_a_png_of_the_input_size_whose_alpha_is_the_models_mask",
-    "test_mask_output_is_the_cutouts_alpha_pixel_for_pixel",
-    "test_webp_is_lossless_with_alpha_and_jpeg_needs_an_opaque_output",
-    "test_parallel_requests_all_get_their_own_correct_result",
-    "test_bad_options_are_400_with_a_message",
-    "test_a_request_without_a_file_is_400",
-    "test_unusable_images_are_415_with_the_reason",
-    "test_uploads_over_the_limit_are_413_by_length_and_while_reading",
-    "test_an_uncached_model_is_503_with_the_fix",
-    "test_another_cached_model_loads_on_demand",
-]
-# Collected here under "serve_" names, so they run against this module's `server`: Ray Serve.
-for _name in _REUSED:
-    globals()["test_serve_" + _name.removeprefix("test_")] = pytest.mark.slow(getattr(web, _name))
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "fields",
-    [
-        {},
-        {"output": "mask", "size": "128"},
-        {"output": "color", "bg_color": "#336699", "format": "jpeg"},
-        {"format": "webp", "threshold": "0.5", "crop": "true", "crop_margin": "4"},
-        {"refine_edges": "true"},
-    ],
-    ids=["cutout", "mask-128", "color-jpeg", "webp-threshold-crop", "refine-edges"],
-)
-def test_serve_answers_byte_for_byte_like_rmbg_serve(server, single, sample, fields):
-    image = live.png_bytes(sample)
-    ray_answer, plain_answer = server.remove(image, **fields), single.remove(image, **fields)
-    assert ray_answer.status_code == plain_answer.status_code == 200, ray_answer.text
-    assert ray_answer.headers["content-type"] == plain_answer.headers["content-type"]
-    assert ray_answer.headers["content-disposition"] == plain_answer.headers["content-disposition"]
-    assert ray_answer.content == plain_answer.content
+def test_serve_replicas_run_the_engine_of_the_flag(tmp_path, hf_home):
+    """`--engine` goes into the config the replicas load (RMBG_ENGINE says torch); /health names what runs."""
+    args = (*live.SERVER_ARGS, "--ray", "--engine", "openvino")
+    with live.run_server(tmp_path, hf_home, *args, RMBG_ENGINE="torch") as server:
+        body = server.get("/health").json()
+    assert (body["engine"], body["precision"], body["status"]) == ("openvino", "fp32", "ok")

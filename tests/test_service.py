@@ -8,8 +8,8 @@ import threading
 
 import numpy as np
 import pytest
+from live import photo
 from PIL import Image
-from test_pipeline import photo
 
 from bgremover import settings
 from bgremover.imaging import encoding

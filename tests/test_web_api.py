@@ -18,20 +18,44 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from live import MODEL, SERVER_ARGS, TIMEOUT, Server, channel, opened, png_bytes, run_server, sample_image
+from live import (
+    MODEL,
+    SERVER_ARGS,
+    TIMEOUT,
+    UPLOAD_LIMIT_MB,
+    Server,
+    channel,
+    opened,
+    png_bytes,
+    run_server,
+    sample_image,
+)
 from PIL import Image
 
 pytestmark = pytest.mark.slow  # a server in a subprocess (and a browser): minutes, not seconds
 
-UPLOAD_LIMIT_MB = 1
+
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory, hf_home) -> Iterator[Server]:
+    """`rmbg serve`: the UI and the API in one process."""
+    folder = tmp_path_factory.mktemp("web_api")
+    with run_server(folder, hf_home, *SERVER_ARGS, RMBG_MAX_UPLOAD_MB=str(UPLOAD_LIMIT_MB)) as up:
+        yield up
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, hf_home) -> Iterator[Server]:
-    folder = tmp_path_factory.mktemp("web_api")
-    limit = str(UPLOAD_LIMIT_MB)
-    with run_server(folder, hf_home, *SERVER_ARGS, RMBG_MAX_UPLOAD_MB=limit) as up:
+def ray_server(tmp_path_factory, hf_home) -> Iterator[Server]:
+    """`rmbg serve --ray` (a local Ray instance, one replica) with the same model, size and upload limit."""
+    folder = tmp_path_factory.mktemp("ray_serve")
+    with run_server(folder, hf_home, *SERVER_ARGS, "--ray", RMBG_MAX_UPLOAD_MB=str(UPLOAD_LIMIT_MB)) as up:
         yield up
+
+
+@pytest.fixture(scope="module", params=["serve", "serve --ray"])
+def server(request) -> Server:
+    """The one API under test, run both ways: the tests that take `server` hold for `rmbg serve` and for
+    its Ray Serve deployment alike (UI-only tests take `plain_server`)."""
+    return request.getfixturevalue("ray_server" if request.param.endswith("--ray") else "plain_server")
 
 
 # --- Images and what the pipeline makes of them in-process ------------------------------------
@@ -129,9 +153,9 @@ def test_mask_output_is_the_cutouts_alpha_pixel_for_pixel(server, sample):
     assert np.array_equal(np.asarray(mask), np.asarray(cutout.getchannel("A")))
 
 
-def test_color_output_composites_over_the_background_colour(server, sample):
-    alpha = channel(opened(server.remove(png_bytes(sample), output="mask")), "L")
-    result = opened(server.remove(png_bytes(sample), output="color", bg_color="#00ff00"))
+def test_color_output_composites_over_the_background_colour(plain_server, sample):
+    alpha = channel(opened(plain_server.remove(png_bytes(sample), output="mask")), "L")
+    result = opened(plain_server.remove(png_bytes(sample), output="color", bg_color="#00ff00"))
     assert result.mode == "RGB" and result.size == sample.size
     pixels = np.asarray(result, dtype=np.int16)
     assert (alpha == 0).any() and (pixels[alpha == 0] == (0, 255, 0)).all()
@@ -140,19 +164,19 @@ def test_color_output_composites_over_the_background_colour(server, sample):
     assert np.abs(pixels - expected).max() <= 1.0
 
 
-def test_threshold_makes_the_soft_mask_binary_at_that_level(server, sample):
-    soft = channel(opened(server.remove(png_bytes(sample), output="mask")), "L")
-    hard = channel(opened(server.remove(png_bytes(sample), output="mask", threshold=0.5)), "L")
+def test_threshold_makes_the_soft_mask_binary_at_that_level(plain_server, sample):
+    soft = channel(opened(plain_server.remove(png_bytes(sample), output="mask")), "L")
+    hard = channel(opened(plain_server.remove(png_bytes(sample), output="mask", threshold=0.5)), "L")
     assert set(np.unique(hard)) == {0, 255}
     assert np.array_equal(hard, np.where(soft >= 128, 255, 0))
 
 
-def test_crop_cuts_the_image_to_the_subjects_box_plus_margin(server, sample):
+def test_crop_cuts_the_image_to_the_subjects_box_plus_margin(plain_server, sample):
     from bgremover.imaging.composing import binarize, subject_box
 
-    soft = opened(server.remove(png_bytes(sample), output="mask"))
+    soft = opened(plain_server.remove(png_bytes(sample), output="mask"))
     left, top, right, bottom = subject_box(binarize(soft, 1.0), margin=3)
-    cropped = opened(server.remove(png_bytes(sample), crop="true", crop_margin=3, threshold=1.0))
+    cropped = opened(plain_server.remove(png_bytes(sample), crop="true", crop_margin=3, threshold=1.0))
     assert cropped.size == (right - left, bottom - top)
     assert cropped.width < sample.width and cropped.height < sample.height
 
@@ -281,10 +305,10 @@ def test_another_cached_model_loads_on_demand(server, sample):
 
 
 @pytest.fixture(scope="module")
-def client(server):
+def client(plain_server):
     from gradio_client import Client
 
-    return Client(server.url + "/", verbose=False)
+    return Client(plain_server.url + "/", verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -356,15 +380,35 @@ def test_client_compare_shows_each_models_time_and_memory(client, sample_file, s
     assert missing is None and "RMBG-2.0" in reason and "is not downloaded here" in reason
 
 
-def test_gradio_inputs_must_be_the_clients_own_uploads(server, sample_file):
+def test_gradio_inputs_must_be_the_clients_own_uploads(plain_server, sample_file):
     """Naming a file that is on the server (here: the test's own image) as an input must be refused."""
-    endpoint = server.url + "/gradio_api/call/remove"
+    endpoint = plain_server.url + "/gradio_api/call/remove"
     payload = {"path": str(sample_file), "meta": {"_type": "gradio.FileData"}}
     inputs = [payload, MODEL, "cutout", "#ffffff", None, 0, False, 0, False, 0, "fast"]
     event = requests.post(endpoint, json={"data": inputs}, timeout=TIMEOUT).json()["event_id"]
     stream = requests.get(f"{endpoint}/{event}", timeout=TIMEOUT).text
     assert "event: error" in stream and "not uploaded by a user" in stream
     assert "event: complete" not in stream
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {},
+        {"output": "mask", "size": "128"},
+        {"output": "color", "bg_color": "#336699", "format": "jpeg"},
+        {"format": "webp", "threshold": "0.5", "crop": "true", "crop_margin": "4"},
+        {"refine_edges": "true"},
+    ],
+    ids=["cutout", "mask-128", "color-jpeg", "webp-threshold-crop", "refine-edges"],
+)
+def test_ray_serve_answers_byte_for_byte_like_rmbg_serve(ray_server, plain_server, sample, fields):
+    image = png_bytes(sample)
+    ray_answer, plain_answer = ray_server.remove(image, **fields), plain_server.remove(image, **fields)
+    assert ray_answer.status_code == plain_answer.status_code == 200, ray_answer.text
+    assert ray_answer.headers["content-type"] == plain_answer.headers["content-type"]
+    assert ray_answer.headers["content-disposition"] == plain_answer.headers["content-disposition"]
+    assert ray_answer.content == plain_answer.content
 
 
 # --- A server whose default model cannot be loaded -------------------------------------------

@@ -106,7 +106,7 @@ def precision_for(engine: str, precision: str, device: torch.device) -> str:
 
 def load_engine(
     model: str | ModelInfo,
-    device: str = "auto",
+    device: str | torch.device = "auto",
     precision: str = "auto",
     compiled: bool | None = None,
     engine: str | None = None,
@@ -115,16 +115,18 @@ def load_engine(
     graphs: bool | None = None,
 ) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file, or the ModelInfo
-    they resolved to) on `device`. A checkpoint outside the zoo has its family read off its header
-    first, so `auto` chooses for it as for the zoo model of the same family.
+    they resolved to) on `device`, which is resolved here once and handed down as it is. A
+    checkpoint outside the zoo has its family read off its header first, so `auto` chooses for it
+    as for the zoo model of the same family.
 
     `fast_path` and `graphs` are PyTorch's (`TorchEngine`): `fast_path=False` is the plain eager
     network that `rmbg bench` compares every engine with."""
     from ..hub import identify_model, resolve
 
+    device = pick_device(device)
     info = resolve(model)
     family = info.family or identify_model(info).info.family
-    chosen = choose_engine(engine, pick_device(device), family, precision)
+    chosen = choose_engine(engine, device, family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 

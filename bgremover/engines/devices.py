@@ -18,8 +18,11 @@ PRECISION_HELP = (
 )
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    """`auto` is the first CUDA GPU when there is one, else the CPU."""
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` is the first CUDA GPU when there is one, else the CPU; a device already picked is kept
+    as it is, so that the loaders under the pool do not resolve it again."""
+    if isinstance(device, torch.device):
+        return device
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

@@ -87,7 +87,7 @@ class TorchEngine:
     def load(
         cls,
         model: str | ModelInfo,
-        device: str = "auto",
+        device: str | torch.device = "auto",
         precision: str = "auto",
         compiled: bool | None = None,
         fast_path: bool = True,

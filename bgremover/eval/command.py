@@ -10,8 +10,7 @@ from pathlib import Path
 from .. import hub, settings, zoo
 from ..engines import ENGINE_HELP, ENGINES, PRECISION_HELP, choose_engine, pick_device, precision_for
 from ..errors import UsageError
-from ..pipeline import check_inference_size
-from ..service.pool import ModelPool
+from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
 from .datasets import Dataset, _few, _unique_key, load_dataset
 from .predictions import Predictor, open_cache, sanitise, score_cache
@@ -80,20 +79,30 @@ def _models(specs: list[str] | None) -> list[Model]:
     return models
 
 
-def _settings(args: argparse.Namespace) -> dict:
-    """What a cached prediction depends on besides the model: predictions made otherwise are not reused."""
+def _service_config(args: argparse.Namespace) -> ServiceConfig:
+    """The service settings every model is evaluated with (the first --model; the rest by `with_model`)."""
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if args.size is not None:
-        check_inference_size(args.size)
-    device = pick_device(args.device)
-    precision = precision_for(choose_engine(args.engine, device), args.precision, device)
-    return {"size": args.size, "precision": precision, "engine": args.engine}
+    return ServiceConfig.from_settings(
+        model=(args.model or [None])[0],
+        device=args.device,
+        precision=args.precision,
+        runtime=args.engine,
+        size=args.size,
+    )
+
+
+def _settings(config: ServiceConfig) -> dict:
+    """What a cached prediction depends on besides the model: predictions made otherwise are not reused."""
+    device = pick_device(config.device)
+    precision = precision_for(choose_engine(config.runtime, device), config.precision, device)
+    return {"size": config.size, "precision": precision, "engine": config.runtime}
 
 
 def run_eval(args: argparse.Namespace) -> int:
     """`rmbg eval`: predict what is missing, then score, tabulate and plot every model on every dataset."""
-    made_with = _settings(args)
+    config = _service_config(args)
+    made_with = _settings(config)
     datasets = _load_datasets(args.data)
     models = _models(args.model)
     caches = {
@@ -102,8 +111,9 @@ def run_eval(args: argparse.Namespace) -> int:
         for m in models
     }
     failures: list[str] = []
+    engines: dict[str, str] = {}
     for model in models:
-        service = RemovalService(ModelPool(model.spec, args.device, args.precision, args.size, args.engine))
+        service = build_service(config.with_model(model.spec))
         predictor = Predictor(service, args.batch_size, args.overwrite, args.quiet)
         for dataset in datasets:
             computed, failed = predictor.run(dataset, caches[dataset.name, model.spec])
@@ -111,6 +121,7 @@ def run_eval(args: argparse.Namespace) -> int:
             cached = len(dataset.samples) - computed - len(failed)
             tail = f", {len(failed)} failed" if failed else ""
             print(f"{model.label} on {dataset.name}: {computed} computed, {cached} cached{tail}", file=sys.stderr)
+        engines[model.label] = _engine_that_ran(service)
     rows = []
     for dataset in datasets:
         rows += _report_dataset(dataset, models, caches, args.out)
@@ -118,10 +129,22 @@ def run_eval(args: argparse.Namespace) -> int:
         write_csv(args.csv, rows)
     if args.json:
         datasets_used = [d.name for d in datasets]
-        write_json(args.json, rows, {**made_with, "models": [m.spec for m in models], "datasets": datasets_used})
+        meta = {**made_with, "models": [m.spec for m in models], "datasets": datasets_used, "engines": engines}
+        write_json(args.json, rows, meta)
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _engine_that_ran(service: RemovalService) -> str:
+    """What computed this run's predictions (runtime, precision, device), printed and in the JSON;
+    the runtime asked for where every prediction came from the cache and nothing was loaded."""
+    pool = service.pool
+    if pool.state(pool.default_model) != "loaded":
+        return pool.runtime
+    described = pool.get().engine.describe()
+    print(f"{pool.default_model}: {described}", file=sys.stderr)
+    return described
 
 
 def _report_dataset(dataset: Dataset, models: list[Model], caches: dict, out: Path) -> list[dict]:

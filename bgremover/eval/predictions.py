@@ -13,14 +13,14 @@ from PIL import Image
 from ..errors import UsageError
 from ..imaging.encoding import write_atomic
 from ..pipeline import Options
-from ..service.options import Request
+from ..service.options import RemovalRequest
 from ..service.removal import Item, RemovalService
 from .datasets import Dataset, Sample, read_ground_truth, read_prediction
 from .metrics import Scorer, Scores
 
 TIMINGS_FILE = "timings.json"
 # Predictions are the soft masks, losslessly: what the metrics read back.
-MASKS = Request(Options(output="mask"), "png")
+MASKS = RemovalRequest(Options(output="mask"), "png")
 
 
 def sanitise(name: str) -> str:

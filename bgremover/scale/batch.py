@@ -35,17 +35,17 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from .. import settings
 from ..errors import UsageError
 from ..imaging import decoding
 from ..results import Timings
-from ..service.options import Request, parse_size
+from ..service.config import ServiceConfig
+from ..service.options import RemovalRequest
 from ..service.steps import decode_input, finish_and_encode
 from .locations import Location, Task, existing, is_uri, plan, read_bytes, write_bytes
 
@@ -62,13 +62,26 @@ Batch = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """What each inference actor loads; `threads` is PyTorch's thread count on CPU actors."""
+    """What each inference actor loads (the driver's service settings, its device settled to cpu or
+    cuda); `threads` is PyTorch's thread count on CPU actors."""
 
-    model: str
-    device: str
-    precision: str = "auto"
-    size: int | None = None
+    service: ServiceConfig
     threads: int | None = None
+
+
+@dataclass(frozen=True)
+class RayRun:
+    """What `rmbg remove --ray` was asked for besides the service: inputs, outputs and the cluster."""
+
+    inputs: list[str]
+    out: str | None
+    fmt: str
+    address: str
+    overwrite: bool = False
+    manifest: str | None = None
+    quiet: bool = False
+    batch_size: int = 1
+    actors: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +98,7 @@ class RayConfig:
 
     def summary(self) -> str:
         """What the job runs, for the terminal: the default actor count is worked out per cluster."""
-        line = f"Ray: {self.actors} inference actor(s) on {self.inference.device}"
+        line = f"Ray: {self.actors} inference actor(s) on {self.inference.service.device}"
         if self.inference.threads:
             line += f", {self.inference.threads} thread(s) each"
         if self.actor_memory_bytes:
@@ -139,11 +152,12 @@ class Inference:
     def __init__(self, config: InferenceConfig):
         import torch
 
-        from ..service.pool import ModelPool
+        from ..service.config import build_service
 
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.remover = ModelPool(config.model, config.device, config.precision, config.size).get()
+        self.remover = build_service(config.service).pool.get()
+        self.engine = self.remover.engine.describe()  # the runtime that ran, for the manifest
 
     def __call__(self, batch: Batch) -> Batch:
         """The batch with each row's mask instead of its pixels."""
@@ -156,10 +170,11 @@ class Inference:
             column[index] = np.asarray(mask)
             seconds[index] += (timings.infer + timings.queue) / len(ready)
         batch["mask"], batch["seconds"] = _column(column), seconds
+        batch["engine"] = _column([self.engine] * len(column))
         return batch
 
 
-def _finish_row(batch: Batch, index: int, request: Request) -> tuple[str, str]:
+def _finish_row(batch: Batch, index: int, request: RemovalRequest) -> tuple[str, str]:
     """(status, error) of one row, its output written if all went well."""
     label, target = batch["label"][index], Location(batch["target"][index], batch["target_base"][index])
     if batch["error"][index]:
@@ -173,7 +188,7 @@ def _finish_row(batch: Batch, index: int, request: Request) -> tuple[str, str]:
     return "ok", ""
 
 
-def finish_stage(batch: Batch, request: Request) -> Batch:
+def finish_stage(batch: Batch, request: RemovalRequest) -> Batch:
     """Stage 3: each row finished, encoded and written; only its manifest row is passed on."""
     statuses, errors, seconds = [], [], []
     for index in range(len(batch["label"])):
@@ -188,6 +203,7 @@ def finish_stage(batch: Batch, request: Request) -> Batch:
         "label": batch["label"],
         "status": _column(statuses),
         "error": _column(errors),
+        "engine": batch["engine"],
         "seconds": np.array(seconds, dtype=np.float64),
     }
 
@@ -211,7 +227,7 @@ def batch_count(tasks: int, batch_size: int) -> int:
     return max(1, -(-tasks // batch_size))
 
 
-def build_dataset(tasks: list[Task], request: Request, config: RayConfig, inference: type = Inference):
+def build_dataset(tasks: list[Task], request: RemovalRequest, config: RayConfig, inference: type = Inference):
     """The three stages as one lazy Ray Dataset of manifest rows; `inference` is the actor class."""
     import ray
 
@@ -235,7 +251,8 @@ def build_dataset(tasks: list[Task], request: Request, config: RayConfig, infere
 
 
 class Manifest:
-    """The run's report as JSON Lines (input, output, status ok|failed|skipped, error, seconds),
+    """The run's report as JSON Lines (input, output, status ok|failed|skipped, error, seconds, and
+    the engine that inferred it),
     rewritten by each run and flushed after every block, so a stopped run still says what it did."""
 
     def __init__(self, path: Path):
@@ -248,6 +265,7 @@ class Manifest:
         for row in rows:
             record = {key: row[key] for key in ("input", "output", "status")}
             record.update(error=row.get("error") or None, seconds=round(float(row.get("seconds", 0.0)), 4))
+            record["engine"] = row.get("engine") or None
             self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
             self.counts[row["status"]] += 1
         self._file.flush()
@@ -299,7 +317,7 @@ def check_model(model: str, here: bool) -> ModelCheck:
 
 def remove_on_ray(
     tasks: list[Task],
-    request: Request,
+    request: RemovalRequest,
     config: RayConfig,
     manifest: Manifest,
     inference: type = Inference,
@@ -357,7 +375,7 @@ def cpu_actors_that_fit(nodes: list[dict], memory: int) -> int:
     return fits
 
 
-def configure(args, found: ModelCheck, batches: int) -> RayConfig:
+def configure(config: ServiceConfig, run: RayRun, found: ModelCheck, batches: int) -> RayConfig:
     """The pipeline for the connected cluster: GPU actors when the device asks for CUDA (or is
     `auto` and the cluster has GPUs), CPU actors otherwise, each CPU actor with its share of threads.
 
@@ -372,30 +390,29 @@ def configure(args, found: ModelCheck, batches: int) -> RayConfig:
 
     resources = ray.cluster_resources()
     cpus, gpus = resources.get("CPU", 1.0), resources.get("GPU", 0.0)
-    on_gpus = args.device.startswith("cuda") or (args.device == "auto" and gpus >= 1)
-    if args.ray_actors is not None and args.ray_actors < 1:
+    on_gpus = config.device.startswith("cuda") or (config.device == "auto" and gpus >= 1)
+    if run.actors is not None and run.actors < 1:
         raise UsageError("--ray-actors must be at least 1")
-    size = parse_size(args.size)
-    memory = estimated_actor_memory(found, size)
-    fits = 0 if on_gpus or args.ray_actors else cpu_actors_that_fit(ray.nodes(), memory)
-    actors = args.ray_actors or min(max(1, int(gpus) if on_gpus else fits), max(1, batches))
+    memory = estimated_actor_memory(found, config.size)
+    fits = 0 if on_gpus or run.actors else cpu_actors_that_fit(ray.nodes(), memory)
+    actors = run.actors or min(max(1, int(gpus) if on_gpus else fits), max(1, batches))
     if on_gpus and gpus < actors:
         raise UsageError(f"{actors} GPU actor(s) asked for, but the Ray cluster has {gpus:g} GPU(s)")
-    common = {"batch_size": args.batch_size, "actors": actors, "max_pixels": args.max_pixels or settings.max_pixels()}
+    common = {"batch_size": run.batch_size, "actors": actors, "max_pixels": config.max_pixels}
     if on_gpus:
-        inference = InferenceConfig(args.model, "cuda", args.precision, size)
-        return RayConfig(inference, gpus_per_actor=1.0, **common)
-    inference = InferenceConfig(args.model, "cpu", args.precision, size, threads=max(1, int(cpus // actors)))
+        # An actor sees its one GPU as cuda:0.
+        return RayConfig(InferenceConfig(replace(config, device="cuda")), gpus_per_actor=1.0, **common)
+    inference = InferenceConfig(replace(config, device="cpu"), threads=max(1, int(cpus // actors)))
     cpu_share = min(1.0, max(cpus - 1.0, 0.5) / actors)
     return RayConfig(inference, actor_cpus=cpu_share, actor_memory_bytes=memory if fits else 0, **common)
 
 
-def manifest_path(args) -> Path:
+def manifest_path(run: RayRun) -> Path:
     """--manifest, else rmbg-manifest.jsonl in the local output folder, else in the current folder."""
-    if args.manifest:
-        return Path(args.manifest)
-    if args.out and not is_uri(args.out):
-        out = Path(args.out)
+    if run.manifest:
+        return Path(run.manifest)
+    if run.out and not is_uri(run.out):
+        out = Path(run.out)
         return (out.parent if out.suffix and not out.is_dir() else out) / MANIFEST_NAME
     return Path(MANIFEST_NAME)
 
@@ -404,21 +421,21 @@ def _skipped(task: Task) -> dict:
     return {"input": str(task.source), "output": str(task.target), "status": "skipped", "seconds": 0.0}
 
 
-def run_on_ray(args, request: Request) -> int:
+def run_on_ray(run: RayRun, config: ServiceConfig, request: RemovalRequest) -> int:
     """`rmbg remove --ray`: plans like `rmbg remove`, runs the rest on Ray, prints the same summary."""
-    tasks = plan(args.inputs, args.out, args.format)
-    done = set() if args.overwrite else existing(task.target for task in tasks)
+    tasks = plan(run.inputs, run.out, run.fmt)
+    done = set() if run.overwrite else existing(task.target for task in tasks)
     todo = [task for task in tasks if task.target not in done]
-    manifest = Manifest(manifest_path(args))
+    manifest = Manifest(manifest_path(run))
     try:
         manifest.add(_skipped(task) for task in tasks if task.target in done)
         if todo:
-            with connected(args.ray, args.quiet) as local:
-                batches = batch_count(len(todo), args.batch_size)
-                config = configure(args, check_model(args.model, here=local), batches)
-                if not args.quiet:
-                    print(config.summary(), file=sys.stderr)
-                remove_on_ray(todo, request, config, manifest)
+            with connected(run.address, run.quiet) as local:
+                batches = batch_count(len(todo), run.batch_size)
+                ray_config = configure(config, run, check_model(config.model, here=local), batches)
+                if not run.quiet:
+                    print(ray_config.summary(), file=sys.stderr)
+                remove_on_ray(todo, request, ray_config, manifest)
     finally:
         manifest.close()
     counts = manifest.counts

@@ -31,9 +31,8 @@ from ray.serve import Application
 
 from .. import settings
 from ..pipeline import Remover, Timings
-from ..service.admission import Admission
+from ..service.config import ServiceConfig, build_service
 from ..service.options import parse_size
-from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from ..web.api import add_routes
 
@@ -45,23 +44,24 @@ Ask = tuple[Remover, Image.Image]
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """What every replica loads and enforces; read once where the application is built."""
+    """What every replica loads and enforces (`service`, read once where the application is built,
+    so replicas never read their own environment), and how many replicas there are."""
 
-    model: str
-    device: str = "auto"
-    precision: str = "auto"
-    size: int | None = None
-    max_upload: int = 0
+    service: ServiceConfig
     token: str | None = None
     replicas: int = 1
     max_replicas: int | None = None
     cpus: int | None = None  # per CPU replica, also its PyTorch threads; None: the cluster's CPUs / replicas
 
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError("--ray-replicas must be at least 1")
+
 
 @dataclass(frozen=True)
 class Limits:
-    """What a replica takes on and how it batches, read from the settings once where the application
-    is built, for the replicas' device, so that Serve's limits and every replica's admission agree."""
+    """What a replica takes on and how it batches, from the service config for the replicas' device,
+    so that Serve's limits and every replica's admission agree."""
 
     running: int  # requests processed at once; enough for a whole batch where requests are batched
     waiting: int
@@ -69,10 +69,10 @@ class Limits:
     max_batch: int
 
     @classmethod
-    def for_device(cls, device_type: str) -> Limits:
-        window = settings.batch_window(device_type)
-        max_batch = settings.max_batch() if window > 0 else 1
-        return cls(settings.concurrent_requests(device_type), settings.queue_limit(), window, max_batch)
+    def for_device(cls, config: ServiceConfig, device_type: str) -> Limits:
+        window = config.batch_window_for(device_type)
+        max_batch = config.max_batch if window > 0 else 1
+        return cls(config.concurrent_requests(device_type), config.queue_limit, window, max_batch)
 
 
 def predict_groups(asks: list[Ask]) -> list[tuple[Image.Image, Timings, int]]:
@@ -107,10 +107,10 @@ class ServeBatcher:
 
 
 class ServeRemovalService(RemovalService):
-    """The removal service of one replica: single requests are batched by Serve, not by `MicroBatcher`."""
+    """The removal service of one replica: single requests are batched by Serve, not by `MicroBatcher`
+    (`batch_through` hands it the replica's `@serve.batch` method once its event loop runs)."""
 
-    def __init__(self, pool: ModelPool, admission: Admission, batched, loop: asyncio.AbstractEventLoop):
-        super().__init__(pool, admission=admission)
+    def batch_through(self, batched, loop: asyncio.AbstractEventLoop) -> None:
         self._batched, self._loop = batched, loop
 
     def _batcher(self, remover: Remover) -> ServeBatcher:
@@ -120,25 +120,24 @@ class ServeRemovalService(RemovalService):
 @serve.deployment(name="rmbg")
 @serve.ingress()
 class RemovalDeployment:
-    """One replica: a model pool, loading in the background as in `rmbg serve` (`/health` says 503
-    with the reason until it is ready), and the API routes built on the replica itself."""
+    """One replica: a removal service from the one builder, its model loading in the background as in
+    `rmbg serve` (`/health` says 503 with the reason until it is ready), and the API routes on it."""
 
     def __init__(self, config: ServeConfig, limits: Limits):
-        if config.device == "cpu" and config.cpus:
+        if config.service.device == "cpu" and config.cpus:
             import torch
 
             torch.set_num_threads(config.cpus)
         self.config, self.limits = config, limits
-        self.pool = ModelPool(config.model, config.device, config.precision, config.size)
-        self.pool.load_in_background()
+        self.service = build_service(config.service, serving=True, service_type=ServeRemovalService)
+        self.service.pool.load_in_background()
         self.predict_batch.set_max_batch_size(limits.max_batch)
         self.predict_batch.set_batch_wait_timeout_s(limits.window)
 
     async def __serve_build_asgi_app__(self) -> FastAPI:
-        admission = Admission(self.limits.running, self.limits.waiting)
-        service = ServeRemovalService(self.pool, admission, self.predict_batch, asyncio.get_running_loop())
+        self.service.batch_through(self.predict_batch, asyncio.get_running_loop())
         app = FastAPI(title="Background remover (Ray Serve)", docs_url=None, redoc_url=None, openapi_url=None)
-        add_routes(app, service, self.config.max_upload, self.config.token)
+        add_routes(app, self.service, self.config.service.max_upload, self.config.token)
         return app
 
     @serve.batch  # its size and wait are set in __init__, from the replica's Limits
@@ -180,9 +179,11 @@ def application(config: ServeConfig) -> Application:
     RMBG_QUEUE_LIMIT waiting), so its own admission answers 503 + Retry-After the same way;
     autoscaling aims at as many requests in progress per replica as it runs at once.
     """
-    gpu = _wants_gpu(config.device)
-    config = replace(config, device="cuda" if gpu else "cpu", cpus=None if gpu else _cpus_per_replica(config))
-    limits = Limits.for_device(config.device)
+    gpu = _wants_gpu(config.service.device)
+    device = "cuda" if gpu else "cpu"  # a replica sees its one GPU as cuda:0
+    cpus = None if gpu else _cpus_per_replica(config)
+    config = replace(config, service=replace(config.service, device=device), cpus=cpus)
+    limits = Limits.for_device(config.service, device)
     options: dict = {
         "ray_actor_options": {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": config.cpus},
         "max_ongoing_requests": limits.running + limits.waiting,
@@ -199,18 +200,21 @@ def application(config: ServeConfig) -> Application:
 
 
 def build_app(args: dict[str, str]) -> Application:
-    """`serve run bgremover.scale.serve:build_app key=value ...`: model, device, precision, size,
+    """`serve run bgremover.scale.serve:build_app key=value ...`: model, device, precision, engine, size,
     replicas, max_replicas, cpus; anything left out comes from the same settings as `rmbg serve`."""
-    known = {"model", "device", "precision", "size", "replicas", "max_replicas", "cpus"}
+    known = {"model", "device", "precision", "engine", "size", "replicas", "max_replicas", "cpus"}
     unknown = sorted(set(args) - known)
     if unknown:
         raise ValueError(f"unknown argument(s) {', '.join(unknown)}: use {', '.join(sorted(known))}.")
-    config = ServeConfig(
-        model=args.get("model") or settings.model(),
-        device=args.get("device") or settings.device(),
-        precision=args.get("precision") or "auto",
+    service = ServiceConfig.from_settings(
+        model=args.get("model") or None,
+        device=args.get("device") or None,
+        precision=args.get("precision") or None,
+        runtime=args.get("engine") or None,
         size=parse_size(args.get("size")),
-        max_upload=settings.max_upload_bytes(),
+    )
+    config = ServeConfig(
+        service,
         token=settings.api_token(),
         replicas=int(args.get("replicas") or 1),
         max_replicas=int(args["max_replicas"]) if args.get("max_replicas") else None,
@@ -227,32 +231,19 @@ def _wait_for_signal() -> None:
         pass
 
 
-def serve_on_ray(args) -> int:
+def serve_on_ray(config: ServeConfig, address: str, host: str, port: int) -> int:
     """Runs the application until SIGTERM or Ctrl-C: on a local Ray instance started (and stopped)
-    here, or on the cluster at `args.ray`, from which only this application is removed on exit."""
+    here, or on the cluster at `address`, from which only this application is removed on exit."""
     import ray
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.ray_replicas < 1:
-        raise ValueError("--ray-replicas must be at least 1")
-    config = ServeConfig(
-        args.model,
-        args.device,
-        args.precision,
-        parse_size(args.size),
-        settings.max_upload_bytes(),
-        settings.api_token(),
-        args.ray_replicas,
-        args.ray_max_replicas,
-        args.ray_cpus,
-    )
-    local = args.ray == "local"
-    ray.init(include_dashboard=False) if local else ray.init(address=args.ray)
+    local = address == "local"
+    ray.init(include_dashboard=False) if local else ray.init(address=address)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.start(http_options={"host": host, "port": port})
         serve.run(application(config), name=APP_NAME, route_prefix="/")
         routes = "POST /api/remove, GET /api/models, GET /health"
-        log.info("API on http://%s:%d/ (Ray Serve): %s", args.host, args.port, routes)
+        log.info("API on http://%s:%d/ (Ray Serve): %s", host, port, routes)
         _wait_for_signal()
     finally:
         if local:

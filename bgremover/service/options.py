@@ -16,15 +16,13 @@ from ..imaging import composing, encoding
 from ..results import OUTPUTS, Options
 from ..zoo import check_inference_size
 
-# Inference sizes above this need tens of GB for activations; no model in the zoo is trained above 2048.
-MAX_INFERENCE_SIZE = 2048
 # Wider than any accepted image (RMBG_MAX_PIXELS), so a larger margin could only ever mean "all of it".
 MAX_CROP_MARGIN = 100_000
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 @dataclass
-class Request:
+class RemovalRequest:
     """What to run (`model`, `size`: None for the server's or model's default) and what to make of it."""
 
     options: Options
@@ -43,8 +41,6 @@ def parse_size(value: object, default: int | None = None) -> int | None:
     if number is None or not number.is_integer():
         raise ValueError(f"size={value!r} is not a whole number: use a multiple of 32 such as 1024.")
     size = int(number)
-    if size > MAX_INFERENCE_SIZE:
-        raise ValueError(f"size={size} is above the limit of {MAX_INFERENCE_SIZE}.")
     return check_inference_size(size)
 
 
@@ -109,7 +105,7 @@ def build_request(
     size: object = None,
     outputs: tuple[str, ...] = OUTPUTS,
     compression: object = "fast",
-) -> Request:
+) -> RemovalRequest:
     """Every option checked and converted; raises ValueError with the fix on the first bad one.
 
     `outputs` narrows the choice where a front end offers fewer (the HTTP API has no background image).
@@ -130,4 +126,4 @@ def build_request(
     )
     model = str(model).strip() if model is not None and str(model).strip() else None
     compression = encoding.compression_name(compression)
-    return Request(options=options, fmt=fmt, model=model, size=parse_size(size), compression=compression)
+    return RemovalRequest(options=options, fmt=fmt, model=model, size=parse_size(size), compression=compression)

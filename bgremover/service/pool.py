@@ -39,16 +39,17 @@ class ModelPool:
     def __init__(
         self,
         default_model: str,
-        device: str = "auto",
+        device: str | torch.device = "auto",
         precision: str = "auto",
         size: int | None = None,
-        engine: str | None = None,
+        runtime: str | None = None,
     ):
-        """`engine` None follows RMBG_ENGINE; a bad engine or precision fails here, before any load."""
+        """`runtime` (auto, torch, openvino: what --engine names) None follows RMBG_ENGINE; a bad
+        runtime or precision fails here, before any load."""
         self.device = pick_device(device)
         self.precision = precision
-        self.engine = settings.engine() if engine is None else engine  # auto picks per model when it loads
-        self.precision_name = precision_for(choose_engine(self.engine, self.device), precision, self.device)
+        self.runtime = settings.engine() if runtime is None else runtime  # auto picks per model when it loads
+        self.precision_name = precision_for(choose_engine(self.runtime, self.device), precision, self.device)
         self.default_size = parse_size(size)
         default = hub.resolve(default_model)
         self.default_model = default.name
@@ -123,7 +124,7 @@ class ModelPool:
         self._set_state(name, "loading" if self.is_cached(name) else "downloading")
         started = time.perf_counter()
         try:
-            engine = load_engine(self._offered[name], str(self.device), self.precision, engine=self.engine)
+            engine = load_engine(self._offered[name], self.device, self.precision, engine=self.runtime)
             remover = Remover(engine, self.default_size)
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))
@@ -217,7 +218,7 @@ class ModelPool:
         """The runtime `name` runs on once loaded (`auto` settles per model), else the one asked for."""
         with self._guard:
             remover = self._removers.get(name)
-        return remover.engine.name if remover else self.engine
+        return remover.engine.name if remover else self.runtime
 
     def health(self) -> tuple[bool, dict]:
         """Ready once the default model is loaded; otherwise why not (still loading, or the error)."""

@@ -25,7 +25,7 @@ from ..imaging import decoding
 from ..pipeline import Remover, Result, Timings
 from .admission import Admission, charged_pixels
 from .batching import MicroBatcher
-from .options import Request
+from .options import RemovalRequest
 from .pool import ModelPool
 from .steps import decode_input, finish_and_encode
 
@@ -63,19 +63,22 @@ class RemovalService:
         max_pixels: int | None = None,
         io_threads: int | None = None,
         admission: Admission | None = None,
+        batch_window: float | None = None,
+        max_batch: int | None = None,
     ):
         """`admission` bounds concurrent single requests (servers); batch runs bound themselves, on
-        `io_threads` worker threads (RMBG_IO_THREADS when not given).
+        `io_threads` worker threads (RMBG_IO_THREADS when not given). Front ends get all of these
+        from one `ServiceConfig` through `config.build_service`.
 
-        Concurrent single requests for one model and size are gathered into micro-batches where
-        RMBG_BATCH_WINDOW_MS is above 0 (by default on GPUs).
+        Concurrent single requests for one model and size are gathered into micro-batches of up to
+        `max_batch` where `batch_window` (seconds; RMBG_BATCH_WINDOW_MS when not given) is above 0.
         """
         self.pool = pool
         self.max_pixels = max_pixels
         self.io_threads = io_threads
         self.admission = admission
-        self.batch_window = settings.batch_window(pool.device.type)
-        self.max_batch = settings.max_batch()
+        self.batch_window = settings.batch_window(pool.device.type) if batch_window is None else batch_window
+        self.max_batch = max_batch or settings.max_batch()
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._batchers_guard = threading.Lock()
 
@@ -83,10 +86,12 @@ class RemovalService:
         """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
         return decode_input(source, name, turns, self.max_pixels)
 
-    def remover(self, request: Request, wait: bool = True) -> Remover:
+    def remover(self, request: RemovalRequest, wait: bool = True) -> Remover:
         return self.pool.get(request.model, request.size, wait=wait)
 
-    def remove(self, source: bytes | str | Path, request: Request, name: str = "image", wait: bool = True) -> Removal:
+    def remove(
+        self, source: bytes | str | Path, request: RemovalRequest, name: str = "image", wait: bool = True
+    ) -> Removal:
         """One image end to end. Raises ImageError for a bad input, ModelLoadError for a model that
         cannot run (ModelNotReady with `wait=False` while it loads), and Busy when admission refuses.
 
@@ -101,7 +106,7 @@ class RemovalService:
             return self._remove(remover, source, request, name, timings)
 
     def _remove(
-        self, remover: Remover, source: bytes | str | Path, request: Request, name: str, timings: Timings
+        self, remover: Remover, source: bytes | str | Path, request: RemovalRequest, name: str, timings: Timings
     ) -> Removal:
         with timings.stage("decode"):
             decoded = self.decode(source, name)
@@ -121,7 +126,7 @@ class RemovalService:
                 self._batchers[key] = MicroBatcher(remover, self.batch_window, self.max_batch)
             return self._batchers[key]
 
-    def remove_many(self, items: Iterable[Item], request: Request, batch_size: int = 1) -> Iterator[Removal]:
+    def remove_many(self, items: Iterable[Item], request: RemovalRequest, batch_size: int = 1) -> Iterator[Removal]:
         """Removals in input order; an unreadable input becomes a Removal with its `error`, and the rest go on.
 
         The worker threads get enough work to stay busy while the device infers, and no more: the
@@ -169,7 +174,11 @@ class RemovalService:
             return self.decode(item.source, item.name, item.turns)
 
     def _infer_batch(
-        self, workers: ThreadPoolExecutor, remover: Remover, request: Request, batch: list[tuple[Item, Future, Timings]]
+        self,
+        workers: ThreadPoolExecutor,
+        remover: Remover,
+        request: RemovalRequest,
+        batch: list[tuple[Item, Future, Timings]],
     ) -> list[Future[Removal]]:
         """One forward for the batch's decodable images; finishing and encoding go to the workers."""
         outputs: list[Future[Removal]] = []
@@ -194,7 +203,7 @@ class RemovalService:
         remover: Remover,
         decoded: decoding.Decoded,
         mask: Image.Image,
-        request: Request,
+        request: RemovalRequest,
         timings: Timings,
         batch: int,
     ) -> Removal:

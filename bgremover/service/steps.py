@@ -15,7 +15,7 @@ from PIL import Image
 
 from ..imaging import decoding, encoding
 from ..results import Result, Timings, finish
-from .options import Request
+from .options import RemovalRequest
 
 if TYPE_CHECKING:
     import torch
@@ -40,7 +40,7 @@ def decode_input(
     return decoded
 
 
-def encoded(result: Result, request: Request, timings: Timings) -> bytes:
+def encoded(result: Result, request: RemovalRequest, timings: Timings) -> bytes:
     """The output file's bytes in the request's format and compression (timed as `encode`)."""
     with timings.stage("encode"):
         return encoding.encode(result.image, request.fmt, result.icc_profile, compression=request.compression)
@@ -49,7 +49,7 @@ def encoded(result: Result, request: Request, timings: Timings) -> bytes:
 def finish_and_encode(
     decoded: decoding.Decoded,
     mask: Image.Image,
-    request: Request,
+    request: RemovalRequest,
     timings: Timings,
     device: str | torch.device = "cpu",
 ) -> tuple[Result, bytes]:

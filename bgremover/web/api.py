@@ -30,8 +30,7 @@ from ..imaging.decoding import ImageError
 from ..imaging.encoding import file_suffix
 from ..results import PHOTO_ONLY_OUTPUTS
 from ..service.admission import Busy, give_back_memory
-from ..service.options import Request as RemovalRequest
-from ..service.options import build_request
+from ..service.options import RemovalRequest, build_request
 from ..service.pool import ModelNotReady
 from ..service.removal import Removal, RemovalService
 
@@ -66,7 +65,9 @@ class ApiError(Exception):
 
 
 @dataclass
-class Job:
+class NamedRequest:
+    """A removal request read from the form, with the uploaded file's name (its output is named after it)."""
+
     request: RemovalRequest
     filename: str
 
@@ -101,7 +102,7 @@ async def read_form(request: Request, max_upload: int) -> FormData:
         raise ApiError(400, f"malformed form: {error.message}") from error
 
 
-def parse_job(form: FormData, service: RemovalService) -> Job:
+def parse_form(form: FormData, service: RemovalService) -> NamedRequest:
     """Every option checked before any work, so a typo costs the client a 400, not an inference."""
     unknown = sorted(set(form.keys()) - set(FIELDS))
     if unknown:
@@ -115,13 +116,13 @@ def parse_job(form: FormData, service: RemovalService) -> Job:
         request.model = service.pool.canonical(request.model)
     except ValueError as error:
         raise ApiError(400, str(error)) from error
-    return Job(request, Path(upload.filename or "image").name)
+    return NamedRequest(request, Path(upload.filename or "image").name)
 
 
-def process(service: RemovalService, job: Job, data: bytes) -> Removal:
+def process(service: RemovalService, named: NamedRequest, data: bytes) -> Removal:
     """The removal use case in a worker thread, its failures as the statuses the API documents."""
     try:
-        return service.remove(data, job.request, name=job.filename, wait=False)
+        return service.remove(data, named.request, name=named.filename, wait=False)
     except ImageError as error:
         raise ApiError(415, str(error)) from error
     except ModelNotReady as error:
@@ -159,20 +160,20 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
             check_token(request, token)
             form = await read_form(request, max_upload)
             try:
-                job = parse_job(form, service)
+                named = parse_form(form, service)
                 data = await form["file"].read()
             finally:
                 await form.close()
-            removal = await run_in_threadpool(process, service, job, data)
+            removal = await run_in_threadpool(process, service, named, data)
         except ApiError as error:
             return error.response()
         except Exception:
             log.exception("POST /api/remove failed")
             return ApiError(500, "unexpected server error; the server log has the details.").response()
-        fmt = job.request.fmt
+        fmt = named.request.fmt
         headers = {
-            "Content-Disposition": _disposition(f"{Path(job.filename).stem}_nobg{file_suffix(fmt)}"),
-            "X-Model": job.request.model,
+            "Content-Disposition": _disposition(f"{Path(named.filename).stem}_nobg{file_suffix(fmt)}"),
+            "X-Model": named.request.model,
             "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
             "X-Inference-Seconds": f"{removal.timings.infer:.3f}",
             "X-Batch-Size": str(removal.batch),

@@ -8,7 +8,6 @@ gigabyte, from looking like a crash.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 from pathlib import Path
@@ -22,7 +21,7 @@ from starlette.routing import Mount
 
 from .. import settings
 from ..service.admission import Admission
-from ..service.pool import ModelPool
+from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
 from .api import add_routes
 from .guard import Guard, token_login
@@ -101,16 +100,15 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(config: ServiceConfig, host: str, port: int) -> int:
     """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
-    admission, drain_seconds = Admission(settings.concurrent_requests(pool.device.type)), settings.drain_seconds()
-    service = RemovalService(pool, admission=admission)
-    app = create_app(service, settings.max_upload_bytes(), args.host, args.port)
-    pool.load_in_background()
-    log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", args.host, args.port)
+    service = build_service(config, serving=True)
+    drain_seconds = settings.drain_seconds()
+    app = create_app(service, config.max_upload, host, port)
+    service.pool.load_in_background()
+    log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", host, port)
     # After the drain, browsers may still hold Gradio's heartbeat streams open: those get 5 s.
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
-    DrainingServer(config, admission, drain_seconds).run()
+    uvicorn_config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+    DrainingServer(uvicorn_config, service.admission, drain_seconds).run()
     return 0

@@ -22,7 +22,6 @@ from PIL import Image
 
 from ..hub import ModelLoadError
 from ..imaging import decoding
-from ..pipeline import Options
 from ..service.admission import Busy
 from ..service.options import build_request, parse_number
 from ..service.pool import ModelPool
@@ -281,20 +280,22 @@ class Handlers:
 
     @friendly
     def compare(self, image: dict | None, model_a: str, model_b: str, size: int | str = 0):
-        """Each model's cut-out with its time and peak memory; a model that cannot load says why."""
-        decoded = self.decode(image, "Upload, paste or drop an image first.")
-        first = self.compare_one(decoded, model_a, size)
-        second = self.compare_one(decoded, model_b, size)
+        """Each model's cut-out with its time and peak memory; a model that cannot load says why.
+        Both go through the service, so they wait for admission like any other request."""
+        source = upload_path(image, "Upload, paste or drop an image first.")
+        first = self.compare_one(source, upload_name(image), model_a, size)
+        second = self.compare_one(source, upload_name(image), model_b, size)
         return *first, *second
 
-    def compare_one(self, decoded: decoding.Decoded, model: str, size: int | str) -> tuple[Image.Image | None, str]:
+    def compare_one(self, source: Path, name: str, model: str, size: int | str) -> tuple[Image.Image | None, str]:
+        request = build_request(model=model, size=size)
         try:
-            remover = self.pool.get(model, size)
+            remover = self.service.remover(request)
         except ModelLoadError as error:
             return None, f"**{model}** could not be loaded.\n\n> {error}"
         with measure(remover.device) as usage:
-            result = remover.process([decoded], Options())[0]
-        return result.image, f"**{remover.info.name}** at {remover.inference_size} px: {usage.describe()}"
+            removal = self.service.remove(source, request, name)
+        return removal.result.image, f"**{removal.model}** at {removal.size} px: {usage.describe()}"
 
     @friendly
     def thumbnails(self, files: list[dict] | None) -> tuple[list[dict], dict]:
