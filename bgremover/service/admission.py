@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from .. import settings
 
 if TYPE_CHECKING:
-    from .options import Request
+    from .options import RemovalRequest
 
 # RMBG_PIXEL_BUDGET_MP counts pixels at this many bytes each (docs/web.md, "Memory").
 BUDGET_BYTES_PER_PIXEL = 16
@@ -115,7 +115,7 @@ def give_back_memory() -> None:
         trim(0)
 
 
-def bytes_per_pixel(request: Request) -> int:
+def bytes_per_pixel(request: RemovalRequest) -> int:
     """Peak bytes per pixel of its image that `request` needs over an idle server."""
     options = request.options
     cost = OUTPUT_BYTES_PER_PIXEL[options.output]
@@ -126,7 +126,7 @@ def bytes_per_pixel(request: Request) -> int:
     return cost
 
 
-def charged_pixels(pixels: int, request: Request) -> int:
+def charged_pixels(pixels: int, request: RemovalRequest) -> int:
     """What admission counts for an image of `pixels` under `request`'s options: its pixels at
     the budget's 16 bytes each, so a request that needs 32 bytes a pixel counts twice its size."""
     return -(-pixels * bytes_per_pixel(request) // BUDGET_BYTES_PER_PIXEL)
