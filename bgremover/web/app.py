@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
+from functools import partial
 from pathlib import Path
-from types import FrameType
 
 import gradio as gr
 import uvicorn
@@ -26,7 +25,9 @@ from ..service.admission import Admission
 from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from .api import add_routes
+from .deadlines import BodyDeadline, with_head_deadline
 from .scratch import Scratch
+from .stopping import DrainingServer, Unanswered, delete_users_files
 from .ui import CSS, build_ui
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def create_app(
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     add_routes(app, service, max_upload, settings.api_token())
-    demo = build_ui(service, Scratch())
+    app.state.scratch = Scratch()  # the server deletes it on every way out (stopping.py)
+    demo = build_ui(service, app.state.scratch)
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
@@ -87,30 +89,6 @@ def create_app(
     )
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn, with a drain before it stops: on SIGTERM (or Ctrl-C) new work gets 503 and /health
-    says 'draining', while requests already running or waiting finish (up to RMBG_DRAIN_SECONDS);
-    then uvicorn's own shutdown follows. A second signal stops at once."""
-
-    def __init__(self, config: uvicorn.Config, admission: Admission, drain_seconds: float):
-        super().__init__(config)
-        self.admission = admission
-        self.drain_seconds = drain_seconds
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.admission.draining:
-            super().handle_exit(sig, frame)
-            return
-        self.admission.draining = True
-        log.info("stopping: finishing the requests in progress (up to %.0f s) before shutting down", self.drain_seconds)
-        threading.Thread(target=self._drain_then_exit, args=(sig, frame), name="rmbg-drain", daemon=True).start()
-
-    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.admission.idle(self.drain_seconds):
-            log.warning("requests still running after %.0f s (RMBG_DRAIN_SECONDS): stopping anyway", self.drain_seconds)
-        super().handle_exit(sig, frame)
-
-
 def serve(args: argparse.Namespace) -> int:
     """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -120,7 +98,18 @@ def serve(args: argparse.Namespace) -> int:
     app = create_app(service, settings.max_upload_bytes(), args.host, args.port)
     pool.load_in_background()
     log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", args.host, args.port)
-    # After the drain, browsers may still hold Gradio's heartbeat streams open: those get 5 s.
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="info", timeout_graceful_shutdown=5)
-    DrainingServer(config, admission, drain_seconds).run()
-    return 0
+    unanswered = Unanswered(BodyDeadline(app, settings.body_timeout_seconds()))
+    config = uvicorn.Config(
+        unanswered,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        http=with_head_deadline(settings.header_timeout_seconds()),
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,  # after the drain, browsers' Gradio streams get 5 s
+    )
+    clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()))
+    server = DrainingServer(config, admission, drain_seconds, unanswered, clean_up)
+    server.run()
+    clean_up()
+    return server.exit_status
