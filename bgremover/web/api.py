@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
@@ -98,6 +99,8 @@ async def read_form(request: Request, max_upload: int) -> FormData:
         return await parser.parse()
     except MultiPartException as error:
         raise ApiError(400, f"malformed form: {error.message}") from error
+    except ClientDisconnect as error:  # gone, or too slow (deadlines.py): nobody to tell more
+        raise ApiError(400, "the upload stopped before its end.") from error
 
 
 def parse_job(form: FormData, service: RemovalService) -> Job:

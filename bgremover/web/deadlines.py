@@ -16,6 +16,7 @@ import asyncio
 import json
 
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -97,7 +98,11 @@ class BodyDeadline:
             await self.app(scope, receive, send)
             return
         body = _WatchedBody(scope, receive, send, self.seconds)
-        await self.app(scope, body.receive, body.send)
+        try:
+            await self.app(scope, body.receive, body.send)
+        except ClientDisconnect:
+            if not body.timed_out:
+                raise  # a timed-out body is no error of the server's: it has answered 408
 
 
 class _WatchedBody:
