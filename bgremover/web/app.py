@@ -12,6 +12,7 @@ import argparse
 import logging
 from functools import partial
 from pathlib import Path
+from typing import NoReturn
 
 import gradio as gr
 import uvicorn
@@ -89,7 +90,7 @@ def create_app(
     )
 
 
-def serve(args: argparse.Namespace) -> int:
+def serve(args: argparse.Namespace) -> NoReturn:
     """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
@@ -109,7 +110,4 @@ def serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=5,  # after the drain, browsers' Gradio streams get 5 s
     )
     clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()))
-    server = DrainingServer(config, admission, drain_seconds, unanswered, clean_up)
-    server.run()
-    clean_up()
-    return server.exit_status
+    DrainingServer(config, admission, drain_seconds, unanswered, clean_up).run()  # exits the process

@@ -19,11 +19,13 @@ import asyncio
 import concurrent.futures
 import logging
 import os
+import sys
 import threading
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 import uvicorn
 from fastapi.responses import JSONResponse
@@ -161,19 +163,34 @@ class DrainingServer(uvicorn.Server):
             return done
         return asyncio.run_coroutine_threadsafe(self.unanswered.refuse_all(), self._loop)
 
+    def run(self, sockets: list | None = None) -> NoReturn:  # type: ignore[override]
+        """Serves until stopped, then ends the process (see `exit`)."""
+        try:
+            super().run(sockets)
+        except SystemExit as stop:  # uvicorn's way out when it cannot listen (a port in use)
+            self.exit(stop.code if isinstance(stop.code, int) else 1)
+        self.exit(self.exit_status)
+
     async def shutdown(self, sockets: list | None = None) -> None:
-        """uvicorn's shutdown; then, where inference is still running (a forced stop, or a drain
-        that ran out of time), the clean-up and an exit that does not wait for it."""
+        """uvicorn's shutdown; where it was forced, the application's shutdown that uvicorn then
+        skips; and where inference still runs, the exit without waiting for it."""
         await super().shutdown(sockets)
-        if not self.force_exit and not self.server_state.tasks:
-            return  # a clean drain: run() returns and `serve` cleans up
-        if self.force_exit:  # uvicorn skips the application's shutdown when forced
+        if self.force_exit:
             try:
                 async with asyncio.timeout(_FORCED_CLEAN_UP_SECONDS):
                     await self.lifespan.shutdown()
             except TimeoutError:
                 log.warning("the application's shutdown took over %.0f s; exiting anyway", _FORCED_CLEAN_UP_SECONDS)
+        if self.force_exit or self.server_state.tasks:
+            self.exit(self.exit_status)
+
+    def exit(self, status: int) -> NoReturn:
+        """The clean-up, then the end of the process without waiting for threads still at work
+        (inference, a model loading): their results have no one to go to, and a thread inside
+        torch while the interpreter finalizes can abort the process instead of ending it."""
         self.clean_up()
-        log.info("stopped (exit status %d)", self.exit_status)
+        log.info("stopped (exit status %d)", status)
         logging.shutdown()
-        os._exit(self.exit_status)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
