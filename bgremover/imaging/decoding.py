@@ -22,6 +22,14 @@ Image.MAX_IMAGE_PIXELS = None
 # What `rmbg remove` picks up from a folder, and what `rmbg eval` pairs by file stem.
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif", ".heic", ".heif", ".avif"}
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+# EPS is PostScript, a program: Pillow renders it by running Ghostscript where that is installed,
+# which no upload may trigger. Every other format Pillow knows is tried.
+NEVER_OPENED = ("EPS",)
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [name for name in Image.ID if name not in NEVER_OPENED]
 
 
 class ImageError(ValueError):
@@ -80,7 +88,7 @@ def decode(
         if not data:
             raise ImageError(f"{name}: the file is empty (0 bytes). Check that it was copied or uploaded fully.")
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=_formats())
         except UnidentifiedImageError as error:
             raise ImageError(
                 f"{name}: not an image this app can read. Use PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF."
