@@ -91,7 +91,8 @@ def decode(
             image = Image.open(io.BytesIO(data), formats=_formats())
         except UnidentifiedImageError as error:
             raise ImageError(
-                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF."
+                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF; "
+                "a file that is one of these already has a damaged header: re-export it."
             ) from error
         except (OSError, SyntaxError, ValueError) as error:
             raise _damaged(name, error) from error
