@@ -4,9 +4,10 @@
     GET  /api/models   the zoo: license, gated, cached, loaded
     GET  /health       200 once the default model is loaded, else 503 with the reason
 
-Status codes of /api/remove: 400 bad options or form, 413 upload over RMBG_MAX_UPLOAD_MB,
-415 a file that is not a usable image (not an image, empty, truncated, too many pixels),
-503 the model cannot be loaded or is still loading (the message says how to fix it), 500 a bug.
+Status codes of /api/remove: 400 bad options or form, 408 a body that stopped arriving (deadlines.py),
+413 upload over RMBG_MAX_UPLOAD_MB, 415 a file that is not a usable image (not an image, empty,
+truncated, too many pixels), 503 the model cannot be loaded or is still loading (the message says
+how to fix it), or the server is busy or stopping, 500 a bug.
 """
 
 from __future__ import annotations
