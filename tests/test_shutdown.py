@@ -3,15 +3,21 @@ status, and that none of its users' files stay behind in its TMPDIR."""
 
 from __future__ import annotations
 
+import io
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
+import requests
 from gradio_client import Client, handle_file
-from live import MODEL, Server, opened, png_bytes, run_server, sample_image
+from live import MODEL, SERVER_ARGS, Server, opened, png_bytes, run_server, sample_image
+from PIL import Image
 
 pytestmark = pytest.mark.slow  # servers in subprocesses
 
@@ -42,10 +48,14 @@ def _remove_through_the_ui(server: Server, folder: Path) -> None:
         client.close()
 
 
-def _send_while_stopping(server: Server, count: int) -> list[Future]:
+@contextmanager
+def _requests_in_flight(server: Server, count: int = 3) -> Iterator[list[Future]]:
+    """`count` removals sent at once; a second later one runs and the others wait (RMBG_WORKERS=1)."""
     image = png_bytes(sample_image())
     with ThreadPoolExecutor(max_workers=count) as pool:
-        return [pool.submit(server.remove, image) for _ in range(count)]
+        outcomes = [pool.submit(server.remove, image) for _ in range(count)]
+        time.sleep(1.0)
+        yield outcomes
 
 
 def _check_refused_or_whole(outcomes: list[Future]) -> list[int]:
@@ -83,10 +93,7 @@ def test_requests_unanswered_at_the_drain_deadline_get_a_json_503(tmp_path, hf_h
     env = _private_temp(tmp_path)
     with run_server(tmp_path, hf_home, *SLOW_ARGS, RMBG_DRAIN_SECONDS="1", RMBG_WORKERS="1", **env) as server:
         _remove_through_the_ui(server, tmp_path)
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            image = png_bytes(sample_image())
-            outcomes = [pool.submit(server.remove, image) for _ in range(3)]
-            time.sleep(1.0)  # one runs, two wait for it
+        with _requests_in_flight(server) as outcomes:
             server.process.send_signal(signal.SIGTERM)
             statuses = _check_refused_or_whole(outcomes)
         assert statuses.count(503) >= 2  # one at a time, and each takes longer than the 1 s drain
@@ -100,10 +107,7 @@ def test_a_second_signal_stops_at_once_and_still_deletes_the_users_files(tmp_pat
     env = _private_temp(tmp_path)
     with run_server(tmp_path, hf_home, *SLOW_ARGS, RMBG_DRAIN_SECONDS="120", RMBG_WORKERS="1", **env) as server:
         _remove_through_the_ui(server, tmp_path)
-        with ThreadPoolExecutor(max_workers=3) as pool:
-            image = png_bytes(sample_image())
-            outcomes = [pool.submit(server.remove, image) for _ in range(3)]
-            time.sleep(1.0)
+        with _requests_in_flight(server) as outcomes:
             server.process.send_signal(signal.SIGTERM)
             time.sleep(0.5)
             assert server.get("/health").json()["status"] == "draining"
@@ -138,3 +142,23 @@ def test_sigterm_while_the_model_still_loads_exits_0(tmp_path, hf_home) -> None:
         assert server.process.wait(timeout=60) == 0
     assert _left_in(env["TMPDIR"]) == []
     assert "Traceback" not in server.log.read_text()
+
+
+def test_a_response_cut_off_by_a_second_signal_is_an_error_for_its_client_not_a_short_200(tmp_path, hf_home) -> None:
+    """A client reads a large result slowly while the server is stopped at once: it must be able to
+    tell that its image is incomplete (the declared Content-Length is not reached)."""
+    env = _private_temp(tmp_path)
+    noise = np.random.default_rng(0).integers(0, 256, (2500, 2500, 3), dtype=np.uint8)
+    upload = io.BytesIO()
+    Image.fromarray(noise).save(upload, "PNG", compress_level=0)  # a 25 MB cut-out: more than socket buffers hold
+    with run_server(tmp_path, hf_home, *SERVER_ARGS, **env) as server:
+        files = {"file": ("noise.png", upload.getvalue())}
+        response = requests.post(server.url + "/api/remove", files=files, stream=True, timeout=120)
+        assert response.status_code == 200 and int(response.headers["Content-Length"]) > 20_000_000
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        server.process.send_signal(signal.SIGINT)
+        assert server.process.wait(timeout=30) == 128 + signal.SIGINT
+        with pytest.raises(requests.exceptions.ChunkedEncodingError, match="IncompleteRead"):
+            response.content  # noqa: B018 - reading the body is the point
+    assert _left_in(env["TMPDIR"]) == []
