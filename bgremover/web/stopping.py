@@ -3,7 +3,8 @@ users' files deleted on both paths.
 
 - First signal: new work gets 503 and /health says 'draining', while requests already running
   or waiting finish, for up to RMBG_DRAIN_SECONDS. Requests still unanswered at that deadline get
-  a JSON 503 with Retry-After. Exit status 0: the stop that was asked for happened.
+  a JSON 503 with Retry-After, and the server stops at once. Exit status 0: the stop that was
+  asked for happened.
 - Second signal: unanswered requests get the same 503 at once, responses being sent are cut
   off (their Content-Length then tells the client the body is incomplete, never a short 200),
   and the process exits without waiting for inference still running. Exit status 128 + the
@@ -147,6 +148,7 @@ class DrainingServer(uvicorn.Server):
                 self.drain_seconds,
                 refused,
             )
+            self.force_exit = True  # the time is up: no more grace for open streams either
         self.should_exit = True
 
     def _stop_now(self, sig: int) -> None:
