@@ -74,7 +74,8 @@ class HeadDeadlineProtocol(AutoHTTPProtocol):  # type: ignore[misc, valid-type]
     def _head_overdue(self, cycle_then: object) -> None:
         """A new request cycle means its head came in time; otherwise the connection goes."""
         self._head_timer = None
-        if self.cycle is not cycle_then or self.transport.is_closing():
+        upgraded = self.transport.get_protocol() is not self  # a WebSocket took the connection over
+        if self.cycle is not cycle_then or upgraded or self.transport.is_closing():
             return
         if self._head_started:
             self.transport.write(_head_timeout_reply(self.head_timeout))
