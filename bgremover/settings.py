@@ -153,6 +153,16 @@ def drain_seconds() -> float:
     return _positive("RMBG_DRAIN_SECONDS", 60, "60")
 
 
+def header_timeout_seconds() -> float:
+    """RMBG_HEADER_TIMEOUT_SECONDS: how long a connection may take to send a request's headers."""
+    return _positive("RMBG_HEADER_TIMEOUT_SECONDS", 20, "20")
+
+
+def body_timeout_seconds() -> float:
+    """RMBG_BODY_TIMEOUT_SECONDS: how long the server waits for the next piece of a request body."""
+    return _positive("RMBG_BODY_TIMEOUT_SECONDS", 30, "30")
+
+
 def api_token() -> str | None:
     """RMBG_API_TOKEN: when set, /api/remove and /api/models need `Authorization: Bearer <token>`."""
     return _text("RMBG_API_TOKEN") or None

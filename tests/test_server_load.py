@@ -53,7 +53,7 @@ def test_sigterm_lets_the_request_in_progress_finish(tmp_path, hf_home) -> None:
         response = result["response"]
         assert response.status_code == 200
         assert Image.open(io.BytesIO(response.content)).mode == "RGBA"
-        assert server.process.wait(timeout=60) in (0, -signal.SIGTERM)  # uvicorn ends by re-raising the signal
+        assert server.process.wait(timeout=60) == 0  # docs/web.md: a drained stop exits 0
     assert "Traceback" not in server.log.read_text()
 
 

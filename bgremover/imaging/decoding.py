@@ -24,6 +24,14 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".g
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # Rows converted at a time from 16 to 8 bits: small temporaries, few numpy calls.
 _BAND_ROWS = 256
+# EPS is PostScript, a program: Pillow renders it by running Ghostscript where that is installed,
+# which no upload may trigger. Every other format Pillow knows is tried.
+NEVER_OPENED = ("EPS",)
+
+
+def _formats() -> list[str]:
+    Image.init()
+    return [name for name in Image.ID if name not in NEVER_OPENED]
 
 
 class ImageError(ValueError):
@@ -91,10 +99,11 @@ def decode(
         if not data:
             raise ImageError(f"{name}: the file is empty (0 bytes). Check that it was copied or uploaded fully.")
         try:
-            image = Image.open(io.BytesIO(data))
+            image = Image.open(io.BytesIO(data), formats=_formats())
         except UnidentifiedImageError as error:
             raise ImageError(
-                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF."
+                f"{name}: not an image this app can read. Use PNG, JPEG, WebP, HEIC, AVIF, TIFF, BMP or GIF; "
+                "a file that is one of these already has a damaged header: re-export it."
             ) from error
         except (OSError, SyntaxError, ValueError) as error:
             raise _damaged(name, error) from error

@@ -4,9 +4,10 @@
     GET  /api/models   the zoo: license, gated, cached, loaded
     GET  /health       200 once the default model is loaded, else 503 with the reason
 
-Status codes of /api/remove: 400 bad options or form, 413 upload over RMBG_MAX_UPLOAD_MB,
-415 a file that is not a usable image (not an image, empty, truncated, too many pixels),
-503 the model cannot be loaded or is still loading (the message says how to fix it), 500 a bug.
+Status codes of /api/remove: 400 bad options or form, 408 a body that stopped arriving (deadlines.py),
+413 upload over RMBG_MAX_UPLOAD_MB, 415 a file that is not a usable image (not an image, empty,
+truncated, too many pixels), 503 the model cannot be loaded or is still loading (the message says
+how to fix it), or the server is busy or stopping, 500 a bug.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi.responses import JSONResponse
 from starlette.background import BackgroundTask
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
@@ -100,6 +102,8 @@ async def read_form(request: Request, max_upload: int) -> FormData:
         return await parser.parse()
     except MultiPartException as error:
         raise ApiError(400, f"malformed form: {error.message}") from error
+    except ClientDisconnect as error:  # gone, or too slow (deadlines.py): nobody to tell more
+        raise ApiError(400, "the upload stopped before its end.") from error
 
 
 def parse_form(form: FormData, service: RemovalService) -> NamedRequest:

@@ -9,9 +9,9 @@ gigabyte, from looking like a crash.
 from __future__ import annotations
 
 import logging
-import threading
+from functools import partial
 from pathlib import Path
-from types import FrameType
+from typing import NoReturn
 
 import gradio as gr
 import uvicorn
@@ -20,14 +20,15 @@ from gradio.utils import get_upload_folder
 from starlette.routing import Mount
 
 from .. import settings
-from ..service.admission import Admission
 from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
 from .api import add_routes
+from .deadlines import BodyDeadline, with_head_deadline
 from .guard import Guard, token_login
 from .quota import UploadQuota
 from .scratch import Scratch
 from .shield import GradioShield
+from .stopping import DrainingServer, Unanswered, delete_users_files
 from .ui import CSS, build_ui
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ def create_app(
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     token, login = settings.api_token(), settings.ui_login()
     add_routes(app, service, max_upload, token)
-    demo = build_ui(service, Scratch())
+    app.state.scratch = Scratch()  # the server deletes it on every way out (stopping.py)
+    demo = build_ui(service, app.state.scratch)
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
@@ -76,39 +78,22 @@ def create_app(
     return app
 
 
-class DrainingServer(uvicorn.Server):
-    """uvicorn, with a drain before it stops: on SIGTERM (or Ctrl-C) new work gets 503 and /health
-    says 'draining', while requests already running or waiting finish (up to RMBG_DRAIN_SECONDS);
-    then uvicorn's own shutdown follows. A second signal stops at once."""
-
-    def __init__(self, config: uvicorn.Config, admission: Admission, drain_seconds: float):
-        super().__init__(config)
-        self.admission = admission
-        self.drain_seconds = drain_seconds
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self.admission.draining:
-            super().handle_exit(sig, frame)
-            return
-        self.admission.draining = True
-        log.info("stopping: finishing the requests in progress (up to %.0f s) before shutting down", self.drain_seconds)
-        threading.Thread(target=self._drain_then_exit, args=(sig, frame), name="rmbg-drain", daemon=True).start()
-
-    def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.admission.idle(self.drain_seconds):
-            log.warning("requests still running after %.0f s (RMBG_DRAIN_SECONDS): stopping anyway", self.drain_seconds)
-        super().handle_exit(sig, frame)
-
-
-def serve(config: ServiceConfig, host: str, port: int) -> int:
+def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
     """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     service = build_service(config, serving=True)
-    drain_seconds = settings.drain_seconds()
     app = create_app(service, config.max_upload, host, port)
     service.pool.load_in_background()
     log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", host, port)
-    # After the drain, browsers may still hold Gradio's heartbeat streams open: those get 5 s.
-    uvicorn_config = uvicorn.Config(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
-    DrainingServer(uvicorn_config, service.admission, drain_seconds).run()
-    return 0
+    unanswered = Unanswered(BodyDeadline(app, settings.body_timeout_seconds()))
+    uvicorn_config = uvicorn.Config(
+        unanswered,
+        host=host,
+        port=port,
+        log_level="info",
+        http=with_head_deadline(settings.header_timeout_seconds()),
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=5,  # after the drain, browsers' Gradio streams get 5 s
+    )
+    clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()))
+    DrainingServer(uvicorn_config, service.admission, settings.drain_seconds(), unanswered, clean_up).run()
