@@ -20,6 +20,7 @@ from .planning import STDIO, Job, plan_jobs
 from .service.options import build_request
 from .service.pool import ModelPool
 from .service.removal import Item, RemovalService
+from .video import VIDEO_FORMATS, wants_video
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
@@ -54,7 +55,7 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
-    parser.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
+    parser.add_argument("--format", choices=(*encoding.OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
     parser.add_argument(
         "--compression",
         choices=encoding.COMPRESSIONS,
@@ -138,6 +139,11 @@ def run_remove(args) -> int:
         raise UsageError("give at least one input: image files, folders, globs, or - for stdin")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if wants_video(args.inputs, args.out, args.format):
+        _require("video", "av", "requirements-video.txt")
+        from .video.command import run_video
+
+        return run_video(args, _request(argparse.Namespace(**{**vars(args), "format": "png"})))
     request = _request(args)
     if args.ray is not None:
         _require("ray", "ray", "requirements-ray.txt")

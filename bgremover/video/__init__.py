@@ -37,3 +37,22 @@ def check_format(fmt: str, output: str) -> str:
             "or choose --output color, image or mask."
         )
     return fmt
+
+
+def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
+    """Whether `rmbg remove` was given clips: a video --format or -o suffix, a clip, or a folder
+    that holds clips and no images. Looks at names only, so a run on images never loads FFmpeg."""
+    from pathlib import Path
+
+    from .. import planning
+
+    video_target = out is not None and Path(out).suffix.lower().lstrip(".") in VIDEO_FORMATS
+    if fmt in VIDEO_FORMATS or video_target:
+        return True
+    for item in inputs:
+        path = Path(item)
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            return True
+        if path.is_dir() and not any(planning.expand_inputs([item])):
+            return any(planning.expand_inputs([item], VIDEO_SUFFIXES))
+    return False
