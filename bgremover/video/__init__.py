@@ -17,6 +17,10 @@ class VideoError(ValueError):
     """A clip that cannot be processed (or a limit it passes); the message names the problem and the fix."""
 
 
+class VideoLimitError(VideoError):
+    """A readable clip past a limit (RMBG_MAX_VIDEO_SECONDS, _FRAMES, _PIXELS); the API's 413."""
+
+
 class Cancelled(RuntimeError):
     """The clip was cancelled before it was finished; nothing is left at the output path."""
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .. import settings
 from ..service.steps import rotated
-from . import VideoError
+from . import VideoError, VideoLimitError
 
 
 @dataclass
@@ -58,9 +58,9 @@ class ClipInfo:
         return (self.height, self.width) if self.rotation % 2 else (self.width, self.height)
 
 
-def open_clip(path: Path, name: str, limits: Limits) -> tuple[av.container.InputContainer, ClipInfo]:
-    """The opened clip and what its header and first frame say (the upright size needs the frame's
-    rotation), refused past the limits with the setting to raise."""
+def probe(path: Path, name: str, limits: Limits) -> ClipInfo:
+    """What the clip's header and first frame say (the upright size needs the frame's rotation),
+    refused past the limits with the setting to raise; cheap enough to answer an upload at once."""
     container = _open(path, name)
     try:
         info = _info(container, name)
@@ -68,6 +68,12 @@ def open_clip(path: Path, name: str, limits: Limits) -> tuple[av.container.Input
         info.rotation = _first_rotation(container, info)
     finally:
         container.close()
+    return info
+
+
+def open_clip(path: Path, name: str, limits: Limits) -> tuple[av.container.InputContainer, ClipInfo]:
+    """The probed clip, opened again at its start for reading."""
+    info = probe(path, name, limits)
     return _open(path, name), info
 
 
@@ -115,17 +121,17 @@ def _seconds(container: av.container.InputContainer, stream: av.video.stream.Vid
 def check_limits(info: ClipInfo, limits: Limits) -> None:
     pixels = info.width * info.height
     if pixels > limits.pixels:
-        raise VideoError(
+        raise VideoLimitError(
             f"{info.name}: frames of {info.width}x{info.height} are more than the limit of {limits.pixels} pixels. "
             "Scale the clip down first, or raise RMBG_MAX_VIDEO_PIXELS."
         )
     if info.seconds > limits.seconds:
-        raise VideoError(
+        raise VideoLimitError(
             f"{info.name}: the clip lasts {info.seconds:.1f} s, more than the limit of {limits.seconds:g} s. "
             "Cut it shorter, or raise RMBG_MAX_VIDEO_SECONDS."
         )
     if info.frames > limits.frames:
-        raise VideoError(_too_many_frames(info.name, limits.frames))
+        raise VideoLimitError(_too_many_frames(info.name, limits.frames))
 
 
 def _too_many_frames(name: str, limit: int) -> str:
@@ -151,7 +157,7 @@ def units(container: av.container.InputContainer, info: ClipInfo, limits: Limits
             for frame in packet.decode():
                 count += 1
                 if count > limits.frames:
-                    raise VideoError(_too_many_frames(info.name, limits.frames))
+                    raise VideoLimitError(_too_many_frames(info.name, limits.frames))
                 yield _frame(frame)
     except av.FFmpegError as error:
         raise VideoError(

@@ -28,6 +28,7 @@ from ..service.removal import RemovalService
 from .api import add_routes
 from .scratch import Scratch
 from .ui import CSS, build_ui
+from .video_api import add_video_routes
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ def create_app(
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     add_routes(app, service, max_upload, settings.api_token())
+    add_video_routes(app, service, settings.api_token())
     demo = build_ui(service, Scratch())
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
