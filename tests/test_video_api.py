@@ -84,3 +84,23 @@ def test_refusals_are_4xx_with_the_fix_and_a_running_job_can_be_cancelled(server
     assert requests.delete(f"{server.url}/api/video/{job_id}", timeout=TIMEOUT).status_code == 200
     assert server.get(f"/api/video/{job_id}").status_code == 404
     assert server.get("/health").status_code == 200
+
+
+def test_the_video_tab_runs_a_clip_and_previews_it(server, tmp_path) -> None:
+    """The Video tab's event through gradio_client: the same jobs as the API, a preview that plays."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    clip = tmp_path / "spin.mp4"
+    make_clip(clip, frames=3)
+    client = Client(server.url + "/", verbose=False)
+    status, preview, download = client.predict(  # the job id is session state, not returned
+        handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "webm", api_name="/video"
+    )
+    assert "done, frame 3 of 3" in status
+    assert Path(download["value"] if isinstance(download, dict) else download).name == "spin_nobg.webm"
+    with av.open(preview["video"] if isinstance(preview, dict) else preview) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        assert len(list(container.decode(video=0))) == 3
+    with pytest.raises(AppError, match="no transparency"):
+        client.predict(handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "mp4", api_name="/video")

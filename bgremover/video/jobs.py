@@ -52,7 +52,7 @@ class VideoJob:
 
     @property
     def result_name(self) -> str:
-        return f"{Path(self.name).stem}_nobg.{self.fmt}"
+        return self.target.name
 
     def as_dict(self, keep_seconds: float) -> dict:
         """The status a client polls; `progress` is 0-1 (the total is the header's estimate)."""
@@ -124,7 +124,7 @@ class VideoJobs:
                     retry_after=60,
                 )
             job_id = secrets.token_urlsafe(12)
-            target = self.folder / f"{job_id}.{fmt}"
+            target = self.folder / job_id / f"{Path(name).stem}_nobg.{fmt}"  # the name a download gets
             job = VideoJob(job_id, name, source, target, request, fmt, frames)
             self._jobs[job_id] = job
             if self._worker is None or not self._worker.is_alive():
@@ -211,4 +211,4 @@ class VideoJobs:
     def _remove_files(job: VideoJob) -> None:
         if job.status != "running":
             job.source.unlink(missing_ok=True)
-            job.target.unlink(missing_ok=True)
+            shutil.rmtree(job.target.parent, ignore_errors=True)
