@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UsageError
+from ..imaging.decoding import IMAGE_SUFFIXES
 from ..planning import STDIO, Job, plan_jobs
 from ..service.options import Request
 from ..service.pool import ModelPool
@@ -33,6 +34,8 @@ def plan_clips(args: argparse.Namespace, fmt: str) -> list[Job]:
         raise UsageError("--ray takes images only for now: run clips without --ray (docs/video.md)")
     jobs = plan_jobs(args.inputs, args.out, fmt, VIDEO_SUFFIXES)
     for job in jobs:
+        if Path(job.source).suffix.lower() in IMAGE_SUFFIXES:
+            raise UsageError(f"{job.source} is an image and the other inputs are clips: run images and clips apart")
         if Path(job.target).resolve() == Path(job.source).resolve():
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     return jobs
