@@ -62,6 +62,14 @@ def decoded_frames(path: Path, decoder: str | None = None) -> list[av.VideoFrame
         return frames
 
 
+def video_end(path: Path) -> float:
+    """Seconds at which the last frame stops showing: the clip's duration as a player sees it."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        ends = [p.pts + p.duration for p in container.demux(stream) if p.pts is not None]
+        return float(max(ends) * stream.time_base)
+
+
 def audio_codec(path: Path) -> str | None:
     with av.open(str(path)) as container:
         return container.streams.audio[0].codec_context.name if container.streams.audio else None
@@ -76,6 +84,7 @@ def test_a_cutout_keeps_every_frame_time_and_the_audio_with_an_alpha_plane(
     frames = decoded_frames(target, decoder)
     assert report.frames == len(frames) == len(VFR_MS)
     assert [round(f.time * 1000) for f in frames] == VFR_MS  # not re-timed to a constant rate
+    assert video_end(target) == pytest.approx(video_end(rotated_vfr_clip), abs=0.001)
     assert {(f.width, f.height) for f in frames} == {(48, 64)}  # the rotation is in the pixels now
     assert all(f.format.name.startswith("yuva") for f in frames)
     alpha = np.stack([f.to_ndarray(format="rgba")[..., 3] for f in frames])

@@ -75,13 +75,24 @@ class ClipWriter:
         self.video.codec_context.time_base = info.time_base
         self.video.width, self.video.height = info.upright_size
         self.started = False
+        self.durations: dict[int, int] = {}  # by pts, until the encoder hands the frame's packet out
         self.audio = _AudioOut(self.container, audio, self.codec) if audio is not None else None
 
     def write(self, image: Image.Image, pts: int, duration: int) -> None:
         self.started = True
         frame = _video_frame(image)
-        frame.pts, frame.time_base, frame.duration = pts, self.time_base, duration
-        self.container.mux(self.video.encode(frame))
+        frame.pts, frame.time_base = pts, self.time_base
+        self.durations[pts] = duration
+        self._mux(self.video.encode(frame))
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        """Packets with their frame's own duration: encoders derive one from the average rate, which
+        would change the last frame's length (and so the clip's) at a variable frame rate."""
+        for packet in packets:
+            duration = self.durations.pop(packet.pts, 0)
+            if duration:
+                packet.duration = duration
+        self.container.mux(packets)
 
     def write_audio(self, packet: av.Packet) -> None:
         if self.audio is not None:
@@ -89,7 +100,7 @@ class ClipWriter:
 
     def close(self) -> None:
         if self.started:
-            self.container.mux(self.video.encode(None))
+            self._mux(self.video.encode(None))
         if self.audio is not None:
             self.audio.flush()
         self.container.close()
