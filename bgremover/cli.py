@@ -62,6 +62,7 @@ def _add_remove(commands) -> None:
         default="fast",
         help="PNG/WebP: fast to write, or smaller files that take longer (default: %(default)s)",
     )
+    parser.add_argument("--smooth", type=float, default=0.0, help="clips: 0-1, steadier masks where nothing moves")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or hints")

@@ -127,9 +127,11 @@ def make_clip(
     audio: str | None = None,
     rotation: int = 0,
     pix_fmt: str = "yuv420p",
+    noise: int = 0,
 ) -> list[float]:
     """A small generated clip (a disc moving over a gradient) and its frame times in seconds; `times_ms`
-    makes a variable frame rate, `audio` adds a tone in that codec, `rotation` sets display rotation."""
+    makes a variable frame rate, `audio` adds a tone in that codec, `rotation` sets display rotation,
+    `noise` makes it one still picture with fresh noise of that many levels in every frame."""
     import av  # the `video` extra
 
     times = times_ms or [i * 100 for i in range(frames)]
@@ -140,8 +142,12 @@ def make_clip(
         if rotation:
             video.set_display_rotation(rotation)
         sound = container.add_stream(audio, rate=48000, layout="mono") if audio else None
+        noisy = np.random.default_rng(0)
         for index, milliseconds in enumerate(times):
-            image = sample_image(*size, seed=index)
+            image = sample_image(*size, seed=0 if noise else index)
+            if noise:
+                pixels = np.asarray(image, np.int16) + noisy.integers(-noise, noise + 1, (size[1], size[0], 3))
+                image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
             frame = av.VideoFrame.from_image(image)
             frame.pts, frame.time_base = milliseconds, Fraction(1, 1000)
             container.mux(video.encode(frame))

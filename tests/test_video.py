@@ -5,6 +5,7 @@ with PyAV: a few 64x48 frames, RMBG-1.4 on synthetic weights at inference size 6
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from bgremover.service.steps import rotated
 from bgremover.video import Cancelled, VideoError
 from bgremover.video.clip import remove_clip
 from bgremover.video.reading import Limits
+from bgremover.video.smoothing import MaskSmoother
 
 VFR_MS = [0, 40, 80, 200, 240, 400]  # uneven gaps: a variable frame rate that must survive
 FAST = ["--model", "RMBG-1.4", "--size", "64", "--device", "cpu", "--precision", "fp32"]
@@ -229,3 +231,56 @@ def test_the_cli_writes_a_folder_of_clips_and_reports_a_bad_one(offline_hub, rot
         timeout=300,
     )
     assert refused.returncode == 2 and "has no transparency" in refused.stderr
+
+
+@pytest.mark.slow
+def test_ray_runs_a_folder_of_clips_one_clip_per_actor(offline_hub, rotated_vfr_clip, tmp_path) -> None:
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "one.mp4").write_bytes(rotated_vfr_clip.read_bytes())
+    make_clip(folder / "two.webm", frames=3, codec="libvpx-vp9")
+    (folder / "bad.mkv").write_bytes(b"no video here")
+    out = tmp_path / "out"
+    command = [sys.executable, "rmbg.py", "remove", str(folder), "-o", str(out), "--format", "zip", "--ray"]
+    done = subprocess.run(
+        [*command, "--ray-actors", "1", "-q", *FAST], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert done.returncode == 1, done.stderr  # the bad clip fails, the others are done
+    assert "2 clip(s) done, 0 skipped" in done.stderr and "bad.mkv: not a video" in done.stderr
+    rows = [json.loads(line) for line in (out / "rmbg-manifest.jsonl").read_text().splitlines()]
+    assert sorted(row["status"] for row in rows) == ["failed", "ok", "ok"]
+    with zipfile.ZipFile(out / "one.zip") as one, zipfile.ZipFile(out / "two.zip") as two:
+        assert len(one.namelist()) == len(VFR_MS) + 1 and len(two.namelist()) == 3 + 1  # frames + frames.csv
+
+
+def test_smoothing_calms_still_pixels_and_leaves_moving_edges_where_they_are() -> None:
+    rng = np.random.default_rng(0)
+    smoother = MaskSmoother(0.5)
+    inputs, outputs = [], []
+    for step in range(8):
+        alpha = np.full((32, 64), 128.0) + rng.normal(0, 6, (32, 64))  # a soft region that flickers
+        alpha[:, 32 + step * 4 :] = 255  # an edge moving right by 4 pixels a frame
+        inputs.append(np.clip(alpha, 0, 255).astype(np.uint8))
+        outputs.append(np.asarray(smoother(Image.fromarray(inputs[-1])), np.float32))
+        assert (outputs[-1][:, 32 + step * 4 :] == 255).all()  # the edge is where this frame has it
+        assert (outputs[-1][:, 32 + step * 4 - 1] < 200).all()  # and nothing trails behind it
+    raw = np.abs(np.diff(np.stack(inputs).astype(np.float32)[:, :, :28], axis=0)).mean()
+    still = np.abs(np.diff(np.stack(outputs)[:, :, :28], axis=0)).mean()
+    assert still < 0.7 * raw
+
+
+def test_smoothing_measured_on_a_clip(service, tmp_path) -> None:
+    """The flicker figure of docs/video.md: mean |alpha step| between frames of a still, noisy clip."""
+    source = tmp_path / "still.mp4"
+    make_clip(source, frames=8, noise=12)
+    figures = {}
+    for smoothing in (0.0, 0.5):
+        target = tmp_path / f"masks_{smoothing}.zip"
+        remove_clip(service, source, target, build_request(output="mask"), fmt="zip", smoothing=smoothing)
+        with zipfile.ZipFile(target) as archive:
+            masks = [
+                np.asarray(Image.open(io.BytesIO(archive.read(n))), np.float32) for n in sorted(archive.namelist())[:-1]
+            ]
+        figures[smoothing] = float(np.abs(np.diff(np.stack(masks), axis=0)).mean())
+    print(f"flicker (mean |delta alpha| per frame, of 255): {figures}")
+    assert figures[0.5] < 0.8 * figures[0.0]

@@ -30,6 +30,7 @@ from ..service.options import Request
 from ..service.removal import RemovalService
 from . import Cancelled, VideoError, check_format
 from .reading import ClipInfo, Frame, Limits, open_clip, units
+from .smoothing import MaskSmoother
 from .writing import open_writer
 
 _END = object()
@@ -57,6 +58,7 @@ class _Clip:
     limits: Limits
     batch_size: int
     cancel: threading.Event
+    smoother: MaskSmoother | None = None
     report: ClipReport = field(default_factory=ClipReport)
     error: BaseException | None = None
 
@@ -78,17 +80,20 @@ def remove_clip(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     name: str | None = None,
+    smoothing: float = 0.0,
 ) -> ClipReport:
     """Writes `target` from the clip at `source`; raises VideoError (bad input or limits), Cancelled,
-    or the model's errors, and then leaves nothing at `target`."""
+    or the model's errors, and then leaves nothing at `target`. `smoothing` (0-1, off at 0) blends
+    each mask with the previous frame's where it barely changed (`smoothing.MaskSmoother`)."""
     name = name or source.name
     fmt = check_format(fmt, request.options.output)
     if request.options.crop:
         raise VideoError("crop is not available for video: every frame of a clip must keep one size.")
+    smoother = MaskSmoother(smoothing) if smoothing else None
     remover = service.remover(request)
     limits = limits or Limits.from_settings()
     container, info = open_clip(source, name, limits)
-    clip = _Clip(service, remover, request, info, limits, max(batch_size, 1), cancel or threading.Event())
+    clip = _Clip(service, remover, request, info, limits, max(batch_size, 1), cancel or threading.Event(), smoother)
     partial = target.with_name(f".{target.stem}.partial.{fmt}")
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -169,6 +174,8 @@ def _infer(clip: _Clip, decoded: queue.Queue, finished: queue.Queue, workers: Th
 
 def _dispatch(clip: _Clip, pending: list, frames: list[Frame], finished: queue.Queue, workers) -> None:
     masks = _predict(clip, frames) if frames else []
+    if clip.smoother is not None:  # here, in frame order, before the masks go to threads
+        masks = [clip.smoother(mask) for mask in masks]
     jobs = iter([workers.submit(_finish, clip, frame, mask) for frame, mask in zip(frames, masks, strict=True)])
     for unit in pending:
         _put(finished, next(jobs) if isinstance(unit, Frame) else unit, clip)

@@ -15,6 +15,7 @@ from ..service.pool import ModelPool
 from ..service.removal import RemovalService
 from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, VideoError, check_format, default_format
 from .clip import remove_clip
+from .smoothing import check_strength
 
 
 def video_format(args: argparse.Namespace) -> str:
@@ -30,8 +31,6 @@ def video_format(args: argparse.Namespace) -> str:
 def plan_clips(args: argparse.Namespace, fmt: str) -> list[Job]:
     if STDIO in args.inputs or args.out == STDIO:
         raise UsageError("clips are read from and written to files: stdin and stdout (-) take images only")
-    if args.ray is not None:
-        raise UsageError("--ray takes images only for now: run clips without --ray (docs/video.md)")
     jobs = plan_jobs(args.inputs, args.out, fmt, VIDEO_SUFFIXES)
     for job in jobs:
         if Path(job.source).suffix.lower() in IMAGE_SUFFIXES:
@@ -44,10 +43,15 @@ def plan_clips(args: argparse.Namespace, fmt: str) -> list[Job]:
 def run_video(args: argparse.Namespace, request: Request) -> int:
     """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
     fmt = video_format(args)
+    check_strength(args.smooth)
     try:
         jobs = plan_clips(args, fmt)
     except VideoError as error:
         raise UsageError(str(error)) from None
+    if args.ray is not None:
+        from .on_ray import run_clips_on_ray
+
+        return run_clips_on_ray(args, request, jobs, fmt)
     todo = [job for job in jobs if args.overwrite or not Path(job.target).exists()]
     service = RemovalService(ModelPool(args.model, args.device, args.precision, args.size, args.engine))
     engine = service.pool.get().engine  # load (or fail) before any clip is read
@@ -83,6 +87,7 @@ def _one_clip(service: RemovalService, job: Job, request: Request, fmt: str, arg
                 batch_size=args.batch_size,
                 progress=progress,
                 name=job.label,
+                smoothing=args.smooth,
             )
         except (VideoError, Cancelled, OSError) as error:
             message = str(error) if not isinstance(error, OSError) else f"{job.label}: {error}"

@@ -28,6 +28,7 @@ from ..service.removal import RemovalService
 from . import Cancelled, VideoError, check_format
 from .clip import remove_clip
 from .reading import Limits, probe
+from .smoothing import check_strength
 
 log = logging.getLogger(__name__)
 MEDIA_TYPES = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4", "zip": "application/zip"}
@@ -44,6 +45,7 @@ class VideoJob:
     request: Request
     fmt: str
     frames_total: int
+    smoothing: float = 0.0
     status: str = "queued"  # queued, running, done, failed, cancelled
     frames_done: int = 0
     error: str | None = None
@@ -98,22 +100,23 @@ class VideoJobs:
         suffix = "".join(c for c in Path(name).suffix[:8] if c.isalnum() or c == ".")
         return self.folder / f"upload-{next(self._counter)}-{secrets.token_hex(4)}{suffix}"
 
-    def submit(self, source: Path, name: str, request: Request, fmt: str) -> VideoJob:
-        """Checks the clip (readable, within the limits) and the format at once, then queues it;
-        raises VideoError, VideoLimitError or Busy (queue full), and then deletes `source`."""
+    def submit(self, source: Path, name: str, request: Request, fmt: str, smoothing: float = 0.0) -> VideoJob:
+        """Checks the clip (readable, within the limits), the format and the smoothing at once, then
+        queues it; raises VideoError, VideoLimitError, ValueError or Busy (queue full), and then
+        deletes `source`."""
         try:
             fmt = check_format(fmt, request.options.output)
             if request.options.crop:
                 raise VideoError("crop is not available for video: every frame of a clip must keep one size.")
             info = probe(source, name, Limits.from_settings())
-            job = self._queued(source, name, request, fmt, info.frames)
+            job = self._queued(source, name, request, fmt, info.frames, check_strength(smoothing))
         except BaseException:
             source.unlink(missing_ok=True)
             raise
         self._queue.put(job)
         return job
 
-    def _queued(self, source: Path, name: str, request: Request, fmt: str, frames: int) -> VideoJob:
+    def _queued(self, source: Path, name: str, request: Request, fmt: str, frames: int, smoothing: float) -> VideoJob:
         self.expire()
         with self._guard:
             active = sum(job.status in ("queued", "running") for job in self._jobs.values())
@@ -125,7 +128,7 @@ class VideoJobs:
                 )
             job_id = secrets.token_urlsafe(12)
             target = self.folder / job_id / f"{Path(name).stem}_nobg.{fmt}"  # the name a download gets
-            job = VideoJob(job_id, name, source, target, request, fmt, frames)
+            job = VideoJob(job_id, name, source, target, request, fmt, frames, smoothing)
             self._jobs[job_id] = job
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="rmbg-video-jobs", daemon=True)
@@ -192,6 +195,7 @@ class VideoJobs:
                 progress=progress,
                 cancel=job.cancel,
                 name=job.name,
+                smoothing=job.smoothing,
             )
         except Cancelled:
             self._end(job, "cancelled")

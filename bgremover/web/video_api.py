@@ -23,12 +23,12 @@ from starlette.datastructures import FormData, UploadFile
 
 from .. import settings
 from ..service.admission import Busy
-from ..service.options import build_request
+from ..service.options import build_request, parse_number
 from ..service.removal import RemovalService
 from .api import ApiError, _disposition, check_token, read_form
 
 OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model")
-FIELDS = ("file", *OPTION_FIELDS, "format")
+FIELDS = ("file", *OPTION_FIELDS, "format", "smooth")
 
 
 def add_video_routes(app: FastAPI, service: RemovalService, token: str | None = None) -> None:
@@ -75,7 +75,7 @@ async def _submit(request: Request, service: RemovalService, token: str | None) 
         raise ApiError(413, f"the clip is larger than the limit of {limit / 2**20:g} MB (RMBG_MAX_VIDEO_UPLOAD_MB).")
     form = await read_form(request, limit)
     try:
-        upload, removal, fmt = _parsed(form, service)
+        upload, removal, fmt, smoothing = _parsed(form, service)
         source = jobs.upload_path(upload.filename or "clip")
         await run_in_threadpool(_save, upload, source)
     finally:
@@ -83,7 +83,8 @@ async def _submit(request: Request, service: RemovalService, token: str | None) 
     from ..video import VideoError, VideoLimitError
 
     try:
-        job = await run_in_threadpool(jobs.submit, source, Path(upload.filename or "clip").name, removal, fmt)
+        name = Path(upload.filename or "clip").name
+        job = await run_in_threadpool(jobs.submit, source, name, removal, fmt, smoothing)
     except VideoLimitError as error:
         raise ApiError(413, str(error)) from error
     except VideoError as error:
@@ -95,8 +96,9 @@ async def _submit(request: Request, service: RemovalService, token: str | None) 
 
 
 def _parsed(form: FormData, service: RemovalService):
-    """The upload, its options and its container, all checked before any work."""
+    """The upload, its options, its container and its smoothing, all checked before any work."""
     from ..video import check_format, default_format
+    from ..video.smoothing import check_strength
 
     unknown = sorted(set(form.keys()) - set(FIELDS))
     if unknown:
@@ -109,9 +111,10 @@ def _parsed(form: FormData, service: RemovalService):
         request = build_request(**fields, outputs=("cutout", "mask", "color"))
         request.model = service.pool.canonical(request.model)
         fmt = check_format(str(form.get("format") or default_format(request.options.output)), request.options.output)
+        smoothing = check_strength(parse_number(form.get("smooth"), "smooth", default=0.0))
     except ValueError as error:
         raise ApiError(400, str(error)) from error
-    return upload, request, fmt
+    return upload, request, fmt, smoothing
 
 
 def _save(upload: UploadFile, target: Path) -> None:

@@ -40,7 +40,7 @@ class VideoHandlers:
         return VideoJobs.shared(self.service)
 
     @friendly
-    def submit(self, upload, model: str, output: str, bg_color: str, fmt: str):
+    def submit(self, upload, model: str, output: str, bg_color: str, fmt: str, smoothing: float):
         """Checks the options and the clip (readable, within the limits) and queues it."""
         jobs = self.jobs()
         request = build_request(output=output, bg_color=bg_color, model=model)
@@ -48,7 +48,7 @@ class VideoHandlers:
         source = upload_path(upload, "Upload a clip first.")
         copy = jobs.upload_path(upload_name(upload))
         shutil.copyfile(source, copy)
-        return jobs.submit(copy, upload_name(upload), request, fmt)
+        return jobs.submit(copy, upload_name(upload), request, fmt, float(smoothing or 0))
 
     def run(
         self,
@@ -57,10 +57,11 @@ class VideoHandlers:
         output: str,
         bg_color: str,
         fmt: str,
+        smoothing: float = 0.0,
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ) -> Iterator:
         """Submits the clip, then reports its progress until it ends; a client that leaves cancels it."""
-        job = self.submit(upload, model, output, bg_color, fmt)
+        job = self.submit(upload, model, output, bg_color, fmt, smoothing)
         try:
             while job.status in ("queued", "running"):
                 if job.frames_total:
@@ -98,6 +99,7 @@ def video_tab(service: RemovalService) -> None:
             output = gr.Radio(OUTPUTS, value="cutout", label="Output")
             bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
             fmt = gr.Dropdown(FORMATS, value="webm", label="File")
+            smoothing = gr.Slider(0, 0.9, value=0, step=0.1, label="Smoothing (0 = off: steadier still edges)")
             with gr.Row():
                 run = gr.Button("Remove background", variant="primary", elem_id="video-run")
                 stop = gr.Button("Cancel", elem_id="video-cancel")
@@ -110,6 +112,6 @@ def video_tab(service: RemovalService) -> None:
         return gr.ColorPicker(visible=choice == "color"), gr.Dropdown(value="webm" if choice == "cutout" else "mp4")
 
     output.change(choose_output, output, [bg_color, fmt], **LIGHT)
-    inputs, outputs = [clip, model, output, bg_color, fmt], [job_id, status, preview, download]
+    inputs, outputs = [clip, model, output, bg_color, fmt, smoothing], [job_id, status, preview, download]
     event = run.click(handlers.run, inputs, outputs, api_name="video", **VIDEO)
     stop.click(handlers.cancel, job_id, status, cancels=[event], **LIGHT)
