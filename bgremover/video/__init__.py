@@ -43,6 +43,13 @@ def check_format(fmt: str, output: str) -> str:
     return fmt
 
 
+def check_options(fmt: str, output: str, crop: bool) -> str:
+    """`check_format`, and no crop: every frame of a clip keeps one size."""
+    if crop:
+        raise VideoError("crop is not available for video: every frame of a clip must keep one size.")
+    return check_format(fmt, output)
+
+
 def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
     """Whether `rmbg remove` was given clips: a video --format or -o suffix, a clip, or a folder
     that holds clips and no images. Looks at names only, so a run on images never loads FFmpeg."""

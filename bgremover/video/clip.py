@@ -28,7 +28,7 @@ from ..results import Timings, finish
 from ..service.admission import Busy
 from ..service.options import Request
 from ..service.removal import RemovalService
-from . import Cancelled, VideoError, check_format
+from . import Cancelled, check_options
 from .reading import ClipInfo, Frame, Limits, open_clip, units
 from .smoothing import MaskSmoother
 from .writing import open_writer
@@ -83,12 +83,11 @@ def remove_clip(
     smoothing: float = 0.0,
 ) -> ClipReport:
     """Writes `target` from the clip at `source`; raises VideoError (bad input or limits), Cancelled,
-    or the model's errors, and then leaves nothing at `target`. `smoothing` (0-1, off at 0) blends
-    each mask with the previous frame's where it barely changed (`smoothing.MaskSmoother`)."""
+    or the model's errors, and then leaves nothing at `target`. Setting `cancel` stops it (a failure
+    sets it too); `smoothing` (0-1, off at 0) blends each mask with the previous frame's where it
+    barely changed (`smoothing.MaskSmoother`)."""
     name = name or source.name
-    fmt = check_format(fmt, request.options.output)
-    if request.options.crop:
-        raise VideoError("crop is not available for video: every frame of a clip must keep one size.")
+    fmt = check_options(fmt, request.options.output, request.options.crop)
     smoother = MaskSmoother(smoothing) if smoothing else None
     remover = service.remover(request)
     limits = limits or Limits.from_settings()

@@ -25,7 +25,7 @@ from .. import settings
 from ..service.admission import Busy
 from ..service.options import Request
 from ..service.removal import RemovalService
-from . import Cancelled, VideoError, check_format
+from . import Cancelled, VideoError, check_options
 from .clip import remove_clip
 from .reading import Limits, probe
 from .smoothing import check_strength
@@ -105,9 +105,7 @@ class VideoJobs:
         queues it; raises VideoError, VideoLimitError, ValueError or Busy (queue full), and then
         deletes `source`."""
         try:
-            fmt = check_format(fmt, request.options.output)
-            if request.options.crop:
-                raise VideoError("crop is not available for video: every frame of a clip must keep one size.")
+            fmt = check_options(fmt, request.options.output, request.options.crop)
             info = probe(source, name, Limits.from_settings())
             job = self._queued(source, name, request, fmt, info.frames, check_strength(smoothing))
         except BaseException:

@@ -7,6 +7,7 @@ the container takes their codec, and re-encoded where it does not (AAC into WebM
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,7 +107,9 @@ class ClipWriter:
         self.container.close()
 
     def abandon(self) -> None:
-        self.container.close()
+        """Closes after a failure; an error closing must not hide the failure itself."""
+        with contextlib.suppress(av.FFmpegError, OSError):
+            self.container.close()
 
 
 def _video_frame(image: Image.Image) -> av.VideoFrame:
