@@ -16,11 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
 from ..planning import Job
-from ..scale.batch import InferenceConfig, Manifest, check_model, configure, connected, manifest_path
+from ..scale.batch import InferenceConfig, Manifest, RayConfig, check_model, configure, connected, manifest_path
 from ..service.options import Request
 
 
@@ -61,9 +62,6 @@ def run_clips_on_ray(args: argparse.Namespace, request: Request, jobs: list[Job]
 
     if importlib.util.find_spec("ray") is None:
         raise UsageError("--ray needs ray, which is not installed: pip install 'bgremover[ray]'")
-    import ray
-    from ray.util import ActorPool
-
     if any("://" in str(value) for value in [*args.inputs, args.out or ""]):
         raise UsageError("clips on Ray are read and written on a shared disk: object-store URIs take images only")
     todo = [job for job in jobs if args.overwrite or not Path(job.target).exists()]
@@ -75,15 +73,8 @@ def run_clips_on_ray(args: argparse.Namespace, request: Request, jobs: list[Job]
                 config = configure(args, check_model(args.model, here=local), len(todo))
                 if not args.quiet:
                     print(config.summary().replace("inference actor(s)", "clip actor(s)"), file=sys.stderr)
-                resources = {"num_cpus": config.actor_cpus, "num_gpus": config.gpus_per_actor, "max_restarts": 1}
-                if config.actor_memory_bytes:
-                    resources["memory"] = config.actor_memory_bytes
-                actor = ray.remote(**resources)(ClipActor)
-                pool = ActorPool([actor.remote(config.inference) for _ in range(config.actors)])
-                rows = pool.map_unordered(
-                    lambda a, job: a.remove.remote(job, request, fmt, args.batch_size, args.smooth), todo
-                )
-                for row in rows:
+                options = {"fmt": fmt, "batch_size": args.batch_size, "smoothing": args.smooth}
+                for row in _rows(config, request, options, todo):
                     manifest.add([row])
                     if row["status"] == "failed":
                         print(f"failed: {row['error']}", file=sys.stderr)
@@ -96,6 +87,19 @@ def run_clips_on_ray(args: argparse.Namespace, request: Request, jobs: list[Job]
         file=sys.stderr,
     )
     return 1 if counts["failed"] else 0
+
+
+def _rows(config: RayConfig, request: Request, options: dict, todo: list[Job]) -> Iterator[dict]:
+    """The manifest rows of `todo`, as the actors finish them."""
+    import ray
+    from ray.util import ActorPool
+
+    resources = {"num_cpus": config.actor_cpus, "num_gpus": config.gpus_per_actor, "max_restarts": 1}
+    if config.actor_memory_bytes:
+        resources["memory"] = config.actor_memory_bytes
+    actor = ray.remote(**resources)(ClipActor)
+    pool = ActorPool([actor.remote(config.inference) for _ in range(config.actors)])
+    yield from pool.map_unordered(lambda each, job: each.remove.remote(job, request, options), todo)
 
 
 def _row(job: Job, status: str) -> dict:
