@@ -21,6 +21,7 @@ from .results import OUTPUTS
 from .service.config import ServiceConfig, build_service
 from .service.options import build_request
 from .service.removal import Item
+from .video import VIDEO_FORMATS, wants_video
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
@@ -68,13 +69,14 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
-    parser.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
+    parser.add_argument("--format", choices=(*encoding.OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
     parser.add_argument(
         "--compression",
         choices=encoding.COMPRESSIONS,
         default="fast",
         help="PNG/WebP: fast to write, or smaller files that take longer (default: %(default)s)",
     )
+    parser.add_argument("--smooth", type=float, default=0.0, help="clips: 0-1, steadier masks where nothing moves")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or hints")
@@ -152,6 +154,11 @@ def run_remove(args) -> int:
         raise UsageError("give at least one input: image files, folders, globs, or - for stdin")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    if wants_video(args.inputs, args.out, args.format):
+        _require("video", "av", "requirements-video.txt")
+        from .video.command import run_video
+
+        return run_video(args, _request(argparse.Namespace(**{**vars(args), "format": "png"})))
     request = _request(args)
     config = service_config(args)
     if args.ray is not None:

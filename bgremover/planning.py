@@ -28,13 +28,14 @@ class Job:
         self.label = self.label or str(self.source)
 
 
-def expand_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path, bool]]:
-    """(file, root, from_folder): the file's path relative to root is mirrored in the output."""
+def expand_inputs(inputs: list[str], suffixes: set[str] = decoding.IMAGE_SUFFIXES) -> Iterator[tuple[Path, Path, bool]]:
+    """(file, root, from_folder): the file's path relative to root is mirrored in the output;
+    folders give their files with `suffixes` (images, or clips for a video run)."""
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             for file in sorted(path.rglob("*")):
-                if file.is_file() and file.suffix.lower() in decoding.IMAGE_SUFFIXES:
+                if file.is_file() and file.suffix.lower() in suffixes:
                     yield file, path, True
         elif path.is_file():
             yield path, path.parent, False
@@ -45,7 +46,7 @@ def expand_inputs(inputs: list[str]) -> Iterator[tuple[Path, Path, bool]]:
             yield from ((match, match.parent, False) for match in matches)
 
 
-def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
+def plan_jobs(inputs: list[str], out: str | None, fmt: str, suffixes: set[str] = decoding.IMAGE_SUFFIXES) -> list[Job]:
     """Where each output goes.
 
     With -o FOLDER, each input folder's tree is mirrored there. Without it, a folder's
@@ -54,7 +55,7 @@ def plan_jobs(inputs: list[str], out: str | None, fmt: str) -> list[Job]:
     if inputs == [STDIO]:
         return [Job(STDIO, out or STDIO, "stdin")]
     suffix = encoding.file_suffix(fmt)
-    files = list(expand_inputs(inputs))
+    files = list(expand_inputs(inputs, suffixes))
     if out == STDIO:
         if len(files) != 1:
             raise UsageError(f"-o - writes one image to stdout, but the inputs hold {len(files)} images")

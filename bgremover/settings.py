@@ -72,6 +72,36 @@ def max_pixels() -> int:
     return int(_positive("RMBG_MAX_PIXELS", DEFAULT_MAX_PIXELS, "100000000"))
 
 
+def max_video_seconds() -> float:
+    """RMBG_MAX_VIDEO_SECONDS: the longest clip accepted (video only; docs/video.md)."""
+    return _positive("RMBG_MAX_VIDEO_SECONDS", 600, "600")
+
+
+def max_video_frames() -> int:
+    """RMBG_MAX_VIDEO_FRAMES: the most frames a clip may have."""
+    return _count("RMBG_MAX_VIDEO_FRAMES", 36_000, 1)
+
+
+def max_video_pixels() -> int:
+    """RMBG_MAX_VIDEO_PIXELS: the largest frame accepted, in pixels (default 4096x2160)."""
+    return _count("RMBG_MAX_VIDEO_PIXELS", 4096 * 2160, 1)
+
+
+def max_video_upload_bytes() -> int:
+    """RMBG_MAX_VIDEO_UPLOAD_MB: the largest clip the video job API reads, in MiB."""
+    return int(_positive("RMBG_MAX_VIDEO_UPLOAD_MB", 500, "500") * 1024 * 1024)
+
+
+def video_result_seconds() -> float:
+    """RMBG_VIDEO_RESULT_MINUTES: how long a finished video job and its file are kept, in seconds."""
+    return _positive("RMBG_VIDEO_RESULT_MINUTES", 60, "60") * 60
+
+
+def video_queue_limit() -> int:
+    """RMBG_VIDEO_QUEUE: video jobs that may wait behind the running one; more get 503."""
+    return _count("RMBG_VIDEO_QUEUE", 4, 0)
+
+
 def max_upload_bytes() -> int:
     """RMBG_MAX_UPLOAD_MB: the largest upload the server reads, in MiB (fractions allowed)."""
     return int(_positive("RMBG_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB, "50") * 1024 * 1024)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -132,3 +133,55 @@ def photo(width: int = 300, height: int = 200) -> Image.Image:
     rng = np.random.default_rng(0)
     array = np.where(disc[..., None], [240, 200, 40], rng.integers(0, 90, (height, width, 3)))
     return Image.fromarray(array.astype(np.uint8))
+
+
+def make_clip(
+    path: Path,
+    frames: int = 6,
+    size: tuple[int, int] = (64, 48),
+    codec: str = "libx264",
+    times_ms: list[int] | None = None,
+    audio: str | None = None,
+    rotation: int = 0,
+    pix_fmt: str = "yuv420p",
+    noise: int = 0,
+) -> list[float]:
+    """A small generated clip (a disc moving over a gradient) and its frame times in seconds; `times_ms`
+    makes a variable frame rate, `audio` adds a tone in that codec, `rotation` sets display rotation,
+    `noise` makes it one still picture with fresh noise of that many levels in every frame."""
+    import av  # the `video` extra
+
+    times = times_ms or [i * 100 for i in range(frames)]
+    with av.open(str(path), "w") as container:
+        video = container.add_stream(codec, rate=10)
+        video.width, video.height, video.pix_fmt = size[0], size[1], pix_fmt
+        video.codec_context.time_base = Fraction(1, 1000)
+        if rotation:
+            video.set_display_rotation(rotation)
+        sound = container.add_stream(audio, rate=48000, layout="mono") if audio else None
+        noisy = np.random.default_rng(0)
+        for index, milliseconds in enumerate(times):
+            image = sample_image(*size, seed=0 if noise else index)
+            if noise:
+                pixels = np.asarray(image, np.int16) + noisy.integers(-noise, noise + 1, (size[1], size[0], 3))
+                image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+            frame = av.VideoFrame.from_image(image)
+            frame.pts, frame.time_base = milliseconds, Fraction(1, 1000)
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+        if sound is not None:
+            _tone(container, sound, seconds=(times[-1] + 100) / 1000)
+    return [t / 1000 for t in times]
+
+
+def _tone(container, stream, seconds: float) -> None:
+    import av
+
+    samples = np.sin(np.arange(int(48000 * seconds)) * 2 * np.pi * 440 / 48000).astype(np.float32)[None]
+    frame = av.AudioFrame.from_ndarray(samples, format="flt", layout="mono")
+    frame.sample_rate = 48000
+    resampler = av.AudioResampler(format=stream.codec_context.codec.audio_formats[0].name, layout="mono", rate=48000)
+    for chunk in resampler.resample(frame) + resampler.resample(None):
+        chunk.pts = None
+        container.mux(stream.encode(chunk))
+    container.mux(stream.encode(None))

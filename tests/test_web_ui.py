@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import time
 import zipfile
@@ -192,3 +193,27 @@ def test_a_12_megapixel_photo_round_trip_is_recorded(page, tmp_path, record_prop
     record_property("ui_12mp_inference_seconds", inference)
     print(f"12 MP in the UI: {on_screen:.2f} s from click to result, of which inference {inference:.2f} s")
     assert on_screen > inference > 0
+
+
+def test_video_tab_runs_a_clip_with_progress_preview_and_download(page, tmp_path):
+    """The Video tab (docs/video.md): a clip in, a WebM with alpha that the page plays and downloads."""
+    import av
+    from live import make_clip
+    from playwright.sync_api import expect
+
+    clip = tmp_path / "spin.mp4"
+    make_clip(clip, frames=3)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-input input[type=file]").set_input_files(str(clip))
+    page.locator("#video-run").click()
+    expect(page.locator("#video-status")).to_contain_text("spin.mp4: done, frame 3 of 3", timeout=3 * WAIT_MS)
+    expect(page.locator("#video-preview video")).to_have_attribute("src", re.compile(r"\.webm$"))
+    with page.expect_download() as download_info:
+        page.locator("#video-download").click()
+    saved = tmp_path / download_info.value.suggested_filename
+    download_info.value.save_as(saved)
+    assert saved.name == "spin_nobg.webm"
+    with av.open(str(saved)) as container:
+        context = av.CodecContext.create("libvpx-vp9", "r")  # the decoder that reads VP9's alpha
+        frames = [f for packet in container.demux(video=0) for f in context.decode(packet)]
+    assert len(frames) == 3 and frames[0].format.name == "yuva420p"

@@ -30,6 +30,7 @@ from .scratch import Scratch
 from .shield import GradioShield
 from .stopping import DrainingServer, Unanswered, delete_users_files
 from .ui import CSS, build_ui
+from .video_api import add_video_routes
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def create_app(
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     token, login = settings.api_token(), settings.ui_login()
     add_routes(app, service, max_upload, token)
+    add_video_routes(app, service, token)
     app.state.scratch = Scratch()  # the server deletes it on every way out (stopping.py)
     demo = build_ui(service, app.state.scratch)
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`

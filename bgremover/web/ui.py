@@ -477,6 +477,10 @@ def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Bloc
                 _batch_tab(handlers, pool)
             with gr.Tab("Compare models", id="compare"):
                 _compare_tab(handlers, pool)
+            with gr.Tab("Video", id="video"):
+                from .video_ui import video_tab  # imports ui.py's helpers: imported here, not at the top
+
+                video_tab(service)
 
         def refresh() -> str:
             return status_markdown(pool)

@@ -1,0 +1,216 @@
+"""Video jobs for servers: a clip is submitted, runs later on one worker thread, and its result is
+fetched when done, so no HTTP request stays open for minutes. Shared by the HTTP API and the UI's
+Video tab, so both queue behind the same single worker.
+
+A job's files live in a private temporary folder; finished, failed and cancelled jobs expire after
+RMBG_VIDEO_RESULT_MINUTES, and everything left is removed when the process exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import queue
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import settings
+from ..service.admission import Busy
+from ..service.options import Request
+from ..service.removal import RemovalService
+from . import Cancelled, VideoError, check_options
+from .clip import remove_clip
+from .reading import Limits, probe
+from .smoothing import check_strength
+
+log = logging.getLogger(__name__)
+MEDIA_TYPES = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4", "zip": "application/zip"}
+_SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
+_SHARED_GUARD = threading.Lock()
+
+
+@dataclass
+class VideoJob:
+    id: str
+    name: str
+    source: Path
+    target: Path
+    request: Request
+    fmt: str
+    frames_total: int
+    smoothing: float = 0.0
+    status: str = "queued"  # queued, running, done, failed, cancelled
+    frames_done: int = 0
+    error: str | None = None
+    finished: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def result_name(self) -> str:
+        return self.target.name
+
+    def as_dict(self, keep_seconds: float) -> dict:
+        """The status a client polls; `progress` is 0-1 (the total is the header's estimate)."""
+        total = max(self.frames_total, self.frames_done)
+        expires = None if self.finished is None else max(0, round(self.finished + keep_seconds - time.time()))
+        return {
+            "id": self.id,
+            "name": self.name,
+            "status": self.status,
+            "frames_done": self.frames_done,
+            "frames_total": total,
+            "progress": round(self.frames_done / total, 4) if total else 0.0,
+            "error": self.error,
+            "format": self.fmt,
+            "expires_in_seconds": expires,
+        }
+
+
+class VideoJobs:
+    """The queue of video jobs of one service; `shared(service)` gives the one a server uses."""
+
+    def __init__(self, service: RemovalService, queue_limit: int | None = None, keep_seconds: float | None = None):
+        self.service = service
+        self.queue_limit = settings.video_queue_limit() if queue_limit is None else queue_limit
+        self.keep_seconds = keep_seconds or settings.video_result_seconds()
+        self.folder = Path(tempfile.mkdtemp(prefix="rmbg-video-"))
+        atexit.register(shutil.rmtree, self.folder, True)
+        self._jobs: dict[str, VideoJob] = {}
+        self._queue: queue.Queue[VideoJob] = queue.Queue()
+        self._guard = threading.Lock()
+        self._worker: threading.Thread | None = None
+        self._counter = itertools.count()
+
+    @classmethod
+    def shared(cls, service: RemovalService) -> VideoJobs:
+        with _SHARED_GUARD:
+            if service not in _SHARED:
+                _SHARED[service] = cls(service)
+            return _SHARED[service]
+
+    def upload_path(self, name: str) -> Path:
+        """Where a front end puts an uploaded clip before `submit` (its suffix helps FFmpeg probe)."""
+        suffix = "".join(c for c in Path(name).suffix[:8] if c.isalnum() or c == ".")
+        return self.folder / f"upload-{next(self._counter)}-{secrets.token_hex(4)}{suffix}"
+
+    def submit(self, source: Path, name: str, request: Request, fmt: str, smoothing: float = 0.0) -> VideoJob:
+        """Checks the clip (readable, within the limits), the format and the smoothing at once, then
+        queues it; raises VideoError, VideoLimitError, ValueError or Busy (queue full), and then
+        deletes `source`."""
+        try:
+            fmt = check_options(fmt, request.options.output, request.options.crop)
+            info = probe(source, name, Limits.from_settings())
+            job = self._queued(source, name, request, fmt, info.frames, check_strength(smoothing))
+        except BaseException:
+            source.unlink(missing_ok=True)
+            raise
+        self._queue.put(job)
+        return job
+
+    def _queued(self, source: Path, name: str, request: Request, fmt: str, frames: int, smoothing: float) -> VideoJob:
+        self.expire()
+        with self._guard:
+            active = sum(job.status in ("queued", "running") for job in self._jobs.values())
+            if active > self.queue_limit:
+                raise Busy(
+                    f"{active} video jobs are already running or waiting (RMBG_VIDEO_QUEUE={self.queue_limit} "
+                    "may wait behind the running one). Try again later.",
+                    retry_after=60,
+                )
+            job_id = secrets.token_urlsafe(12)
+            target = self.folder / job_id / f"{Path(name).stem}_nobg.{fmt}"  # the name a download gets
+            job = VideoJob(job_id, name, source, target, request, fmt, frames, smoothing)
+            self._jobs[job_id] = job
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="rmbg-video-jobs", daemon=True)
+                self._worker.start()
+        return job
+
+    def get(self, job_id: str) -> VideoJob | None:
+        self.expire()
+        with self._guard:
+            return self._jobs.get(job_id)
+
+    def delete(self, job_id: str) -> bool:
+        """Cancels the job if it runs or waits, and removes it and its files; whether it existed."""
+        with self._guard:
+            job = self._jobs.pop(job_id, None)
+        if job is None:
+            return False
+        job.cancel.set()
+        if job.status == "queued":
+            job.status = "cancelled"
+        self._remove_files(job)
+        return True
+
+    def cancel(self, job_id: str) -> None:
+        """Stops the job but keeps its status (the UI's Cancel button)."""
+        job = self.get(job_id)
+        if job is not None:
+            job.cancel.set()
+
+    def expire(self) -> None:
+        now = time.time()
+        with self._guard:
+            old = [j for j in self._jobs.values() if j.finished is not None and now - j.finished > self.keep_seconds]
+            for job in old:
+                del self._jobs[job.id]
+        for job in old:
+            self._remove_files(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if not job.cancel.is_set():
+                self._run(job)
+            elif job.status == "queued":
+                self._end(job, "cancelled")
+            job.source.unlink(missing_ok=True)
+            if job.id not in self._jobs:  # deleted while it ran
+                self._remove_files(job)
+
+    def _run(self, job: VideoJob) -> None:
+        job.status = "running"
+
+        def progress(done: int, expected: int) -> None:
+            job.frames_done, job.frames_total = done, expected
+
+        try:
+            remove_clip(
+                self.service,
+                job.source,
+                job.target,
+                job.request,
+                fmt=job.fmt,
+                batch_size=settings.max_batch() if self.service.pool.device.type == "cuda" else 1,
+                progress=progress,
+                cancel=job.cancel,
+                name=job.name,
+                smoothing=job.smoothing,
+            )
+        except Cancelled:
+            self._end(job, "cancelled")
+        except (VideoError, Busy, OSError) as error:
+            self._end(job, "failed", str(error))
+        except Exception as error:  # a bug or a model that cannot load: the job says so, the server goes on
+            log.exception("video job %s (%s) failed", job.id, job.name)
+            self._end(job, "failed", f"{type(error).__name__}: {error}")
+        else:
+            self._end(job, "done")
+
+    @staticmethod
+    def _end(job: VideoJob, status: str, error: str | None = None) -> None:
+        job.status, job.error, job.finished = status, error, time.time()
+
+    @staticmethod
+    def _remove_files(job: VideoJob) -> None:
+        if job.status != "running":
+            job.source.unlink(missing_ok=True)
+            shutil.rmtree(job.target.parent, ignore_errors=True)

@@ -1,0 +1,178 @@
+"""Opening a clip and reading it frame by frame: upright RGB frames with their own timestamps,
+and the audio packets between them, in the order the file holds them.
+
+Limits (duration, frames, frame size) are checked from the header before any frame is decoded,
+and the frame count again while decoding, since a header can lie.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+from PIL import Image
+
+from .. import settings
+from ..service.steps import rotated
+from . import VideoError, VideoLimitError
+
+
+@dataclass
+class Limits:
+    """What a clip may be; the defaults come from RMBG_MAX_VIDEO_SECONDS, _FRAMES and _PIXELS."""
+
+    seconds: float
+    frames: int
+    pixels: int
+
+    @classmethod
+    def from_settings(cls) -> Limits:
+        return cls(settings.max_video_seconds(), settings.max_video_frames(), settings.max_video_pixels())
+
+
+@dataclass
+class Frame:
+    """One decoded frame, upright, with its presentation time in the input stream's time base."""
+
+    rgb: Image.Image
+    pts: int
+    duration: int
+
+
+@dataclass
+class ClipInfo:
+    name: str
+    width: int
+    height: int
+    seconds: float
+    frames: int  # from the header: an estimate for progress, 0 when unknown
+    rate: Fraction
+    time_base: Fraction
+    rotation: int = 0  # quarter turns to the left
+
+    @property
+    def upright_size(self) -> tuple[int, int]:
+        return (self.height, self.width) if self.rotation % 2 else (self.width, self.height)
+
+
+def probe(path: Path, name: str, limits: Limits) -> ClipInfo:
+    """What the clip's header and first frame say (the upright size needs the frame's rotation),
+    refused past the limits with the setting to raise; cheap enough to answer an upload at once."""
+    container = _open(path, name)
+    try:
+        info = _info(container, name)
+        check_limits(info, limits)
+        info.rotation = _first_rotation(container, info)
+    finally:
+        container.close()
+    return info
+
+
+def open_clip(path: Path, name: str, limits: Limits) -> tuple[av.container.InputContainer, ClipInfo]:
+    """The probed clip, opened again at its start for reading."""
+    info = probe(path, name, limits)
+    return _open(path, name), info
+
+
+def _open(path: Path, name: str) -> av.container.InputContainer:
+    try:
+        return av.open(str(path), "r")
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        raise VideoError(
+            f"{name}: not a video this app can read ({_reason(error)}). Use MP4, MOV, WebM or MKV."
+        ) from error
+
+
+def _first_rotation(container: av.container.InputContainer, info: ClipInfo) -> int:
+    """Quarter turns to the left that make the frames upright, read off the first frame."""
+    try:
+        for frame in container.decode(video=0):
+            return round(frame.rotation / 90) % 4
+    except av.FFmpegError as error:
+        raise VideoError(
+            f"{info.name}: the first frame cannot be decoded ({_reason(error)}). Re-export the clip."
+        ) from error
+    raise VideoError(f"{info.name}: the file holds no decodable frame; it is damaged or truncated.")
+
+
+def _info(container: av.container.InputContainer, name: str) -> ClipInfo:
+    if not container.streams.video:
+        raise VideoError(f"{name}: the file has no video stream (audio only?). Give a video file.")
+    stream = container.streams.video[0]
+    context = stream.codec_context
+    if context is None or not context.codec.is_decoder or context.width <= 0:
+        codec = context.name if context is not None else "unknown"
+        raise VideoError(f"{name}: the video codec {codec!r} cannot be decoded here. Convert it to H.264 or VP9 first.")
+    seconds = _seconds(container, stream)
+    rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+    frames = stream.frames or int(seconds * rate)
+    return ClipInfo(name, context.width, context.height, seconds, frames, Fraction(rate), stream.time_base)
+
+
+def _seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    return container.duration / av.time_base if container.duration else 0.0
+
+
+def check_limits(info: ClipInfo, limits: Limits) -> None:
+    pixels = info.width * info.height
+    if pixels > limits.pixels:
+        raise VideoLimitError(
+            f"{info.name}: frames of {info.width}x{info.height} are more than the limit of {limits.pixels} pixels. "
+            "Scale the clip down first, or raise RMBG_MAX_VIDEO_PIXELS."
+        )
+    if info.seconds > limits.seconds:
+        raise VideoLimitError(
+            f"{info.name}: the clip lasts {info.seconds:.1f} s, more than the limit of {limits.seconds:g} s. "
+            "Cut it shorter, or raise RMBG_MAX_VIDEO_SECONDS."
+        )
+    if info.frames > limits.frames:
+        raise VideoLimitError(_too_many_frames(info.name, limits.frames))
+
+
+def _too_many_frames(name: str, limit: int) -> str:
+    return f"{name}: the clip has more than {limit} frames. Cut it shorter, or raise RMBG_MAX_VIDEO_FRAMES."
+
+
+def units(container: av.container.InputContainer, info: ClipInfo, limits: Limits) -> Iterator[Frame | av.Packet]:
+    """Video frames (decoded, upright) and audio packets (as they are), in file order.
+
+    Rotation metadata is applied to the pixels, so the output needs none; timestamps are the
+    input's own, so a variable frame rate stays as it was.
+    """
+    video = container.streams.video[0]
+    video.thread_type = "AUTO"
+    audio = container.streams.audio[:1]
+    count = 0
+    try:
+        for packet in container.demux(video, *audio):
+            if packet.stream.type == "audio":
+                if packet.size:
+                    yield packet
+                continue
+            for frame in packet.decode():
+                count += 1
+                if count > limits.frames:
+                    raise VideoLimitError(_too_many_frames(info.name, limits.frames))
+                yield _frame(frame)
+    except av.FFmpegError as error:
+        raise VideoError(
+            f"{info.name}: the video data is damaged or truncated after {count} frame(s) ({_reason(error)}). "
+            "Re-export or re-download it."
+        ) from error
+    if count == 0:
+        raise VideoError(f"{info.name}: no frame could be decoded; the file is damaged or truncated.")
+
+
+def _frame(frame: av.VideoFrame) -> Frame:
+    pts = frame.pts if frame.pts is not None else 0
+    image = rotated(frame.to_image(), round(frame.rotation / 90))
+    return Frame(image, pts, frame.duration or 0)
+
+
+def _reason(error: BaseException) -> str:
+    return getattr(error, "strerror", None) or str(error)

@@ -1,0 +1,156 @@
+"""The video job API: a clip is a job, because removing its background takes longer than an HTTP
+request should stay open.
+
+    POST   /api/video              multipart: file + options -> 202 {"id", "status", ...}, Location
+    GET    /api/video/{id}         status: queued, running, done, failed or cancelled; frames and progress
+    GET    /api/video/{id}/result  the finished file (409 while it is not done)
+    DELETE /api/video/{id}         cancels it if it runs, removes it and its files
+
+Statuses: 400 bad options, 404 unknown or expired job, 413 upload or clip past a limit,
+415 not a readable video, 501 PyAV missing, 503 too many jobs waiting (Retry-After).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.datastructures import FormData, UploadFile
+
+from .. import settings
+from ..service.admission import Busy
+from ..service.options import build_request, parse_number
+from ..service.removal import RemovalService
+from .api import ApiError, _disposition, check_token, read_form
+
+OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model")
+FIELDS = ("file", *OPTION_FIELDS, "format", "smooth")
+
+
+def add_video_routes(app: FastAPI, service: RemovalService, token: str | None = None) -> None:
+    """Registers the routes; like `add_routes`, before Gradio is mounted at '/'."""
+
+    @app.post("/api/video", status_code=202)
+    async def submit(request: Request) -> Response:
+        return await _answer(_submit(request, service, token))
+
+    @app.get("/api/video/{job_id}")
+    async def status(job_id: str, request: Request) -> Response:
+        return await _answer(_status(request, service, token, job_id))
+
+    @app.get("/api/video/{job_id}/result")
+    async def result(job_id: str, request: Request) -> Response:
+        return await _answer(_result(request, service, token, job_id))
+
+    @app.delete("/api/video/{job_id}")
+    async def delete(job_id: str, request: Request) -> Response:
+        return await _answer(_delete(request, service, token, job_id))
+
+
+async def _answer(work) -> Response:
+    try:
+        return await work
+    except ApiError as error:
+        return error.response()
+
+
+def _jobs(service: RemovalService):
+    if importlib.util.find_spec("av") is None:
+        raise ApiError(501, "video needs PyAV, which is not installed: pip install 'bgremover[video]'.")
+    from ..video.jobs import VideoJobs
+
+    return VideoJobs.shared(service)
+
+
+async def _submit(request: Request, service: RemovalService, token: str | None) -> Response:
+    check_token(request, token)
+    jobs = _jobs(service)
+    limit = settings.max_video_upload_bytes()
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit + 64 * 1024:
+        raise ApiError(413, f"the clip is larger than the limit of {limit / 2**20:g} MB (RMBG_MAX_VIDEO_UPLOAD_MB).")
+    form = await read_form(request, limit)
+    try:
+        upload, removal, fmt, smoothing = _parsed(form, service)
+        source = jobs.upload_path(upload.filename or "clip")
+        await run_in_threadpool(_save, upload, source)
+    finally:
+        await form.close()
+    from ..video import VideoError, VideoLimitError
+
+    try:
+        name = Path(upload.filename or "clip").name
+        job = await run_in_threadpool(jobs.submit, source, name, removal, fmt, smoothing)
+    except VideoLimitError as error:
+        raise ApiError(413, str(error)) from error
+    except VideoError as error:
+        raise ApiError(415, str(error)) from error
+    except Busy as error:
+        raise ApiError(503, str(error), {"Retry-After": str(error.retry_after)}) from error
+    body = job.as_dict(jobs.keep_seconds)
+    return JSONResponse(body, status_code=202, headers={"Location": f"/api/video/{job.id}"})
+
+
+def _parsed(form: FormData, service: RemovalService):
+    """The upload, its options, its container and its smoothing, all checked before any work."""
+    from ..video import check_format, default_format
+    from ..video.smoothing import check_strength
+
+    unknown = sorted(set(form.keys()) - set(FIELDS))
+    if unknown:
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: use {', '.join(FIELDS)}.")
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise ApiError(400, "no clip: send it as a file in the multipart field 'file'.")
+    fields = {name: form.get(name) for name in OPTION_FIELDS if name in form}
+    try:
+        request = build_request(**fields, outputs=("cutout", "mask", "color"))
+        request.model = service.pool.canonical(request.model)
+        fmt = check_format(str(form.get("format") or default_format(request.options.output)), request.options.output)
+        smoothing = check_strength(parse_number(form.get("smooth"), "smooth", default=0.0))
+    except ValueError as error:
+        raise ApiError(400, str(error)) from error
+    return upload, request, fmt, smoothing
+
+
+def _save(upload: UploadFile, target: Path) -> None:
+    upload.file.seek(0)
+    with open(target, "wb") as file:
+        shutil.copyfileobj(upload.file, file, 1024 * 1024)
+
+
+def _job(service: RemovalService, job_id: str):
+    jobs = _jobs(service)
+    job = jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, f"no video job {job_id!r}: it never existed, was deleted or has expired.")
+    return jobs, job
+
+
+async def _status(request: Request, service: RemovalService, token: str | None, job_id: str) -> Response:
+    check_token(request, token)
+    jobs, job = _job(service, job_id)
+    return JSONResponse(job.as_dict(jobs.keep_seconds))
+
+
+async def _result(request: Request, service: RemovalService, token: str | None, job_id: str) -> Response:
+    check_token(request, token)
+    jobs, job = _job(service, job_id)
+    if job.status != "done":
+        detail = f": {job.error}" if job.error else ""
+        raise ApiError(409, f"the job is {job.status}{detail}; its result is there once the status is 'done'.")
+    from ..video.jobs import MEDIA_TYPES
+
+    headers = {"Content-Disposition": _disposition(job.result_name)}
+    return FileResponse(job.target, media_type=MEDIA_TYPES[job.fmt], headers=headers)
+
+
+async def _delete(request: Request, service: RemovalService, token: str | None, job_id: str) -> Response:
+    check_token(request, token)
+    if not _jobs(service).delete(job_id):
+        raise ApiError(404, f"no video job {job_id!r}: it never existed, was deleted or has expired.")
+    return JSONResponse({"id": job_id, "status": "deleted"})

@@ -1,0 +1,106 @@
+"""The video job API against a real `rmbg serve`: submit, poll, fetch, delete, and every refusal
+as a 4xx with a message while the server keeps serving."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import av
+import pytest
+import requests
+from live import TIMEOUT, Server, make_clip, run_server
+
+pytestmark = pytest.mark.slow
+ARGS = ("--model", "RMBG-1.4", "--size", "64", "--precision", "fp32")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, hf_home):
+    folder = tmp_path_factory.mktemp("video_server")
+    with run_server(folder, hf_home, *ARGS, RMBG_MAX_VIDEO_FRAMES="12", RMBG_VIDEO_QUEUE="0") as running:
+        yield running
+
+
+def submit(server: Server, clip: Path, **fields) -> requests.Response:
+    data = {key: str(value) for key, value in fields.items()}
+    with open(clip, "rb") as file:
+        return requests.post(f"{server.url}/api/video", files={"file": (clip.name, file)}, data=data, timeout=TIMEOUT)
+
+
+def wait_until_finished(server: Server, job_id: str, seconds: float = 300) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = server.get(f"/api/video/{job_id}").json()
+        if status["status"] not in ("queued", "running"):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {status} after {seconds} s")
+
+
+def test_a_job_is_submitted_polled_fetched_and_deleted(server, tmp_path) -> None:
+    clip = tmp_path / "walk.mp4"
+    make_clip(clip, frames=4)
+    answer = submit(server, clip, output="mask", format="mp4")
+    assert answer.status_code == 202, answer.text
+    job = answer.json()
+    assert answer.headers["Location"] == f"/api/video/{job['id']}" and job["frames_total"] == 4
+    status = wait_until_finished(server, job["id"])
+    assert status["status"] == "done", status
+    assert (status["frames_done"], status["progress"]) == (4, 1.0)
+    result = server.get(f"/api/video/{job['id']}/result")
+    assert result.status_code == 200 and result.headers["content-type"] == "video/mp4"
+    assert 'filename="walk_nobg.mp4"' in result.headers["content-disposition"]
+    (tmp_path / "out.mp4").write_bytes(result.content)
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        assert [round(f.time, 3) for f in container.decode(video=0)] == [0.0, 0.1, 0.2, 0.3]
+    assert requests.delete(f"{server.url}/api/video/{job['id']}", timeout=TIMEOUT).status_code == 200
+    assert server.get(f"/api/video/{job['id']}").status_code == 404
+    assert server.get(f"/api/video/{job['id']}/result").status_code == 404
+
+
+def test_refusals_are_4xx_with_the_fix_and_a_running_job_can_be_cancelled(server, tmp_path) -> None:
+    short, long, garbage = tmp_path / "short.mp4", tmp_path / "long.mp4", tmp_path / "garbage.webm"
+    make_clip(short, frames=12)
+    make_clip(long, frames=13)
+    garbage.write_bytes(b"\x1a\x45\xdf\xa3 not really webm" * 50)
+    refusals = [
+        (submit(server, short, colour="red"), 400, "unknown field"),
+        (submit(server, short, format="mp4"), 400, "no transparency"),
+        (submit(server, garbage), 415, "not a video this app can read"),
+        (submit(server, long), 413, "RMBG_MAX_VIDEO_FRAMES"),
+        (server.get("/api/video/nope"), 404, "no video job"),
+    ]
+    for answer, code, message in refusals:
+        assert answer.status_code == code and message in answer.json()["error"], answer.text
+    running = submit(server, short, output="color")
+    assert running.status_code == 202, running.text
+    job_id = running.json()["id"]
+    busy = submit(server, short)  # RMBG_VIDEO_QUEUE=0: nothing waits behind the running job
+    assert busy.status_code == 503 and "RMBG_VIDEO_QUEUE" in busy.json()["error"]
+    assert busy.headers["Retry-After"]
+    early = server.get(f"/api/video/{job_id}/result")
+    assert early.status_code == 409 and early.json()["error"].startswith(("the job is queued", "the job is running"))
+    assert requests.delete(f"{server.url}/api/video/{job_id}", timeout=TIMEOUT).status_code == 200
+    assert server.get(f"/api/video/{job_id}").status_code == 404
+    assert server.get("/health").status_code == 200
+
+
+def test_the_video_tab_runs_a_clip_and_previews_it(server, tmp_path) -> None:
+    """The Video tab's event through gradio_client: the same jobs as the API, a preview that plays."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    clip = tmp_path / "spin.mp4"
+    make_clip(clip, frames=3)
+    client = Client(server.url + "/", verbose=False)
+    status, preview, download = client.predict(  # the job id is session state, not returned
+        handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "webm", api_name="/video"
+    )
+    assert "done, frame 3 of 3" in status
+    assert Path(download["value"] if isinstance(download, dict) else download).name == "spin_nobg.webm"
+    with av.open(preview["video"] if isinstance(preview, dict) else preview) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+        assert len(list(container.decode(video=0))) == 3
+    with pytest.raises(AppError, match="no transparency"):
+        client.predict(handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "mp4", api_name="/video")
