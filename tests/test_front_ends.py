@@ -97,6 +97,7 @@ def test_the_compare_tab_waits_its_turn_in_the_admission(offline_hub, photo_file
     """With one request running and none allowed to wait, Compare is refused like any request."""
     monkeypatch.setenv("RMBG_WORKERS", "1")
     monkeypatch.setenv("RMBG_QUEUE_LIMIT", "0")
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(photo_file.parent))  # the photo counts as the user's upload
     config = ServiceConfig.from_settings(model="RMBG-1.4", device="cpu", precision="fp32", size=64)
     service = build_service(config, serving=True)
     handlers = Handlers(service, Scratch())
