@@ -496,9 +496,20 @@ def test_ci_script():
     assert "set -euo pipefail" in text
     assert "python -m pytest -q" in text
     assert "HF_HUB_OFFLINE=1" in text
-    if shutil.which("bash"):
-        proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert "\n.ci/containers\n" in text, "CI builds and smoke-tests the images"
+    for path in (script, ROOT / ".ci" / "containers"):
+        assert os.access(path, os.X_OK), f"{path.name} must be executable"
+        proc = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
+
+
+def test_ci_builds_with_build_arguments_only():
+    """The CI builds the project's own Dockerfiles (no edited copy), keeping the health check."""
+    text = (ROOT / ".ci" / "containers").read_text()
+    builds = re.findall(r"^build (Dockerfile\.\w+) (rmbg:\w+)", text, re.M)
+    assert builds == [("Dockerfile.cpu", "rmbg:cpu"), ("Dockerfile.gpu", "rmbg:gpu")]
+    assert "--format docker" in text, "podman's OCI format drops HEALTHCHECK"
+    assert "python .ci/container_smoke.py rmbg:cpu" in text
 
 
 @pytest.mark.parametrize("file", ["docker-compose.cpu.yml", "docker-compose.gpu.yml"])
@@ -517,3 +528,13 @@ def test_cpu_image_installs_openvino_for_the_auto_engine():
     installs = [a for k, a in parse_dockerfile(ROOT / "Dockerfile.cpu") if is_requirements_install(k, a)]
     assert len(installs) == 1 and "-r requirements-openvino.txt" in installs[0]
     assert "openvino==" in (ROOT / "requirements-openvino.txt").read_text()
+
+
+def test_the_two_images_share_their_dependency_layers():
+    """Same steps up to the code, so a host that builds both (the CI) stores and builds them once."""
+
+    def dependency_steps(name: str) -> list[tuple[str, str]]:
+        instructions = parse_dockerfile(ROOT / name)
+        return [i for i in instructions[: index_of(instructions, is_code_copy, "copying the code")] if i[0] != "ARG"]
+
+    assert dependency_steps("Dockerfile.cpu") == dependency_steps("Dockerfile.gpu")
