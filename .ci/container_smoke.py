@@ -214,7 +214,9 @@ def smoke_image(image: str, work: Path) -> None:
         status, output, seconds = run_health_checks(name, settings, {"healthy", "unhealthy"})
         check(status == "unhealthy", f"expected unhealthy without a model, got {status}")
         check(MODEL in output and "Traceback" not in output, f"the health log should state the reason: {output!r}")
-        print(f"  unhealthy {seconds:.0f} s after the start; health log: {output}")
+        shown = podman("ps", "--filter", f"name={name}", "--format", "{{.Status}}").stdout.strip()
+        check("(unhealthy)" in shown, f"podman ps should show (unhealthy), shows {shown!r}")
+        print(f"  unhealthy {seconds:.0f} s after the start; podman ps: {shown}; health log: {output}")
 
 
 @contextlib.contextmanager
