@@ -213,6 +213,7 @@ def smoke_image(image: str, work: Path) -> None:
     with container(image, "rmbg-smoke-empty", empty) as (name, _):
         status, output, seconds = run_health_checks(name, settings, {"healthy", "unhealthy"})
         check(status == "unhealthy", f"expected unhealthy without a model, got {status}")
+        check(seconds <= 75, f"unhealthy only {seconds:.0f} s after the start, expected within about a minute")
         check(MODEL in output and "Traceback" not in output, f"the health log should state the reason: {output!r}")
         shown = podman("ps", "--filter", f"name={name}", "--format", "{{.Status}}").stdout.strip()
         check("(unhealthy)" in shown, f"podman ps should show (unhealthy), shows {shown!r}")
