@@ -23,7 +23,7 @@ import pytest
 import test_web_api as web
 from PIL import Image
 
-from bgremover.cli import build_parser, main
+from bgremover.cli import main, parse
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
@@ -127,7 +127,7 @@ def _configure(monkeypatch, nodes: list[dict], *options: str, batches: int = 100
     totals = {key: sum(resources.get(key, 0.0) for resources in live) for key in ("CPU", "GPU", "memory")}
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    return configure(build_parser().parse_args(["remove", "in", "--ray", *options]), SMALL_MODEL, batches)
+    return configure(parse(["remove", "in", "--ray", *options]), SMALL_MODEL, batches)
 
 
 def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):

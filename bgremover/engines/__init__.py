@@ -16,9 +16,9 @@ from typing import Protocol
 import torch
 
 from .. import settings
+from ..choices import ENGINE_HELP, ENGINES, PRECISION_HELP
 from ..zoo import ModelInfo
 from .devices import (
-    PRECISION_HELP,
     PRECISIONS,
     device_lock,
     int8_hint,
@@ -45,10 +45,6 @@ __all__ = [
     "precision_for",
     "precision_name",
 ]
-
-
-ENGINES = ("auto", "torch", "openvino")
-ENGINE_HELP = "auto (OpenVINO for RMBG-1.4 on a CPU if installed, else PyTorch), torch, openvino (docs/engines.md)"
 
 
 class Engine(Protocol):
