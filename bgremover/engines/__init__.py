@@ -62,6 +62,11 @@ class Engine(Protocol):
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
 
+    def prepare(self, size: tuple[int, int]) -> None:
+        """Does the one-time work for inputs of `size` (height, width) now, so that a caller can time it
+        apart from inference: OpenVINO converts and compiles per size on its first input."""
+        ...
+
     def describe(self) -> str:
         """What runs, for logs, the UI status line and bench: runtime, device, precision, kernels."""
         ...
