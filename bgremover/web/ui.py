@@ -68,25 +68,37 @@ def upload_path(upload: dict | str | None, missing: str) -> Path:
 
 
 def friendly(handler: Callable) -> Callable:
-    """Fixable errors as a readable gr.Error (model errors stay open: they hold the fix); bugs are logged."""
+    """Every error as a readable gr.Error; Gradio's own traceback of it is turned off (see `shown`)."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ModelLoadError as error:
-            raise gr.Error(str(error), duration=None, title="Model not available") from error
-        except Busy as error:
-            raise gr.Error(str(error), title="Busy") from error
-        except ValueError as error:  # ImageError and bad options
-            raise gr.Error(str(error)) from error
         except Exception as error:
-            log.exception("%s failed", handler.__name__)
-            raise gr.Error(f"Unexpected error ({type(error).__name__}); the server log has the details.") from error
+            message = shown(handler.__name__, error)
+            message.print_exception = False
+            raise message from error
 
     return wrapper
+
+
+def shown(name: str, error: Exception) -> gr.Error:
+    """What the user sees of `error`. A fixable one (not an image, a gated model, a bad option) is
+    logged in one line, as the API's access log does; model errors stay open, they hold the fix.
+    Only a bug gets its traceback logged. Call it while handling `error`."""
+    if isinstance(error, gr.Error):
+        message = error
+    elif isinstance(error, ModelLoadError):
+        message = gr.Error(str(error), duration=None, title="Model not available")
+    elif isinstance(error, Busy):
+        message = gr.Error(str(error), title="Busy")
+    elif isinstance(error, ValueError):  # ImageError and bad options
+        message = gr.Error(str(error))
+    else:
+        log.exception("%s failed", name)
+        return gr.Error(f"Unexpected error ({type(error).__name__}); the server log has the details.")
+    log.info("UI %s refused: %s", name, str(message.message).split("\n")[0])
+    return message
 
 
 def unique_png_names(names: list[str]) -> list[str]:
