@@ -34,6 +34,24 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SCREENSHOT_COPY = Path("/tmp/rmbg-ui.png")
+# Whether the images in ROOT and its texts NAMES (exactly, once each) lie whole inside every frame that clips them.
+SHOWN_WHOLE = """([root, names]) => {
+    const inside = [...document.querySelector(root).querySelectorAll('*')];
+    const texts = inside.filter(e => e.children.length === 0 && names.includes(e.textContent.trim()));
+    const shown = element => {
+        const box = element.getBoundingClientRect();
+        for (let frame = element.parentElement; frame; frame = frame.parentElement) {
+            const style = getComputedStyle(frame);
+            if (style.overflowX === 'visible' && style.overflowY === 'visible') continue;
+            const edge = frame.getBoundingClientRect();
+            if (box.top < edge.top - 1 || box.bottom > edge.bottom + 1) return false;
+            if (box.left < edge.left - 1 || box.right > edge.right + 1) return false;
+        }
+        return box.width > 0 && box.height > 0;
+    };
+    const images = inside.filter(e => e.tagName === 'IMG');
+    return texts.length === names.length && images.length === names.length && [...images, ...texts].every(shown);
+}"""
 WAIT_MS = 60_000
 
 
@@ -128,6 +146,8 @@ def test_batch_rotates_before_processing_and_zips_pngs(page, images, tmp_path):
     page.wait_for_function(first_preview_is_upright)
     page.locator("#batch-button").click()
     expect(page.locator("#batch-gallery img")).to_have_count(2)
+    # whole tiles with their names: nothing cut off by the gallery's scrolling frame
+    assert page.evaluate(SHOWN_WHOLE, ["#batch-gallery", ["portrait.png", "landscape.png"]])
     with page.expect_download() as download_info:
         page.locator("#batch-download").click()
     archive = tmp_path / "batch.zip"

@@ -421,7 +421,17 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
         size = _size_dropdown(pool)
         compression = _compression_radio()
     run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
-    gallery = gr.Gallery(label="Results", columns=4, format="png", object_fit="contain", elem_id="batch-gallery")
+    # Tiles keep a quarter of the width whatever their number, and the gallery grows to show them
+    # whole with their names (stretched to the full width, two results were cut off, names hidden).
+    gallery = gr.Gallery(
+        label="Results",
+        columns=4,
+        fit_columns=False,
+        height="auto",
+        format="png",
+        object_fit="contain",
+        elem_id="batch-gallery",
+    )
     archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
     summary = gr.Markdown()
     files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
