@@ -158,10 +158,7 @@ def run_remove(args) -> int:
         from .scale.batch import run_on_ray
 
         return run_on_ray(args, request)
-    from .engines import int8_hint
     from .planning import STDIO, plan_jobs
-    from .service.pool import ModelPool
-    from .service.removal import RemovalService
 
     jobs = plan_jobs(args.inputs, args.out, args.format)
     if any(job.target == STDIO for job in jobs) and sys.stdout.isatty():
@@ -174,6 +171,10 @@ def run_remove(args) -> int:
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
     skipped = len(jobs) - len(todo)
+    from .engines import int8_hint  # PyTorch: only once the command line has passed every check
+    from .service.pool import ModelPool
+    from .service.removal import RemovalService
+
     pool = ModelPool(args.model, args.device, args.precision, args.size, args.engine)
     service = RemovalService(pool, args.max_pixels)
     engine = service.pool.get().engine  # load (or fail) before any input is read
