@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from live import sample_image
 
 from bgremover import settings
+from bgremover.cli import parse
+from bgremover.planning import plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "gradio", "ray", "openvino", "numpy", "PIL")
@@ -121,6 +124,36 @@ def test_image_to_a_terminal_is_refused(tmp_path) -> None:
     message = result.stderr.decode()
     assert message.startswith("error: the image would go to standard output, which is this terminal"), message
     assert "-o FILE" in message and message.count("\n") == 1  # one line, no trace
+
+
+def readme_commands() -> list[str]:
+    """The command lines of README.md's shell blocks, without their comments."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def test_the_readme_installs_rmbg_and_writes_it_one_way() -> None:
+    commands = readme_commands()
+    assert "pip install -r requirements.txt -e ." in commands  # the quick start installs the package
+    assert not [line for line in commands if "rmbg.py" in line]  # `rmbg ...` throughout
+    tests_at = next(i for i, line in enumerate(commands) if line.startswith("python -m pytest"))
+    assert any("apt-get install" in line and "chromium" in line for line in commands[:tests_at])
+
+
+def test_the_readme_remove_lines_run_in_order_each_write_their_own_files(tmp_path, monkeypatch) -> None:
+    """Run one after the other, no line may find its outputs already there ('0 done, 1 skipped')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shoot").mkdir()
+    for name in ("photo.jpg", "shoot/a.jpg"):
+        sample_image(32, 24).save(tmp_path / name)
+    removals = [shlex.split(line)[1:] for line in readme_commands() if line.startswith("rmbg remove ")]
+    assert len(removals) >= 3
+    targets = []
+    for argv in removals:
+        args = parse(argv)
+        targets += [job.target for job in plan_jobs(args.inputs, args.out, args.format)]
+    assert len(targets) == len(set(targets)), targets
 
 
 @pytest.mark.slow
