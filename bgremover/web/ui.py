@@ -68,21 +68,23 @@ def upload_path(upload: dict | str | None, missing: str) -> Path:
 
 
 def friendly(handler: Callable) -> Callable:
-    """Every error as a readable gr.Error; Gradio's own traceback of it is turned off (see `shown`)."""
+    """Every error as a readable gr.Error, logged by `as_gradio_error`; Gradio's own traceback is off."""
 
     @functools.wraps(handler)
     def wrapper(*args, **kwargs):
         try:
             return handler(*args, **kwargs)
         except Exception as error:
-            message = shown(handler.__name__, error)
+            message = as_gradio_error(handler.__name__, error)
             message.print_exception = False
+            if message is error:
+                raise
             raise message from error
 
     return wrapper
 
 
-def shown(name: str, error: Exception) -> gr.Error:
+def as_gradio_error(name: str, error: Exception) -> gr.Error:
     """What the user sees of `error`. A fixable one (not an image, a gated model, a bad option) is
     logged in one line, as the API's access log does; model errors stay open, they hold the fix.
     Only a bug gets its traceback logged. Call it while handling `error`."""
