@@ -12,7 +12,9 @@ from pathlib import Path
 from .choices import COMPRESSIONS, ENGINE_HELP, ENGINES, OUTPUT_FORMATS, PRECISION_HELP
 from .settings import DEFAULT_MODEL
 
+# --device and --engine default to their variables, read once the command line is parsed (cli.parse).
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: RMBG_DEVICE, else auto)"
+ENGINE_OPTION_HELP = f"{ENGINE_HELP} (default: RMBG_ENGINE, else auto)"
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,7 +68,7 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("eval_out"), help="prediction cache (default: %(default)s)")
     parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
-    parser.add_argument("--engine", choices=ENGINES, help=ENGINE_HELP)
+    parser.add_argument("--engine", choices=ENGINES, help=ENGINE_OPTION_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--overwrite", action="store_true", help="recompute predictions that are already cached")

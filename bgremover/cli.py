@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import settings
-from .arguments import DEVICE_HELP, add_bench_arguments, add_eval_arguments
-from .choices import COMPRESSIONS, ENGINE_HELP, ENGINES, OUTPUT_FORMATS, PRECISION_HELP
+from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments
+from .choices import COMPRESSIONS, ENGINES, OUTPUT_FORMATS, PRECISION_HELP
 from .errors import ChildFailed, UsageError
 
 # Only light modules above: the parser and every `--help` are built without PyTorch, Gradio or Ray,
@@ -42,7 +42,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
-    parser.add_argument("--engine", choices=ENGINES, help=f"{ENGINE_HELP} (default: RMBG_ENGINE, else auto)")
+    parser.add_argument("--engine", choices=ENGINES, help=ENGINE_OPTION_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
 
