@@ -39,9 +39,8 @@ from .engines.openvino import openvino_available
 from .engines.pytorch import TorchEngine
 from .errors import ChildFailed
 from .families import find_family
-from .imaging import encoding, png
+from .imaging import png
 from .pipeline import Remover, check_inference_size
-from .results import PHOTO_ONLY_OUTPUTS
 from .service.config import ServiceConfig, build_service
 from .service.options import RemovalRequest, build_request
 from .service.removal import RemovalService
@@ -493,40 +492,6 @@ def format_result(result: BenchResult) -> str:
     if result.load_average:
         lines.append("load average    " + " ".join(f"{v:.2f}" for v in result.load_average) + " (other processes)")
     return "\n".join(lines)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `rmbg bench` beyond the shared --model, --device, --precision and --size."""
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=5, help="timed runs after the first (default: %(default)s)")
-    parser.add_argument("--synthetic", action="store_true", help="the model's architecture with synthetic weights")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network (as RMBG_COMPILE=1)")
-    parser.add_argument("--plain", action="store_true", help="PyTorch's network as built (the reference), no fast path")
-    parser.add_argument("--no-graphs", action="store_true", help="no CUDA-graph replay (as RMBG_CUDA_GRAPHS=0)")
-    parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument(
-        "--engines", action="store_true", help="compare every engine and precision this CPU runs, in one table"
-    )
-    parser.add_argument(
-        "--cold-start",
-        type=int,
-        default=0,
-        metavar="N",
-        help="also time N fresh processes from start to a loaded Remover (weights cached, no inference)",
-    )
-    e2e = parser.add_argument_group("end to end (--e2e)")
-    e2e.add_argument(
-        "--e2e",
-        action="append",
-        metavar="IMAGE",
-        help="time decode, queue, infer, finish and encode on this image instead (repeatable)",
-    )
-    e2e.add_argument("--output", choices=PHOTO_ONLY_OUTPUTS, default="cutout")
-    e2e.add_argument("--format", choices=encoding.OUTPUT_FORMATS, default="png")
-    e2e.add_argument("--compression", choices=encoding.COMPRESSIONS, default="fast")
-    e2e.add_argument("--refine-edges", action="store_true")
 
 
 def run_command(args: argparse.Namespace, config: ServiceConfig) -> int:

@@ -11,20 +11,25 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import hub, settings, zoo
-from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP, int8_hint
+from . import settings
+from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments
+from .choices import COMPRESSIONS, ENGINES, OUTPUT_FORMATS, OUTPUTS, PRECISION_HELP
 from .errors import ChildFailed, UsageError
-from .imaging import composing, decoding, encoding
-from .planning import STDIO, Job, plan_jobs
-from .results import OUTPUTS
-from .service.config import ServiceConfig, build_service
-from .service.options import build_request
-from .service.removal import Item
 from .video import VIDEO_FORMATS, wants_video
+
+# Only light modules above: the parser and every `--help` are built without PyTorch, Gradio or Ray,
+# which each handler imports when its work starts.
+if TYPE_CHECKING:
+    from .planning import Job
+    from .service.config import ServiceConfig
+    from .service.removal import Item
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
+    from .imaging import composing
+
     try:
         return composing.parse_color(text)
     except ValueError as error:
@@ -37,15 +42,17 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default=settings.model(),
         help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: %(default)s)",
     )
-    parser.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
-    parser.add_argument("--engine", default=settings.engine(), choices=ENGINES, help=ENGINE_HELP)
+    parser.add_argument("--engine", choices=ENGINES, help=ENGINE_OPTION_HELP)
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
 
 def service_config(args: argparse.Namespace) -> ServiceConfig:
     """The one place a command's options become service settings (the environment gives the rest);
     below the command line only this config travels, never the namespace."""
+    from .service.config import ServiceConfig
+
     return ServiceConfig.from_settings(
         model=args.model,
         device=args.device,
@@ -69,10 +76,10 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
-    parser.add_argument("--format", choices=(*encoding.OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
+    parser.add_argument("--format", choices=(*OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
     parser.add_argument(
         "--compression",
-        choices=encoding.COMPRESSIONS,
+        choices=COMPRESSIONS,
         default="fast",
         help="PNG/WebP: fast to write, or smaller files that take longer (default: %(default)s)",
     )
@@ -103,6 +110,9 @@ def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
 
 
 def _request(args):
+    from .imaging import decoding
+    from .service.options import build_request
+
     background = None
     if args.bg_image:
         background = decoding.decode(args.bg_image, max_pixels=args.max_pixels).rgb
@@ -122,6 +132,9 @@ def _request(args):
 def _write(job: Job, data: bytes) -> str | None:
     """Writes one output; a failure (read-only or full disk, a file where a folder should be) is
     returned as the message for that file, so the rest of the run goes on."""
+    from .imaging import encoding
+    from .planning import STDIO
+
     if job.target == STDIO:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
@@ -134,6 +147,9 @@ def _write(job: Job, data: bytes) -> str | None:
 
 
 def _item(job: Job) -> Item:
+    from .planning import STDIO
+    from .service.removal import Item
+
     source = sys.stdin.buffer.read() if job.source == STDIO else job.source
     return Item(job.label, source)
 
@@ -177,12 +193,22 @@ def run_remove(args) -> int:
             actors=args.ray_actors,
         )
         return run_on_ray(ray_run, config, request)
+    from .planning import STDIO, plan_jobs
+
     jobs = plan_jobs(args.inputs, args.out, args.format)
+    if any(job.target == STDIO for job in jobs) and sys.stdout.isatty():
+        raise UsageError(
+            "the image would go to standard output, which is this terminal: "
+            "redirect it (> cutout.png, or | into another program) or give -o FILE"
+        )
     for job in jobs:
         if job.source != STDIO and Path(job.target).resolve() == Path(job.source).resolve():
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
     skipped = len(jobs) - len(todo)
+    from .engines import int8_hint  # PyTorch: only once the command line has passed every check
+    from .service.config import build_service
+
     service = build_service(config)
     engine = service.pool.get().engine  # load (or fail) before any input is read
     failures: list[str] = []
@@ -229,6 +255,8 @@ def _add_models(commands) -> None:
 
 
 def run_models(args) -> int:
+    from . import hub, zoo
+
     rows = [("model", "repo", "size", "license", "gated", "cached")]
     for info in zoo.ZOO.values():
         rows.append(
@@ -250,6 +278,8 @@ def run_models(args) -> int:
 
 
 def run_download(args) -> int:
+    from . import hub
+
     failed = 0
     for name in args.names:
         try:
@@ -314,26 +344,24 @@ def run_eval(args) -> int:
 
 
 def _add_eval(commands) -> None:
-    from .eval.command import add_arguments
-
     parser = commands.add_parser("eval", help="score models against ground-truth masks (DIS5K layout or CSV)")
-    add_arguments(parser)
+    add_eval_arguments(parser)
     parser.set_defaults(handler=run_eval)
-
-
-def _add_bench(commands) -> None:
-    from .bench import add_arguments
-
-    parser = commands.add_parser("bench", help="time a model here and check its fast path against float32 eager")
-    add_model_arguments(parser)
-    add_arguments(parser)
-    parser.set_defaults(handler=run_bench)
 
 
 def run_bench(args) -> int:
     from .bench import run_command
 
     return run_command(args, service_config(args))
+
+    return run_command(args)
+
+
+def _add_bench(commands) -> None:
+    parser = commands.add_parser("bench", help="time a model here and check its fast path against float32 eager")
+    add_model_arguments(parser)
+    add_bench_arguments(parser)
+    parser.set_defaults(handler=run_bench)
 
 
 COMMANDS = [_add_serve, _add_remove, _add_models, _add_eval, _add_bench]
@@ -347,17 +375,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The command line as handlers see it. --device and --engine left out take RMBG_DEVICE and
+    RMBG_ENGINE only now, not as the parser is built: a bad variable never stops `--help` or a
+    command that sets the option, and fails (ValueError, naming it) inside main's error handling."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "device", "") is None:
+        args.device = settings.device()
+    if getattr(args, "engine", "") is None:
+        args.engine = settings.engine()
+    return args
+
+
+def _model_load_errors() -> tuple[type[Exception], ...]:
+    """The hub's ModelLoadError where the hub was imported: an error it never had the chance to raise
+    needs no catching, and importing it here would load PyTorch for every command."""
+    hub = sys.modules.get("bgremover.hub")
+    return (hub.ModelLoadError,) if hub else ()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = build_parser()
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["serve", *argv]
-    args = parser.parse_args(argv)
     try:
+        args = parse(argv)
         status = args.handler(args)
         sys.stdout.flush()  # inside the try: a reader that left shows up here, not at exit
         return status
-    except (UsageError, ValueError, hub.ModelLoadError) as error:
+    except (UsageError, ValueError, *_model_load_errors()) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except ChildFailed as error:

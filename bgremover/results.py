@@ -15,15 +15,11 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from .choices import OUTPUTS
 from .imaging import composing, decoding
 
 if TYPE_CHECKING:
     import torch
-
-# What a removal makes of a mask (`Options.output`): every front end offers these values.
-OUTPUTS = ("cutout", "mask", "color", "image")
-# Those a photo alone suffices for ("image" needs a background picture too): the HTTP API's and bench's.
-PHOTO_ONLY_OUTPUTS = tuple(output for output in OUTPUTS if output != "image")
 
 
 @dataclass

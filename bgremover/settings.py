@@ -7,23 +7,35 @@ variable instead of an import-time traceback.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
+
+from .choices import ENGINES
 
 DEFAULT_MODEL = "RMBG-2.0"
 DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_MAX_UPLOAD_MB = 50.0
 MAX_IO_THREADS = 16  # the default of RMBG_IO_THREADS never exceeds this, whatever the core count
 _TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def _text(name: str, default: str = "") -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def flag(name: str) -> bool:
-    """A yes/no variable: 1, true, yes or on (any case) mean yes."""
-    return _text(name).lower() in _TRUE
+def flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable: 1, true, yes or on (any case) mean yes; 0, false, no or off mean no. Anything
+    else is refused rather than read as no, so a typo never turns a setting off unnoticed."""
+    text = _text(name).lower()
+    if not text:
+        return default
+    if text not in _TRUE + _FALSE:
+        raise ValueError(f"{name}={text!r} must be 1 or 0 (also true/false, yes/no, on/off).")
+    return text in _TRUE
 
 
 def _positive(name: str, default: float, example: str) -> float:
@@ -32,7 +44,7 @@ def _positive(name: str, default: float, example: str) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value <= 0:
+    if not 0 < value < math.inf:  # nan and inf too: neither is a size or a time
         raise ValueError(f"{name}={text!r} must be a positive number (e.g. {example}).")
     return value
 
@@ -44,7 +56,10 @@ def model() -> str:
 
 def device() -> str:
     """RMBG_DEVICE: auto, cpu, cuda or cuda:N."""
-    return _text("RMBG_DEVICE", "auto")
+    text = _text("RMBG_DEVICE", "auto")
+    if not DEVICE_PATTERN.fullmatch(text):
+        raise ValueError(f"RMBG_DEVICE={text!r} is not a device: use auto, cpu, cuda or cuda:N (e.g. cuda:0).")
+    return text
 
 
 def compile_network() -> bool:
@@ -54,12 +69,15 @@ def compile_network() -> bool:
 
 def cuda_graphs() -> bool:
     """RMBG_CUDA_GRAPHS=0 turns off CUDA-graph replay on GPUs (on by default; eager where capture fails)."""
-    return _text("RMBG_CUDA_GRAPHS", "1").lower() in _TRUE
+    return flag("RMBG_CUDA_GRAPHS", default=True)
 
 
 def engine() -> str:
     """RMBG_ENGINE: auto, torch or openvino (docs/engines.md)."""
-    return _text("RMBG_ENGINE", "auto")
+    text = _text("RMBG_ENGINE", "auto")
+    if text not in ENGINES:
+        raise ValueError(f"RMBG_ENGINE={text!r} is not an engine: use {', '.join(ENGINES)} (docs/engines.md).")
+    return text
 
 
 def emulated_bf16() -> bool:
@@ -156,7 +174,7 @@ def batch_window_setting() -> float | None:
         milliseconds = float(text)
     except ValueError:
         milliseconds = -1.0
-    if not 0 <= milliseconds < float("inf"):
+    if not 0 <= milliseconds < math.inf:
         raise ValueError(f"RMBG_BATCH_WINDOW_MS={text!r} must be 0 (off) or a number of milliseconds (e.g. 5).")
     return milliseconds / 1000.0
 

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+
+# PyTorch's OpenMP threads (libgomp) spin between parallel regions. With more busy threads than
+# cores (a shared 2-core machine, servers beside the test process) the spinning cost 10-15 times
+# the CPU of the work itself; waiting passively costs nothing measurable on a quiet machine. Set
+# before torch is imported, and passed on to every server and subprocess the tests start.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -80,7 +80,7 @@ def test_an_uncached_zoo_model_named_like_the_folder_says_why_and_the_folder_sti
 
 
 def test_availability_says_what_each_model_needs_before_anyone_picks_it(offline_hub, monkeypatch):
-    from bgremover.web.ui import model_choices
+    from bgremover.web.events import model_choices
 
     pool = ModelPool("RMBG-1.4", device="cpu", precision="fp32", size=256)
     monkeypatch.delenv("HF_HUB_OFFLINE")  # online, no token: nothing here is fetched by asking

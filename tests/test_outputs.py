@@ -1,4 +1,4 @@
-"""One list of output kinds (`results.OUTPUTS`) and one format-to-suffix rule, as every front end sees them."""
+"""One list of output kinds (`choices.OUTPUTS`) and one format-to-suffix rule, as every front end sees them."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bgremover.choices import OUTPUTS, PHOTO_ONLY_OUTPUTS
 from bgremover.cli import main
 from bgremover.imaging.encoding import OUTPUT_FORMATS, file_suffix
 from bgremover.planning import plan_jobs
-from bgremover.results import OUTPUTS, PHOTO_ONLY_OUTPUTS, Options
+from bgremover.results import Options
 from bgremover.service.options import build_request
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bgremover.cli import build_parser, main, service_config
+from bgremover.cli import main, parse, service_config
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
@@ -127,7 +127,7 @@ def _configure(monkeypatch, nodes: list[dict], *options: str, batches: int = 100
     totals = {key: sum(resources.get(key, 0.0) for resources in live) for key in ("CPU", "GPU", "memory")}
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
-    args = build_parser().parse_args(["remove", "in", "--ray", *options])
+    args = parse(["remove", "in", "--ray", *options])
     run = RayRun(args.inputs, args.out, args.format, args.ray, batch_size=args.batch_size, actors=args.ray_actors)
     return configure(service_config(args), run, SMALL_MODEL, batches)
 

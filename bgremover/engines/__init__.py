@@ -16,10 +16,10 @@ from typing import Protocol
 import torch
 
 from .. import settings
+from ..choices import ENGINE_HELP, ENGINES, PRECISION_HELP
 from ..families import find_family
 from ..zoo import ModelInfo
 from .devices import (
-    PRECISION_HELP,
     PRECISIONS,
     device_lock,
     int8_hint,
@@ -48,10 +48,6 @@ __all__ = [
 ]
 
 
-ENGINES = ("auto", "torch", "openvino")
-ENGINE_HELP = "auto (OpenVINO for RMBG-1.4 on a CPU if installed, else PyTorch), torch, openvino (docs/engines.md)"
-
-
 class Engine(Protocol):
     """Runs one model: a normalised float batch (B, 3, H, W) in, raw output (B, 1, H, W) as float32 out.
 
@@ -66,6 +62,11 @@ class Engine(Protocol):
     precision: str  # what it computes in, by name: "fp32", "fp16", "bf16", "int8"
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+
+    def prepare(self, size: tuple[int, int]) -> None:
+        """Does the one-time work for inputs of `size` (height, width) now, so that a caller can time it
+        apart from inference: OpenVINO converts and compiles per size on its first input."""
+        ...
 
     def describe(self) -> str:
         """What runs, for logs, the UI status line and bench: runtime, device, precision, kernels."""

@@ -12,10 +12,6 @@ from ..families import find_family
 # The dtype each precision computes in. int8 is a float32 network whose linear layers run in
 # 8 bits on the CPU (engines/quantizing.py).
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
-PRECISION_HELP = (
-    "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16, "
-    "int8 (CPU, BiRefNet models: int8 linear layers; docs/engines.md)"
-)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:

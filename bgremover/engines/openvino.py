@@ -115,6 +115,10 @@ class OpenVinoEngine:
         outputs = [compiled(images[i : i + 1])[0] for i in range(len(images))]
         return torch.from_numpy(np.concatenate(outputs))
 
+    def prepare(self, size: tuple[int, int]) -> None:
+        """Converts (first use of this size on this machine) and compiles the model for `size`."""
+        self._model_for(size)
+
     def describe(self) -> str:
         return f"openvino {_version()} {self.precision} on cpu"
 

@@ -103,6 +103,10 @@ class TorchEngine:
         with torch.inference_mode():
             return (self.runner or self.network)(batch.to(self.dtype)).float()
 
+    def prepare(self, size: tuple[int, int]) -> None:
+        """Nothing to do: an eager network takes any size as it comes (torch.compile's first call
+        at a size, where asked for, still counts as that call's time)."""
+
     @property
     def mode(self) -> str:
         """How the last call ran: 'cuda-graph' or 'eager', after 'compiled, ' for a compiled network."""

@@ -7,39 +7,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hub, settings, zoo
-from ..engines import ENGINE_HELP, ENGINES, PRECISION_HELP, choose_engine, pick_device, precision_for
+from .. import hub, settings
+from ..engines import choose_engine, pick_device, precision_for
 from ..errors import UsageError
 from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
 from .datasets import Dataset, _few, _unique_key, load_dataset
 from .predictions import Predictor, open_cache, sanitise, score_cache
 from .report import PLOT_FILE, markdown_table, plot_pr_curves, result_row, write_csv, write_json
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data",
-        action="append",
-        required=True,
-        metavar="DIR|CSV",
-        help="dataset folder with im/ and gt/ (DIS5K layout), or a CSV with columns image,mask; repeatable",
-    )
-    parser.add_argument(
-        "--model",
-        action="append",
-        help=f"zoo name, Hub repo id, folder or .safetensors file; repeatable (default: {zoo.DEFAULT_MODEL})",
-    )
-    parser.add_argument("--out", type=Path, default=Path("eval_out"), help="prediction cache (default: %(default)s)")
-    parser.add_argument("--device", default=settings.device(), help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
-    parser.add_argument("--engine", default=settings.engine(), choices=ENGINES, help=ENGINE_HELP)
-    parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--overwrite", action="store_true", help="recompute predictions that are already cached")
-    parser.add_argument("--csv", type=Path, help="also write the results to this CSV file")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def _warn(message: str) -> None:

@@ -7,12 +7,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from ..choices import COMPRESSIONS, OUTPUT_FORMATS
 from . import png
 from .decoding import ImageError
 
-OUTPUT_FORMATS = ("png", "webp", "jpeg")
-# How hard the lossless formats compress: "fast" to write (the default), "small" files.
-COMPRESSIONS = ("fast", "small")
 # Pillow's lossless WebP effort (method 0-6, quality 0-100); "small" keeps Pillow's defaults.
 _WEBP_EFFORT = {"fast": {"method": 0, "quality": 0}, "small": {"method": 4, "quality": 80}}
 # zlib levels for the PNG modes that `png.write` leaves to Pillow.

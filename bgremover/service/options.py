@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from ..choices import OUTPUTS
 from ..imaging import composing, encoding
-from ..results import OUTPUTS, Options
+from ..results import Options
 from ..zoo import check_inference_size
 
 # Wider than any accepted image (RMBG_MAX_PIXELS), so a larger margin could only ever mean "all of it".

@@ -27,10 +27,10 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
+from ..choices import PHOTO_ONLY_OUTPUTS
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
 from ..imaging.encoding import file_suffix
-from ..results import PHOTO_ONLY_OUTPUTS
 from ..service.admission import Busy, give_back_memory
 from ..service.options import RemovalRequest, build_request
 from ..service.pool import ModelNotReady
@@ -53,6 +53,8 @@ FIELDS = ("file", *OPTION_FIELDS, "format")
 # Room for the multipart boundaries, part headers and option fields around the file itself.
 _FORM_OVERHEAD = 64 * 1024
 _GIVE_BACK = BackgroundTask(give_back_memory)
+# The methods a client may send to an API route by mistake (HEAD of a GET route stays as it is).
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 class ApiError(Exception):
@@ -200,3 +202,18 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
         if service.admission is not None and service.admission.draining:
             ready, body = False, {**body, "status": "draining", "reason": "the server is shutting down."}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    for path, allowed in (("/api/remove", "POST"), ("/api/models", "GET"), ("/health", "GET")):
+        _refuse_other_methods(app, path, allowed)
+
+
+def _refuse_other_methods(app: FastAPI, path: str, allowed: str) -> None:
+    """Another method on an API route is 405 with `Allow`, as HTTP asks: without this it would fall
+    through to the UI mounted at '/', whose 404 says the route does not exist."""
+
+    def not_allowed(request: Request) -> JSONResponse:
+        message = f"{request.method} {path} is not supported: use {allowed} (docs/web.md)."
+        return ApiError(405, message, {"Allow": allowed}).response()
+
+    others = [method for method in _METHODS if method != allowed and (allowed, method) != ("GET", "HEAD")]
+    app.add_api_route(path, not_allowed, methods=others, include_in_schema=False)

@@ -9,7 +9,6 @@ user's result is encoded while the next user's image is already on the device.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import zipfile
@@ -17,18 +16,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import gradio as gr
-from gradio.utils import get_upload_folder
 from PIL import Image
 
 from ..hub import ModelLoadError
 from ..imaging import decoding
-from ..service.admission import Busy
 from ..service.options import build_request, parse_number
 from ..service.pool import ModelPool
 from ..service.removal import Item, RemovalService
 from ..service.steps import rotated
 from ..service.usage import measure
+from .events import LIGHT, friendly, model_choices, upload_name, upload_path
 from .scratch import Scratch
+from .video_ui import video_tab
 
 log = logging.getLogger(__name__)
 
@@ -45,56 +44,6 @@ COMPARE = {"concurrency_limit": 1, "concurrency_id": "compare", "preprocess": Fa
 # lock orders inference), the rest wait in Gradio's queue and see their place; uploads are decoded
 # by the app itself (see decode_upload).
 HEAVY = {"concurrency_limit": 2, "concurrency_id": "work", "preprocess": False}
-LIGHT = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
-
-
-def upload_name(upload: object) -> str:
-    if isinstance(upload, dict):
-        return Path(str(upload.get("orig_name") or upload.get("path") or "image")).name
-    return Path(upload).name if isinstance(upload, str) else "image"
-
-
-def upload_path(upload: object, missing: str) -> Path:
-    """The file of an upload as the heavy events receive it (unpreprocessed: a FileData dict, or a path).
-
-    Those events skip Gradio's preprocessing, which would open the file with Pillow first and
-    fail on a broken one with Pillow's words; the service decodes it and every bad file gets
-    the app's message. Gradio checks that a FileData names one of its uploads, but a plain dict
-    or string passes unchecked: so the file must lie in Gradio's upload folder, or any image the
-    server can read would be one API call away.
-    """
-    if not upload:
-        raise gr.Error(missing)
-    named = upload.get("path") if isinstance(upload, dict) else upload
-    path = Path(named).resolve() if isinstance(named, str) else None
-    if path is None or not path.is_relative_to(Path(get_upload_folder()).resolve()):
-        raise gr.Error(
-            "not an uploaded file: upload the image first (the UI does; API clients POST /gradio_api/upload)."
-        )
-    return path
-
-
-def friendly(handler: Callable) -> Callable:
-    """Fixable errors as a readable gr.Error (model errors stay open: they hold the fix); bugs are logged."""
-
-    @functools.wraps(handler)
-    def wrapper(*args, **kwargs):
-        try:
-            return handler(*args, **kwargs)
-        except gr.Error:
-            raise
-        except ModelLoadError as error:
-            raise gr.Error(str(error), duration=None, title="Model not available") from error
-        except Busy as error:
-            raise gr.Error(str(error), title="Busy") from error
-        except ValueError as error:  # ImageError and bad options
-            raise gr.Error(str(error)) from error
-        except Exception as error:
-            log.exception("%s failed", handler.__name__)
-            message = f"Unexpected error ({type(error).__name__}); the server log has the details."
-            raise gr.Error(message, title="Unexpected error") from error  # the title keeps its 500 on /run
-
-    return wrapper
 
 
 def unique_png_names(names: list[str]) -> list[str]:
@@ -106,28 +55,6 @@ def unique_png_names(names: list[str]) -> list[str]:
         seen[stem] = seen.get(stem, 0) + 1
         unique.append(f"{stem}.png" if seen[stem] == 1 else f"{stem} ({seen[stem]}).png")
     return unique
-
-
-AVAILABILITY_MARKS = {
-    "ready": "ready",
-    "download": "downloads on first use",
-    "token": "gated: needs HF_TOKEN",
-    "offline": "not on this machine",
-    "failed": "failed to load",
-}
-
-
-def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
-    """Dropdown entries: name, license (non-commercial where it is), where the weights come from,
-    and whether the model can run here now, so a user sees before picking what will work."""
-    choices = []
-    for row in pool.models():
-        license_name = row["license"].split(" (")[0]
-        if "non-commercial" in row["license"]:
-            license_name += ", non-commercial"
-        source = "local checkpoint" if row["source"] == "local" else license_name
-        choices.append((f"{row['name']} · {source} · {AVAILABILITY_MARKS[row['availability']]}", row["name"]))
-    return choices
 
 
 def size_choices(pool: ModelPool) -> list[tuple[str, int]]:
@@ -288,14 +215,21 @@ class Handlers:
         return *first, *second
 
     def compare_one(self, source: Path, name: str, model: str, size: int | str) -> tuple[Image.Image | None, str]:
+        """The time shown is the run's alone: loading the model and one-time work for its size (an
+        OpenVINO conversion can take 20 s) are timed apart, or the first model compared looks slow."""
         request = build_request(model=model, size=size)
+        started = time.perf_counter()
         try:
             remover = self.service.remover(request)
         except ModelLoadError as error:
             return None, f"**{model}** could not be loaded.\n\n> {error}"
+        with remover.engine.lock:
+            remover.engine.prepare((remover.inference_size, remover.inference_size))
+        setup = time.perf_counter() - started
         with measure(remover.device) as usage:
             removal = self.service.remove(source, request, name)
-        return removal.result.image, f"**{removal.model}** at {removal.size} px: {usage.describe()}"
+        info = f"**{removal.model}** at {removal.size} px: {usage.describe()}"
+        return removal.result.image, f"{info} · loading and one-time preparation {setup:.2f} s (not counted)"
 
     @friendly
     def thumbnails(self, files: list[dict] | None) -> tuple[list[dict], dict]:
@@ -423,7 +357,17 @@ def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
         size = _size_dropdown(pool)
         compression = _compression_radio()
     run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
-    gallery = gr.Gallery(label="Results", columns=4, format="png", object_fit="contain", elem_id="batch-gallery")
+    # Tiles keep a quarter of the width whatever their number, and the gallery grows to show them
+    # whole with their names (stretched to the full width, two results were cut off, names hidden).
+    gallery = gr.Gallery(
+        label="Results",
+        columns=4,
+        fit_columns=False,
+        height="auto",
+        format="png",
+        object_fit="contain",
+        elem_id="batch-gallery",
+    )
     archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
     summary = gr.Markdown()
     files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
@@ -478,8 +422,6 @@ def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Bloc
             with gr.Tab("Compare models", id="compare"):
                 _compare_tab(handlers, pool)
             with gr.Tab("Video", id="video"):
-                from .video_ui import video_tab  # imports ui.py's helpers: imported here, not at the top
-
                 video_tab(service)
 
         def refresh() -> str:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from ..service.options import build_request
 from ..service.removal import RemovalService
-from .ui import LIGHT, friendly, model_choices, upload_name, upload_path
+from .events import LIGHT, friendly, model_choices, upload_name, upload_path
 
 OUTPUTS = [("Transparent", "cutout"), ("Colour", "color"), ("Mask (greyscale)", "mask")]
 FORMATS = [

@@ -1,0 +1,77 @@
+"""The options of `rmbg bench` and `rmbg eval`, kept apart from the code that runs them.
+
+Those modules load PyTorch as they are imported; their options need only names, so the parser
+(and every `--help`) is built without them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .choices import COMPRESSIONS, ENGINE_HELP, ENGINES, OUTPUT_FORMATS, PHOTO_ONLY_OUTPUTS, PRECISION_HELP
+from .settings import DEFAULT_MODEL
+
+# --device and --engine default to their variables, read once the command line is parsed (cli.parse).
+DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: RMBG_DEVICE, else auto)"
+ENGINE_OPTION_HELP = f"{ENGINE_HELP} (default: RMBG_ENGINE, else auto)"
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rmbg bench` beyond the shared --model, --device, --precision and --size."""
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=5, help="timed runs after the first (default: %(default)s)")
+    parser.add_argument("--synthetic", action="store_true", help="the model's architecture with synthetic weights")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: PyTorch's choice)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network (as RMBG_COMPILE=1)")
+    parser.add_argument("--plain", action="store_true", help="PyTorch's network as built (the reference), no fast path")
+    parser.add_argument("--no-graphs", action="store_true", help="no CUDA-graph replay (as RMBG_CUDA_GRAPHS=0)")
+    parser.add_argument("--no-check", action="store_true", help="skip the accuracy check against float32 eager")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument(
+        "--engines", action="store_true", help="compare every engine and precision this CPU runs, in one table"
+    )
+    parser.add_argument(
+        "--cold-start",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time N fresh processes from start to a loaded Remover (weights cached, no inference)",
+    )
+    e2e = parser.add_argument_group("end to end (--e2e)")
+    e2e.add_argument(
+        "--e2e",
+        action="append",
+        metavar="IMAGE",
+        help="time decode, queue, infer, finish and encode on this image instead (repeatable)",
+    )
+    e2e.add_argument("--output", choices=PHOTO_ONLY_OUTPUTS, default="cutout")
+    e2e.add_argument("--format", choices=OUTPUT_FORMATS, default="png")
+    e2e.add_argument("--compression", choices=COMPRESSIONS, default="fast")
+    e2e.add_argument("--refine-edges", action="store_true")
+
+
+def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `rmbg eval`."""
+    parser.add_argument(
+        "--data",
+        action="append",
+        required=True,
+        metavar="DIR|CSV",
+        help="dataset folder with im/ and gt/ (DIS5K layout), or a CSV with columns image,mask; repeatable",
+    )
+    parser.add_argument(
+        "--model",
+        action="append",
+        help=f"zoo name, Hub repo id, folder or .safetensors file; repeatable (default: {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--out", type=Path, default=Path("eval_out"), help="prediction cache (default: %(default)s)")
+    parser.add_argument("--device", help=DEVICE_HELP)
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    parser.add_argument("--engine", choices=ENGINES, help=ENGINE_OPTION_HELP)
+    parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--overwrite", action="store_true", help="recompute predictions that are already cached")
+    parser.add_argument("--csv", type=Path, help="also write the results to this CSV file")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

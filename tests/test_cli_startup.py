@@ -1,0 +1,189 @@
+"""The first minutes with the CLI: light `--help`, the installed `rmbg` command, settings that name
+themselves when wrong, and a terminal that is never sent an image."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from live import sample_image
+
+from bgremover import settings
+from bgremover.cli import parse
+from bgremover.planning import plan_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "gradio", "ray", "openvino", "numpy", "PIL")
+SUBCOMMANDS = ["", "serve", "remove", "models", "download", "bench", "eval"]
+
+
+def rmbg(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """`python rmbg.py ARGS` in the checkout, as a user runs it, with the environment changed by `env`."""
+    environment = {**os.environ, **(env or {})}
+    command = [sys.executable, "rmbg.py", *args]
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+    return subprocess.run(command, cwd=ROOT, env=environment, timeout=120, **streams)
+
+
+def imported_modules(importtime_log: str) -> set[str]:
+    """The top-level packages in `python -X importtime`'s log (one line per imported module)."""
+    names = re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)$", importtime_log, re.MULTILINE)
+    return {name.split(".")[0] for name in names}
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help_imports_no_heavy_library(command: str) -> None:
+    """`--help` answers from the argument definitions alone: PyTorch alone took 7-29 s to import."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "rmbg.py", *command.split(), "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: rmbg")
+    modules = imported_modules(result.stderr)
+    assert "bgremover" in modules  # the log is read right
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+
+
+# Each validated setting with a value it must refuse, and how it is read.
+BAD_SETTINGS = [
+    ("RMBG_DEVICE", "gpu", settings.device),
+    ("RMBG_ENGINE", "tensorrt", settings.engine),
+    ("RMBG_COMPILE", "maybe", settings.compile_network),
+    ("RMBG_CUDA_GRAPHS", "of", settings.cuda_graphs),
+    ("RMBG_EMULATED_BF16", "si", settings.emulated_bf16),
+    ("HF_HUB_OFFLINE", "offline", settings.hub_offline),
+    ("RMBG_MAX_PIXELS", "inf", settings.max_pixels),
+    ("RMBG_MAX_UPLOAD_MB", "nan", settings.max_upload_bytes),
+    ("RMBG_WORKERS", "two", settings.workers),
+    ("RMBG_IO_THREADS", "0", settings.io_threads),
+    ("RMBG_QUEUE_LIMIT", "-1", settings.queue_limit),
+    ("RMBG_PIXEL_BUDGET_MP", "lots", settings.pixel_budget),
+    ("RMBG_BATCH_WINDOW_MS", "inf", lambda: settings.batch_window("cpu")),
+    ("RMBG_MAX_BATCH", "0", settings.max_batch),
+    ("RMBG_DRAIN_SECONDS", "-5", settings.drain_seconds),
+    ("RMBG_AUTH", "admin", settings.ui_login),
+    ("RMBG_UPLOAD_QUOTA_MB", "nan", settings.upload_quota_bytes),
+    ("GRADIO_SERVER_PORT", "http", settings.server_port),
+    ("RMBG_UPLOAD_MAX_FILES", "0", settings.upload_max_files),
+    ("RMBG_HEADER_TIMEOUT_SECONDS", "inf", settings.header_timeout_seconds),
+    ("RMBG_BODY_TIMEOUT_SECONDS", "-1", settings.body_timeout_seconds),
+    ("RMBG_MAX_VIDEO_SECONDS", "nan", settings.max_video_seconds),
+    ("RMBG_MAX_VIDEO_FRAMES", "many", settings.max_video_frames),
+    ("RMBG_MAX_VIDEO_PIXELS", "-3", settings.max_video_pixels),
+    ("RMBG_MAX_VIDEO_UPLOAD_MB", "inf", settings.max_video_upload_bytes),
+    ("RMBG_VIDEO_QUEUE", "-1", settings.video_queue_limit),
+    ("RMBG_VIDEO_RESULT_MINUTES", "soon", settings.video_result_seconds),
+]
+# Settings where any text is a value: names, addresses, secrets, folders.
+FREE_TEXT = {"RMBG_MODEL", "RMBG_API_TOKEN", "GRADIO_SERVER_NAME", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT"}
+
+
+def test_every_setting_is_either_checked_or_free_text() -> None:
+    source = Path(settings.__file__).read_text()
+    read = set(re.findall(r'"((?:RMBG|GRADIO|HF)_[A-Z0-9_]+)"', source))
+    assert read - FREE_TEXT == {variable for variable, _, _ in BAD_SETTINGS}
+
+
+@pytest.mark.parametrize(("variable", "value", "read"), BAD_SETTINGS, ids=[v for v, _, _ in BAD_SETTINGS])
+def test_every_bad_setting_names_its_variable(monkeypatch, variable: str, value: str, read) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ValueError, match=f"^{variable}[= ]"):
+        read()
+
+
+def test_bad_device_variable_is_one_line_and_the_option_wins(tmp_path) -> None:
+    sample_image(32, 24).save(tmp_path / "photo.png")
+    result = rmbg("remove", str(tmp_path / "photo.png"), env={"RMBG_DEVICE": "gpu"}, text=True)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "error: RMBG_DEVICE='gpu' is not a device: use auto, cpu, cuda or cuda:N (e.g. cuda:0)."
+    ]
+    # --device given: the variable is not read, so the run gets as far as its own first problem
+    result = rmbg("remove", "--device", "cpu", env={"RMBG_DEVICE": "gpu"}, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: give at least one input"), result.stderr
+
+
+def test_image_to_a_terminal_is_refused(tmp_path) -> None:
+    """`-o -` (and stdin in, stdout out) sends PNG bytes; to a terminal that is megabytes of noise."""
+    sample_image(32, 24).save(tmp_path / "photo.png")
+    leader, follower = pty.openpty()
+    try:
+        result = rmbg("remove", str(tmp_path / "photo.png"), "-o", "-", stdout=follower, stderr=subprocess.PIPE)
+    finally:
+        os.close(follower)
+    os.set_blocking(leader, False)
+    try:
+        shown = os.read(leader, 65536)
+    except OSError:  # EIO (Linux, the terminal's other end closed with nothing written) or EAGAIN
+        shown = b""
+    os.close(leader)
+    assert result.returncode == 2
+    assert shown == b""
+    message = result.stderr.decode()
+    assert message.startswith("error: the image would go to standard output, which is this terminal"), message
+    assert "-o FILE" in message and message.count("\n") == 1  # one line, no trace
+
+
+def readme_commands() -> list[str]:
+    """The command lines of README.md's shell blocks, without their comments."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    lines = [line.split("  #")[0].strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def test_the_readme_installs_rmbg_and_writes_it_one_way() -> None:
+    commands = readme_commands()
+    assert "pip install -r requirements.txt -e ." in commands  # the quick start installs the package
+    assert not [line for line in commands if "rmbg.py" in line]  # `rmbg ...` throughout
+    tests_at = next(i for i, line in enumerate(commands) if line.startswith("python -m pytest"))
+    assert any("apt-get install" in line and "chromium" in line for line in commands[:tests_at])
+
+
+def test_the_readme_remove_lines_run_in_order_each_write_their_own_files(tmp_path, monkeypatch) -> None:
+    """Run one after the other, no line may find its outputs already there ('0 done, 1 skipped')."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shoot").mkdir()
+    for name in ("photo.jpg", "shoot/a.jpg"):
+        sample_image(32, 24).save(tmp_path / name)
+    removals = [shlex.split(line)[1:] for line in readme_commands() if line.startswith("rmbg remove ")]
+    assert len(removals) >= 3
+    targets = []
+    for argv in removals:
+        args = parse(argv)
+        targets += [job.target for job in plan_jobs(args.inputs, args.out, args.format)]
+    assert len(targets) == len(set(targets)), targets
+
+
+@pytest.mark.slow
+def test_the_installed_package_gives_rmbg_outside_the_checkout(tmp_path) -> None:
+    """The README's install puts `rmbg` on the PATH and `bgremover` on the import path: a wheel built
+    from this checkout, installed into a folder, runs from a folder that is not the checkout."""
+    target = tmp_path / "site"
+    install = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation"]
+    build = subprocess.run([*install, "--target", str(target), str(ROOT)], capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr
+    environment = {**os.environ, "PYTHONPATH": str(target)}
+    result = subprocess.run(
+        [str(target / "bin" / "rmbg"), "--help"], cwd=tmp_path, env=environment, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "remove" in result.stdout and "serve" in result.stdout
+    located = subprocess.run(
+        [sys.executable, "-c", "import bgremover; print(bgremover.__file__)"],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+    )
+    assert located.stdout.strip() == str(target / "bgremover" / "__init__.py")
