@@ -102,7 +102,9 @@ def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--manifest", help="JSON Lines report of the run (default: OUT/rmbg-manifest.jsonl)")
 
 
-def _request(args):
+def _request(args, fmt: str):
+    """The removal options of `rmbg remove`; `fmt` is the image format of each output (clips pass
+    png, the format of their frames, since --format there names a container)."""
     background = None
     if args.bg_image:
         background = decoding.decode(args.bg_image, max_pixels=args.max_pixels).rgb
@@ -114,7 +116,7 @@ def _request(args):
         crop=args.crop,
         crop_margin=args.crop_margin,
         refine_edges=args.refine_edges,
-        fmt=args.format,
+        fmt=fmt,
         compression=args.compression,
     )
 
@@ -148,34 +150,58 @@ def _ray_address(args) -> str | None:
     return "local"
 
 
+def _ray_run(args):
+    """What --ray asks for besides the service (None without --ray), for images and clips alike."""
+    if args.ray is None:
+        return None
+    _require("ray", "ray", "requirements-ray.txt")
+    from .scale.batch import RayRun
+
+    return RayRun(
+        args.inputs,
+        args.out,
+        args.format,
+        args.ray,
+        overwrite=args.overwrite,
+        manifest=args.manifest,
+        quiet=args.quiet,
+        batch_size=args.batch_size,
+        actors=args.ray_actors,
+    )
+
+
+def _run_clips(args, config: ServiceConfig, ray_run) -> int:
+    _require("video", "av", "requirements-video.txt")
+    from .video.command import ClipRun, run_video
+
+    run = ClipRun(
+        tuple(args.inputs),
+        args.out,
+        args.format,
+        args.output,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        batch_size=args.batch_size,
+        smoothing=args.smooth,
+        ray=ray_run,
+    )
+    return run_video(run, config, _request(args, "png"))
+
+
 def run_remove(args) -> int:
     args.ray = _ray_address(args)
     if not args.inputs:
         raise UsageError("give at least one input: image files, folders, globs, or - for stdin")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if wants_video(args.inputs, args.out, args.format):
-        _require("video", "av", "requirements-video.txt")
-        from .video.command import run_video
-
-        return run_video(args, _request(argparse.Namespace(**{**vars(args), "format": "png"})))
-    request = _request(args)
     config = service_config(args)
-    if args.ray is not None:
-        _require("ray", "ray", "requirements-ray.txt")
-        from .scale.batch import RayRun, run_on_ray
+    ray_run = _ray_run(args)
+    if wants_video(args.inputs, args.out, args.format):
+        return _run_clips(args, config, ray_run)
+    request = _request(args, args.format)
+    if ray_run is not None:
+        from .scale.batch import run_on_ray
 
-        ray_run = RayRun(
-            args.inputs,
-            args.out,
-            args.format,
-            args.ray,
-            overwrite=args.overwrite,
-            manifest=args.manifest,
-            quiet=args.quiet,
-            batch_size=args.batch_size,
-            actors=args.ray_actors,
-        )
         return run_on_ray(ray_run, config, request)
     jobs = plan_jobs(args.inputs, args.out, args.format)
     for job in jobs:
