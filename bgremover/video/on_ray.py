@@ -38,6 +38,7 @@ class ClipActor:
         if config.threads:
             torch.set_num_threads(config.threads)
         self.service = build_service(config.service)
+        self.engine = self.service.pool.get().engine.describe()  # the runtime that ran, for the manifest
 
     def remove(self, job: Job, request: RemovalRequest, options: dict) -> dict:
         """The manifest row of one clip (`options`: remove_clip's fmt, batch_size and smoothing); a bad
@@ -46,7 +47,13 @@ class ClipActor:
         from .clip import remove_clip
 
         started = time.perf_counter()
-        row = {"input": str(job.source), "output": str(job.target), "status": "ok", "error": None}
+        row = {
+            "input": str(job.source),
+            "output": str(job.target),
+            "status": "ok",
+            "error": None,
+            "engine": self.engine,
+        }
         try:
             source, target = Path(job.source), Path(job.target)
             report = remove_clip(self.service, source, target, request, name=job.label, **options)
