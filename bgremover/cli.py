@@ -11,6 +11,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import hub, settings, zoo
 from .engines import ENGINE_HELP, ENGINES, PRECISION_HELP, int8_hint
@@ -19,9 +20,12 @@ from .imaging import composing, decoding, encoding
 from .planning import STDIO, Job, plan_jobs
 from .results import OUTPUTS
 from .service.config import ServiceConfig, build_service
-from .service.options import build_request
+from .service.options import RemovalRequest, build_request
 from .service.removal import Item
 from .video import VIDEO_FORMATS, wants_video
+
+if TYPE_CHECKING:  # imported where --ray asks for it
+    from .scale.batch import RayRun
 
 
 def color_argument(text: str) -> tuple[int, int, int]:
@@ -102,7 +106,7 @@ def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--manifest", help="JSON Lines report of the run (default: OUT/rmbg-manifest.jsonl)")
 
 
-def _request(args, fmt: str):
+def _request(args: argparse.Namespace, fmt: str) -> RemovalRequest:
     """The removal options of `rmbg remove`; `fmt` is the image format of each output (clips pass
     png, the format of their frames, since --format there names a container)."""
     background = None
@@ -150,7 +154,7 @@ def _ray_address(args) -> str | None:
     return "local"
 
 
-def _ray_run(args):
+def _ray_run(args: argparse.Namespace) -> RayRun | None:
     """What --ray asks for besides the service (None without --ray), for images and clips alike."""
     if args.ray is None:
         return None
@@ -170,7 +174,8 @@ def _ray_run(args):
     )
 
 
-def _run_clips(args, config: ServiceConfig, ray_run) -> int:
+def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun | None) -> int:
+    """A clip run: its own `ClipRun` beside the one `ServiceConfig`, as images have `RayRun`."""
     _require("video", "av", "requirements-video.txt")
     from .video.command import ClipRun, run_video
 
