@@ -23,7 +23,9 @@ from .video import VIDEO_FORMATS, wants_video
 # which each handler imports when its work starts.
 if TYPE_CHECKING:
     from .planning import Job
+    from .scale.batch import RayRun
     from .service.config import ServiceConfig
+    from .service.options import RemovalRequest
     from .service.removal import Item
 
 
@@ -109,7 +111,9 @@ def _add_ray_remove(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--manifest", help="JSON Lines report of the run (default: OUT/rmbg-manifest.jsonl)")
 
 
-def _request(args):
+def _request(args: argparse.Namespace, fmt: str) -> RemovalRequest:
+    """The removal options of `rmbg remove`; `fmt` is the image format of each output (clips pass
+    png, the format of their frames, since --format there names a container)."""
     from .imaging import decoding
     from .service.options import build_request
 
@@ -124,7 +128,7 @@ def _request(args):
         crop=args.crop,
         crop_margin=args.crop_margin,
         refine_edges=args.refine_edges,
-        fmt=args.format,
+        fmt=fmt,
         compression=args.compression,
     )
 
@@ -164,34 +168,59 @@ def _ray_address(args) -> str | None:
     return "local"
 
 
+def _ray_run(args: argparse.Namespace) -> RayRun | None:
+    """What --ray asks for besides the service (None without --ray), for images and clips alike."""
+    if args.ray is None:
+        return None
+    _require("ray", "ray", "requirements-ray.txt")
+    from .scale.batch import RayRun
+
+    return RayRun(
+        args.inputs,
+        args.out,
+        args.format,
+        args.ray,
+        overwrite=args.overwrite,
+        manifest=args.manifest,
+        quiet=args.quiet,
+        batch_size=args.batch_size,
+        actors=args.ray_actors,
+    )
+
+
+def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun | None) -> int:
+    """A clip run: its own `ClipRun` beside the one `ServiceConfig`, as images have `RayRun`."""
+    _require("video", "av", "requirements-video.txt")
+    from .video.command import ClipRun, run_video
+
+    run = ClipRun(
+        tuple(args.inputs),
+        args.out,
+        args.format,
+        args.output,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+        batch_size=args.batch_size,
+        smoothing=args.smooth,
+        ray=ray_run,
+    )
+    return run_video(run, config, _request(args, "png"))
+
+
 def run_remove(args) -> int:
     args.ray = _ray_address(args)
     if not args.inputs:
         raise UsageError("give at least one input: image files, folders, globs, or - for stdin")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
-    if wants_video(args.inputs, args.out, args.format):
-        _require("video", "av", "requirements-video.txt")
-        from .video.command import run_video
-
-        return run_video(args, _request(argparse.Namespace(**{**vars(args), "format": "png"})))
-    request = _request(args)
     config = service_config(args)
-    if args.ray is not None:
-        _require("ray", "ray", "requirements-ray.txt")
-        from .scale.batch import RayRun, run_on_ray
+    ray_run = _ray_run(args)
+    if wants_video(args.inputs, args.out, args.format):
+        return _run_clips(args, config, ray_run)
+    request = _request(args, args.format)
+    if ray_run is not None:
+        from .scale.batch import run_on_ray
 
-        ray_run = RayRun(
-            args.inputs,
-            args.out,
-            args.format,
-            args.ray,
-            overwrite=args.overwrite,
-            manifest=args.manifest,
-            quiet=args.quiet,
-            batch_size=args.batch_size,
-            actors=args.ray_actors,
-        )
         return run_on_ray(ray_run, config, request)
     from .planning import STDIO, plan_jobs
 

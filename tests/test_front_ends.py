@@ -42,6 +42,19 @@ def test_cli_remove_runs_the_engine_and_precision_of_its_flags(offline_hub, phot
     assert "1 done" in done.stderr and "RMBG-1.4 on openvino" in done.stderr and "fp32 on cpu" in done.stderr
 
 
+@pytest.mark.slow
+def test_cli_remove_runs_a_clip_on_the_engine_and_precision_of_its_flags(offline_hub, tmp_path) -> None:
+    """Clips go through `build_service` as images do: the summary names the engine the flags asked for."""
+    clip = tmp_path / "walk.mp4"
+    live.make_clip(clip, frames=3)
+    command = [sys.executable, "rmbg.py", "remove", str(clip), "-o", str(tmp_path / "out.webm"), *SMALL, "-q"]
+    command += ["--engine", "openvino", "--precision", "fp32"]
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 clip(s) done" in done.stderr and "RMBG-1.4 on openvino" in done.stderr and "fp32 on cpu" in done.stderr
+    assert (tmp_path / "out.webm").stat().st_size > 0
+
+
 @pytest.mark.slow  # the first OpenVINO export of a session takes most of a minute
 def test_cli_remove_follows_rmbg_engine(offline_hub, photo_file, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.setenv("RMBG_ENGINE", "openvino")

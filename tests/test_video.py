@@ -244,12 +244,18 @@ def test_ray_runs_a_folder_of_clips_one_clip_per_actor(offline_hub, rotated_vfr_
     out = tmp_path / "out"
     command = [sys.executable, "rmbg.py", "remove", str(folder), "-o", str(out), "--format", "zip", "--ray"]
     done = subprocess.run(
-        [*command, "--ray-actors", "1", "-q", *FAST], capture_output=True, text=True, cwd=REPO, timeout=600
+        [*command, "--ray-actors", "1", "-q", *FAST, "--engine", "openvino"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
     )
     assert done.returncode == 1, done.stderr  # the bad clip fails, the others are done
     assert "2 clip(s) done, 0 skipped" in done.stderr and "bad.mkv: not a video" in done.stderr
     rows = [json.loads(line) for line in (out / "rmbg-manifest.jsonl").read_text().splitlines()]
     assert sorted(row["status"] for row in rows) == ["failed", "ok", "ok"]
+    # The actors built their service from the driver's config: the engine and precision of the flags.
+    assert all(row["engine"].startswith("openvino") and " fp32 " in row["engine"] for row in rows), rows
     with zipfile.ZipFile(out / "one.zip") as one, zipfile.ZipFile(out / "two.zip") as two:
         assert len(one.namelist()) == len(VFR_MS) + 1 and len(two.namelist()) == 3 + 1  # frames + frames.csv
 

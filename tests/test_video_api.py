@@ -13,12 +13,13 @@ from live import TIMEOUT, Server, make_clip, run_server
 
 pytestmark = pytest.mark.slow
 ARGS = ("--model", "RMBG-1.4", "--size", "64", "--precision", "fp32")
+LIMIT = {"RMBG_MAX_VIDEO_UPLOAD_MB": "1"}  # the test clips are a few kB; the 413 test sends a little over
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, hf_home):
     folder = tmp_path_factory.mktemp("video_server")
-    with run_server(folder, hf_home, *ARGS, RMBG_MAX_VIDEO_FRAMES="12", RMBG_VIDEO_QUEUE="0") as running:
+    with run_server(folder, hf_home, *ARGS, RMBG_MAX_VIDEO_FRAMES="12", RMBG_VIDEO_QUEUE="0", **LIMIT) as running:
         yield running
 
 
@@ -83,6 +84,22 @@ def test_refusals_are_4xx_with_the_fix_and_a_running_job_can_be_cancelled(server
     assert early.status_code == 409 and early.json()["error"].startswith(("the job is queued", "the job is running"))
     assert requests.delete(f"{server.url}/api/video/{job_id}", timeout=TIMEOUT).status_code == 200
     assert server.get(f"/api/video/{job_id}").status_code == 404
+    assert server.get("/health").status_code == 200
+
+
+def test_a_clip_past_the_upload_limit_names_the_video_limit_with_or_without_a_length(server) -> None:
+    """Refused by its Content-Length, and by the bytes received when it sends none (chunked): both
+    messages name the variable that raises this limit, not the photo limit RMBG_MAX_UPLOAD_MB."""
+    head = b'--cut\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n\r\n'
+    body = head + b"\0" * (2**20 + 100 * 1024) + b"\r\n--cut--\r\n"
+    url, headers = f"{server.url}/api/video", {"Content-Type": "multipart/form-data; boundary=cut"}
+    declared = requests.post(url, data=body, headers=headers, timeout=TIMEOUT)
+    chunks = (body[start : start + 2**16] for start in range(0, len(body), 2**16))
+    streamed = requests.post(url, data=chunks, headers=headers, timeout=TIMEOUT)
+    assert "Content-Length" not in streamed.request.headers
+    for answer in (declared, streamed):
+        assert answer.status_code == 413, answer.text
+        assert "1 MB (RMBG_MAX_VIDEO_UPLOAD_MB)" in answer.json()["error"]
     assert server.get("/health").status_code == 200
 
 

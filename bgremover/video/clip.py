@@ -26,7 +26,7 @@ from ..imaging.decoding import Decoded
 from ..pipeline import Remover
 from ..results import Timings, finish
 from ..service.admission import Busy
-from ..service.options import Request
+from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import Cancelled, check_options
 from .reading import ClipInfo, Frame, Limits, open_clip, units
@@ -53,7 +53,7 @@ class _Clip:
 
     service: RemovalService
     remover: Remover
-    request: Request
+    request: RemovalRequest
     info: ClipInfo
     limits: Limits
     batch_size: int
@@ -72,7 +72,7 @@ def remove_clip(
     service: RemovalService,
     source: Path,
     target: Path,
-    request: Request,
+    request: RemovalRequest,
     *,
     fmt: str,
     batch_size: int = 1,

@@ -1,37 +1,61 @@
 """`rmbg remove clip.mp4 -o out.webm` and folders of clips: one clip after another through the
-service, each with its own progress bar, a failed clip reported and the rest going on."""
+service, each with its own progress bar, a failed clip reported and the rest going on.
+
+Like every front end (docs/architecture.md, "One config, one builder"), it gets a `ServiceConfig`
+for the service and a `ClipRun` for the rest from `cli.py`, never the argparse namespace."""
 
 from __future__ import annotations
 
-import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..imaging.decoding import IMAGE_SUFFIXES
 from ..planning import STDIO, Job, plan_jobs
-from ..service.options import Request
-from ..service.pool import ModelPool
+from ..service.config import ServiceConfig, build_service
+from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, VideoError, check_format, default_format
 from .clip import remove_clip
 from .smoothing import check_strength
 
+if TYPE_CHECKING:  # scale.batch only where --ray asks for it
+    from ..scale.batch import RayRun
 
-def video_format(args: argparse.Namespace) -> str:
+
+@dataclass(frozen=True)
+class ClipRun:
+    """What a clip run asks for besides the service: the inputs and -o, --format as given (an
+    image format such as the default png means "not a container": -o's suffix or the output kind
+    decides), the output kind (it decides which containers fit), and `ray` when --ray was given."""
+
+    inputs: tuple[str, ...]
+    out: str | None
+    fmt: str
+    output: str
+    overwrite: bool = False
+    quiet: bool = False
+    batch_size: int = 1
+    smoothing: float = 0.0
+    ray: RayRun | None = None
+
+
+def video_format(run: ClipRun) -> str:
     """--format when it names a container, else -o's suffix (one clip), else the output kind's default."""
-    if args.format in VIDEO_FORMATS:
-        return check_format(args.format, args.output)
-    suffix = Path(args.out).suffix.lower().lstrip(".") if args.out else ""
+    if run.fmt in VIDEO_FORMATS:
+        return check_format(run.fmt, run.output)
+    suffix = Path(run.out).suffix.lower().lstrip(".") if run.out else ""
     if suffix in VIDEO_FORMATS:
-        return check_format(suffix, args.output)
-    return default_format(args.output)
+        return check_format(suffix, run.output)
+    return default_format(run.output)
 
 
-def plan_clips(args: argparse.Namespace, fmt: str) -> list[Job]:
-    if STDIO in args.inputs or args.out == STDIO:
+def plan_clips(run: ClipRun, fmt: str) -> list[Job]:
+    if STDIO in run.inputs or run.out == STDIO:
         raise UsageError("clips are read from and written to files: stdin and stdout (-) take images only")
-    jobs = plan_jobs(args.inputs, args.out, fmt, VIDEO_SUFFIXES)
+    jobs = plan_jobs(list(run.inputs), run.out, fmt, VIDEO_SUFFIXES)
     for job in jobs:
         if Path(job.source).suffix.lower() in IMAGE_SUFFIXES:
             raise UsageError(f"{job.source} is an image and the other inputs are clips: run images and clips apart")
@@ -40,22 +64,22 @@ def plan_clips(args: argparse.Namespace, fmt: str) -> list[Job]:
     return jobs
 
 
-def run_video(args: argparse.Namespace, request: Request) -> int:
+def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
     """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
-    fmt = video_format(args)
-    check_strength(args.smooth)
+    fmt = video_format(run)
+    check_strength(run.smoothing)
     try:
-        jobs = plan_clips(args, fmt)
+        jobs = plan_clips(run, fmt)
     except VideoError as error:
         raise UsageError(str(error)) from None
-    if args.ray is not None:
+    if run.ray is not None:
         from .on_ray import run_clips_on_ray
 
-        return run_clips_on_ray(args, request, jobs, fmt)
-    todo = [job for job in jobs if args.overwrite or not Path(job.target).exists()]
-    service = RemovalService(ModelPool(args.model, args.device, args.precision, args.size, args.engine))
+        return run_clips_on_ray(run, run.ray, config, request, jobs, fmt)
+    todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
+    service = build_service(config)
     engine = service.pool.get().engine  # load (or fail) before any clip is read
-    failures = [error for job in todo if (error := _one_clip(service, job, request, fmt, args))]
+    failures = [error for job in todo if (error := _one_clip(service, job, request, fmt, run))]
     skipped = len(jobs) - len(todo)
     print(
         f"{len(todo) - len(failures)} clip(s) done, {skipped} skipped (already there; --overwrite redoes them), "
@@ -67,11 +91,11 @@ def run_video(args: argparse.Namespace, request: Request) -> int:
     return 1 if failures else 0
 
 
-def _one_clip(service: RemovalService, job: Job, request: Request, fmt: str, args: argparse.Namespace) -> str | None:
+def _one_clip(service: RemovalService, job: Job, request: RemovalRequest, fmt: str, run: ClipRun) -> str | None:
     """Removes one clip; the message of a failure the user can fix, or None."""
     from tqdm import tqdm
 
-    with tqdm(total=0, unit="frame", desc=Path(job.label).name, disable=args.quiet, file=sys.stderr) as bar:
+    with tqdm(total=0, unit="frame", desc=Path(job.label).name, disable=run.quiet, file=sys.stderr) as bar:
 
         def progress(done: int, expected: int) -> None:
             bar.total = expected
@@ -84,10 +108,10 @@ def _one_clip(service: RemovalService, job: Job, request: Request, fmt: str, arg
                 Path(job.target),
                 request,
                 fmt=fmt,
-                batch_size=args.batch_size,
+                batch_size=run.batch_size,
                 progress=progress,
                 name=job.label,
-                smoothing=args.smooth,
+                smoothing=run.smoothing,
             )
         except (VideoError, Cancelled, OSError) as error:
             message = str(error) if not isinstance(error, OSError) else f"{job.label}: {error}"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import settings
 from ..service.admission import Busy
-from ..service.options import Request
+from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import Cancelled, VideoError, check_options
 from .clip import remove_clip
@@ -42,7 +42,7 @@ class VideoJob:
     name: str
     source: Path
     target: Path
-    request: Request
+    request: RemovalRequest
     fmt: str
     frames_total: int
     smoothing: float = 0.0
@@ -100,7 +100,7 @@ class VideoJobs:
         suffix = "".join(c for c in Path(name).suffix[:8] if c.isalnum() or c == ".")
         return self.folder / f"upload-{next(self._counter)}-{secrets.token_hex(4)}{suffix}"
 
-    def submit(self, source: Path, name: str, request: Request, fmt: str, smoothing: float = 0.0) -> VideoJob:
+    def submit(self, source: Path, name: str, request: RemovalRequest, fmt: str, smoothing: float = 0.0) -> VideoJob:
         """Checks the clip (readable, within the limits), the format and the smoothing at once, then
         queues it; raises VideoError, VideoLimitError, ValueError or Busy (queue full), and then
         deletes `source`."""
@@ -114,7 +114,9 @@ class VideoJobs:
         self._queue.put(job)
         return job
 
-    def _queued(self, source: Path, name: str, request: Request, fmt: str, frames: int, smoothing: float) -> VideoJob:
+    def _queued(
+        self, source: Path, name: str, request: RemovalRequest, fmt: str, frames: int, smoothing: float
+    ) -> VideoJob:
         self.expire()
         with self._guard:
             active = sum(job.status in ("queued", "running") for job in self._jobs.values())

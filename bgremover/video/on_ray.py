@@ -13,7 +13,6 @@ Planning, skipping finished clips, the manifest and the actor count are those of
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Iterator
@@ -21,31 +20,40 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..planning import Job
-from ..scale.batch import InferenceConfig, Manifest, RayConfig, check_model, configure, connected, manifest_path
-from ..service.options import Request
+from ..scale.batch import InferenceConfig, Manifest, RayConfig, RayRun, check_model, configure, connected, manifest_path
+from ..service.config import ServiceConfig
+from ..service.options import RemovalRequest
+from .command import ClipRun
 
 
 class ClipActor:
-    """An actor: one model loaded once, clip after clip through `remove_clip`."""
+    """An actor: one model loaded once, clip after clip through `remove_clip`; its service is built
+    from the driver's `ServiceConfig`, as the image run's `Inference` actors build theirs."""
 
     def __init__(self, config: InferenceConfig):
         import torch
 
-        from ..service.pool import ModelPool
-        from ..service.removal import RemovalService
+        from ..service.config import build_service
 
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.service = RemovalService(ModelPool(config.model, config.device, config.precision, config.size))
+        self.service = build_service(config.service)
+        self.engine = self.service.pool.get().engine.describe()  # the runtime that ran, for the manifest
 
-    def remove(self, job: Job, request: Request, options: dict) -> dict:
+    def remove(self, job: Job, request: RemovalRequest, options: dict) -> dict:
         """The manifest row of one clip (`options`: remove_clip's fmt, batch_size and smoothing); a bad
         clip is a failed row, not a failed actor."""
         from . import Cancelled, VideoError
         from .clip import remove_clip
 
         started = time.perf_counter()
-        row = {"input": str(job.source), "output": str(job.target), "status": "ok", "error": None}
+        row = {
+            "input": str(job.source),
+            "output": str(job.target),
+            "status": "ok",
+            "error": None,
+            "engine": self.engine,
+        }
         try:
             source, target = Path(job.source), Path(job.target)
             report = remove_clip(self.service, source, target, request, name=job.label, **options)
@@ -56,25 +64,24 @@ class ClipActor:
         return row
 
 
-def run_clips_on_ray(args: argparse.Namespace, request: Request, jobs: list[Job], fmt: str) -> int:
-    """Runs the clips that are not done yet on Ray and prints the summary of `rmbg remove --ray`."""
-    import importlib.util
-
-    if importlib.util.find_spec("ray") is None:
-        raise UsageError("--ray needs ray, which is not installed: pip install 'bgremover[ray]'")
-    if any("://" in str(value) for value in [*args.inputs, args.out or ""]):
+def run_clips_on_ray(
+    run: ClipRun, ray_run: RayRun, config: ServiceConfig, request: RemovalRequest, jobs: list[Job], fmt: str
+) -> int:
+    """Runs the clips that are not done yet on Ray (`ray_run`: the cluster, --ray-actors, --manifest)
+    and prints the summary of `rmbg remove --ray`."""
+    if any("://" in str(value) for value in [*run.inputs, run.out or ""]):
         raise UsageError("clips on Ray are read and written on a shared disk: object-store URIs take images only")
-    todo = [job for job in jobs if args.overwrite or not Path(job.target).exists()]
-    manifest = Manifest(manifest_path(args))
+    todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
+    manifest = Manifest(manifest_path(ray_run))
     try:
         manifest.add(_row(job, "skipped") for job in jobs if job not in todo)
         if todo:
-            with connected(args.ray, args.quiet) as local:
-                config = configure(args, check_model(args.model, here=local), len(todo))
-                if not args.quiet:
-                    print(config.summary().replace("inference actor(s)", "clip actor(s)"), file=sys.stderr)
-                options = {"fmt": fmt, "batch_size": args.batch_size, "smoothing": args.smooth}
-                for row in _rows(config, request, options, todo):
+            with connected(ray_run.address, run.quiet) as local:
+                ray_config = configure(config, ray_run, check_model(config.model, here=local), len(todo))
+                if not run.quiet:
+                    print(ray_config.summary().replace("inference actor(s)", "clip actor(s)"), file=sys.stderr)
+                options = {"fmt": fmt, "batch_size": run.batch_size, "smoothing": run.smoothing}
+                for row in _rows(ray_config, request, options, todo):
                     manifest.add([row])
                     if row["status"] == "failed":
                         print(f"failed: {row['error']}", file=sys.stderr)
@@ -89,7 +96,7 @@ def run_clips_on_ray(args: argparse.Namespace, request: Request, jobs: list[Job]
     return 1 if counts["failed"] else 0
 
 
-def _rows(config: RayConfig, request: Request, options: dict, todo: list[Job]) -> Iterator[dict]:
+def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:
     """The manifest rows of `todo`, as the actors finish them."""
     import ray
     from ray.util import ActorPool

@@ -76,30 +76,35 @@ class NamedRequest:
     filename: str
 
 
-async def _limited(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+async def _limited(stream: AsyncIterator[bytes], limit: int, setting: str) -> AsyncIterator[bytes]:
     """The request body, cut off with 413 as soon as it grows past `limit` (a missing or false
     Content-Length must not let a client fill the disk)."""
     total = 0
     async for chunk in stream:
         total += len(chunk)
         if total > limit:
-            raise ApiError(413, f"the upload is larger than the limit of {_megabytes(limit - _FORM_OVERHEAD)}.")
+            raise ApiError(
+                413, f"the upload is larger than the limit of {_megabytes(limit - _FORM_OVERHEAD, setting)}."
+            )
         yield chunk
 
 
-def _megabytes(size: int) -> str:
-    return f"{size / 1024 / 1024:g} MB (RMBG_MAX_UPLOAD_MB)"
+def _megabytes(size: int, setting: str) -> str:
+    return f"{size / 1024 / 1024:g} MB ({setting})"
 
 
-async def read_form(request: Request, max_upload: int) -> FormData:
-    """The multipart form, refused by its declared length before reading and by its real length while reading."""
+async def read_form(request: Request, max_upload: int, setting: str = "RMBG_MAX_UPLOAD_MB") -> FormData:
+    """The multipart form, refused by its declared length before reading and by its real length while
+    reading; `setting` is the variable that sets `max_upload`, named in the refusal so it can be raised."""
     limit = max_upload + _FORM_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError(413, f"the upload is larger than the limit of {_megabytes(max_upload)}.")
+        raise ApiError(413, f"the upload is larger than the limit of {_megabytes(max_upload, setting)}.")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(400, "send a multipart/form-data request with the image in the field 'file'.")
-    parser = MultiPartParser(request.headers, _limited(request.stream(), limit), max_files=1, max_fields=len(FIELDS))
+    parser = MultiPartParser(
+        request.headers, _limited(request.stream(), limit, setting), max_files=1, max_fields=len(FIELDS)
+    )
     try:
         return await parser.parse()
     except MultiPartException as error:

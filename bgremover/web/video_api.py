@@ -69,11 +69,7 @@ def _jobs(service: RemovalService):
 async def _submit(request: Request, service: RemovalService, token: str | None) -> Response:
     check_token(request, token)
     jobs = _jobs(service)
-    limit = settings.max_video_upload_bytes()
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit + 64 * 1024:
-        raise ApiError(413, f"the clip is larger than the limit of {limit / 2**20:g} MB (RMBG_MAX_VIDEO_UPLOAD_MB).")
-    form = await read_form(request, limit)
+    form = await read_form(request, settings.max_video_upload_bytes(), "RMBG_MAX_VIDEO_UPLOAD_MB")
     try:
         upload, removal, fmt, smoothing = _parsed(form, service)
         source = jobs.upload_path(upload.filename or "clip")
