@@ -191,7 +191,8 @@ def _ray_run(args: argparse.Namespace) -> RayRun | None:
 def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun | None) -> int:
     """A clip run: its own `ClipRun` beside the one `ServiceConfig`, as images have `RayRun`."""
     _require("video", "av", "requirements-video.txt")
-    from .video.command import ClipRun, run_video
+    from .video import ClipRun
+    from .video.command import run_video
 
     run = ClipRun(
         tuple(args.inputs),

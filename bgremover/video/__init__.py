@@ -6,6 +6,12 @@ file does not, so the CLI can tell a clip from an image without loading FFmpeg.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..scale.batch import RayRun
+
 # What `rmbg remove` treats as a clip (folders included), by suffix.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
 # What a clip can become: transparent (webm, mov, zip of PNGs) or opaque (mp4).
@@ -67,3 +73,20 @@ def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
         if path.is_dir() and not any(planning.expand_inputs([item])):
             return any(planning.expand_inputs([item], VIDEO_SUFFIXES))
     return False
+
+
+@dataclass(frozen=True)
+class ClipRun:
+    """What a clip run asks for besides the service: the inputs and -o, --format as given (an
+    image format such as the default png means "not a container": -o's suffix or the output kind
+    decides), the output kind (it decides which containers fit), and `ray` when --ray was given."""
+
+    inputs: tuple[str, ...]
+    out: str | None
+    fmt: str
+    output: str
+    overwrite: bool = False
+    quiet: bool = False
+    batch_size: int = 1
+    smoothing: float = 0.0
+    ray: RayRun | None = None

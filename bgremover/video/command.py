@@ -7,7 +7,6 @@ for the service and a `ClipRun` for the rest from `cli.py`, never the argparse n
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,29 +16,12 @@ from ..planning import STDIO, Job, plan_jobs
 from ..service.config import ServiceConfig, build_service
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
-from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, VideoError, check_format, default_format
+from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
 from .clip import remove_clip
 from .smoothing import check_strength
 
 if TYPE_CHECKING:  # scale.batch only where --ray asks for it
-    from ..scale.batch import RayRun
-
-
-@dataclass(frozen=True)
-class ClipRun:
-    """What a clip run asks for besides the service: the inputs and -o, --format as given (an
-    image format such as the default png means "not a container": -o's suffix or the output kind
-    decides), the output kind (it decides which containers fit), and `ray` when --ray was given."""
-
-    inputs: tuple[str, ...]
-    out: str | None
-    fmt: str
-    output: str
-    overwrite: bool = False
-    quiet: bool = False
-    batch_size: int = 1
-    smoothing: float = 0.0
-    ray: RayRun | None = None
+    pass
 
 
 def video_format(run: ClipRun) -> str:

@@ -23,7 +23,7 @@ from ..planning import Job
 from ..scale.batch import InferenceConfig, Manifest, RayConfig, RayRun, check_model, configure, connected, manifest_path
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
-from .command import ClipRun
+from . import ClipRun
 
 
 class ClipActor:
