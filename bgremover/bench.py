@@ -6,8 +6,7 @@ images per second and peak memory. Then it runs one fixed input through the same
 fast path and through the float32 eager network and reports how much the alpha masks
 differ, in 1/255 steps, so a speed-up is never quoted without its accuracy cost.
 
-`--e2e IMAGE` times what a user waits for instead: the service path of every front end
-(decode, queue, infer, finish, encode) on real files, with the output options given.
+`--e2e IMAGE` times what a user waits for instead (`bench_e2e.py`).
 
 `--synthetic` needs no download: the zoo entry's architecture gets the deterministic
 weights of `bgremover.synthetic`, kept in a synthetic Hub cache beside the real one and
@@ -27,11 +26,8 @@ import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 
 from . import hub, zoo
 from .engines import Engine, load_engine, native_bf16_cpu, pick_device
@@ -39,11 +35,7 @@ from .engines.openvino import openvino_available
 from .engines.pytorch import TorchEngine
 from .errors import ChildFailed
 from .families import find_family
-from .imaging import png
-from .pipeline import Remover, check_inference_size
-from .service.config import ServiceConfig, build_service
-from .service.options import RemovalRequest, build_request
-from .service.removal import RemovalService
+from .pipeline import check_inference_size
 from .synthetic import synthetic_hub
 
 # Seed of the fixed input the accuracy check feeds both paths.
@@ -91,7 +83,8 @@ class BenchResult:
 # --- Measuring -------------------------------------------------------------------------------
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Waits for the GPU's queued work, so a timer read after it measures the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -119,7 +112,7 @@ def alpha(output: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
 def _run(engine: Engine, batch: torch.Tensor) -> tuple[torch.Tensor, float]:
     start = time.perf_counter()
     output = engine(batch)
-    _sync(engine.device)
+    synchronize(engine.device)
     return output, time.perf_counter() - start
 
 
@@ -215,7 +208,7 @@ def run_bench(
             torch.cuda.reset_peak_memory_stats(chosen)
         start = time.perf_counter()
         engine = load_engine(name, device, precision, compiled, engine_name, fast_path=fast_path, graphs=graphs)
-        _sync(chosen)
+        synchronize(chosen)
         result = _time_engine(engine, time.perf_counter() - start, size, batch_size, runs, synthetic)
         if check:
             sample = fixed_input(1, result.size, chosen, torch.float32, _CHECK_SEED)
@@ -317,151 +310,6 @@ def cold_start(model: str, device: str, precision: str, synthetic: bool, repeats
 
 # --- End to end ------------------------------------------------------------------------------
 
-E2E_STAGES = ("decode", "queue", "infer", "finish", "encode", "total")
-
-
-@dataclass
-class EndToEndResult:
-    """One image through the service path: the stage split of the run with the median total (so the
-    parts add up to at most the total; the rest is Python between stages), in seconds.
-
-    `infer` includes more than the network: `resize_in_s` (the image to the model's input) and
-    `mask_out_s` (the output to a full-size mask) are timed apart, so `outside_network_s` is
-    everything a faster network would not shorten.
-    """
-
-    image: str
-    width: int
-    height: int
-    model: str
-    synthetic: bool
-    device: str
-    engine: str  # the runtime that ran, as `Engine.describe` says it
-    precision: str
-    size: int
-    output: str
-    format: str
-    compression: str
-    png_writer: str
-    refine_edges: bool
-    runs: int
-    stages_s: dict[str, float]
-    outside_inference_s: float
-    resize_in_s: float
-    mask_out_s: float
-    outside_network_s: float
-    totals_s: list[float]
-    output_bytes: int
-    soft_mask_share: float
-    threads: int = field(default_factory=torch.get_num_threads)
-    torch_version: str = torch.__version__
-    load_average: tuple[float, float, float] | None = None
-
-
-def run_e2e(
-    images: list[str | Path], request: RemovalRequest, config: ServiceConfig, runs: int = 5, synthetic: bool = False
-) -> list[EndToEndResult]:
-    """Each image once to warm up, then `runs` times through `RemovalService.remove`, as the front ends call it
-    (the service built by the same `build_service`, so engine, precision and limits are theirs too)."""
-    if runs < 1:
-        raise ValueError("--e2e needs --runs of at least 1.")
-    with synthetic_hub(config.model) if synthetic else nullcontext(config.model) as name:
-        service = build_service(config.with_model(name))
-        service.pool.get()
-        return [_time_image(service, Path(image), request, runs, synthetic) for image in images]
-
-
-def _time_image(
-    service: RemovalService, path: Path, request: RemovalRequest, runs: int, synthetic: bool
-) -> EndToEndResult:
-    data = path.read_bytes()  # from memory, as an upload arrives: the disk is not part of the path
-    service.remove(data, request, path.name)
-    splits, totals = [], []
-    for _ in range(runs):
-        started = time.perf_counter()
-        removal = service.remove(data, request, path.name)
-        totals.append(time.perf_counter() - started)
-        splits.append(removal.timings.as_dict())
-    middle = sorted(range(runs), key=totals.__getitem__)[(runs - 1) // 2]
-    stages = {**splits[middle], "total": totals[middle]}
-    outside_inference = stages["total"] - stages["infer"] - stages["queue"]
-    resize_in, mask_out = _time_resizes(service.remover(request), removal.original, runs)
-    alpha = np.asarray(removal.result.mask)
-    pool = service.pool
-    return EndToEndResult(
-        image=path.name,
-        width=removal.original.width,
-        height=removal.original.height,
-        model=removal.model,
-        synthetic=synthetic,
-        device=str(pool.device),
-        engine=service.remover(request).engine.describe(),
-        precision=pool.precision_name,
-        size=removal.size,
-        output=request.options.output,
-        format=request.fmt,
-        compression=request.compression,
-        png_writer=png.library(request.compression),
-        refine_edges=request.options.refine_edges,
-        runs=runs,
-        stages_s=stages,
-        outside_inference_s=outside_inference,
-        resize_in_s=resize_in,
-        mask_out_s=mask_out,
-        outside_network_s=outside_inference + resize_in + mask_out,
-        totals_s=totals,
-        output_bytes=len(removal.data),
-        soft_mask_share=float(((alpha > 0) & (alpha < 255)).mean()),
-        load_average=os.getloadavg() if hasattr(os, "getloadavg") else None,
-    )
-
-
-def _time_resizes(remover: Remover, image: Image.Image, runs: int) -> tuple[float, float]:
-    """Median seconds of the two resizes inside `infer`: the image to the model's input, and an
-    output (zeros: the values do not change the work) back to a mask of the image's size."""
-    inputs, outputs = [], []
-    with torch.inference_mode():
-        for _ in range(runs):
-            started = time.perf_counter()
-            batch = remover.preprocess([image])
-            _sync(remover.device)
-            inputs.append(time.perf_counter() - started)
-            prediction = torch.zeros(batch.shape[-2:], device=remover.device)[None]
-            started = time.perf_counter()
-            remover.to_mask(prediction, image.size)
-            outputs.append(time.perf_counter() - started)
-    return statistics.median(inputs), statistics.median(outputs)
-
-
-def format_e2e(results: list[EndToEndResult]) -> str:
-    """A table: one row per image, the stage split of its median run."""
-    first = results[0]
-    source = "synthetic weights" if first.synthetic else "checkpoint"
-    refine = "on" if first.refine_edges else "off"
-    lines = [
-        f"{first.model} ({source}) at {first.size} px on {first.engine}, {first.threads} threads, "
-        f"torch {first.torch_version}; {first.output} as {first.format}, compression {first.compression} "
-        f"(PNG: {first.png_writer}), refine edges {refine}; median of {first.runs} runs after a warm-up",
-        f"{'image':24} {'pixels':>11} "
-        + " ".join(f"{stage:>7}" for stage in E2E_STAGES)
-        + "  no-infer  in+out  no-network    output",
-    ]
-    for result in results:
-        stages = " ".join(f"{result.stages_s[stage]:7.3f}" for stage in E2E_STAGES)
-        pixels = f"{result.width}x{result.height}"
-        lines.append(
-            f"{result.image[:24]:24} {pixels:>11} {stages} {result.outside_inference_s:9.3f}"
-            f" {result.resize_in_s + result.mask_out_s:7.3f} {result.outside_network_s:11.3f}"
-            f" {result.output_bytes / 1e6:7.2f} MB"
-        )
-    lines.append(
-        "seconds; no-infer = total - infer - queue; in+out = the two resizes inside infer (image to the "
-        "model's input, output to a full-size mask); no-network = no-infer + in+out"
-    )
-    if first.load_average:
-        lines.append("load average    " + " ".join(f"{v:.2f}" for v in first.load_average) + " (other processes)")
-    return "\n".join(lines)
-
 
 def format_result(result: BenchResult) -> str:
     """A short human-readable report."""
@@ -494,14 +342,12 @@ def format_result(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def run_command(args: argparse.Namespace, config: ServiceConfig) -> int:
-    """`rmbg bench`: the CLI front-end of `run_bench`; `config` is the command's service settings (--e2e)."""
+def run_command(args: argparse.Namespace) -> int:
+    """`rmbg bench`: the CLI front-end of `run_bench` and `compare_engines` (`--e2e` is `bench_e2e`'s)."""
     if args.batch_size < 1 or args.runs < 0:
         raise ValueError("--batch-size must be at least 1 and --runs at least 0.")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.e2e:
-        return _run_e2e_command(args, config)
     if args.engines:
         results = compare_engines(args.model, args.size, args.runs, args.synthetic)
         print(json.dumps([asdict(result) for result in results]) if args.json else format_comparison(results))
@@ -525,13 +371,4 @@ def run_command(args: argparse.Namespace, config: ServiceConfig) -> int:
         result.cold_start_s = [seconds for seconds, _ in runs]
         result.cold_start_peak_mib = max(peak for _, peak in runs)
     print(json.dumps(asdict(result)) if args.json else format_result(result))
-    return 0
-
-
-def _run_e2e_command(args: argparse.Namespace, config: ServiceConfig) -> int:
-    request = build_request(
-        output=args.output, fmt=args.format, compression=args.compression, refine_edges=args.refine_edges
-    )
-    results = run_e2e(args.e2e, request, config, args.runs, args.synthetic)
-    print(json.dumps([asdict(result) for result in results]) if args.json else format_e2e(results))
     return 0

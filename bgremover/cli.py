@@ -380,9 +380,11 @@ def _add_eval(commands) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import run_command
+    if args.e2e:
+        from .bench_e2e import run_e2e_command
 
-    return run_command(args, service_config(args))
+        return run_e2e_command(args, service_config(args))
+    from .bench import run_command
 
     return run_command(args)
 
