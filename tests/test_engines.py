@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +88,31 @@ def test_missing_openvino_says_how_to_install(offline_hub, monkeypatch) -> None:
     assert not openvino_engine.openvino_available()
     with pytest.raises(ValueError, match=r"pip install 'bgremover\[openvino\]'"):
         load_engine("RMBG-1.4", "cpu", "fp32", engine="openvino")
+
+
+_EXPORT_ONE_SIZE = """
+import sys, torch
+from bgremover.engines import load_engine
+engine = load_engine("RMBG-1.4", "cpu", "fp32", engine="openvino")
+output = engine(torch.zeros(1, 3, 160, 96))
+print(engine.exported_path((160, 96)), float(output.sum()))
+"""
+
+
+@pytest.mark.slow
+def test_processes_exporting_one_size_at_once_all_get_it(offline_hub) -> None:
+    """Ray actors on one node share the export cache: conversions of one size at the same time
+    (a size no other test exports) must not take each other's half-written files."""
+    children = [
+        subprocess.Popen([sys.executable, "-c", _EXPORT_ONE_SIZE], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(3)
+    ]
+    answers = [child.communicate(timeout=300) for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0], [err.decode()[-2000:] for _, err in answers]
+    (path, first), *others = (out.decode().split() for out, _ in answers)
+    assert all(other == [path, first] for other in others)
+    assert Path(path).is_file() and Path(path).with_suffix(".bin").is_file()
+    assert not list(Path(path).parent.glob("*partial*"))
 
 
 @pytest.mark.slow

@@ -10,12 +10,16 @@ downloaded from anywhere else.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import logging
+import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +67,20 @@ def openvino_precision(precision: str) -> str:
             "use --precision fp32 or auto."
         )
     return precision
+
+
+@contextmanager
+def _cache_lock(folder: Path) -> Iterator[None]:
+    """One process at a time converts and compiles into `folder`: Ray actors (and servers) on one
+    node share the cache, and OpenVINO's own compiled-model cache fails when two processes write
+    the same entry at once. The others wait, then find the export made and load its compiled blob."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def engine_cache_dir() -> Path:
@@ -131,8 +149,12 @@ class OpenVinoEngine:
     def _compile(self, size: tuple[int, int]):
         openvino = _openvino()
         path = self.exported_path(size)
-        if not path.exists():
-            self._export(size, path)
+        with _cache_lock(path.parent):
+            if not path.exists():
+                self._export(size, path)
+            return self._compile_export(openvino, path)
+
+    def _compile_export(self, openvino, path: Path):
         self._network = None  # another size re-reads the checkpoint: the float32 copy is not kept beside OpenVINO's
         hint = "bf16" if self.precision == "bf16" else "f32"
         config = {
@@ -155,10 +177,16 @@ class OpenVinoEngine:
         model = openvino.convert_model(self._exported_program(size))
         model.reshape([1, 3, *size])
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(path.stem + ".partial.xml")
-        openvino.save_model(model, partial, compress_to_fp16=False)
-        partial.with_suffix(".bin").replace(path.with_suffix(".bin"))
-        partial.replace(path)
+        # A name of this process and thread's own: Ray actors (and servers) sharing a cache may convert
+        # the same size at once, and one must never rename the other's half-written file.
+        partial = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.partial.xml")
+        try:
+            openvino.save_model(model, partial, compress_to_fp16=False)
+            partial.with_suffix(".bin").replace(path.with_suffix(".bin"))  # the weights first: the .xml marks it done
+            partial.replace(path)
+        finally:
+            partial.unlink(missing_ok=True)
+            partial.with_suffix(".bin").unlink(missing_ok=True)
         _progress(f"{self.info.name}: OpenVINO model ready in {time.perf_counter() - started:.0f} s")
 
     def _exported_program(self, size: tuple[int, int]) -> torch.export.ExportedProgram:
