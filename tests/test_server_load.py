@@ -40,9 +40,10 @@ def test_sigterm_lets_the_request_in_progress_finish(tmp_path, hf_home) -> None:
     with run_server(tmp_path, hf_home, *SLOW_ARGS, RMBG_DRAIN_SECONDS="120") as server:
         image = png_bytes(sample_image())
         result: dict = {}
-        sender = threading.Thread(target=lambda: result.update(response=server.remove(image)))
+        # 2048 px: seconds of inference even on a quiet machine, so the request is still running at SIGTERM.
+        sender = threading.Thread(target=lambda: result.update(response=server.remove(image, size=2048)))
         sender.start()
-        time.sleep(1.0)  # the upload is in; inference at 1024 px is under way
+        time.sleep(1.0)  # the upload is in; inference is under way
         server.process.send_signal(signal.SIGTERM)
         time.sleep(0.5)
         health = server.get("/health")

@@ -8,7 +8,6 @@ import pytest
 from live import png_bytes, sample_image
 
 from bgremover.engines import openvino as openvino_engine
-from bgremover.imaging import decoding
 from bgremover.service.pool import ModelPool
 from bgremover.service.removal import RemovalService
 
@@ -23,17 +22,18 @@ def test_compare_times_the_openvino_conversion_apart_from_the_run(offline_hub, t
     monkeypatch.setattr(openvino_engine, "engine_cache_dir", lambda: tmp_path / "engines")  # nothing converted yet
     pool = ModelPool("RMBG-1.4", "cpu", "fp32", 64, "openvino")
     handlers = Handlers(RemovalService(pool), Scratch())
-    decoded = decoding.decode(png_bytes(sample_image(80, 60)))
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(png_bytes(sample_image(80, 60)))
 
     def timed(info: str) -> tuple[float, float]:
         found = re.search(r"px: ([\d.]+) s · .* · loading and one-time preparation ([\d.]+) s \(not counted\)", info)
         assert found, info
         return float(found[1]), float(found[2])
 
-    image, first = handlers.compare_one(decoded, "RMBG-1.4", 0)
+    image, first = handlers.compare_one(photo, photo.name, "RMBG-1.4", 0)
     assert image.size == (80, 60)
     assert (tmp_path / "engines").is_dir()  # the conversion happened, during this call
     run, setup = timed(first)
     assert setup > run  # the conversion is in the preparation, not in the run
-    _, second = handlers.compare_one(decoded, "RMBG-1.4", 0)
+    _, second = handlers.compare_one(photo, photo.name, "RMBG-1.4", 0)
     assert timed(second)[1] < setup  # loaded and converted already

@@ -110,11 +110,21 @@ class GradioShield:
         if not isinstance(body, dict):
             return "the body must be a JSON object."
         index, component = body.get("fn_index"), body.get("component_id")
-        if index is not None and (not isinstance(index, int) or index not in self.blocks().fns):
+        fns, blocks = self._session_config(body.get("session_hash"))
+        if index is not None and (not isinstance(index, int) or index not in fns):
             return f"fn_index {index!r} names no event of this UI."
-        if component is not None and (not isinstance(component, int) or component not in self.blocks().blocks):
+        if component is not None and (not isinstance(component, int) or component not in blocks):
             return f"component_id {component!r} names no component of this UI."
         return None
+
+    def _session_config(self, session: object) -> tuple[dict, dict]:
+        """The events and components a session knows, as Gradio looks them up: a session's own
+        (`gr.render` adds events per session, such as the Batch tab's rotate buttons), else the app's."""
+        app = self.blocks()
+        if isinstance(session, str) and session in app.state_holder:
+            config = app.state_holder[session].blocks_config
+            return config.fns, config.blocks
+        return app.fns, app.blocks
 
     async def _checked(
         self, scope: Scope, receive: Receive, send: Send, check: Callable[[object], str | None], run: bool = False
