@@ -98,9 +98,7 @@ def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
     and whether the model can run here now, so a user sees before picking what will work."""
     choices = []
     for row in pool.models():
-        license_name = row["license"].split(" (")[0]
-        if "non-commercial" in row["license"]:
-            license_name += ", non-commercial"
+        license_name = "non-commercial" if "non-commercial" in row["license"] else row["license"].split(" (")[0]
         source = "local checkpoint" if row["source"] == "local" else license_name
         choices.append((f"{row['name']} · {source} · {AVAILABILITY_MARKS[row['availability']]}", row["name"]))
     return choices
