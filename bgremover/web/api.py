@@ -113,14 +113,20 @@ async def read_form(request: Request, max_upload: int, setting: str = "RMBG_MAX_
         raise ApiError(400, "the upload stopped before its end.") from error
 
 
-def parse_form(form: FormData, service: RemovalService) -> NamedRequest:
-    """Every option checked before any work, so a typo costs the client a 400, not an inference."""
-    unknown = sorted(set(form.keys()) - set(FIELDS))
+def checked_upload(form: FormData, fields: tuple[str, ...], what: str) -> UploadFile:
+    """The form's file, once no field is unknown: a typo costs the client a 400, not a run."""
+    unknown = sorted(set(form.keys()) - set(fields))
     if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: use {', '.join(FIELDS)}.")
+        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: use {', '.join(fields)}.")
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
-        raise ApiError(400, "no image: send it as a file in the multipart field 'file'.")
+        raise ApiError(400, f"no {what}: send it as a file in the multipart field 'file'.")
+    return upload
+
+
+def parse_form(form: FormData, service: RemovalService) -> NamedRequest:
+    """Every option checked before any work, so a typo costs the client a 400, not an inference."""
+    upload = checked_upload(form, FIELDS, "image")
     fields = {name: form.get(name) for name in OPTION_FIELDS if name in form}
     try:
         request = build_request(**fields, fmt=str(form.get("format", "png")), outputs=PHOTO_ONLY_OUTPUTS)
@@ -144,7 +150,7 @@ def process(service: RemovalService, named: NamedRequest, data: bytes) -> Remova
         raise ApiError(503, str(error)) from error
 
 
-def _disposition(name: str) -> str:
+def disposition(name: str) -> str:
     """Headers are Latin-1: an ASCII fallback name, and the real one percent-encoded (RFC 6266)."""
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in name)
     return f"inline; filename=\"{fallback}\"; filename*=UTF-8''{quote(name)}"
@@ -183,7 +189,7 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
             return ApiError(500, "unexpected server error; the server log has the details.").response()
         fmt = named.request.fmt
         headers = {
-            "Content-Disposition": _disposition(f"{Path(named.filename).stem}_nobg{file_suffix(fmt)}"),
+            "Content-Disposition": disposition(f"{Path(named.filename).stem}_nobg{file_suffix(fmt)}"),
             "X-Model": named.request.model,
             "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
             "X-Inference-Seconds": f"{removal.timings.infer:.3f}",

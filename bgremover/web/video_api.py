@@ -22,10 +22,11 @@ from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import FormData, UploadFile
 
 from .. import settings
+from ..choices import PHOTO_ONLY_OUTPUTS
 from ..service.admission import Busy
 from ..service.options import build_request, parse_number
 from ..service.removal import RemovalService
-from .api import ApiError, _disposition, check_token, read_form
+from .api import ApiError, check_token, checked_upload, disposition, read_form
 
 OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model")
 FIELDS = ("file", *OPTION_FIELDS, "format", "smooth")
@@ -96,15 +97,10 @@ def _parsed(form: FormData, service: RemovalService):
     from ..video import check_format, default_format
     from ..video.smoothing import check_strength
 
-    unknown = sorted(set(form.keys()) - set(FIELDS))
-    if unknown:
-        raise ApiError(400, f"unknown field(s) {', '.join(unknown)}: use {', '.join(FIELDS)}.")
-    upload = form.get("file")
-    if not isinstance(upload, UploadFile):
-        raise ApiError(400, "no clip: send it as a file in the multipart field 'file'.")
+    upload = checked_upload(form, FIELDS, "clip")
     fields = {name: form.get(name) for name in OPTION_FIELDS if name in form}
     try:
-        request = build_request(**fields, outputs=("cutout", "mask", "color"))
+        request = build_request(**fields, outputs=PHOTO_ONLY_OUTPUTS)
         request.model = service.pool.canonical(request.model)
         fmt = check_format(str(form.get("format") or default_format(request.options.output)), request.options.output)
         smoothing = check_strength(parse_number(form.get("smooth"), "smooth", default=0.0))
@@ -141,7 +137,7 @@ async def _result(request: Request, service: RemovalService, token: str | None, 
         raise ApiError(409, f"the job is {job.status}{detail}; its result is there once the status is 'done'.")
     from ..video.jobs import MEDIA_TYPES
 
-    headers = {"Content-Disposition": _disposition(job.result_name)}
+    headers = {"Content-Disposition": disposition(job.result_name)}
     return FileResponse(job.target, media_type=MEDIA_TYPES[job.fmt], headers=headers)
 
 
