@@ -30,14 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import requests
-import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bgremover.bench import synthetic_network  # noqa: E402
-from bgremover.hub import store_in_cache  # noqa: E402
+from bgremover.synthetic import write_synthetic_cache  # noqa: E402
 
 MODEL = "RMBG-1.4"
 ENV = {"HF_HUB_OFFLINE": "1", "RMBG_MODEL": MODEL}
@@ -67,8 +65,7 @@ def free_port() -> int:
 
 def synthetic_models(folder: Path) -> Path:
     """A Hugging Face home holding synthetic RMBG-1.4 weights, owned by the image's uid 1000."""
-    network, info = synthetic_network(MODEL, torch.device("cpu"), torch.float32)
-    store_in_cache(folder / "hub", info.repo_id, network.state_dict(), "0" * 40)
+    write_synthetic_cache(MODEL, folder / "hub")
     os.chown(folder, 1000, 1000)
     for path in folder.rglob("*"):
         os.chown(path, 1000, 1000, follow_symlinks=False)

@@ -512,6 +512,26 @@ def test_ci_builds_with_build_arguments_only():
     assert "python .ci/container_smoke.py rmbg:cpu" in text
 
 
+def test_the_smoke_tests_models_folder_loads_through_the_real_loader(tmp_path, monkeypatch) -> None:
+    """The container smoke test runs only in .ci/run; its own helpers are checked here with the
+    quick tests, so a rename in the package cannot leave CI's container step broken unnoticed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("container_smoke", ROOT / ".ci" / "container_smoke.py")
+    smoke = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(smoke)
+    home = smoke.synthetic_models(tmp_path / "models") if os.geteuid() == 0 else None
+    if home is None:  # chown to the image's uid needs root, as .ci/containers runs
+        home = tmp_path / "models"
+        smoke.write_synthetic_cache(smoke.MODEL, home / "hub")
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    from bgremover.hub import load_model
+
+    assert load_model(smoke.MODEL).info.family == "isnet"
+
+
 @pytest.mark.parametrize("file", ["docker-compose.cpu.yml", "docker-compose.gpu.yml"])
 def test_stop_grace_period_leaves_room_for_the_drain(file: str) -> None:
     """Docker kills a container stop_grace_period after SIGTERM: the app's drain must end before that."""
