@@ -438,9 +438,14 @@ def run_on_ray(run: RayRun, config: ServiceConfig, request: RemovalRequest) -> i
                 remove_on_ray(todo, request, ray_config, manifest)
     finally:
         manifest.close()
+    return report(manifest)
+
+
+def report(manifest: Manifest, unit: str = "") -> int:
+    """The closing line of a Ray run (`unit`: what was counted, e.g. "clip(s) "), and its exit status."""
     counts = manifest.counts
     print(
-        f"{counts['ok']} done, {counts['skipped']} skipped (already there; --overwrite redoes them), "
+        f"{counts['ok']} {unit}done, {counts['skipped']} skipped (already there; --overwrite redoes them), "
         f"{counts['failed']} failed; manifest: {manifest.path}",
         file=sys.stderr,
     )

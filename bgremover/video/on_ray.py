@@ -20,7 +20,17 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..planning import Job
-from ..scale.batch import InferenceConfig, Manifest, RayConfig, RayRun, check_model, configure, connected, manifest_path
+from ..scale.batch import (
+    InferenceConfig,
+    Manifest,
+    RayConfig,
+    RayRun,
+    check_model,
+    configure,
+    connected,
+    manifest_path,
+    report,
+)
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
 from . import ClipRun
@@ -87,13 +97,7 @@ def run_clips_on_ray(
                         print(f"failed: {row['error']}", file=sys.stderr)
     finally:
         manifest.close()
-    counts = manifest.counts
-    print(
-        f"{counts['ok']} clip(s) done, {counts['skipped']} skipped (already there; --overwrite redoes them), "
-        f"{counts['failed']} failed; manifest: {manifest.path}",
-        file=sys.stderr,
-    )
-    return 1 if counts["failed"] else 0
+    return report(manifest, "clip(s) ")
 
 
 def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:
