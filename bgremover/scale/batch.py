@@ -251,9 +251,8 @@ def build_dataset(tasks: list[Task], request: RemovalRequest, config: RayConfig,
 
 
 class Manifest:
-    """The run's report as JSON Lines (input, output, status ok|failed|skipped, error, seconds, and
-    the engine that inferred it),
-    rewritten by each run and flushed after every block, so a stopped run still says what it did."""
+    """The run's report as JSON Lines (input, output, status ok|failed|skipped, error, seconds, the engine
+    that inferred it), rewritten by each run and flushed after every block: a stopped run says what it did."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,6 +271,15 @@ class Manifest:
 
     def close(self) -> None:
         self._file.close()
+
+    def report(self, unit: str = "") -> int:
+        """The closing line of a Ray run (`unit`: what was counted, e.g. "clip(s) "), and its exit status."""
+        print(
+            f"{self.counts['ok']} {unit}done, {self.counts['skipped']} skipped (already there; --overwrite redoes "
+            f"them), {self.counts['failed']} failed; manifest: {self.path}",
+            file=sys.stderr,
+        )
+        return 1 if self.counts["failed"] else 0
 
 
 @dataclass(frozen=True)
@@ -438,15 +446,4 @@ def run_on_ray(run: RayRun, config: ServiceConfig, request: RemovalRequest) -> i
                 remove_on_ray(todo, request, ray_config, manifest)
     finally:
         manifest.close()
-    return report(manifest)
-
-
-def report(manifest: Manifest, unit: str = "") -> int:
-    """The closing line of a Ray run (`unit`: what was counted, e.g. "clip(s) "), and its exit status."""
-    counts = manifest.counts
-    print(
-        f"{counts['ok']} {unit}done, {counts['skipped']} skipped (already there; --overwrite redoes them), "
-        f"{counts['failed']} failed; manifest: {manifest.path}",
-        file=sys.stderr,
-    )
-    return 1 if counts["failed"] else 0
+    return manifest.report()

@@ -29,7 +29,6 @@ from ..scale.batch import (
     configure,
     connected,
     manifest_path,
-    report,
 )
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
@@ -97,7 +96,7 @@ def run_clips_on_ray(
                         print(f"failed: {row['error']}", file=sys.stderr)
     finally:
         manifest.close()
-    return report(manifest, "clip(s) ")
+    return manifest.report("clip(s) ")
 
 
 def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:
