@@ -1,4 +1,4 @@
-"""Command line: `rmbg [serve]`, `rmbg remove`, `rmbg models`, `rmbg download`, `rmbg bench`, `rmbg eval`.
+"""Command line: `rmbg [serve]`, `remove`, `models`, `download`, `import`, `bench`, `eval`.
 
 Commands are thin: they parse arguments and hand over to the pipeline, the hub
 loader or the web app. Errors the user can fix are printed as one line, not a trace.
@@ -396,7 +396,25 @@ def _add_bench(commands) -> None:
     parser.set_defaults(handler=run_bench)
 
 
-COMMANDS = [_add_serve, _add_remove, _add_models, _add_eval, _add_bench]
+def _add_import(commands) -> None:
+    parser = commands.add_parser("import", help="convert an ONNX export (IS-Net) into a checkpoint --model loads")
+    parser.add_argument("source", type=Path, metavar="MODEL.onnx", help="a float32 or float16 ONNX export")
+    parser.add_argument("--to", type=Path, required=True, metavar="DIR", help="writes DIR/NAME/model.safetensors")
+    parser.add_argument("--name", help="the model's folder name (default: the file's name without .onnx)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already there")
+    parser.set_defaults(handler=run_import)
+
+
+def run_import(args) -> int:
+    _require("import", "onnx", "requirements-import.txt")
+    from .importing import import_onnx
+
+    target = import_onnx(args.source, args.to, args.name, args.overwrite)
+    print(f"{args.source}: {target} (load it with --model {target.parent})")
+    return 0
+
+
+COMMANDS = [_add_serve, _add_remove, _add_models, _add_import, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

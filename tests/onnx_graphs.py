@@ -46,3 +46,22 @@ def run_onnx(path: Path, batch: np.ndarray, threads: int = 2) -> np.ndarray:
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return np.asarray(session.run(None, {name: batch.astype(np.float32)})[0], dtype=np.float32)
+
+
+def export_onnx(network, path: Path, size: int, keep_batch_norms: bool = False) -> Path:
+    """`network` (eval mode) exported with torch.onnx as a float32 graph for `size`² inputs: batch
+    norms folded into the convolutions (the exporter's default) or kept as BatchNormalization nodes."""
+    import torch
+
+    extra = {"training": torch.onnx.TrainingMode.PRESERVE, "do_constant_folding": False} if keep_batch_norms else {}
+    torch.onnx.export(
+        network,
+        (torch.zeros(1, 3, size, size),),
+        str(path),
+        dynamo=False,
+        input_names=["input"],
+        output_names=["output"],
+        opset_version=17,
+        **extra,
+    )
+    return path

@@ -75,9 +75,9 @@ def norm_tensors(name: str, channels: int, node: Node, graph: Graph) -> dict[str
     }
 
 
-def matched_convs(network: nn.Module, graph: Graph) -> list[tuple[str, nn.Conv2d, Node]] | None:
-    """Each of the network's convolutions with its Conv node, or None when the graph's are not the network's."""
-    modules, nodes = conv_modules(network), graph.ops("Conv")
+def matched_convs(modules: list[tuple[str, nn.Conv2d]], graph: Graph) -> list[tuple[str, nn.Conv2d, Node]] | None:
+    """Each convolution of `modules` with its Conv node, or None when the graph's are not these."""
+    nodes = graph.ops("Conv")
     if len(modules) != len(nodes):
         return None
     try:
