@@ -15,7 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from live import REPO, make_clip, run_server, sample_image
+import requests
+from live import REPO, TIMEOUT, make_clip, run_server, sample_image
 from test_video_api import submit, wait_until_finished
 
 pytestmark = pytest.mark.slow  # servers and the CLI in subprocesses
@@ -118,6 +119,9 @@ def test_every_demuxer_that_is_not_allowed_gets_415(server, tmp_path) -> None:
     samples["ffmetadata"].write_text(";FFMETADATA1\ntitle=x\n")
     assert len(samples) >= 10 and {"h264", "image2", "nut"} & set(samples), sorted(samples)
     answered = {demuxer: submit(server, path, output="mask", format="mp4") for demuxer, path in samples.items()}
+    for answer in answered.values():  # any accepted by mistake leaves the queue to the next tests
+        if answer.status_code == 202:
+            requests.delete(f"{server.url}/api/video/{answer.json()['id']}", timeout=TIMEOUT)
     wrong = {
         demuxer: (answer.status_code, answer.text[:200])
         for demuxer, answer in answered.items()
@@ -181,7 +185,7 @@ def test_a_truncated_clip_fails_with_the_frames_it_has_of_those_announced(server
     assert answer.status_code == 202, answer.text
     status = wait_until_finished(server, answer.json()["id"])
     assert status["status"] == "failed", status
-    assert "truncated" in status["error"] and ("of the 120 frames" in status["error"] or "damaged" in status["error"])
+    assert "truncated" in status["error"] and "of the 120 frames its index announces" in status["error"], status
     assert server.get(f"/api/video/{status['id']}/result").status_code == 409
 
 
