@@ -175,7 +175,7 @@ class VideoJobs:
     def _sweep(self) -> None:
         """Expires results on time, whether or not requests come: at most a tenth of the keep
         time (10 s at most) after it has passed."""
-        while not self._closed.wait(min(10.0, self.keep_seconds / 10)):
+        while not self._closed.wait(max(0.05, min(10.0, self.keep_seconds / 10))):
             self.expire()
 
     def close(self, wait: float = 5.0) -> None:

@@ -27,10 +27,10 @@ from . import VideoError, VideoLimitError
 
 # FFmpeg demuxers a clip may be read with (docs/video.md, "What is read"): MP4/MOV/3GP, Matroska
 # and WebM, AVI, MPEG program and transport streams, Ogg, and animated GIF (the Video tab takes
-# .gif). Every other demuxer is refused: hls,
-# dash and concat open the files or URLs they list, image2 opens numbered files beside the
-# upload, the raw-stream and image demuxers take any bytes, and the rest are formats no camera or
-# editor writes today, each one more parser exposed to uploads.
+# .gif). Every other demuxer is refused: hls, dash and concat open the files or URLs they list,
+# image2 opens numbered files beside the upload, the raw-stream and image demuxers take any
+# bytes, and the rest are formats no camera or editor writes today, each one more parser exposed
+# to uploads.
 ALLOWED_DEMUXERS = ("mov", "matroska", "avi", "mpeg", "mpegts", "ogg", "gif")
 _OPEN_OPTIONS = {
     "format_whitelist": ",".join(ALLOWED_DEMUXERS),

@@ -82,14 +82,10 @@ class LoginThrottle:
 
     def wait(self, address: str, now: float) -> float:
         """Seconds the address must still wait (0: it may try now, and this try is counted)."""
-        entry = self.attempts.setdefault(address, _Attempts())
-        if now < entry.locked_until:
-            return entry.locked_until - now
-        entry.count += 1
-        if entry.count >= FREE_FAILURES:
-            entry.locked_until = now + min(2.0 ** (entry.count - FREE_FAILURES), MAX_LOCK_SECONDS)
-        self._forget_old(now)
-        return 0.0
+        remaining = self.locked(address, now)
+        if remaining == 0.0:
+            self.failed(address, now)  # counted as it starts; a success clears it
+        return remaining
 
     def locked(self, address: str, now: float) -> float:
         """Seconds the address must still wait before it may try again (0: it may)."""
@@ -97,9 +93,9 @@ class LoginThrottle:
         return max(0.0, entry.locked_until - now) if entry is not None else 0.0
 
     def failed(self, address: str, now: float) -> None:
-        """Counts a failure that was checked as it came (a token: checking costs nothing, so only
-        failures count, and a client sending many requests at once with the right token is never
-        locked out)."""
+        """Counts a failure, locking the address past FREE_FAILURES. Tokens count only their
+        failures (checking one costs nothing, so a client sending many requests at once with the
+        right token is never locked out); logins count each attempt as it starts (`wait`)."""
         entry = self.attempts.setdefault(address, _Attempts())
         entry.count += 1
         if entry.count >= FREE_FAILURES:
