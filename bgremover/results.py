@@ -103,7 +103,7 @@ def finish(
         }[options.output]
         image = composing.composite(foreground, mask, background)
         if options.output == "cutout" and not options.keep_hidden_color:
-            composing.clear_hidden(image)
+            composing.clear_hidden(image, mask)
     if options.crop:
         box = composing.subject_box(mask, options.crop_margin)
         if box is not None:
