@@ -78,6 +78,11 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
+    parser.add_argument(
+        "--keep-hidden-color",
+        action="store_true",
+        help="cut-outs: keep the photo's colour where alpha is 0 (zeroed by default: it is the removed background)",
+    )
     parser.add_argument("--format", choices=(*OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
     parser.add_argument(
         "--compression",
@@ -128,6 +133,7 @@ def _request(args: argparse.Namespace, fmt: str) -> RemovalRequest:
         crop=args.crop,
         crop_margin=args.crop_margin,
         refine_edges=args.refine_edges,
+        keep_hidden_color=args.keep_hidden_color,
         fmt=fmt,
         compression=args.compression,
     )

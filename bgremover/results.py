@@ -50,6 +50,9 @@ class Options:
 
     `output`: "cutout" (RGBA), "mask" (grayscale), "color" or "image" (an opaque
     RGB composite over `background_color` or `background_image`).
+    `keep_hidden_color`: a cut-out keeps the photo's colour where it is fully transparent; by
+    default that colour is zeroed, since it is the very background that was removed (any viewer
+    that ignores alpha would show it) and it makes files several times larger.
     """
 
     output: str = "cutout"
@@ -59,6 +62,7 @@ class Options:
     crop: bool = False
     crop_margin: int = 0
     refine_edges: bool = False
+    keep_hidden_color: bool = False
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUTS:
@@ -98,6 +102,8 @@ def finish(
             "image": options.background_image,
         }[options.output]
         image = composing.composite(foreground, mask, background)
+        if options.output == "cutout" and not options.keep_hidden_color:
+            composing.clear_hidden(image, mask)
     if options.crop:
         box = composing.subject_box(mask, options.crop_margin)
         if box is not None:

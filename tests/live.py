@@ -115,6 +115,14 @@ def opened(response: requests.Response) -> Image.Image:
     return image
 
 
+def is_cutout_of(cutout: Image.Image, image: Image.Image) -> bool:
+    """Whether an RGBA cut-out has `image`'s colours where it is visible and 0 where alpha is 0
+    (the removed background is not kept: docs/output.md, "Hidden colour")."""
+    pixels = np.asarray(cutout)
+    visible = pixels[..., 3:] > 0
+    return np.array_equal(pixels[..., :3], np.where(visible, np.asarray(image.convert("RGB")), 0))
+
+
 def channel(image: Image.Image, band: str) -> np.ndarray:
     return np.asarray(image.getchannel(band), dtype=np.int16)
 

@@ -9,10 +9,13 @@ endpoints, once with them.
 
 from __future__ import annotations
 
+import http.client
+import json
 import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -36,8 +39,6 @@ LOGIN_PAGE = {
     "/gradio_api/theme.css",
     "/gradio_api/login_check",
     "/gradio_api/login_check/",
-    "/gradio_api/app_id",
-    "/gradio_api/app_id/",
 }
 LOGIN_PAGE_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 INFERENCE_ROUTE = re.compile(r"^/gradio_api/(run|api|call|call/v2)/\{api_name\}/?$")
@@ -115,6 +116,7 @@ def _assert_closed_without_credentials(server: Server, routes: list[tuple[str, s
     assert all(status < 500 for status in opened.values()), opened
     assert answered[("POST", "/gradio_api/cancel")] == 401
     assert answered[("POST", "/api/remove")] == 401
+    assert answered[("GET", "/gradio_api/app_id")] == 401
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +135,13 @@ def login_server(tmp_path_factory, hf_home) -> Iterator[Server]:
 @pytest.mark.slow  # a server in a subprocess
 def test_with_only_a_token_no_route_runs_a_model_without_it(token_server, routes, tmp_path) -> None:
     _assert_closed_without_credentials(token_server, routes)
+    wait = 0
     for path, method, runs_a_model in routes:
         if runs_a_model:
             with _call(token_server, path, method, Authorization="Bearer wrong") as response:
-                assert response.status_code == 401, path
+                assert response.status_code in (401, 429), path  # 429 once the wrong tokens are throttled
+                wait = int(response.headers.get("Retry-After", 0)) if response.status_code == 429 else 0
+    time.sleep(wait + 0.5)  # this address's lock, before the right token is sent from it
     from gradio_client import Client, handle_file
 
     image = tmp_path / "a.png"
@@ -189,3 +194,30 @@ def test_failed_logins_are_throttled_per_address(login_server) -> None:
     time.sleep(wait + 0.5)
     assert requests.post(login_server.url + "/login", data=right, timeout=30).status_code == 200
     assert guess(0).status_code == 400  # a successful login starts the count afresh
+
+
+def _from(server: Server, address: str, token: str) -> tuple[int, dict]:
+    """GET /api/models from another loopback address (127.0.0.0/8 is all this machine's)."""
+    url = urlsplit(server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30, source_address=(address, 0))
+    try:
+        connection.request("GET", "/api/models", headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        return response.status, {
+            **{k.lower(): v for k, v in response.getheaders()},
+            "body": json.loads(response.read() or b"{}"),
+        }
+    finally:
+        connection.close()
+
+
+@pytest.mark.slow  # a server in a subprocess
+def test_wrong_tokens_are_throttled_per_address_and_the_right_one_works_elsewhere(token_server) -> None:
+    answers = [_from(token_server, "127.0.0.3", f"guess-{number}") for number in range(300)]
+    statuses = [status for status, _ in answers]
+    assert statuses.count(401) <= 7 and statuses.count(429) >= 293, statuses  # ~5 checked, then locked
+    status, headers = next(answer for answer in answers if answer[0] == 429)
+    assert 1 <= int(headers["retry-after"]) <= MAX_LOCK_SECONDS
+    assert "too many wrong API tokens" in headers["body"]["error"]
+    assert _from(token_server, "127.0.0.3", TOKEN)[0] == 429  # still locked, the right token too
+    assert _from(token_server, "127.0.0.4", TOKEN)[0] == 200  # another address is not

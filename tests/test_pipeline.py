@@ -86,7 +86,8 @@ def test_cutout_has_input_size_and_alpha_is_the_mask(removers) -> None:
     result = remover.process([decoded])[0]
     assert result.image.mode == "RGBA" and result.image.size == (301, 199)
     assert np.array_equal(np.asarray(result.image)[..., 3], np.asarray(result.mask))
-    assert np.array_equal(np.asarray(result.image)[..., :3], np.asarray(decoded.rgb))
+    visible = np.asarray(result.mask)[..., None] > 0  # the colour under alpha 0 is zeroed
+    assert np.array_equal(np.asarray(result.image)[..., :3], np.where(visible, np.asarray(decoded.rgb), 0))
 
 
 def test_threshold_mask_and_crop_outputs(removers) -> None:

@@ -25,6 +25,7 @@ from live import (
     UPLOAD_LIMIT_MB,
     Server,
     channel,
+    is_cutout_of,
     opened,
     png_bytes,
     run_server,
@@ -143,7 +144,7 @@ def test_cutout_is_a_png_of_the_input_size_whose_alpha_is_the_models_mask(server
     alpha = channel(cutout, "A")
     assert alpha.std() > 1, "a constant mask would make this test meaningless"
     assert np.abs(alpha - expected_mask).max() <= 1  # the same model in another process: equal up to rounding
-    assert np.array_equal(np.asarray(cutout.convert("RGB")), np.asarray(sample))
+    assert is_cutout_of(cutout, sample)
 
 
 def test_mask_output_is_the_cutouts_alpha_pixel_for_pixel(server, sample):
@@ -203,7 +204,7 @@ def test_parallel_requests_all_get_their_own_correct_result(server):
     for image, response in zip(images, responses, strict=True):
         cutout = opened(response)
         assert cutout.size == image.size
-        assert np.array_equal(np.asarray(cutout.convert("RGB")), np.asarray(image))
+        assert is_cutout_of(cutout, image)
     single = opened(server.remove(png_bytes(images[3])))
     assert np.array_equal(np.asarray(single), np.asarray(opened(responses[3])))
 

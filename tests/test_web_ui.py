@@ -54,6 +54,13 @@ SHOWN_WHOLE = """([root, names]) => {
 WAIT_MS = 60_000
 
 
+def assert_no_hidden_colour(result: Image.Image) -> None:
+    """The removed background is not kept under alpha 0 (docs/output.md, "Hidden colour")."""
+    pixels = np.asarray(result)
+    hidden = pixels[..., 3] == 0
+    assert hidden.any() and pixels[hidden][:, :3].max() == 0
+
+
 def find_chromium(playwright) -> str:
     """Debian's chromium, Ubuntu's chromium-browser, or the one `python -m playwright install chromium`
     downloaded; none is a failure that says how to get one (a skip would go unnoticed)."""
@@ -119,6 +126,7 @@ def test_remove_tab_uploads_runs_and_downloads_a_png_with_alpha(page, images, tm
     result = Image.open(saved)
     assert result.format == "PNG" and result.mode == "RGBA" and result.size == (200, 150)
     assert np.asarray(result.getchannel("A")).std() > 1
+    assert_no_hidden_colour(result)
     screenshot = tmp_path / "remove-tab.png"
     page.screenshot(path=str(screenshot), full_page=True)
     shutil.copyfile(screenshot, SCREENSHOT_COPY)
@@ -160,7 +168,10 @@ def test_batch_rotates_before_processing_and_zips_pngs(page, images, tmp_path):
     download_info.value.save_as(archive)
     with zipfile.ZipFile(archive) as zipped:
         assert zipped.namelist() == ["portrait.png", "landscape.png"]
-        sizes = [Image.open(io.BytesIO(zipped.read(name))).size for name in zipped.namelist()]
+        results = [Image.open(io.BytesIO(zipped.read(name))) for name in zipped.namelist()]
+        sizes = [result.size for result in results]
+        for result in results:
+            assert_no_hidden_colour(result)
     assert sizes == [(150, 200), (160, 100)]  # the first turned a quarter to the left, the second as it was
     page.screenshot(path=str(tmp_path / "batch-tab.png"), full_page=True)
 

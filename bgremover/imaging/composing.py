@@ -64,6 +64,16 @@ def cover_fit(background: Image.Image, size: tuple[int, int]) -> Image.Image:
     return ImageOps.fit(background.convert("RGB"), size, method=Image.Resampling.LANCZOS)
 
 
+def clear_hidden(cutout: Image.Image, alpha: Image.Image) -> None:
+    """Zeroes, in place, the colour of an RGBA cut-out's fully transparent pixels (`alpha` is its
+    alpha channel, the mask it was made with): that colour is the removed background, there for
+    anyone who drops the alpha channel. One byte per pixel extra, the mask of those pixels."""
+    cutout.paste((0, 0, 0, 0), mask=alpha.point(_HIDDEN_LEVELS))
+
+
+_HIDDEN_LEVELS = [255] + [0] * 255  # alpha 0 -> paste everywhere there, nowhere else
+
+
 def composite(foreground: Image.Image, mask: Image.Image, background: Image.Image | tuple | None) -> Image.Image:
     """RGBA cut-out when `background` is None, else RGB over a colour or (cover-fitted) image.
 

@@ -106,6 +106,7 @@ def build_request(
     size: object = None,
     outputs: tuple[str, ...] = OUTPUTS,
     compression: object = "fast",
+    keep_hidden_color: object = False,
 ) -> RemovalRequest:
     """Every option checked and converted; raises ValueError with the fix on the first bad one.
 
@@ -124,6 +125,7 @@ def build_request(
         crop=parse_flag(crop, "crop"),
         crop_margin=int(parse_number(crop_margin, "crop_margin", int, 0, (0, MAX_CROP_MARGIN))),
         refine_edges=parse_flag(refine_edges, "refine_edges"),
+        keep_hidden_color=parse_flag(keep_hidden_color, "keep_hidden_color"),
     )
     model = str(model).strip() if model is not None and str(model).strip() else None
     compression = encoding.compression_name(compression)

@@ -3,7 +3,9 @@ fetched when done, so no HTTP request stays open for minutes. Shared by the HTTP
 Video tab, so both queue behind the same single worker.
 
 A job's files live in a private temporary folder; finished, failed and cancelled jobs expire after
-RMBG_VIDEO_RESULT_MINUTES, and everything left is removed when the process exits.
+RMBG_VIDEO_RESULT_MINUTES (a sweeper thread removes them then, with or without requests), and
+everything left is removed when the process exits: `close_all`, which the server's stop calls on
+every way out (it ends with os._exit, so atexit alone would not run).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 MEDIA_TYPES = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4", "zip": "application/zip"}
 _SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
 _SHARED_GUARD = threading.Lock()
+_STOP = object()  # put on the queue by `close`: the worker ends
 
 
 @dataclass
@@ -87,6 +90,8 @@ class VideoJobs:
         self._guard = threading.Lock()
         self._worker: threading.Thread | None = None
         self._counter = itertools.count()
+        self._closed = threading.Event()
+        threading.Thread(target=self._sweep, name="rmbg-video-expiry", daemon=True).start()
 
     @classmethod
     def shared(cls, service: RemovalService) -> VideoJobs:
@@ -167,9 +172,35 @@ class VideoJobs:
         for job in old:
             self._remove_files(job)
 
+    def _sweep(self) -> None:
+        """Expires results on time, whether or not requests come: at most a tenth of the keep
+        time (10 s at most) after it has passed."""
+        while not self._closed.wait(max(0.05, min(10.0, self.keep_seconds / 10))):
+            self.expire()
+
+    def close(self, wait: float = 5.0) -> None:
+        """Cancels every job, gives the running one up to `wait` seconds to stop writing, and
+        removes the folder with every upload and result."""
+        self._closed.set()
+        with self._guard:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel.set()
+        if self._worker is not None:
+            self._queue.put(_STOP)
+            self._worker.join(wait)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    @classmethod
+    def close_all(cls) -> None:
+        """`close` for every service's jobs: the server's stop."""
+        with _SHARED_GUARD:
+            shared = list(_SHARED.values())
+        for jobs in shared:
+            jobs.close()
+
     def _work(self) -> None:
-        while True:
-            job = self._queue.get()
+        while (job := self._queue.get()) is not _STOP:
             if not job.cancel.is_set():
                 self._run(job)
             elif job.status == "queued":

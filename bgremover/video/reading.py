@@ -1,8 +1,14 @@
 """Opening a clip and reading it frame by frame: upright RGB frames with their own timestamps,
 and the audio packets between them, in the order the file holds them.
 
+Only the containers in ALLOWED_DEMUXERS are opened, chosen by FFmpeg's probe of the content
+(never the file's name), through the `file` protocol alone: playlists (HLS), lists of files
+(concat), image sequences, raw streams and network protocols could make FFmpeg read other files
+or URLs than the upload, so they are refused whatever the file is called.
+
 Limits (duration, frames, frame size) are checked from the header before any frame is decoded,
-and the frame count again while decoding, since a header can lie.
+and again for every decoded frame, since a header can lie: the decoder itself refuses a frame
+past RMBG_MAX_VIDEO_PIXELS (its `max_pixels`), so a clip cannot grow its frames past the budget.
 """
 
 from __future__ import annotations
@@ -18,6 +24,20 @@ from PIL import Image
 from .. import settings
 from ..service.steps import rotated
 from . import VideoError, VideoLimitError
+
+# FFmpeg demuxers a clip may be read with (docs/video.md, "What is read"): MP4/MOV/3GP, Matroska
+# and WebM, AVI, MPEG program and transport streams, Ogg, and animated GIF (the Video tab takes
+# .gif). Every other demuxer is refused: hls, dash and concat open the files or URLs they list,
+# image2 opens numbered files beside the upload, the raw-stream and image demuxers take any
+# bytes, and the rest are formats no camera or editor writes today, each one more parser exposed
+# to uploads.
+ALLOWED_DEMUXERS = ("mov", "matroska", "avi", "mpeg", "mpegts", "ogg", "gif")
+_OPEN_OPTIONS = {
+    "format_whitelist": ",".join(ALLOWED_DEMUXERS),
+    "protocol_whitelist": "file",  # also for anything a demuxer opens itself
+    "enable_drefs": "0",  # MOV: never follow references to other files (FFmpeg's default, made sure)
+}
+_READABLE = "Use MP4, MOV, WebM, MKV, AVI, MPEG-PS/TS, Ogg or an animated GIF"
 
 
 @dataclass
@@ -52,6 +72,7 @@ class ClipInfo:
     rate: Fraction
     time_base: Fraction
     rotation: int = 0  # quarter turns to the left
+    indexed: bool = False  # `frames` is the count the file's index gives, not an estimate
 
     @property
     def upright_size(self) -> tuple[int, int]:
@@ -65,6 +86,7 @@ def probe(path: Path, name: str, limits: Limits) -> ClipInfo:
     try:
         info = _info(container, name)
         check_limits(info, limits)
+        _limit_decoder(container, limits)
         info.rotation = _first_rotation(container, info)
     finally:
         container.close()
@@ -74,16 +96,44 @@ def probe(path: Path, name: str, limits: Limits) -> ClipInfo:
 def open_clip(path: Path, name: str, limits: Limits) -> tuple[av.container.InputContainer, ClipInfo]:
     """The probed clip, opened again at its start for reading."""
     info = probe(path, name, limits)
-    return _open(path, name), info
+    container = _open(path, name)
+    _limit_decoder(container, limits)
+    return container, info
 
 
 def _open(path: Path, name: str) -> av.container.InputContainer:
+    """The clip opened with an allowed demuxer, through the file protocol only ("file:" also keeps
+    a name such as `concat:a|b` or `http:x` a plain file name)."""
     try:
-        return av.open(str(path), "r")
+        container = av.open(f"file:{path.resolve()}", "r", options=dict(_OPEN_OPTIONS))
     except (av.FFmpegError, OSError, UnicodeDecodeError) as error:
+        _refuse_still_image(path, name)
         raise VideoError(
-            f"{name}: not a video this app can read ({_reason(error)}). Use MP4, MOV, WebM or MKV."
+            f"{name}: not a video this app can read ({_reason(error)}); playlists, lists of files, image "
+            f"sequences and streams are refused. {_READABLE}."
         ) from error
+    if not set(container.format.name.split(",")) & set(ALLOWED_DEMUXERS):
+        container.close()
+        raise VideoError(f"{name}: {container.format.name} files are not read here. {_READABLE}.")
+    return container
+
+
+def _refuse_still_image(path: Path, name: str) -> None:
+    """A clearer refusal where the upload is a picture: what to do with it instead."""
+    try:
+        with Image.open(path) as image:
+            kind = image.format
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return
+    raise VideoError(
+        f"{name}: a still image ({kind}), not a clip. Remove its background as an image: POST /api/remove, "
+        "the Remove tab, or `rmbg remove` with an image output."
+    )
+
+
+def _limit_decoder(container: av.container.InputContainer, limits: Limits) -> None:
+    """The decoder refuses frames past the pixel limit itself, before it allocates them."""
+    container.streams.video[0].codec_context.options = {"max_pixels": str(limits.pixels)}
 
 
 def _first_rotation(container: av.container.InputContainer, info: ClipInfo) -> int:
@@ -109,7 +159,9 @@ def _info(container: av.container.InputContainer, name: str) -> ClipInfo:
     seconds = _seconds(container, stream)
     rate = stream.average_rate or stream.guessed_rate or Fraction(25)
     frames = stream.frames or int(seconds * rate)
-    return ClipInfo(name, context.width, context.height, seconds, frames, Fraction(rate), stream.time_base)
+    info = ClipInfo(name, context.width, context.height, seconds, frames, Fraction(rate), stream.time_base)
+    info.indexed = stream.frames > 0
+    return info
 
 
 def _seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
@@ -119,12 +171,7 @@ def _seconds(container: av.container.InputContainer, stream: av.video.stream.Vid
 
 
 def check_limits(info: ClipInfo, limits: Limits) -> None:
-    pixels = info.width * info.height
-    if pixels > limits.pixels:
-        raise VideoLimitError(
-            f"{info.name}: frames of {info.width}x{info.height} are more than the limit of {limits.pixels} pixels. "
-            "Scale the clip down first, or raise RMBG_MAX_VIDEO_PIXELS."
-        )
+    _check_size(info.name, info.width, info.height, limits)
     if info.seconds > limits.seconds:
         raise VideoLimitError(
             f"{info.name}: the clip lasts {info.seconds:.1f} s, more than the limit of {limits.seconds:g} s. "
@@ -132,6 +179,14 @@ def check_limits(info: ClipInfo, limits: Limits) -> None:
         )
     if info.frames > limits.frames:
         raise VideoLimitError(_too_many_frames(info.name, limits.frames))
+
+
+def _check_size(name: str, width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.pixels:
+        raise VideoLimitError(
+            f"{name}: frames of {width}x{height} are more than the limit of {limits.pixels} pixels. "
+            "Scale the clip down first, or raise RMBG_MAX_VIDEO_PIXELS."
+        )
 
 
 def _too_many_frames(name: str, limit: int) -> str:
@@ -158,14 +213,22 @@ def units(container: av.container.InputContainer, info: ClipInfo, limits: Limits
                 count += 1
                 if count > limits.frames:
                     raise VideoLimitError(_too_many_frames(info.name, limits.frames))
+                _check_size(info.name, frame.width, frame.height, limits)
                 yield _frame(frame)
     except av.FFmpegError as error:
+        context = video.codec_context  # a frame the decoder refused for its size left that size here
+        _check_size(info.name, context.width, context.height, limits)
         raise VideoError(
             f"{info.name}: the video data is damaged or truncated after {count} frame(s) ({_reason(error)}). "
             "Re-export or re-download it."
         ) from error
     if count == 0:
         raise VideoError(f"{info.name}: no frame could be decoded; the file is damaged or truncated.")
+    if info.indexed and count < info.frames - max(2, info.frames // 100):
+        raise VideoError(
+            f"{info.name}: the file ends after {count} of the {info.frames} frames its index announces: it is "
+            "truncated, and a shorter output would pass for the whole clip. Re-export or re-download it."
+        )
 
 
 def _frame(frame: av.VideoFrame) -> Frame:

@@ -48,6 +48,7 @@ OPTION_FIELDS = (
     "size",
     "model",
     "compression",
+    "keep_hidden_color",
 )
 FIELDS = ("file", *OPTION_FIELDS, "format")
 # Room for the multipart boundaries, part headers and option fields around the file itself.

@@ -5,7 +5,7 @@ streams), and it knows nothing of `RMBG_API_TOKEN`: with only a token set, its o
 (`/gradio_api/run/remove`, `/call/remove`, ...) would run models for anyone. So the decision
 is made here, once, for every path: open paths (the health check, the login page and the
 files it needs) pass; anything else needs the API token as `Authorization: Bearer` or a
-session from the login page. Failed logins are throttled per client address.
+session from the login page. Failed logins, and wrong API tokens, are throttled per client address.
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ OPEN_PATHS = frozenset(
         "/gradio_api/theme.css",
         "/gradio_api/login_check",
         "/gradio_api/login_check/",
-        "/gradio_api/app_id",
-        "/gradio_api/app_id/",
     }
 )
 OPEN_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
@@ -84,14 +82,25 @@ class LoginThrottle:
 
     def wait(self, address: str, now: float) -> float:
         """Seconds the address must still wait (0: it may try now, and this try is counted)."""
+        remaining = self.locked(address, now)
+        if remaining == 0.0:
+            self.failed(address, now)  # counted as it starts; a success clears it
+        return remaining
+
+    def locked(self, address: str, now: float) -> float:
+        """Seconds the address must still wait before it may try again (0: it may)."""
+        entry = self.attempts.get(address)
+        return max(0.0, entry.locked_until - now) if entry is not None else 0.0
+
+    def failed(self, address: str, now: float) -> None:
+        """Counts a failure, locking the address past FREE_FAILURES. Tokens count only their
+        failures (checking one costs nothing, so a client sending many requests at once with the
+        right token is never locked out); logins count each attempt as it starts (`wait`)."""
         entry = self.attempts.setdefault(address, _Attempts())
-        if now < entry.locked_until:
-            return entry.locked_until - now
         entry.count += 1
         if entry.count >= FREE_FAILURES:
             entry.locked_until = now + min(2.0 ** (entry.count - FREE_FAILURES), MAX_LOCK_SECONDS)
         self._forget_old(now)
-        return 0.0
 
     def succeeded(self, address: str) -> None:
         self.attempts.pop(address, None)
@@ -103,7 +112,9 @@ class LoginThrottle:
 
 class Guard:
     """Refuses (401) every request without credentials where RMBG_API_TOKEN or RMBG_AUTH is set,
-    except the open paths; throttles POST /login. Without either setting it only passes requests on.
+    except the open paths; throttles POST /login, and wrong `Authorization` headers per address
+    (429 with Retry-After, the right token included, while an address is locked). Without either
+    setting it only passes requests on.
 
     `sessions` is Gradio's App where a login is configured (its login page then guards the UI): a
     request with the API token gets a session there too, since Gradio's own routes check their
@@ -113,6 +124,7 @@ class Guard:
     def __init__(self, app: ASGIApp, token: str | None, sessions: Sessions | None):
         self.app, self.token, self.sessions = app, token, sessions
         self.throttle = LoginThrottle()
+        self.token_throttle = LoginThrottle()
         self._token_session = secrets.token_urlsafe(16)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -123,20 +135,34 @@ class Guard:
         path = scope["path"]
         if path in LOGIN_PATHS and scope.get("method") == "POST":
             await self._login(scope, receive, send)
-        elif path in OPEN_PATHS or path.startswith(OPEN_PREFIXES) or self._allowed(scope):
+        elif path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
+            await self.app(scope, receive, send)
+        elif wait := self._token_locked(scope):
+            address = _address(scope)
+            message = f"too many wrong API tokens from {address}: wait {math.ceil(wait)} s before trying again."
+            await _refuse(scope, receive, send, 429, message, {"Retry-After": str(math.ceil(wait))})
+        elif self._allowed(scope):
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":  # Gradio 6 has none; one a later version adds is closed too
             await send({"type": "websocket.close", "code": 1008})
         else:
             await _refuse(scope, receive, send, 401, self._how_to_authenticate(), {"WWW-Authenticate": "Bearer"})
 
+    def _token_locked(self, scope: Scope) -> float:
+        """Seconds an address that sent too many wrong tokens must wait; 0 without a token header."""
+        if self.token is None or "authorization" not in Headers(scope=scope):
+            return 0.0
+        return self.token_throttle.locked(_address(scope), time.monotonic())
+
     def _allowed(self, scope: Scope) -> bool:
         headers = Headers(scope=scope)
-        if self.token is not None:
-            sent = headers.get("authorization", "").encode()
+        if self.token is not None and "authorization" in headers:
+            sent = headers["authorization"].encode()
             if secrets.compare_digest(sent, f"Bearer {self.token}".encode()):
+                self.token_throttle.succeeded(_address(scope))
                 self._enter_token_session(scope)
                 return True
+            self.token_throttle.failed(_address(scope), time.monotonic())
         if self.sessions is None:
             return False
         cookies = cookie_parser(headers.get("cookie", ""))
@@ -163,7 +189,7 @@ class Guard:
         return f"this server needs credentials: {' or '.join(ways)}."
 
     async def _login(self, scope: Scope, receive: Receive, send: Send) -> None:
-        address = (scope.get("client") or ("unknown",))[0]
+        address = _address(scope)
         wait = self.throttle.wait(address, time.monotonic())
         if wait > 0:
             message = f"too many failed logins from {address}: wait {math.ceil(wait)} s before trying again."
@@ -176,6 +202,10 @@ class Guard:
             await send(message)
 
         await self.app(scope, receive, watch)
+
+
+def _address(scope: Scope) -> str:
+    return (scope.get("client") or ("unknown",))[0]
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, message: str, headers: dict) -> None:

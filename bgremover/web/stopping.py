@@ -44,9 +44,13 @@ _FORCED_CLEAN_UP_SECONDS = 2.0
 
 
 def delete_users_files(scratch: Scratch, uploads: Path) -> None:
-    """The UI's result files, and the folders Gradio leaves behind: its shutdown deletes the uploads
-    and cached results, not the (content-hash named) folders that held them. Only empty ones go."""
+    """The UI's result files, the video jobs' uploads and results, and the folders Gradio leaves
+    behind: its shutdown deletes the uploads and cached results, not the (content-hash named)
+    folders that held them. Only empty ones go."""
     scratch.close()
+    video_jobs = sys.modules.get("bgremover.video.jobs")  # imported with the first clip; else none to delete
+    if video_jobs is not None:
+        video_jobs.VideoJobs.close_all()
     for folder in uploads.iterdir() if uploads.is_dir() else ():
         with suppress(OSError):
             folder.rmdir()

@@ -28,7 +28,7 @@ from ..service.options import build_request, parse_number
 from ..service.removal import RemovalService
 from .api import ApiError, check_token, checked_upload, disposition, read_form
 
-OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model")
+OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model", "keep_hidden_color")
 FIELDS = ("file", *OPTION_FIELDS, "format", "smooth")
 
 
