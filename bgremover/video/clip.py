@@ -81,11 +81,12 @@ def remove_clip(
     cancel: threading.Event | None = None,
     name: str | None = None,
     smoothing: float = 0.0,
+    quality: str = "standard",
 ) -> ClipReport:
     """Writes `target` from the clip at `source`; raises VideoError (bad input or limits), Cancelled,
     or the model's errors, and then leaves nothing at `target`. Setting `cancel` stops it (a failure
     sets it too); `smoothing` (0-1, off at 0) blends each mask with the previous frame's where it
-    barely changed (`smoothing.MaskSmoother`)."""
+    barely changed (`smoothing.MaskSmoother`); `quality` is the encoder preset (`quality.QUALITIES`)."""
     name = name or source.name
     fmt = check_options(fmt, request.options.output, request.options.crop)
     smoother = MaskSmoother(smoothing) if smoothing else None
@@ -97,8 +98,8 @@ def remove_clip(
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        audio = container.streams.audio[0] if container.streams.audio else None
-        writer = open_writer(partial, fmt, info, request.options.output == "cutout", audio)
+        audio = list(container.streams.audio)
+        writer = open_writer(partial, fmt, info, request.options.output == "cutout", audio, quality)
         try:
             _run(clip, container, writer, progress)
         except BaseException:
