@@ -29,6 +29,7 @@ from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import Cancelled, check_options
+from .quality import check_quality
 from .reading import ClipInfo, Frame, Limits, open_clip, units
 from .smoothing import MaskSmoother
 from .writing import open_writer
@@ -89,6 +90,7 @@ def remove_clip(
     barely changed (`smoothing.MaskSmoother`); `quality` is the encoder preset (`quality.QUALITIES`)."""
     name = name or source.name
     fmt = check_options(fmt, request.options.output, request.options.crop)
+    quality = check_quality(quality)
     smoother = MaskSmoother(smoothing) if smoothing else None
     remover = service.remover(request)
     limits = limits or Limits.from_settings()

@@ -14,13 +14,13 @@ _PRESETS: dict[str, dict[str, dict[str, str]]] = {
         "draft": {"deadline": "realtime", "cpu-used": "8", "crf": "36"},
         "standard": {"deadline": "realtime", "cpu-used": "7", "crf": "30"},
         "high": {"deadline": "good", "cpu-used": "4", "crf": "24"},
-        "master": {"deadline": "good", "cpu-used": "2", "crf": "15"},
+        "master": {"deadline": "good", "cpu-used": "2", "crf": "8"},
     },
     "libx264": {
         "draft": {"preset": "veryfast", "crf": "23"},
         "standard": {"preset": "fast", "crf": "18"},
         "high": {"preset": "slow", "crf": "15"},
-        "master": {"preset": "slow", "crf": "10"},
+        "master": {"preset": "slow", "crf": "4"},
     },
     "prores_ks": {  # 4444 (profile 4) and 4444 XQ (5); the speed barely differs between them
         "draft": {"profile": "4"},

@@ -160,12 +160,13 @@ def _info(container: av.container.InputContainer, name: str) -> ClipInfo:
 
 
 def _timecode(container: av.container.InputContainer) -> str | None:
-    """The `timecode` tag MOV and MP4 keep on their timecode (data) track, MKV and WebM on the video
-    track, some files on the container."""
-    for stream in container.streams:
-        if "timecode" in stream.metadata:
-            return stream.metadata["timecode"]
-    return container.metadata.get("timecode")
+    """The `timecode` tag MOV and MP4 keep on their timecode (data) track, MKV and WebM (as TIMECODE)
+    on the video track, some files on the container."""
+    for tags in (*(stream.metadata for stream in container.streams), container.metadata):
+        found = [value for key, value in tags.items() if key.lower() == "timecode"]
+        if found:
+            return found[0]
+    return None
 
 
 def _seconds(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:

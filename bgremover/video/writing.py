@@ -91,8 +91,9 @@ class ClipWriter:
 
     def write(self, image: Image.Image, pts: int, duration: int) -> None:
         self.started = True
+        matrix, colour_range = self.colour
         frame = _video_frame(image).reformat(
-            format=self.video.pix_fmt, dst_colorspace=self.colour[0], dst_color_range=self.colour[1], interpolation=EXACT
+            format=self.video.pix_fmt, dst_colorspace=matrix, dst_color_range=colour_range, interpolation=EXACT
         )
         frame.pts, frame.time_base = pts, self.time_base
         self.durations[pts] = duration
