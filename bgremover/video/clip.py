@@ -177,7 +177,7 @@ def _infer(clip: _Clip, decoded: queue.Queue, finished: queue.Queue, workers: Th
 def _dispatch(clip: _Clip, pending: list, frames: list[Frame], finished: queue.Queue, workers) -> None:
     masks = _predict(clip, frames) if frames else []
     if clip.smoother is not None:  # here, in frame order, before the masks go to threads
-        masks = [clip.smoother(mask) for mask in masks]
+        masks = [clip.smoother(mask, frame.rgb) for frame, mask in zip(frames, masks, strict=True)]
     jobs = iter([workers.submit(_finish, clip, frame, mask) for frame, mask in zip(frames, masks, strict=True)])
     for unit in pending:
         _put(finished, next(jobs) if isinstance(unit, Frame) else unit, clip)
