@@ -28,9 +28,9 @@ from ..results import Timings, finish
 from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
-from . import Cancelled, check_options
+from . import Cancelled, VideoError, check_options
 from .quality import check_quality
-from .reading import ClipInfo, Frame, Limits, open_clip, units
+from .reading import ClipInfo, Frame, Limits, Span, check_span, open_clip, units
 from .smoothing import MaskSmoother
 from .writing import open_writer
 
@@ -60,6 +60,7 @@ class _Clip:
     batch_size: int
     cancel: threading.Event
     smoother: MaskSmoother | None = None
+    span: Span = field(default_factory=Span)
     report: ClipReport = field(default_factory=ClipReport)
     error: BaseException | None = None
 
@@ -83,11 +84,14 @@ def remove_clip(
     name: str | None = None,
     smoothing: float = 0.0,
     quality: str = "standard",
+    start: float = 0.0,
+    end: float | None = None,
 ) -> ClipReport:
     """Writes `target` from the clip at `source`; raises VideoError (bad input or limits), Cancelled,
     or the model's errors, and then leaves nothing at `target`. Setting `cancel` stops it (a failure
-    sets it too); `smoothing` (0-1, off at 0) blends each mask with the previous frame's where it
-    barely changed (`smoothing.MaskSmoother`); `quality` is the encoder preset (`quality.QUALITIES`)."""
+    sets it too); `smoothing` (0-1, off at 0) blends each mask with the previous frame's carried
+    along the motion (`smoothing.MaskSmoother`); `quality` is the encoder preset (`quality.QUALITIES`);
+    `start` and `end` (seconds; end None: to the clip's end) keep only that part, moved to start at 0."""
     name = name or source.name
     fmt = check_options(fmt, request.options.output, request.options.crop)
     quality = check_quality(quality)
@@ -95,7 +99,16 @@ def remove_clip(
     remover = service.remover(request)
     limits = limits or Limits.from_settings()
     container, info = open_clip(source, name, limits)
-    clip = _Clip(service, remover, request, info, limits, max(batch_size, 1), cancel or threading.Event(), smoother)
+    try:
+        span = check_span(start, end, info.seconds, info.name)
+    except VideoError:
+        container.close()
+        raise
+    if start or end is not None:  # the progress bar's estimate
+        info.frames = int(((min(end, info.seconds) if end is not None else info.seconds) - start) * info.rate)
+    clip = _Clip(
+        service, remover, request, info, limits, max(batch_size, 1), cancel or threading.Event(), smoother, span
+    )
     partial = target.with_name(f".{target.stem}.partial.{fmt}")
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -146,7 +159,7 @@ def _run(clip: _Clip, container: av.container.InputContainer, writer, progress: 
 
 def _read(clip: _Clip, container: av.container.InputContainer, decoded: queue.Queue) -> None:
     try:
-        stream = units(container, clip.info, clip.limits)
+        stream = units(container, clip.info, clip.limits, clip.span)
         while not clip.cancel.is_set():
             with clip.report.timings.stage("decode"):
                 unit = next(stream, _END)
