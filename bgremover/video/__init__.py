@@ -27,6 +27,10 @@ class VideoLimitError(VideoError):
     """A readable clip past a limit (RMBG_MAX_VIDEO_SECONDS, _FRAMES, _PIXELS); the API's 413."""
 
 
+class SpanError(VideoError):
+    """In and out points that keep nothing of a clip; the API's 400."""
+
+
 class Cancelled(RuntimeError):
     """The clip was cancelled before it was finished; nothing is left at the output path."""
 
@@ -79,7 +83,8 @@ def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
 class ClipRun:
     """What a clip run asks for besides the service: the inputs and -o, --format as given (an
     image format such as the default png means "not a container": -o's suffix or the output kind
-    decides), the output kind (it decides which containers fit), and `ray` when --ray was given."""
+    decides), the output kind (it decides which containers fit), the encoder preset, the in and
+    out points, and `ray` when --ray was given."""
 
     inputs: tuple[str, ...]
     out: str | None
@@ -89,4 +94,18 @@ class ClipRun:
     quiet: bool = False
     batch_size: int = 1
     smoothing: float = 0.0
+    quality: str = "standard"
+    start: float = 0.0
+    end: float | None = None
     ray: RayRun | None = None
+
+    def clip_options(self, fmt: str) -> dict:
+        """`remove_clip`'s keyword arguments for every clip of the run."""
+        return {
+            "fmt": fmt,
+            "batch_size": self.batch_size,
+            "smoothing": self.smoothing,
+            "quality": self.quality,
+            "start": self.start,
+            "end": self.end,
+        }

@@ -27,7 +27,8 @@ from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import Cancelled, VideoError, check_options
 from .clip import remove_clip
-from .reading import Limits, probe
+from .quality import check_quality
+from .reading import Limits, check_span, probe
 from .smoothing import check_strength
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,9 @@ class VideoJob:
     fmt: str
     frames_total: int
     smoothing: float = 0.0
+    quality: str = "standard"
+    start: float = 0.0
+    end: float | None = None
     status: str = "queued"  # queued, running, done, failed, cancelled
     frames_done: int = 0
     error: str | None = None
@@ -100,14 +104,27 @@ class VideoJobs:
         suffix = "".join(c for c in Path(name).suffix[:8] if c.isalnum() or c == ".")
         return self.folder / f"upload-{next(self._counter)}-{secrets.token_hex(4)}{suffix}"
 
-    def submit(self, source: Path, name: str, request: RemovalRequest, fmt: str, smoothing: float = 0.0) -> VideoJob:
-        """Checks the clip (readable, within the limits), the format and the smoothing at once, then
-        queues it; raises VideoError, VideoLimitError, ValueError or Busy (queue full), and then
-        deletes `source`."""
+    def submit(
+        self,
+        source: Path,
+        name: str,
+        request: RemovalRequest,
+        fmt: str,
+        smoothing: float = 0.0,
+        quality: str = "standard",
+        start: float = 0.0,
+        end: float | None = None,
+    ) -> VideoJob:
+        """Checks the clip (readable, within the limits), the format, the smoothing, the quality and
+        the in and out points at once, then queues it; raises VideoError, VideoLimitError, ValueError
+        or Busy (queue full), and then deletes `source`."""
         try:
             fmt = check_options(fmt, request.options.output, request.options.crop)
+            quality, smoothing = check_quality(quality), check_strength(smoothing)
             info = probe(source, name, Limits.from_settings())
-            job = self._queued(source, name, request, fmt, info.frames, check_strength(smoothing))
+            span = check_span(start, end, info.seconds, name)
+            job = self._queued(source, name, request, fmt, info.frames, smoothing)
+            job.quality, job.start, job.end = quality, span.start, span.end
         except BaseException:
             source.unlink(missing_ok=True)
             raise
@@ -196,6 +213,9 @@ class VideoJobs:
                 cancel=job.cancel,
                 name=job.name,
                 smoothing=job.smoothing,
+                quality=job.quality,
+                start=job.start,
+                end=job.end,
             )
         except Cancelled:
             self._end(job, "cancelled")

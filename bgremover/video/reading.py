@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import settings
 from ..service.steps import rotated
-from . import VideoError, VideoLimitError
+from . import SpanError, VideoError, VideoLimitError
 
 
 @dataclass
@@ -108,9 +108,9 @@ class Span:
 def check_span(start: float, end: float | None, seconds: float, name: str) -> Span:
     """The span within a clip of `seconds` (0: unknown), refused with the fix where it is empty."""
     if start < 0 or (end is not None and end <= start):
-        raise VideoError(f"{name}: the in point ({start:g} s) must be 0 or more and before the out point ({end} s).")
+        raise SpanError(f"{name}: the in point ({start:g} s) must be 0 or more and before the out point ({end} s).")
     if seconds and start >= seconds:
-        raise VideoError(f"{name}: the in point ({start:g} s) is past the clip's end ({seconds:.2f} s).")
+        raise SpanError(f"{name}: the in point ({start:g} s) is past the clip's end ({seconds:.2f} s).")
     return Span(start, end)
 
 
