@@ -240,3 +240,29 @@ def test_quality_presets_trade_size_for_fidelity(service, tmp_path) -> None:
     with pytest.raises(ValueError, match="quality 'best': use one of draft, standard, high, master"):
         remove_clip(service, source, tmp_path / "x.webm", build_request(), fmt="webm", quality="best")
     assert not (tmp_path / "x.webm").exists()
+
+
+@pytest.mark.parametrize("fmt", ["mov", "webm"])  # audio copied (AAC into MOV) and re-encoded (Opus)
+def test_in_and_out_points_keep_that_part_from_zero_with_its_sound_in_sync(service, tmp_path, fmt) -> None:
+    source, target = tmp_path / "source.mp4", tmp_path / f"part.{fmt}"
+    make_clip(source, audio=("aac",))
+    remove_clip(service, source, target, build_request(), fmt=fmt, start=0.04, end=0.12)
+    with av.open(str(target)) as container:
+        assert [round(f.time, 3) for f in container.decode(video=0)] == [0.0, 0.04]
+    assert clicks_ms(target) == pytest.approx([CLICKS_MS[0] - 40], abs=1.0)
+    with pytest.raises(VideoError, match=r"the in point \(9 s\) is past the clip's end \(0.16 s\)"):
+        remove_clip(service, source, tmp_path / "none.webm", build_request(), fmt="webm", start=9)
+    with pytest.raises(VideoError, match=r"the in point \(0.1 s\) must be 0 or more and before the out point"):
+        remove_clip(service, source, tmp_path / "none.webm", build_request(), fmt="webm", start=0.1, end=0.05)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part." + fmt, "source.mp4"]
+
+
+def test_one_frame_at_a_time_is_the_frame_the_clip_shows_then(tmp_path) -> None:
+    from bgremover.video.reading import Limits, frame_at
+
+    source = tmp_path / "source.mp4"
+    expected = make_clip(source)
+    image = np.asarray(frame_at(source, "source.mp4", 0.05, Limits(60, 100, 10**7)))
+    assert image.shape == expected.shape and np.abs(image.astype(np.int16) - expected).mean() < 1.5
+    with pytest.raises(VideoError, match="past the clip's end"):
+        frame_at(source, "source.mp4", 3.0, Limits(60, 100, 10**7))
