@@ -266,3 +266,36 @@ def test_one_frame_at_a_time_is_the_frame_the_clip_shows_then(tmp_path) -> None:
     assert image.shape == expected.shape and np.abs(image.astype(np.int16) - expected).mean() < 1.5
     with pytest.raises(VideoError, match="past the clip's end"):
         frame_at(source, "source.mp4", 3.0, Limits(60, 100, 10**7))
+
+
+def test_a_10_bit_source_gives_a_10_bit_cutout_in_prores(service, tmp_path) -> None:
+    """Not 8-bit steps in a 10-bit file: the source's own 10-bit colour arrives where alpha is 255."""
+    source, target = tmp_path / "ten.mov", tmp_path / "out.mov"
+    y, x = np.mgrid[0:240, 0:320]
+    ramp = np.stack([x * 40 + 8000, y * 40 + 12000, np.full_like(x, 30000)], -1).astype(np.uint16)  # fine steps
+    with av.open(str(source), "w") as container:
+        video = container.add_stream("prores_ks", rate=25, options={"profile": "3"})
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv422p10le"
+        video.codec_context.colorspace, video.codec_context.color_range = BT709, LIMITED
+        for index in range(2):
+            frame = av.VideoFrame.from_ndarray(ramp, format="rgb48le").reformat(
+                format="yuv422p10le", dst_colorspace=BT709, dst_color_range=LIMITED, interpolation=EXACT
+            )
+            frame.pts = index
+            container.mux(video.encode(frame))
+        container.mux(video.encode(None))
+
+    def wide(path: Path) -> np.ndarray:
+        with av.open(str(path)) as container:
+            frame = next(container.decode(video=0))
+            return frame.to_ndarray(
+                format="rgba64le", src_colorspace=BT709, src_color_range=LIMITED, interpolation=EXACT
+            ).astype(np.int32)
+
+    remove_clip(service, source, target, build_request(threshold=0.5), fmt="mov")
+    expected, written = wide(source), wide(target)
+    opaque = ndimage.binary_erosion(written[..., 3] >= 65472, iterations=4)  # 1023 of 1023
+    assert opaque.mean() > 0.2
+    error = np.abs(written[..., :3] - expected[..., :3])[opaque] / 64  # in 10-bit levels
+    # 8-bit steps would be off by a mean of about 1 level (of 1023), and up to 2
+    assert error.mean() < 0.5 and error.max() <= 3, (error.mean(), error.max())

@@ -227,7 +227,7 @@ def _write(clip: _Clip, writer, finished: queue.Queue, progress: Progress | None
             if isinstance(unit, Future):
                 frame, image = unit.result()
                 with report.timings.stage("encode"):
-                    writer.write(image, frame.pts, frame.duration)
+                    writer.write(image, frame.pts, frame.duration, frame.deep)
                 report.frames += 1
                 if progress is not None:
                     progress(report.frames, max(clip.info.frames, report.frames))

@@ -16,6 +16,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 from av.video.reformatter import Interpolation
 from PIL import Image
 
@@ -44,6 +45,7 @@ class Frame:
     rgb: Image.Image
     pts: int
     duration: int
+    deep: np.ndarray | None = None  # 16-bit RGB of a source with more than 8 bits, for a 10-bit output
 
 
 # Transfer functions of HDR video (FFmpeg's AVColorTransferCharacteristic numbers).
@@ -273,11 +275,18 @@ def units(
 
 def _frame(frame: av.VideoFrame, colour: Colour) -> Frame:
     pts = frame.pts if frame.pts is not None else 0
+    turns = round(frame.rotation / 90)
     rgb = frame.reformat(
         format="rgb24", src_colorspace=colour.matrix, src_color_range=colour.range, interpolation=EXACT
     )
-    image = rotated(rgb.to_image(), round(frame.rotation / 90))
-    return Frame(image, pts, frame.duration or 0)
+    image = rotated(rgb.to_image(), turns)
+    deep = None
+    if colour.bits > 8:
+        wide = frame.reformat(
+            format="rgb48le", src_colorspace=colour.matrix, src_color_range=colour.range, interpolation=EXACT
+        )
+        deep = np.ascontiguousarray(np.rot90(wide.to_ndarray(), turns % 4))
+    return Frame(image, pts, frame.duration or 0, deep)
 
 
 def frame_at(path: Path, name: str, seconds: float, limits: Limits) -> Image.Image:

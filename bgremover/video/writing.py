@@ -89,10 +89,12 @@ class ClipWriter:
         self.durations: dict[int, int] = {}  # by pts, until the encoder hands the frame's packet out
         self.audio = {stream.index: _AudioOut(self.container, stream, self.codec) for stream in audio}
 
-    def write(self, image: Image.Image, pts: int, duration: int) -> None:
+    def write(self, image: Image.Image, pts: int, duration: int, deep: np.ndarray | None = None) -> None:
+        """One finished frame; `deep` (the source's 16-bit RGB) gives its colour to a 10-bit cut-out."""
         self.started = True
         matrix, colour_range = self.colour
-        frame = _video_frame(image).reformat(
+        wide = deep is not None and self.video.pix_fmt.endswith("10le") and image.mode == "RGBA"
+        frame = (_deep_frame(image, deep) if wide else _video_frame(image)).reformat(
             format=self.video.pix_fmt, dst_colorspace=matrix, dst_color_range=colour_range, interpolation=EXACT
         )
         frame.pts, frame.time_base = pts, self.time_base
@@ -158,6 +160,12 @@ def apple_vendor(path: Path) -> None:
                         file.write(b"apl0")
                 return
             offset += max(size, 8)
+
+
+def _deep_frame(image: Image.Image, deep: np.ndarray) -> av.VideoFrame:
+    """A cut-out at 16 bits: the source's own colour and the mask's alpha."""
+    alpha = np.asarray(image.getchannel("A"), np.uint16) * 257
+    return av.VideoFrame.from_ndarray(np.dstack([deep, alpha]), format="rgba64le")
 
 
 def _video_frame(image: Image.Image) -> av.VideoFrame:
@@ -227,7 +235,8 @@ class ZipWriter:
         self.index = 0
         self.times = ["frame,file,seconds,duration_seconds"]
 
-    def write(self, image: Image.Image, pts: int, duration: int) -> None:
+    def write(self, image: Image.Image, pts: int, duration: int, deep: np.ndarray | None = None) -> None:
+        """One frame as PNG (8 bits: `deep` is for 10-bit video)."""
         name = f"frame_{self.index:06d}.png"
         self.archive.writestr(name, encoding.encode(image, "png"))
         start, length = float(pts * self.time_base), float(duration * self.time_base)
