@@ -76,13 +76,14 @@ class VideoHandlers:
     @friendly
     def preview(self, upload, model: str, output: str, bg_color: str, start: float | None = None):
         """One frame (at the in point) through the same options, before the whole clip is committed."""
+        from ..imaging import encoding
         from ..video.reading import Limits, frame_at
 
         self.jobs()  # PyAV is there
         request = self._request(model, output, bg_color)
         path = upload_path(upload, "Upload a clip first.")
         frame = frame_at(path, upload_name(upload), float(start or 0), Limits.from_settings())
-        return self.service.remove(frame, request).result.image
+        return self.service.remove(encoding.encode(frame, "png"), request).result.image  # lossless
 
     def run(
         self,
