@@ -128,6 +128,7 @@ def test_quality_and_in_and_out_points_and_a_one_frame_preview(server, tmp_path)
     """The API's quality, start and end fields (refused with the fix when wrong), and the tab's
     one-frame preview at the in point through gradio_client."""
     from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
 
     clip = tmp_path / "walk.mp4"
     make_clip(clip, frames=4)
@@ -148,3 +149,10 @@ def test_quality_and_in_and_out_points_and_a_one_frame_preview(server, tmp_path)
     still = client.predict(handle_file(str(clip)), "RMBG-1.4", "mask", "#ffffff", 0.2, api_name="/video_frame")
     with Image.open(still) as image:
         assert image.size == (64, 48)
+    # The tab's status line: the previous clip's line is cleared before a refused clip says why.
+    done = client.submit(handle_file(str(clip)), "RMBG-1.4", "mask", "#ffffff", "mp4", api_name="/video")
+    assert "walk.mp4**: done" in done.result()[0]
+    refused = client.submit(handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "mp4", api_name="/video")
+    with pytest.raises(AppError, match="no transparency"):
+        refused.result()
+    assert [status for status, *_ in refused.outputs()] == [""]
