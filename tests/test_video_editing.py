@@ -299,3 +299,34 @@ def test_a_10_bit_source_gives_a_10_bit_cutout_in_prores(service, tmp_path) -> N
     error = np.abs(written[..., :3] - expected[..., :3])[opaque] / 64  # in 10-bit levels
     # 8-bit steps would be off by a mean of about 1 level (of 1023), and up to 2
     assert error.mean() < 0.5 and error.max() <= 3, (error.mean(), error.max())
+
+
+@pytest.mark.slow
+def test_the_cli_takes_quality_and_in_and_out_points(offline_hub, tmp_path) -> None:
+    import subprocess
+    import sys
+
+    from live import REPO
+
+    source, target = tmp_path / "source.mp4", tmp_path / "part.mov"
+    make_clip(source, audio=("aac", "aac"), timecode="10:00:00:00")
+    fast = ["--model", "RMBG-1.4", "--size", "64", "--device", "cpu", "--precision", "fp32"]
+    command = [sys.executable, "rmbg.py", "remove", str(source), "-o", str(target), *fast]
+    done = subprocess.run(
+        [*command, "--quality", "draft", "--start", "0.04", "--end", "0.12"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    with av.open(str(target)) as container:
+        assert [round(f.time, 3) for f in container.decode(video=0)] == [0.0, 0.04]
+        assert len(container.streams.audio) == 2
+        assert [s.metadata.get("timecode") for s in container.streams.data] == ["10:00:00:00"]
+    for flags, message in (
+        (["--start", "0.2", "--end", "0.1"], "must be 0 or more and before the out point"),
+        (["--quality", "best"], "invalid choice: 'best'"),
+    ):
+        refused = subprocess.run([*command, *flags], capture_output=True, text=True, cwd=REPO, timeout=300)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
