@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import encoding
-from .quality import QUALITIES, encoder_options
+from .quality import encoder_options
 from .reading import EXACT, LIMITED, ClipInfo
 
 
@@ -67,9 +67,7 @@ _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 class ClipWriter:
     """A video container being written at `path` (a temporary name: the caller renames it)."""
 
-    def __init__(
-        self, path: Path, fmt: str, info: ClipInfo, transparent: bool, audio: list, quality: str = QUALITIES[1]
-    ):
+    def __init__(self, path: Path, fmt: str, info: ClipInfo, transparent: bool, audio: list, quality: str = "standard"):
         self.codec = CODECS[fmt]
         self.container = av.open(str(path), "w", format=fmt)
         self.transparent = transparent
@@ -255,7 +253,7 @@ class ZipWriter:
 
 
 def open_writer(
-    path: Path, fmt: str, info: ClipInfo, transparent: bool, audio: list, quality: str = QUALITIES[1]
+    path: Path, fmt: str, info: ClipInfo, transparent: bool, audio: list, quality: str = "standard"
 ) -> ClipWriter | ZipWriter:
     if fmt == "zip":
         return ZipWriter(path, info)
