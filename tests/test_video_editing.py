@@ -309,7 +309,7 @@ def test_the_cli_takes_quality_and_in_and_out_points(offline_hub, tmp_path) -> N
     from live import REPO
 
     source, target = tmp_path / "source.mp4", tmp_path / "part.mov"
-    make_clip(source, audio=("aac", "aac"), timecode="10:00:00:00")
+    make_clip(source, audio=("aac", "aac"), timecode="10:00:59:24")
     fast = ["--model", "RMBG-1.4", "--size", "64", "--device", "cpu", "--precision", "fp32"]
     command = [sys.executable, "rmbg.py", "remove", str(source), "-o", str(target), *fast]
     done = subprocess.run(
@@ -323,7 +323,7 @@ def test_the_cli_takes_quality_and_in_and_out_points(offline_hub, tmp_path) -> N
     with av.open(str(target)) as container:
         assert [round(f.time, 3) for f in container.decode(video=0)] == [0.0, 0.04]
         assert len(container.streams.audio) == 2
-        assert [s.metadata.get("timecode") for s in container.streams.data] == ["10:00:00:00"]
+        assert [s.metadata.get("timecode") for s in container.streams.data] == ["10:01:00:00"]  # + 1 frame
     for flags, message in (
         (["--start", "0.2", "--end", "0.1"], "must be 0 or more and before the out point"),
         (["--quality", "best"], "invalid choice: 'best'"),

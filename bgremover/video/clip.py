@@ -104,6 +104,7 @@ def remove_clip(
     except VideoError:
         container.close()
         raise
+    info.timecode = span.timecode(info.timecode, info.rate)
     if start or end is not None:  # the progress bar's estimate
         info.frames = int(((min(end, info.seconds) if end is not None else info.seconds) - start) * info.rate)
     clip = _Clip(

@@ -106,6 +106,19 @@ class Span:
         frame.pts -= round(self.start / time_base)
         return frame
 
+    def timecode(self, timecode: str | None, rate: Fraction) -> str | None:
+        """The source's start timecode moved on to the in point; a drop-frame one (`;`) as it is."""
+        parts = (timecode or "").split(":")
+        if not self.start or len(parts) != 4 or not all(part.isdigit() for part in parts):
+            return timecode
+        fps = max(1, round(rate))
+        hours, minutes, seconds, frames = map(int, parts)
+        total = ((hours * 60 + minutes) * 60 + seconds) * fps + frames + round(self.start * rate)
+        total %= 24 * 3600 * fps
+        digits = len(parts[3])
+        clock = f"{total // fps // 3600:02d}:{total // fps // 60 % 60:02d}:{total // fps % 60:02d}"
+        return f"{clock}:{total % fps:0{digits}d}"
+
 
 def check_span(start: float, end: float | None, seconds: float, name: str) -> Span:
     """The span within a clip of `seconds` (0: unknown), refused with the fix where it is empty."""
