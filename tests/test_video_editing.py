@@ -330,3 +330,31 @@ def test_the_cli_takes_quality_and_in_and_out_points(offline_hub, tmp_path) -> N
     ):
         refused = subprocess.run([*command, *flags], capture_output=True, text=True, cwd=REPO, timeout=300)
         assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+
+
+def test_an_animated_webp_keeps_frames_times_alpha_and_colour(service, tmp_path) -> None:
+    from PIL import Image
+
+    source, target = tmp_path / "source.mp4", tmp_path / "out.webp"
+    make_clip(source, audio=("aac",))
+    remove_clip(service, source, target, build_request(threshold=0.5), fmt="webp", quality="master")
+    (expected, *_), _ = decoded_rgba(source)
+    with Image.open(target) as animation:
+        assert animation.n_frames == 4 and animation.info.get("loop") == 0
+        written = np.asarray(animation.convert("RGBA"), np.int16)
+    # Each ANMF chunk: tag, size, x, y, width-1, height-1 (3 bytes each), then the duration in ms.
+    data = target.read_bytes()
+    durations = [int.from_bytes(data[at + 20 : at + 23], "little") for at in _finds(data, b"ANMF")]
+    assert durations == [40, 40, 40, 40]
+    opaque = ndimage.binary_erosion(written[..., 3] == 255, iterations=6)
+    assert opaque.mean() > 0.2 and (written[..., 3] == 0).mean() > 0.05  # a real cut-out
+    error = np.abs(written[..., :3] - expected[..., :3])[opaque]
+    assert error.mean() <= 1.0 and error.max() <= 4, (error.mean(), error.max())
+
+
+def _finds(data: bytes, tag: bytes) -> list[int]:
+    at, found = data.find(tag), []
+    while at >= 0:
+        found.append(at)
+        at = data.find(tag, at + 1)
+    return found

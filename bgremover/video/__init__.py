@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
 # What a clip can become: transparent (webm, mov, zip of PNGs) or opaque (mp4).
 VIDEO_FORMATS = ("webm", "mov", "mp4", "zip")
-TRANSPARENT_FORMATS = ("webm", "mov", "zip")
+# Also an animated WebP, but only when the input is a clip: `--format webp` alone means still images.
+CLIP_FORMATS = (*VIDEO_FORMATS, "webp")
+TRANSPARENT_FORMATS = ("webm", "mov", "zip", "webp")
 
 
 class VideoError(ValueError):
@@ -43,8 +45,8 @@ def default_format(output: str) -> str:
 def check_format(fmt: str, output: str) -> str:
     """The container for `output`, refused with the fix where it would lose the transparency."""
     fmt = fmt.lower().lstrip(".")
-    if fmt not in VIDEO_FORMATS:
-        raise VideoError(f"video format {fmt!r}: use {', '.join(VIDEO_FORMATS)}.")
+    if fmt not in CLIP_FORMATS:
+        raise VideoError(f"video format {fmt!r}: use {', '.join(CLIP_FORMATS)}.")
     if output == "cutout" and fmt not in TRANSPARENT_FORMATS:
         raise VideoError(
             f"{fmt.upper()} (H.264) has no transparency: write the cut-out as .webm, .mov or .zip, "

@@ -16,7 +16,7 @@ from ..planning import STDIO, Job, plan_jobs
 from ..service.config import ServiceConfig, build_service
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
-from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
+from . import CLIP_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
 from .clip import remove_clip
 from .reading import check_span
 from .smoothing import check_strength
@@ -27,10 +27,10 @@ if TYPE_CHECKING:  # scale.batch only where --ray asks for it
 
 def video_format(run: ClipRun) -> str:
     """--format when it names a container, else -o's suffix (one clip), else the output kind's default."""
-    if run.fmt in VIDEO_FORMATS:
+    if run.fmt in CLIP_FORMATS:
         return check_format(run.fmt, run.output)
     suffix = Path(run.out).suffix.lower().lstrip(".") if run.out else ""
-    if suffix in VIDEO_FORMATS:
+    if suffix in CLIP_FORMATS:
         return check_format(suffix, run.output)
     return default_format(run.output)
 

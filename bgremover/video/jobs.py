@@ -32,7 +32,13 @@ from .reading import Limits, check_span, probe
 from .smoothing import check_strength
 
 log = logging.getLogger(__name__)
-MEDIA_TYPES = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4", "zip": "application/zip"}
+MEDIA_TYPES = {
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "mp4": "video/mp4",
+    "zip": "application/zip",
+    "webp": "image/webp",
+}
 _SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
 _SHARED_GUARD = threading.Lock()
 

@@ -22,6 +22,12 @@ _PRESETS: dict[str, dict[str, dict[str, str]]] = {
         "high": {"preset": "slow", "crf": "15"},
         "master": {"preset": "slow", "crf": "4"},
     },
+    "libwebp_anim": {
+        "draft": {"quality": "60", "compression_level": "1"},
+        "standard": {"quality": "80", "compression_level": "3"},
+        "high": {"quality": "92", "compression_level": "5"},
+        "master": {"lossless": "1", "compression_level": "3"},
+    },
     "prores_ks": {  # 4444 (profile 4) and 4444 XQ (5); the speed barely differs between them
         "draft": {"profile": "4"},
         "standard": {"profile": "4"},

@@ -1,4 +1,5 @@
-"""Writing the finished frames: WebM VP9 with alpha, MOV ProRes 4444, MP4 H.264, or a ZIP of PNGs.
+"""Writing the finished frames: WebM VP9 with alpha, MOV ProRes 4444, MP4 H.264, animated WebP,
+or a ZIP of PNGs.
 
 Every frame keeps the input's timestamp (pts copied in the input's time base, never re-timed), so
 frame count, variable frame rates and duration match the input. Frames go back to YUV with the
@@ -33,8 +34,9 @@ class Codec:
     transparent_format: str
     opaque_format: str
     options: dict[str, str] = field(default_factory=dict)  # for every quality preset
-    audio: str = "aac"  # what other audio is re-encoded to
+    audio: str = "aac"  # what other audio is re-encoded to ("": the container takes none)
     audio_kept: frozenset[str] = frozenset()
+    muxer: dict[str, str] = field(default_factory=dict)  # the container's options
 
 
 # The speed and size of each quality preset were measured (quality.py, docs/video.md).
@@ -60,6 +62,8 @@ CODECS = {
         "yuv420p",
         audio_kept=frozenset({"aac", "mp3", "opus", "alac", "ac3"}),
     ),
+    # Animated WebP: libwebp turns RGB into its own YUV (BT.601, as every WebP decoder expects); no sound.
+    "webp": Codec("libwebp_anim", "bgra", "bgra", audio="", muxer={"loop": "0"}),  # loops for ever
 }
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 
@@ -69,7 +73,7 @@ class ClipWriter:
 
     def __init__(self, path: Path, fmt: str, info: ClipInfo, transparent: bool, audio: list, quality: str = "standard"):
         self.codec = CODECS[fmt]
-        self.container = av.open(str(path), "w", format=fmt)
+        self.container = av.open(str(path), "w", format=fmt, options=self.codec.muxer)
         self.transparent = transparent
         self.time_base = info.time_base
         pixel_format = self.codec.transparent_format if transparent else self.codec.opaque_format
@@ -85,7 +89,8 @@ class ClipWriter:
             self.video.metadata["timecode"] = info.timecode
         self.started = False
         self.durations: dict[int, int] = {}  # by pts, until the encoder hands the frame's packet out
-        self.audio = {stream.index: _AudioOut(self.container, stream, self.codec) for stream in audio}
+        tracks = audio if self.codec.audio else []
+        self.audio = {stream.index: _AudioOut(self.container, stream, self.codec) for stream in tracks}
 
     def write(self, image: Image.Image, pts: int, duration: int, deep: np.ndarray | None = None) -> None:
         """One finished frame; `deep` (the source's 16-bit RGB) gives its colour to a 10-bit cut-out."""

@@ -21,6 +21,7 @@ FORMATS = [
     ("WebM VP9 (transparent, plays in browsers)", "webm"),
     ("MOV ProRes 4444 (transparent, for editors)", "mov"),
     ("ZIP of PNG frames (transparent)", "zip"),
+    ("Animated WebP (transparent, no sound)", "webp"),
     ("MP4 H.264 (opaque)", "mp4"),
 ]
 VIDEO_TYPES = [".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"]
