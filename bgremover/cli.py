@@ -17,7 +17,7 @@ from . import settings
 from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments
 from .choices import COMPRESSIONS, ENGINES, OUTPUT_FORMATS, OUTPUTS, PRECISION_HELP
 from .errors import ChildFailed, UsageError
-from .video import VIDEO_FORMATS, wants_video
+from .video import CLIP_FORMATS, wants_video
 from .video.quality import QUALITIES
 
 # Only light modules above: the parser and every `--help` are built without PyTorch, Gradio or Ray,
@@ -79,7 +79,7 @@ def _add_remove(commands) -> None:
     parser.add_argument("--crop", action="store_true", help="crop to the subject's bounding box")
     parser.add_argument("--crop-margin", type=int, default=0, help="pixels kept around the subject with --crop")
     parser.add_argument("--refine-edges", action="store_true", help="estimate foreground colours at soft edges")
-    parser.add_argument("--format", choices=(*OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
+    parser.add_argument("--format", choices=tuple(dict.fromkeys((*OUTPUT_FORMATS, *CLIP_FORMATS))), default="png")
     parser.add_argument(
         "--compression",
         choices=COMPRESSIONS,

@@ -358,3 +358,25 @@ def _finds(data: bytes, tag: bytes) -> list[int]:
         found.append(at)
         at = data.find(tag, at + 1)
     return found
+
+
+def test_a_gif_keeps_frames_times_and_a_transparent_background(service, tmp_path) -> None:
+    from PIL import Image
+
+    source, target = tmp_path / "source.mp4", tmp_path / "out.gif"
+    make_clip(source, audio=("aac",))
+    remove_clip(service, source, target, build_request(threshold=0.5), fmt="gif")
+    (expected, *_), _ = decoded_rgba(source)
+    with Image.open(target) as animation:
+        assert animation.n_frames == 4 and animation.info.get("loop") == 0
+        durations = []
+        for index in range(4):
+            animation.seek(index)
+            durations.append(animation.info["duration"])
+        animation.seek(0)
+        written = np.asarray(animation.convert("RGBA"), np.int16)
+    assert durations == [40, 40, 40, 40]
+    opaque = ndimage.binary_erosion(written[..., 3] == 255, iterations=6)
+    assert opaque.mean() > 0.2 and (written[..., 3] == 0).mean() > 0.05  # a real cut-out
+    error = np.abs(written[..., :3] - expected[..., :3])[opaque]
+    assert error.mean() <= 4.0, error.mean()  # 255 colours a frame: close, not exact

@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageSequence
 from skimage import data
 
 from bgremover import bench
@@ -41,7 +41,7 @@ from bgremover.video.smoothing import MaskSmoother
 from bgremover.video.writing import ClipWriter
 
 RATE = 30
-ENCODERS = (("webm", True), ("mov", True), ("mp4", False))  # (container, with alpha)
+ENCODERS = (("webm", True), ("mov", True), ("mp4", False), ("webp", True), ("gif", True))  # (container, with alpha)
 
 
 def model(name: str):
@@ -150,6 +150,9 @@ def encoders(width: int, height: int, frames: int) -> None:
 
 
 def _decoded(path: Path, alpha: bool) -> list[np.ndarray]:
+    if path.suffix in (".webp", ".gif"):  # FFmpeg reads neither animation back here; Pillow does
+        with Image.open(path) as animation:
+            return [np.asarray(frame.convert("RGBA")) for frame in ImageSequence.Iterator(animation)]
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         context = stream.codec_context

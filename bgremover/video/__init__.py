@@ -16,9 +16,9 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
 # What a clip can become: transparent (webm, mov, zip of PNGs) or opaque (mp4).
 VIDEO_FORMATS = ("webm", "mov", "mp4", "zip")
-# Also an animated WebP, but only when the input is a clip: `--format webp` alone means still images.
-CLIP_FORMATS = (*VIDEO_FORMATS, "webp")
-TRANSPARENT_FORMATS = ("webm", "mov", "zip", "webp")
+# Also animated WebP and GIF, but only when the input is a clip: `--format webp` alone means images.
+CLIP_FORMATS = (*VIDEO_FORMATS, "webp", "gif")
+TRANSPARENT_FORMATS = ("webm", "mov", "zip", "webp", "gif")
 
 
 class VideoError(ValueError):

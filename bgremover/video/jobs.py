@@ -38,6 +38,7 @@ MEDIA_TYPES = {
     "mp4": "video/mp4",
     "zip": "application/zip",
     "webp": "image/webp",
+    "gif": "image/gif",
 }
 _SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
 _SHARED_GUARD = threading.Lock()

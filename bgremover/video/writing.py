@@ -1,5 +1,5 @@
 """Writing the finished frames: WebM VP9 with alpha, MOV ProRes 4444, MP4 H.264, animated WebP,
-or a ZIP of PNGs.
+GIF, or a ZIP of PNGs.
 
 Every frame keeps the input's timestamp (pts copied in the input's time base, never re-timed), so
 frame count, variable frame rates and duration match the input. Frames go back to YUV with the
@@ -64,6 +64,8 @@ CODECS = {
     ),
     # Animated WebP: libwebp turns RGB into its own YUV (BT.601, as every WebP decoder expects); no sound.
     "webp": Codec("libwebp_anim", "bgra", "bgra", audio="", muxer={"loop": "0"}),  # loops for ever
+    # GIF: 255 colours a frame (its own palette) and one transparent index; no sound.
+    "gif": Codec("gif", "pal8", "pal8", audio="", muxer={"loop": "0"}),
 }
 _OPUS_RATES = (48000, 24000, 16000, 12000, 8000)
 
@@ -97,9 +99,12 @@ class ClipWriter:
         self.started = True
         matrix, colour_range = self.colour
         wide = deep is not None and self.video.pix_fmt.endswith("10le") and image.mode == "RGBA"
-        frame = (_deep_frame(image, deep) if wide else _video_frame(image)).reformat(
-            format=self.video.pix_fmt, dst_colorspace=matrix, dst_color_range=colour_range, interpolation=EXACT
-        )
+        if self.video.pix_fmt == "pal8":
+            frame = _palette_frame(image)
+        else:
+            frame = (_deep_frame(image, deep) if wide else _video_frame(image)).reformat(
+                format=self.video.pix_fmt, dst_colorspace=matrix, dst_color_range=colour_range, interpolation=EXACT
+            )
         frame.pts, frame.time_base = pts, self.time_base
         self.durations[pts] = duration
         self._mux(self.video.encode(frame))
@@ -169,6 +174,21 @@ def _deep_frame(image: Image.Image, deep: np.ndarray) -> av.VideoFrame:
     """A cut-out at 16 bits: the source's own colour and the mask's alpha."""
     alpha = np.asarray(image.getchannel("A"), np.uint16) * 257
     return av.VideoFrame.from_ndarray(np.dstack([deep, alpha]), format="rgba64le")
+
+
+def _palette_frame(image: Image.Image) -> av.VideoFrame:
+    """A GIF frame: the frame's own 255 colours (Pillow's octree, no dither: steadier from frame to
+    frame), and index 255 transparent where alpha is under half."""
+    rgba = image.convert("RGBA")
+    quantized = rgba.convert("RGB").quantize(255, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+    index = np.array(quantized, np.uint8)
+    index[np.asarray(rgba.getchannel("A")) < 128] = 255
+    colours = np.zeros((256, 3), np.uint8)
+    used = np.asarray(quantized.getpalette()[: 255 * 3], np.uint8).reshape(-1, 3)
+    colours[: len(used)] = used
+    alpha = np.full((256, 1), 255, np.uint8)
+    alpha[255] = 0 if image.mode == "RGBA" else 255
+    return av.VideoFrame.from_ndarray((index, np.hstack([alpha, colours])), format="pal8")  # ARGB
 
 
 def _video_frame(image: Image.Image) -> av.VideoFrame:

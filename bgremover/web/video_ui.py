@@ -22,6 +22,7 @@ FORMATS = [
     ("MOV ProRes 4444 (transparent, for editors)", "mov"),
     ("ZIP of PNG frames (transparent)", "zip"),
     ("Animated WebP (transparent, no sound)", "webp"),
+    ("GIF (256 colours, 1-bit transparency, no sound)", "gif"),
     ("MP4 H.264 (opaque)", "mp4"),
 ]
 VIDEO_TYPES = [".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"]
