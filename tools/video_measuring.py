@@ -133,6 +133,7 @@ def encoders(width: int, height: int, frames: int) -> None:
                 writer.close()
                 seconds = time.perf_counter() - started
                 decoded = _decoded(target, alpha)
+                decoded3 = [d[..., :3] for d in decoded]
                 row = {
                     "format": fmt,
                     "encoder": writer.codec.name,
@@ -141,6 +142,8 @@ def encoders(width: int, height: int, frames: int) -> None:
                     "fps": round(frames / seconds, 2),
                     "megabits_per_second": round(target.stat().st_size * 8 / (frames / RATE) / 1e6, 2),
                     "psnr_colour": _psnr(np.stack(rgb), np.stack([d[..., :3] for d in decoded])),
+                    # where alpha > 0: WebP and GIF drop the colour under alpha 0, which no one sees
+                    "psnr_colour_visible": _psnr(*(np.stack(x)[np.stack(rgba)[..., 3] > 0] for x in (rgb, decoded3))),
                     "psnr_alpha": _psnr(np.stack(rgba)[..., 3], np.stack([d[..., 3] for d in decoded]))
                     if alpha
                     else None,
