@@ -17,7 +17,8 @@ from . import settings
 from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments
 from .choices import COMPRESSIONS, ENGINES, OUTPUT_FORMATS, OUTPUTS, PRECISION_HELP
 from .errors import ChildFailed, UsageError
-from .video import VIDEO_FORMATS, wants_video
+from .video import CLIP_FORMATS, wants_video
+from .video.quality import QUALITIES
 
 # Only light modules above: the parser and every `--help` are built without PyTorch, Gradio or Ray,
 # which each handler imports when its work starts.
@@ -83,7 +84,7 @@ def _add_remove(commands) -> None:
         action="store_true",
         help="cut-outs: keep the photo's colour where alpha is 0 (zeroed by default: it is the removed background)",
     )
-    parser.add_argument("--format", choices=(*OUTPUT_FORMATS, *VIDEO_FORMATS), default="png")
+    parser.add_argument("--format", choices=tuple(dict.fromkeys((*OUTPUT_FORMATS, *CLIP_FORMATS))), default="png")
     parser.add_argument(
         "--compression",
         choices=COMPRESSIONS,
@@ -91,6 +92,11 @@ def _add_remove(commands) -> None:
         help="PNG/WebP: fast to write, or smaller files that take longer (default: %(default)s)",
     )
     parser.add_argument("--smooth", type=float, default=0.0, help="clips: 0-1, steadier masks where nothing moves")
+    parser.add_argument(
+        "--quality", choices=QUALITIES, default="standard", help="clips: the encoder preset (default: %(default)s)"
+    )
+    parser.add_argument("--start", type=float, default=0.0, help="clips: the in point, in seconds")
+    parser.add_argument("--end", type=float, default=None, help="clips: the out point, in seconds (default: the end)")
     parser.add_argument("--overwrite", action="store_true", help="redo outputs that already exist")
     parser.add_argument("--max-pixels", type=int, default=None, help="refuse larger images (default: RMBG_MAX_PIXELS)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar or hints")
@@ -209,6 +215,9 @@ def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun 
         quiet=args.quiet,
         batch_size=args.batch_size,
         smoothing=args.smooth,
+        quality=args.quality,
+        start=args.start,
+        end=args.end,
         ray=ray_run,
     )
     return run_video(run, config, _request(args, "png"))

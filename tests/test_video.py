@@ -25,7 +25,7 @@ from bgremover.service.removal import RemovalService
 from bgremover.service.steps import rotated
 from bgremover.video import Cancelled, VideoError
 from bgremover.video.clip import remove_clip
-from bgremover.video.reading import Limits
+from bgremover.video.reading import EXACT, Limits
 from bgremover.video.smoothing import MaskSmoother
 
 VFR_MS = [0, 40, 80, 200, 240, 400]  # uneven gaps: a variable frame rate that must survive
@@ -104,7 +104,7 @@ def test_zip_masks_are_the_image_pipelines_masks_of_the_same_frames(service, rot
         times = archive.read("frames.csv").decode().splitlines()[1:]
     assert [round(float(row.split(",")[2]) * 1000) for row in times] == VFR_MS
     for frame, mask in zip(decoded_frames(rotated_vfr_clip), masks, strict=True):
-        upright = rotated(frame.to_image(), frame.rotation // 90)
+        upright = rotated(frame.reformat(format="rgb24", interpolation=EXACT).to_image(), frame.rotation // 90)
         image = service.remove(upright, build_request(output="mask")).result.image
         assert np.array_equal(np.asarray(image), mask)
 

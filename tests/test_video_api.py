@@ -10,6 +10,7 @@ import av
 import pytest
 import requests
 from live import TIMEOUT, Server, make_clip, run_server
+from PIL import Image
 
 pytestmark = pytest.mark.slow
 ARGS = ("--model", "RMBG-1.4", "--size", "64", "--precision", "fp32")
@@ -121,3 +122,37 @@ def test_the_video_tab_runs_a_clip_and_previews_it(server, tmp_path) -> None:
         assert len(list(container.decode(video=0))) == 3
     with pytest.raises(AppError, match="no transparency"):
         client.predict(handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "mp4", api_name="/video")
+
+
+def test_quality_and_in_and_out_points_and_a_one_frame_preview(server, tmp_path) -> None:
+    """The API's quality, start and end fields (refused with the fix when wrong), and the tab's
+    one-frame preview at the in point through gradio_client."""
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+
+    clip = tmp_path / "walk.mp4"
+    make_clip(clip, frames=4)
+    answer = submit(server, clip, output="mask", format="mp4", quality="draft", start=0.1, end=0.3)
+    assert answer.status_code == 202, answer.text
+    assert wait_until_finished(server, answer.json()["id"])["status"] == "done"
+    (tmp_path / "part.mp4").write_bytes(server.get(f"/api/video/{answer.json()['id']}/result").content)
+    with av.open(str(tmp_path / "part.mp4")) as container:
+        assert [round(f.time, 3) for f in container.decode(video=0)] == [0.0, 0.1]
+    for fields, message in (
+        ({"quality": "best"}, "quality 'best': use one of draft, standard, high, master"),
+        ({"start": 5}, "the in point (5 s) is past the clip's end"),
+        ({"start": 0.2, "end": 0.1}, "must be 0 or more and before the out point"),
+    ):
+        refused = submit(server, clip, **fields)
+        assert refused.status_code == 400 and message in refused.json()["error"], refused.text
+    client = Client(server.url + "/", verbose=False)
+    still = client.predict(handle_file(str(clip)), "RMBG-1.4", "mask", "#ffffff", 0.2, api_name="/video_frame")
+    with Image.open(still) as image:
+        assert image.size == (64, 48)
+    # The tab's status line: the previous clip's line is cleared before a refused clip says why.
+    done = client.submit(handle_file(str(clip)), "RMBG-1.4", "mask", "#ffffff", "mp4", api_name="/video")
+    assert "walk.mp4**: done" in done.result()[0]
+    refused = client.submit(handle_file(str(clip)), "RMBG-1.4", "cutout", "#ffffff", "mp4", api_name="/video")
+    with pytest.raises(AppError, match="no transparency"):
+        refused.result()
+    assert [status for status, *_ in refused.outputs()] == [""]

@@ -1,12 +1,16 @@
 """Frames per second of one clip end to end (`remove_clip`: decode, infer, finish, encode), with
-synthetic weights in a temporary Hugging Face cache, offline; for docs/video.md.
+synthetic weights in a temporary Hugging Face cache, offline (or a local model folder as --model);
+the encoders' speed, size and fidelity per quality preset; and the masks' flicker; for docs/video.md.
 
     python3 tools/video_bench.py --model RMBG-1.4 --width 1920 --height 1080 --frames 24
     python3 tools/video_bench.py --model RMBG-2.0 --device cuda --width 3840 --height 2160 --batch 8
+    python3 tools/video_bench.py --encoders --width 1920 --height 1080 --frames 12
+    python3 tools/video_bench.py --flicker --model /work/realweights/isnet-general-use --frames 24
 
-Prints one JSON line: frames/s, the wall time, and the seconds per frame of each stage summed over
-its threads (decode, queue: the wait for the device, infer, finish, encode), so the stage that
-bounds the pipeline shows. The clip is generated first (H.264, a disc moving over a gradient).
+Prints JSON lines. End to end: frames/s, the wall time, and the seconds per frame of each stage
+summed over its threads (decode, queue: the wait for the device, infer, finish, encode), so the
+stage that bounds the pipeline shows; the clip is generated first (H.264, a disc moving over a
+gradient). --encoders and --flicker: see `video_measuring.py` beside this file.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bgremover import bench  # noqa: E402 - the repository root must be importable first
+import video_measuring  # noqa: E402 - beside this file
+
 from bgremover.service.options import build_request  # noqa: E402
 from bgremover.service.pool import ModelPool  # noqa: E402
 from bgremover.service.removal import RemovalService  # noqa: E402
@@ -59,15 +64,25 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--format", default="webm", help="webm, mov, mp4 (with --output color) or zip")
     parser.add_argument("--output", default="cutout")
+    parser.add_argument("--quality", default="standard", help="draft, standard, high or master")
+    parser.add_argument("--encoders", action="store_true", help="each encoder and quality preset, no model")
+    parser.add_argument("--flicker", action="store_true", help="flicker and edge lag of --smooth on a real photo")
+    parser.add_argument("--smooth", type=float, default=0.5, help="the strength --flicker measures")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="rmbg-video-bench-") as folder, bench.synthetic_hub(args.model) as model:
+    if args.encoders:
+        return video_measuring.encoders(args.width, args.height, args.frames)
+    if args.flicker:
+        return video_measuring.flicker(args)
+    with tempfile.TemporaryDirectory(prefix="rmbg-video-bench-") as folder, video_measuring.model(args.model) as model:
         source, target = Path(folder) / "clip.mp4", Path(folder) / f"out.{args.format}"
         generated_clip(source, args.width, args.height, args.frames)
         service = RemovalService(ModelPool(model, args.device, args.precision, args.size))
         remover = service.pool.get()
         remover.predict([av.open(str(source)).decode(video=0).__next__().to_image()])  # warm-up
         request = build_request(output=args.output)
-        report = remove_clip(service, source, target, request, fmt=args.format, batch_size=args.batch)
+        report = remove_clip(
+            service, source, target, request, fmt=args.format, batch_size=args.batch, quality=args.quality
+        )
     per_frame = {stage: round(seconds / report.frames, 4) for stage, seconds in report.timings.as_dict().items()}
     print(
         json.dumps(
@@ -76,6 +91,7 @@ def main() -> None:
                 "engine": remover.engine.describe(),
                 "clip": f"{args.width}x{args.height}x{args.frames}",
                 "format": args.format,
+                "quality": args.quality,
                 "batch": args.batch,
                 "frames_per_second": round(report.frames / report.seconds, 3),
                 "wall_seconds": round(report.seconds, 2),

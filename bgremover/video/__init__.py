@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
 # What a clip can become: transparent (webm, mov, zip of PNGs) or opaque (mp4).
 VIDEO_FORMATS = ("webm", "mov", "mp4", "zip")
-TRANSPARENT_FORMATS = ("webm", "mov", "zip")
+# Also animated WebP and GIF, but only when the input is a clip: `--format webp` alone means images.
+CLIP_FORMATS = (*VIDEO_FORMATS, "webp", "gif")
+TRANSPARENT_FORMATS = ("webm", "mov", "zip", "webp", "gif")
 
 
 class VideoError(ValueError):
@@ -25,6 +27,10 @@ class VideoError(ValueError):
 
 class VideoLimitError(VideoError):
     """A readable clip past a limit (RMBG_MAX_VIDEO_SECONDS, _FRAMES, _PIXELS); the API's 413."""
+
+
+class SpanError(VideoError):
+    """In and out points that keep nothing of a clip; the API's 400."""
 
 
 class Cancelled(RuntimeError):
@@ -39,8 +45,8 @@ def default_format(output: str) -> str:
 def check_format(fmt: str, output: str) -> str:
     """The container for `output`, refused with the fix where it would lose the transparency."""
     fmt = fmt.lower().lstrip(".")
-    if fmt not in VIDEO_FORMATS:
-        raise VideoError(f"video format {fmt!r}: use {', '.join(VIDEO_FORMATS)}.")
+    if fmt not in CLIP_FORMATS:
+        raise VideoError(f"video format {fmt!r}: use {', '.join(CLIP_FORMATS)}.")
     if output == "cutout" and fmt not in TRANSPARENT_FORMATS:
         raise VideoError(
             f"{fmt.upper()} (H.264) has no transparency: write the cut-out as .webm, .mov or .zip, "
@@ -79,7 +85,8 @@ def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
 class ClipRun:
     """What a clip run asks for besides the service: the inputs and -o, --format as given (an
     image format such as the default png means "not a container": -o's suffix or the output kind
-    decides), the output kind (it decides which containers fit), and `ray` when --ray was given."""
+    decides), the output kind (it decides which containers fit), the encoder preset, the in and
+    out points, and `ray` when --ray was given."""
 
     inputs: tuple[str, ...]
     out: str | None
@@ -89,4 +96,18 @@ class ClipRun:
     quiet: bool = False
     batch_size: int = 1
     smoothing: float = 0.0
+    quality: str = "standard"
+    start: float = 0.0
+    end: float | None = None
     ray: RayRun | None = None
+
+    def clip_options(self, fmt: str) -> dict:
+        """`remove_clip`'s keyword arguments for every clip of the run."""
+        return {
+            "fmt": fmt,
+            "batch_size": self.batch_size,
+            "smoothing": self.smoothing,
+            "quality": self.quality,
+            "start": self.start,
+            "end": self.end,
+        }

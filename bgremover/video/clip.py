@@ -28,8 +28,9 @@ from ..results import Timings, finish
 from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
-from . import Cancelled, check_options
-from .reading import ClipInfo, Frame, Limits, open_clip, units
+from . import Cancelled, VideoError, check_options
+from .quality import check_quality
+from .reading import ClipInfo, Frame, Limits, Span, check_span, open_clip, units
 from .smoothing import MaskSmoother
 from .writing import open_writer
 
@@ -59,6 +60,7 @@ class _Clip:
     batch_size: int
     cancel: threading.Event
     smoother: MaskSmoother | None = None
+    span: Span = field(default_factory=Span)
     report: ClipReport = field(default_factory=ClipReport)
     error: BaseException | None = None
 
@@ -81,24 +83,39 @@ def remove_clip(
     cancel: threading.Event | None = None,
     name: str | None = None,
     smoothing: float = 0.0,
+    quality: str = "standard",
+    start: float = 0.0,
+    end: float | None = None,
 ) -> ClipReport:
     """Writes `target` from the clip at `source`; raises VideoError (bad input or limits), Cancelled,
     or the model's errors, and then leaves nothing at `target`. Setting `cancel` stops it (a failure
-    sets it too); `smoothing` (0-1, off at 0) blends each mask with the previous frame's where it
-    barely changed (`smoothing.MaskSmoother`)."""
+    sets it too); `smoothing` (0-1, off at 0) blends each mask with the previous frame's carried
+    along the motion (`smoothing.MaskSmoother`); `quality` is the encoder preset (`quality.QUALITIES`);
+    `start` and `end` (seconds; end None: to the clip's end) keep only that part, moved to start at 0."""
     name = name or source.name
     fmt = check_options(fmt, request.options.output, request.options.crop)
+    quality = check_quality(quality)
     smoother = MaskSmoother(smoothing) if smoothing else None
     remover = service.remover(request)
     limits = limits or Limits.from_settings()
     container, info = open_clip(source, name, limits)
-    clip = _Clip(service, remover, request, info, limits, max(batch_size, 1), cancel or threading.Event(), smoother)
+    try:
+        span = check_span(start, end, info.seconds, info.name)
+    except VideoError:
+        container.close()
+        raise
+    info.timecode = span.timecode(info.timecode, info.rate)
+    if start or end is not None:  # the progress bar's estimate
+        info.frames = int(((min(end, info.seconds) if end is not None else info.seconds) - start) * info.rate)
+    clip = _Clip(
+        service, remover, request, info, limits, max(batch_size, 1), cancel or threading.Event(), smoother, span
+    )
     partial = target.with_name(f".{target.stem}.partial.{fmt}")
     target.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     try:
-        audio = container.streams.audio[0] if container.streams.audio else None
-        writer = open_writer(partial, fmt, info, request.options.output == "cutout", audio)
+        audio = list(container.streams.audio)
+        writer = open_writer(partial, fmt, info, request.options.output == "cutout", audio, quality)
         try:
             _run(clip, container, writer, progress)
         except BaseException:
@@ -143,7 +160,7 @@ def _run(clip: _Clip, container: av.container.InputContainer, writer, progress: 
 
 def _read(clip: _Clip, container: av.container.InputContainer, decoded: queue.Queue) -> None:
     try:
-        stream = units(container, clip.info, clip.limits)
+        stream = units(container, clip.info, clip.limits, clip.span)
         while not clip.cancel.is_set():
             with clip.report.timings.stage("decode"):
                 unit = next(stream, _END)
@@ -174,7 +191,7 @@ def _infer(clip: _Clip, decoded: queue.Queue, finished: queue.Queue, workers: Th
 def _dispatch(clip: _Clip, pending: list, frames: list[Frame], finished: queue.Queue, workers) -> None:
     masks = _predict(clip, frames) if frames else []
     if clip.smoother is not None:  # here, in frame order, before the masks go to threads
-        masks = [clip.smoother(mask) for mask in masks]
+        masks = [clip.smoother(mask, frame.rgb) for frame, mask in zip(frames, masks, strict=True)]
     jobs = iter([workers.submit(_finish, clip, frame, mask) for frame, mask in zip(frames, masks, strict=True)])
     for unit in pending:
         _put(finished, next(jobs) if isinstance(unit, Frame) else unit, clip)
@@ -211,7 +228,7 @@ def _write(clip: _Clip, writer, finished: queue.Queue, progress: Progress | None
             if isinstance(unit, Future):
                 frame, image = unit.result()
                 with report.timings.stage("encode"):
-                    writer.write(image, frame.pts, frame.duration)
+                    writer.write(image, frame.pts, frame.duration, frame.deep)
                 report.frames += 1
                 if progress is not None:
                     progress(report.frames, max(clip.info.frames, report.frames))

@@ -16,8 +16,9 @@ from ..planning import STDIO, Job, plan_jobs
 from ..service.config import ServiceConfig, build_service
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
-from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
+from . import CLIP_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
 from .clip import remove_clip
+from .reading import check_span
 from .smoothing import check_strength
 
 if TYPE_CHECKING:  # scale.batch only where --ray asks for it
@@ -26,10 +27,10 @@ if TYPE_CHECKING:  # scale.batch only where --ray asks for it
 
 def video_format(run: ClipRun) -> str:
     """--format when it names a container, else -o's suffix (one clip), else the output kind's default."""
-    if run.fmt in VIDEO_FORMATS:
+    if run.fmt in CLIP_FORMATS:
         return check_format(run.fmt, run.output)
     suffix = Path(run.out).suffix.lower().lstrip(".") if run.out else ""
-    if suffix in VIDEO_FORMATS:
+    if suffix in CLIP_FORMATS:
         return check_format(suffix, run.output)
     return default_format(run.output)
 
@@ -50,6 +51,10 @@ def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> i
     """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
     fmt = video_format(run)
     check_strength(run.smoothing)
+    try:
+        check_span(run.start, run.end, 0.0, "--start/--end")
+    except VideoError as error:
+        raise UsageError(str(error)) from None
     try:
         jobs = plan_clips(run, fmt)
     except VideoError as error:
@@ -89,11 +94,9 @@ def _one_clip(service: RemovalService, job: Job, request: RemovalRequest, fmt: s
                 Path(job.source),
                 Path(job.target),
                 request,
-                fmt=fmt,
-                batch_size=run.batch_size,
                 progress=progress,
                 name=job.label,
-                smoothing=run.smoothing,
+                **run.clip_options(fmt),
             )
         except (VideoError, Cancelled, OSError) as error:
             message = str(error) if not isinstance(error, OSError) else f"{job.label}: {error}"

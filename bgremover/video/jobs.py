@@ -29,11 +29,19 @@ from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import Cancelled, VideoError, check_options
 from .clip import remove_clip
-from .reading import Limits, probe
+from .quality import check_quality
+from .reading import Limits, check_span, probe
 from .smoothing import check_strength
 
 log = logging.getLogger(__name__)
-MEDIA_TYPES = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4", "zip": "application/zip"}
+MEDIA_TYPES = {
+    "webm": "video/webm",
+    "mov": "video/quicktime",
+    "mp4": "video/mp4",
+    "zip": "application/zip",
+    "webp": "image/webp",
+    "gif": "image/gif",
+}
 _SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
 _SHARED_GUARD = threading.Lock()
 _STOP = object()  # put on the queue by `close`: the worker ends
@@ -49,6 +57,9 @@ class VideoJob:
     fmt: str
     frames_total: int
     smoothing: float = 0.0
+    quality: str = "standard"
+    start: float = 0.0
+    end: float | None = None
     status: str = "queued"  # queued, running, done, failed, cancelled
     frames_done: int = 0
     error: str | None = None
@@ -105,14 +116,27 @@ class VideoJobs:
         suffix = "".join(c for c in Path(name).suffix[:8] if c.isalnum() or c == ".")
         return self.folder / f"upload-{next(self._counter)}-{secrets.token_hex(4)}{suffix}"
 
-    def submit(self, source: Path, name: str, request: RemovalRequest, fmt: str, smoothing: float = 0.0) -> VideoJob:
-        """Checks the clip (readable, within the limits), the format and the smoothing at once, then
-        queues it; raises VideoError, VideoLimitError, ValueError or Busy (queue full), and then
-        deletes `source`."""
+    def submit(
+        self,
+        source: Path,
+        name: str,
+        request: RemovalRequest,
+        fmt: str,
+        smoothing: float = 0.0,
+        quality: str = "standard",
+        start: float = 0.0,
+        end: float | None = None,
+    ) -> VideoJob:
+        """Checks the clip (readable, within the limits), the format, the smoothing, the quality and
+        the in and out points at once, then queues it; raises VideoError, VideoLimitError, ValueError
+        or Busy (queue full), and then deletes `source`."""
         try:
             fmt = check_options(fmt, request.options.output, request.options.crop)
+            quality, smoothing = check_quality(quality), check_strength(smoothing)
             info = probe(source, name, Limits.from_settings())
-            job = self._queued(source, name, request, fmt, info.frames, check_strength(smoothing))
+            span = check_span(start, end, info.seconds, name)
+            job = self._queued(source, name, request, fmt, info.frames, smoothing)
+            job.quality, job.start, job.end = quality, span.start, span.end
         except BaseException:
             source.unlink(missing_ok=True)
             raise
@@ -227,6 +251,9 @@ class VideoJobs:
                 cancel=job.cancel,
                 name=job.name,
                 smoothing=job.smoothing,
+                quality=job.quality,
+                start=job.start,
+                end=job.end,
             )
         except Cancelled:
             self._end(job, "cancelled")

@@ -50,7 +50,7 @@ class ClipActor:
         self.engine = self.service.pool.get().engine.describe()  # the runtime that ran, for the manifest
 
     def remove(self, job: Job, request: RemovalRequest, options: dict) -> dict:
-        """The manifest row of one clip (`options`: remove_clip's fmt, batch_size and smoothing); a bad
+        """The manifest row of one clip (`options`: remove_clip's, from `ClipRun.clip_options`); a bad
         clip is a failed row, not a failed actor."""
         from . import Cancelled, VideoError
         from .clip import remove_clip
@@ -89,7 +89,7 @@ def run_clips_on_ray(
                 ray_config = configure(config, ray_run, check_model(config.model, here=local), len(todo))
                 if not run.quiet:
                     print(ray_config.summary().replace("inference actor(s)", "clip actor(s)"), file=sys.stderr)
-                options = {"fmt": fmt, "batch_size": run.batch_size, "smoothing": run.smoothing}
+                options = run.clip_options(fmt)
                 for row in _rows(ray_config, request, options, todo):
                     manifest.add([row])
                     if row["status"] == "failed":

@@ -6,6 +6,8 @@ request should stay open.
     GET    /api/video/{id}/result  the finished file (409 while it is not done)
     DELETE /api/video/{id}         cancels it if it runs, removes it and its files
 
+Form fields besides the file: output, bg_color, threshold, refine_edges, size, model, format,
+smooth (0-1), quality (draft, standard, high, master), start and end (in and out points, seconds).
 Statuses: 400 bad options, 404 unknown or expired job, 413 upload or clip past a limit,
 415 not a readable video, 501 PyAV missing, 503 too many jobs waiting (Retry-After).
 """
@@ -29,7 +31,8 @@ from ..service.removal import RemovalService
 from .api import ApiError, check_token, checked_upload, disposition, read_form
 
 OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model", "keep_hidden_color")
-FIELDS = ("file", *OPTION_FIELDS, "format", "smooth")
+FIELDS = ("file", *OPTION_FIELDS, "format", "smooth", "quality", "start", "end")
+SECONDS = (0, 24 * 3600)  # the in and out points' range
 
 
 def add_video_routes(app: FastAPI, service: RemovalService, token: str | None = None) -> None:
@@ -72,16 +75,18 @@ async def _submit(request: Request, service: RemovalService, token: str | None) 
     jobs = _jobs(service)
     form = await read_form(request, settings.max_video_upload_bytes(), "RMBG_MAX_VIDEO_UPLOAD_MB")
     try:
-        upload, removal, fmt, smoothing = _parsed(form, service)
+        upload, removal, fmt, clip = _parsed(form, service)
         source = jobs.upload_path(upload.filename or "clip")
         await run_in_threadpool(_save, upload, source)
     finally:
         await form.close()
-    from ..video import VideoError, VideoLimitError
+    from ..video import SpanError, VideoError, VideoLimitError
 
     try:
         name = Path(upload.filename or "clip").name
-        job = await run_in_threadpool(jobs.submit, source, name, removal, fmt, smoothing)
+        job = await run_in_threadpool(jobs.submit, source, name, removal, fmt, **clip)
+    except SpanError as error:
+        raise ApiError(400, str(error)) from error
     except VideoLimitError as error:
         raise ApiError(413, str(error)) from error
     except VideoError as error:
@@ -93,8 +98,10 @@ async def _submit(request: Request, service: RemovalService, token: str | None) 
 
 
 def _parsed(form: FormData, service: RemovalService):
-    """The upload, its options, its container and its smoothing, all checked before any work."""
+    """The upload, its options, its container, and its smoothing, quality and in and out points
+    (as `VideoJobs.submit` takes them), all checked before any work."""
     from ..video import check_format, default_format
+    from ..video.quality import check_quality
     from ..video.smoothing import check_strength
 
     upload = checked_upload(form, FIELDS, "clip")
@@ -103,10 +110,15 @@ def _parsed(form: FormData, service: RemovalService):
         request = build_request(**fields, outputs=PHOTO_ONLY_OUTPUTS)
         request.model = service.pool.canonical(request.model)
         fmt = check_format(str(form.get("format") or default_format(request.options.output)), request.options.output)
-        smoothing = check_strength(parse_number(form.get("smooth"), "smooth", default=0.0))
+        clip = {
+            "smoothing": check_strength(parse_number(form.get("smooth"), "smooth", default=0.0)),
+            "quality": check_quality(form.get("quality") or "standard"),
+            "start": parse_number(form.get("start"), "start", default=0.0, limits=SECONDS),
+            "end": parse_number(form.get("end"), "end", default=None, limits=SECONDS),
+        }
     except ValueError as error:
         raise ApiError(400, str(error)) from error
-    return upload, request, fmt, smoothing
+    return upload, request, fmt, clip
 
 
 def _save(upload: UploadFile, target: Path) -> None:

@@ -1,6 +1,7 @@
-"""The UI's Video tab: upload a clip, follow its progress, preview and download the result, or
-cancel it. A thin front end over the same video jobs as /api/video, so clips from the UI and the
-API take turns on one worker, and a closed browser tab cancels its clip."""
+"""The UI's Video tab: upload a clip, preview one frame, choose the in and out points and the
+quality, follow the clip's progress, preview and download the result, or cancel it. A thin front
+end over the same video jobs as /api/video, so clips from the UI and the API take turns on one
+worker, and a closed browser tab cancels its clip."""
 
 from __future__ import annotations
 
@@ -20,9 +21,17 @@ FORMATS = [
     ("WebM VP9 (transparent, plays in browsers)", "webm"),
     ("MOV ProRes 4444 (transparent, for editors)", "mov"),
     ("ZIP of PNG frames (transparent)", "zip"),
+    ("Animated WebP (transparent, no sound)", "webp"),
+    ("GIF (256 colours, 1-bit transparency, no sound)", "gif"),
     ("MP4 H.264 (opaque)", "mp4"),
 ]
 VIDEO_TYPES = [".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".gif"]
+QUALITY_CHOICES = [
+    ("Draft (fastest, largest loss)", "draft"),
+    ("Standard", "standard"),
+    ("High (slower, smaller loss)", "high"),
+    ("Master (slowest, near lossless)", "master"),
+]
 PREVIEWED = ("webm", "mp4")  # what browsers play; the others are downloads only
 # Each clip waits for one worker; these events mostly wait and poll, so a few may run at once.
 VIDEO = {"concurrency_limit": 4, "concurrency_id": "video", "preprocess": False}
@@ -39,16 +48,44 @@ class VideoHandlers:
 
         return VideoJobs.shared(self.service)
 
-    @friendly
-    def submit(self, upload, model: str, output: str, bg_color: str, fmt: str, smoothing: float):
-        """Checks the options and the clip (readable, within the limits) and queues it."""
-        jobs = self.jobs()
+    def _request(self, model: str, output: str, bg_color: str):
         request = build_request(output=output, bg_color=bg_color, model=model)
         request.model = self.service.pool.canonical(request.model)
+        return request
+
+    @friendly
+    def submit(
+        self,
+        upload,
+        model: str,
+        output: str,
+        bg_color: str,
+        fmt: str,
+        smoothing: float,
+        quality: str = "standard",
+        start: float | None = None,
+        end: float | None = None,
+    ):
+        """Checks the options and the clip (readable, within the limits) and queues it."""
+        jobs = self.jobs()
+        request = self._request(model, output, bg_color)
         source = upload_path(upload, "Upload a clip first.")
         copy = jobs.upload_path(upload_name(upload))
         shutil.copyfile(source, copy)
-        return jobs.submit(copy, upload_name(upload), request, fmt, float(smoothing or 0))
+        name, smoothing = upload_name(upload), float(smoothing or 0)
+        return jobs.submit(copy, name, request, fmt, smoothing, quality, float(start or 0), end or None)
+
+    @friendly
+    def preview(self, upload, model: str, output: str, bg_color: str, start: float | None = None):
+        """One frame (at the in point) through the same options, before the whole clip is committed."""
+        from ..imaging import encoding
+        from ..video.reading import Limits, frame_at
+
+        self.jobs()  # PyAV is there
+        request = self._request(model, output, bg_color)
+        path = upload_path(upload, "Upload a clip first.")
+        frame = frame_at(path, upload_name(upload), float(start or 0), Limits.from_settings())
+        return self.service.remove(encoding.encode(frame, "png"), request).result.image  # lossless
 
     def run(
         self,
@@ -58,10 +95,15 @@ class VideoHandlers:
         bg_color: str,
         fmt: str,
         smoothing: float = 0.0,
+        quality: str = "standard",
+        start: float | None = None,
+        end: float | None = None,
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ) -> Iterator:
-        """Submits the clip, then reports its progress until it ends; a client that leaves cancels it."""
-        job = self.submit(upload, model, output, bg_color, fmt, smoothing)
+        """Submits the clip, then reports its progress until it ends; a client that leaves cancels it.
+        The status line is cleared first, so a refused clip never shows the previous one's line."""
+        yield None, "", None, gr.DownloadButton(visible=False)
+        job = self.submit(upload, model, output, bg_color, fmt, smoothing, quality, start, end)
         try:
             while job.status in ("queued", "running"):
                 if job.frames_total:
@@ -71,6 +113,7 @@ class VideoHandlers:
         finally:
             job.cancel.set()  # a no-op once it has ended; stops it when the browser left or Cancel was pressed
         if job.status != "done":
+            yield job.id, _line(job), None, gr.DownloadButton(visible=False)
             raise gr.Error(job.error or f"The clip was {job.status}; no output was written.")
         preview = str(job.target) if job.fmt in PREVIEWED else None
         download = gr.DownloadButton(value=str(job.target), label=f"Download {job.result_name}", visible=True)
@@ -84,7 +127,8 @@ class VideoHandlers:
 
 def _line(job) -> str:
     total = max(job.frames_total, job.frames_done)
-    return f"**{job.name}**: {job.status}, frame {job.frames_done} of {total or '?'}"
+    line = f"**{job.name}**: {job.status}, frame {job.frames_done} of {total or '?'}"
+    return f"{line}: {job.error}" if job.error else line
 
 
 def video_tab(service: RemovalService) -> None:
@@ -99,12 +143,18 @@ def video_tab(service: RemovalService) -> None:
             output = gr.Radio(OUTPUTS, value="cutout", label="Output")
             bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
             fmt = gr.Dropdown(FORMATS, value="webm", label="File")
-            smoothing = gr.Slider(0, 0.9, value=0, step=0.1, label="Smoothing (0 = off: steadier still edges)")
+            smoothing = gr.Slider(0, 0.9, value=0, step=0.1, label="Smoothing (0 = off: steadier edges)")
+            quality = gr.Dropdown(QUALITY_CHOICES, value="standard", label="Quality", elem_id="video-quality")
             with gr.Row():
+                start = gr.Number(None, minimum=0, label="In point (s)", elem_id="video-start")
+                end = gr.Number(None, minimum=0, label="Out point (s, empty: the end)", elem_id="video-end")
+            with gr.Row():
+                frame = gr.Button("Preview one frame", elem_id="video-frame")
                 run = gr.Button("Remove background", variant="primary", elem_id="video-run")
                 stop = gr.Button("Cancel", elem_id="video-cancel")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="video-status")
+            still = gr.Image(label="One frame (at the in point)", type="pil", format="png", elem_id="video-still")
             preview = gr.Video(label="Preview", interactive=False, elem_id="video-preview")
             download = gr.DownloadButton("Download", elem_id="video-download", visible=False)
 
@@ -112,6 +162,8 @@ def video_tab(service: RemovalService) -> None:
         return gr.ColorPicker(visible=choice == "color"), gr.Dropdown(value="webm" if choice == "cutout" else "mp4")
 
     output.change(choose_output, output, [bg_color, fmt], **LIGHT)
-    inputs, outputs = [clip, model, output, bg_color, fmt, smoothing], [job_id, status, preview, download]
+    inputs = [clip, model, output, bg_color, fmt, smoothing, quality, start, end]
+    outputs = [job_id, status, preview, download]
+    frame.click(handlers.preview, [clip, model, output, bg_color, start], still, api_name="video_frame", **VIDEO)
     event = run.click(handlers.run, inputs, outputs, api_name="video", **VIDEO)
     stop.click(handlers.cancel, job_id, status, cancels=[event], **LIGHT)
