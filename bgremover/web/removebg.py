@@ -1,0 +1,364 @@
+"""`POST /v1.0/removebg`: remove.bg's API v1.0 over this server's removal service, so that a client
+written for remove.bg works by changing only its base URL.
+
+The image comes as `image_file` (multipart), `image_file_b64` or `image_url`, in a multipart,
+urlencoded or JSON body; the key as `X-Api-Key` (or `Authorization: Bearer`), checked against
+RMBG_API_TOKEN when one is set. The answer is the image, or with `Accept: application/json`
+`{"data": {"result_b64": ..., "foreground_top": ...}}`, with remove.bg's headers; every failure is
+remove.bg's envelope `{"errors": [{"title", "code", "detail"}]}` with 400, 403 or 429 (503 only
+where the model cannot be loaded). docs/web.md has the table of every field and header.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.datastructures import UploadFile
+
+from .. import settings
+from ..hub import ModelLoadError
+from ..imaging.decoding import ImageError
+from ..service.admission import Busy
+from ..service.options import build_request
+from ..service.pool import ModelNotReady
+from ..service.removal import RemovalService
+from .api import ApiError, read_form
+from .fetching import FetchError, FetchLimits, fetch
+from .removebg_options import NoForeground, RemoveBgOptions, Shaped, parse_options, shape
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1.0/removebg"
+SOURCES = ("image_file", "image_file_b64", "image_url")
+OPTION_FIELDS = (
+    "size",
+    "type",
+    "type_level",
+    "format",
+    "roi",
+    "crop",
+    "crop_margin",
+    "scale",
+    "position",
+    "channels",
+    "add_shadow",
+    "semitransparency",
+    "bg_color",
+    "bg_image_url",
+)
+FIELDS = (*SOURCES, "bg_image_file", *OPTION_FIELDS)
+X_TYPE = "other"  # remove.bg names the subject it found; this server does not classify, unless told `type`
+_BODY_OVERHEAD = 64 * 1024
+
+
+class RemoveBgError(Exception):
+    """A failure in remove.bg's envelope: `status`, a `title`, a machine `code` and the `detail` with the fix."""
+
+    def __init__(self, status: int, title: str, code: str, detail: str, headers: dict[str, str] | None = None):
+        super().__init__(detail)
+        self.status, self.title, self.code, self.detail, self.headers = status, title, code, detail, headers
+
+    def response(self) -> JSONResponse:
+        body = {"errors": [{"title": self.title, "code": self.code, "detail": self.detail}]}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+def invalid(detail: str, code: str = "invalid_parameters") -> RemoveBgError:
+    return RemoveBgError(400, "Invalid parameters", code, detail)
+
+
+def auth_failed(detail: str) -> RemoveBgError:
+    return RemoveBgError(403, "Authentication failed", "auth_failed", detail)
+
+
+def check_key(request: Request, token: str | None) -> None:
+    """With RMBG_API_TOKEN set, `X-Api-Key: <token>` or `Authorization: Bearer <token>` (403 otherwise)."""
+    if token is None:
+        return
+    key = request.headers.get("x-api-key", "")
+    bearer = request.headers.get("authorization", "")
+    if not (
+        secrets.compare_digest(key.encode(), token.encode())
+        or secrets.compare_digest(bearer.encode(), f"Bearer {token}".encode())
+    ):
+        raise auth_failed("wrong or missing API key: send the header 'X-Api-Key: <RMBG_API_TOKEN>'.")
+
+
+@dataclass
+class Inputs:
+    """The request's text fields and file contents, read from whichever body it came in."""
+
+    fields: dict[str, str]
+    files: dict[str, bytes]
+
+
+async def read_inputs(request: Request, max_upload: int) -> Inputs:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        return await _multipart(request, max_upload)
+    if kind not in ("application/x-www-form-urlencoded", "application/json"):
+        raise invalid("send a multipart/form-data, application/x-www-form-urlencoded or application/json body.")
+    body = await _body(request, math.ceil(max_upload * 4 / 3) + _BODY_OVERHEAD)
+    if kind == "application/json":
+        try:
+            values = json.loads(body or b"{}")
+        except ValueError as error:
+            raise invalid(f"the body is not JSON: {error}.") from error
+        if not isinstance(values, dict):
+            raise invalid("the JSON body must be an object of fields.")
+    else:
+        try:
+            values = dict(parse_qsl(body.decode("latin-1"), keep_blank_values=True, max_num_fields=len(FIELDS)))
+        except ValueError as error:
+            raise invalid(f"malformed form: {error}.") from error
+    pairs = {key: value for key, value in values.items() if value is not None}
+    return Inputs(_checked_fields(pairs), {})
+
+
+async def _multipart(request: Request, max_upload: int) -> Inputs:
+    try:
+        form = await read_form(request, max_upload, max_files=2, max_fields=len(FIELDS))
+    except ApiError as error:
+        code = "file_too_large" if error.status == 413 else "invalid_parameters"
+        raise invalid(error.message, code) from error
+    try:
+        files = {name: await value.read() for name, value in form.items() if isinstance(value, UploadFile)}
+        fields = {name: value for name, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
+    unknown = sorted(set(files) - {"image_file", "bg_image_file"})
+    if unknown:
+        raise invalid(f"file field(s) {', '.join(unknown)} unknown: files go in image_file and bg_image_file.")
+    return Inputs(_checked_fields(fields), files)
+
+
+def _checked_fields(values: dict) -> dict[str, str]:
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise invalid(f"unknown field(s) {', '.join(map(str, unknown))}: use {', '.join(FIELDS)}.")
+    return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in values.items()}
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    too_large = invalid(
+        f"the body is larger than the limit of {limit / 1024 / 1024:.1f} MB (RMBG_MAX_UPLOAD_MB, base64 included).",
+        "file_too_large",
+    )
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _fetch_limits(max_upload: int) -> FetchLimits:
+    return FetchLimits(max_upload, settings.url_timeout_seconds(), settings.allow_private_urls())
+
+
+def image_bytes(inputs: Inputs, max_upload: int) -> bytes:
+    """The one image source given (blocking: an `image_url` is fetched here)."""
+    given = [name for name in SOURCES if inputs.files.get(name) or inputs.fields.get(name, "").strip()]
+    if len(given) != 1:
+        what = "no image" if not given else f"more than one image source ({', '.join(given)})"
+        raise invalid(f"{what}: send exactly one of image_file, image_file_b64 or image_url.", "missing_source")
+    if given[0] == "image_file":
+        return inputs.files["image_file"]
+    if given[0] == "image_file_b64":
+        text = "".join(inputs.fields["image_file_b64"].split())
+        text = text.split(",", 1)[1] if text.startswith("data:") else text  # a data: URL's payload
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as error:
+            raise invalid(f"image_file_b64 is not valid base64 ({error}).", "invalid_file_b64") from error
+    return fetch(inputs.fields["image_url"].strip(), _fetch_limits(max_upload))
+
+
+def background(inputs: Inputs, max_upload: int) -> Image.Image | None:
+    """bg_image_file or bg_image_url, decoded (blocking); None where neither is given."""
+    data = inputs.files.get("bg_image_file")
+    url = inputs.fields.get("bg_image_url", "").strip()
+    if data and url:
+        raise invalid("send bg_image_file or bg_image_url, not both.")
+    if url:
+        data = fetch(url, _fetch_limits(max_upload))
+    if not data:
+        return None
+    from ..imaging.decoding import decode
+
+    return decode(data, name="bg_image", max_pixels=settings.max_pixels()).rgb
+
+
+def rate_limit_headers(service: RemovalService, retry_after: int | None = None) -> dict[str, str]:
+    """remove.bg's X-RateLimit-* from admission: the requests it takes (running plus waiting), the room
+    left now, and when (Unix seconds) to try again; Retry-After where it is full."""
+    admission = service.admission
+    if admission is None:
+        return {}
+    limit = admission.workers + admission.max_waiting
+    running, waiting = admission.load()
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, limit - running - waiting)),
+        "X-RateLimit-Reset": str(int(time.time()) + (retry_after or 1)),
+    }
+    return headers | ({"Retry-After": str(retry_after)} if retry_after else {})
+
+
+def process(service: RemovalService, inputs: Inputs, options: RemoveBgOptions, max_upload: int) -> Shaped:
+    """Fetch or decode, cut out with the service's default model, shape as remove.bg does (worker thread)."""
+    try:
+        data = image_bytes(inputs, max_upload)
+        backdrop = background(inputs, max_upload)
+        request = build_request(output="mask", fmt="png")
+        removal = service.remove(data, request, name="image", wait=False)
+        return shape(removal.original, removal.result.mask, options, backdrop, removal.result.icc_profile)
+    except FetchError as error:
+        raise invalid(str(error), error.code) from error
+    except NoForeground as error:
+        raise RemoveBgError(400, "Could not identify foreground in image", "unknown_foreground", str(error)) from error
+    except ImageError as error:
+        raise invalid(str(error), "invalid_image") from error
+    except ValueError as error:  # roi outside the image
+        raise invalid(str(error)) from error
+    except ModelNotReady as error:
+        raise RemoveBgError(429, "Rate limit exceeded", "model_loading", str(error), {"Retry-After": "10"}) from error
+    except Busy as error:
+        headers = rate_limit_headers(service, error.retry_after)
+        raise RemoveBgError(429, "Rate limit exceeded", "rate_limit_exceeded", str(error), headers) from error
+    except ModelLoadError as error:
+        raise RemoveBgError(503, "Service unavailable", "model_unavailable", str(error)) from error
+
+
+def answer(request: Request, shaped: Shaped, options: RemoveBgOptions, headers: dict[str, str]) -> Response:
+    top, left, width, height = shaped.foreground
+    headers = headers | {
+        "X-Width": str(shaped.size[0]),
+        "X-Height": str(shaped.size[1]),
+        "X-Type": options.type if options.type != "auto" else X_TYPE,
+        "X-Credits-Charged": "0",
+        "X-Foreground-Top": str(top),
+        "X-Foreground-Left": str(left),
+        "X-Foreground-Width": str(width),
+        "X-Foreground-Height": str(height),
+    }
+    if "application/json" in request.headers.get("accept", ""):
+        data = {
+            "result_b64": base64.b64encode(shaped.data).decode(),
+            "foreground_top": top,
+            "foreground_left": left,
+            "foreground_width": width,
+            "foreground_height": height,
+        }
+        return JSONResponse({"data": data}, headers=headers)
+    return Response(shaped.data, media_type=shaped.media_type, headers=headers)
+
+
+def add_removebg_route(app: FastAPI, service: RemovalService, max_upload: int, token: str | None) -> None:
+    """Registers POST /v1.0/removebg on `app` (before Gradio is mounted at '/')."""
+
+    @app.post(PATH)
+    async def removebg(request: Request) -> Response:
+        try:
+            check_key(request, token)
+            inputs = await read_inputs(request, max_upload)
+            options = parse_options(inputs.fields)
+            shaped = await run_in_threadpool(process, service, inputs, options, max_upload)
+            return answer(request, shaped, options, rate_limit_headers(service))
+        except RemoveBgError as error:
+            return error.response()
+        except ValueError as error:  # a field's value (parse_options)
+            return invalid(str(error)).response()
+
+    def not_allowed(request: Request) -> JSONResponse:
+        detail = f"{request.method} {PATH} is not supported: use POST (docs/web.md)."
+        error = RemoveBgError(405, "Method not allowed", "method_not_allowed", detail, {"Allow": "POST"})
+        return error.response()
+
+    app.add_api_route(PATH, not_allowed, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+
+
+_STATUSES = {401: 403, 413: 400}  # Guard's 401 is remove.bg's 403; an oversized body is its 400
+
+
+class RemoveBgEnvelope:
+    """ASGI middleware for /v1.0/: `X-Api-Key` is handed to the token check as a Bearer token, and an
+    answer from outside the route (the auth guard, a body limit, an unexpected error) is put in
+    remove.bg's envelope: 401 becomes 403, 413 becomes 400, and no 5xx but 503."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1.0/"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        if b"x-api-key" in headers and b"authorization" not in headers:
+            scope["headers"] = [*scope["headers"], (b"authorization", b"Bearer " + headers[b"x-api-key"])]
+        rewrite = _EnvelopeRewrite(send)
+        try:
+            await self.app(scope, receive, rewrite.send)
+        except Exception:
+            log.exception("%s failed", scope["path"])
+            if not rewrite.started:
+                detail = "the server could not process the request; its log has the details."
+                await RemoveBgError(503, "Service unavailable", "server_error", detail).response()(scope, receive, send)
+
+
+class _EnvelopeRewrite:
+    def __init__(self, send):
+        self._send, self.started, self._held = send, False, None
+
+    async def send(self, message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            if message["status"] >= 400:
+                self._held, self._body = message, b""
+                return
+        if self._held is not None and message["type"] == "http.response.body":
+            self._body += message.get("body", b"")
+            if message.get("more_body", False):
+                return
+            await self._send_envelope()
+            return
+        await self._send(message)
+
+    async def _send_envelope(self) -> None:
+        held, body = self._held, self._body
+        self._held = None
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and "errors" in payload:  # the route's own
+            await self._send(held)
+            await self._send({"type": "http.response.body", "body": body})
+            return
+        status = _STATUSES.get(held["status"], held["status"])
+        status = 503 if status >= 500 else status
+        detail = payload.get("error") if isinstance(payload, dict) else body.decode("utf-8", "replace")[:500]
+        title = {403: "Authentication failed", 429: "Rate limit exceeded"}.get(status, "Request refused")
+        code = {403: "auth_failed", 429: "rate_limit_exceeded"}.get(status, f"http_{status}")
+        envelope = json.dumps({"errors": [{"title": title, "code": code, "detail": str(detail)}]}).encode()
+        kept = [(k, v) for k, v in held.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
+        headers = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(envelope)).encode())]
+        await self._send({"type": "http.response.start", "status": status, "headers": headers})
+        await self._send({"type": "http.response.body", "body": envelope})
