@@ -18,8 +18,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from live import SERVER_ARGS, TIMEOUT, Server, opened, png_bytes, run_server, sample_image
 from PIL import Image
+
+from bgremover.web.removebg import OPTION_FIELDS
 
 TOKEN = "removebg-key-for-tests"
 KEY = {"X-Api-Key": TOKEN}
@@ -340,3 +344,33 @@ def test_without_a_token_no_key_is_needed(strict_server) -> None:
         strict_server.url + "/v1.0/removebg", files={"image_file": ("a.png", SMALL)}, timeout=TIMEOUT
     )
     assert response.status_code == 200 and response.headers["X-Width"] == "200"
+
+
+# --- Fuzz: every field, hostile values ------------------------------------------------------------------
+
+FUZZ_VALUES = st.one_of(
+    st.sampled_from(["", "inf", "nan", "-1", "1e400", "9" * 300, "100%", "101%", "0%", "-5px", "30px", "10% 10%"]),
+    st.sampled_from(["true", "false", "full", "preview", "zip", "alpha", "fff", "#12345", "center", "original"]),
+    st.sampled_from(["http://127.0.0.1:1/", "file:///etc/passwd", "not base64", "data:image/png;base64,AAAA"]),
+    st.text(max_size=16),
+)
+FUZZ_FORMS = st.dictionaries(st.sampled_from([*OPTION_FIELDS, "image_url", "image_file_b64"]), FUZZ_VALUES, max_size=4)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(form=FUZZ_FORMS)
+def test_no_field_value_gets_a_500_or_leaves_remove_bgs_envelope(strict_server, form) -> None:
+    form = {key: value.replace("\x00", "") for key, value in form.items()}
+    files = None if {"image_url", "image_file_b64"} & set(form) else {"image_file": ("a.png", SMALL)}
+    response = requests.post(strict_server.url + "/v1.0/removebg", files=files, data=form, timeout=TIMEOUT)
+    assert response.status_code in (200, 400), (form, response.status_code, response.text)
+    if response.status_code == 400:
+        error_of(response, 400)
+
+
+@pytest.mark.parametrize("path", ["/v1.0/removebg", "/metrics", "/livez", "/readyz"])
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE", "PATCH"])
+def test_the_new_routes_answer_any_method_and_body_without_a_500(strict_server, path, method) -> None:
+    for body in ({"json": {"image_url": 5}}, {"json": [1]}, {"data": b"\xff" * 100}, {}):
+        response = requests.request(method, strict_server.url + path, timeout=TIMEOUT, **body)
+        assert response.status_code < 500, (method, body, response.text)

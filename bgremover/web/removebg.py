@@ -355,6 +355,8 @@ class _EnvelopeRewrite:
         status = _STATUSES.get(held["status"], held["status"])
         status = 503 if status >= 500 else status
         detail = payload.get("error") if isinstance(payload, dict) else body.decode("utf-8", "replace")[:500]
+        if held["status"] == 401:  # the guard's words name its own header; a remove.bg client sends its key
+            detail = "wrong or missing API key: send the header 'X-Api-Key: <RMBG_API_TOKEN>'."
         title = {403: "Authentication failed", 429: "Rate limit exceeded"}.get(status, "Request refused")
         code = {403: "auth_failed", 429: "rate_limit_exceeded"}.get(status, f"http_{status}")
         envelope = json.dumps({"errors": [{"title": title, "code": code, "detail": str(detail)}]}).encode()
