@@ -97,6 +97,25 @@ def test_requests_are_counted_by_route_template_never_by_raw_path(api) -> None:
     assert "/items/a" not in text and "/no/such/path" not in text
 
 
+def test_gradios_routes_are_counted_by_their_templates_too(offline_hub) -> None:
+    from fastapi.testclient import TestClient
+
+    from bgremover.service.pool import ModelPool
+    from bgremover.service.removal import RemovalService
+    from bgremover.web.app import create_app
+    from bgremover.web.operations import observed
+
+    app = create_app(RemovalService(ModelPool(MODEL, "cpu", "fp32", 256)))
+    client = TestClient(observed(app, app.state.metrics))
+    for path in ("/config", "/gradio_api/file=abc", "/gradio_api/file=def", "/assets/x.js"):
+        assert "X-Request-Id" in client.get(path).headers
+    text = app.state.metrics.exposition().decode()
+    assert sample_value(text, "rmbg_http_request_duration_seconds_count", route="/config", status="200") == 1
+    assert sample_value(text, "rmbg_http_request_duration_seconds_count", route="/gradio_api/file={path_or_url}") == 2
+    assert sample_value(text, "rmbg_http_request_duration_seconds_count", route="/assets/{path}") == 1
+    assert "file=abc" not in text
+
+
 def test_removals_feed_the_queue_inference_and_batch_histograms(api) -> None:
     client, _ = api
     for _ in range(3):

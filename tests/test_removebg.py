@@ -312,6 +312,8 @@ def test_bad_sources_are_400(server) -> None:
     assert error_of(requests.post(url, data={"image_file_b64": big}, headers=KEY), 400)["code"] == "file_too_large"
     too_big_file = removebg(server, files={"image_file": ("a.png", b"\0" * (UPLOAD_MB * 1024 * 1024 * 2))})
     assert error_of(too_big_file, 400)["code"] == "file_too_large"
+    as_text = requests.post(url, files={"size": (None, "full")}, data={"image_file": "abc"}, headers=KEY)
+    assert "must be a file" in error_of(as_text, 400)["detail"]
     plain = requests.post(url, data=b"image", headers=KEY | {"Content-Type": "text/plain"}, timeout=TIMEOUT)
     assert error_of(plain, 400)["code"] == "invalid_parameters"
     assert error_of(requests.get(url, headers=KEY, timeout=TIMEOUT), 405)["code"] == "method_not_allowed"

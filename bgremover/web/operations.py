@@ -10,7 +10,8 @@ from starlette.types import ASGIApp
 from ..service.removal import RemovalService
 from .api import add_routes
 from .metrics import Metrics, RequestMetrics, add_metrics_route
-from .removebg import RemoveBgEnvelope, add_removebg_route
+from .removebg import add_removebg_route
+from .removebg_errors import RemoveBgEnvelope
 from .request_ids import RequestIds
 
 

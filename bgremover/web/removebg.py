@@ -14,11 +14,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import logging
 import math
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -37,9 +35,8 @@ from ..service.pool import ModelNotReady
 from ..service.removal import RemovalService
 from .api import ApiError, read_form
 from .fetching import FetchError, FetchLimits, fetch
+from .removebg_errors import RemoveBgError, auth_failed, invalid
 from .removebg_options import NoForeground, RemoveBgOptions, Shaped, parse_options, shape
-
-log = logging.getLogger(__name__)
 
 PATH = "/v1.0/removebg"
 SOURCES = ("image_file", "image_file_b64", "image_url")
@@ -62,26 +59,6 @@ OPTION_FIELDS = (
 FIELDS = (*SOURCES, "bg_image_file", *OPTION_FIELDS)
 X_TYPE = "other"  # remove.bg names the subject it found; this server does not classify, unless told `type`
 _BODY_OVERHEAD = 64 * 1024
-
-
-class RemoveBgError(Exception):
-    """A failure in remove.bg's envelope: `status`, a `title`, a machine `code` and the `detail` with the fix."""
-
-    def __init__(self, status: int, title: str, code: str, detail: str, headers: dict[str, str] | None = None):
-        super().__init__(detail)
-        self.status, self.title, self.code, self.detail, self.headers = status, title, code, detail, headers
-
-    def response(self) -> JSONResponse:
-        body = {"errors": [{"title": self.title, "code": self.code, "detail": self.detail}]}
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
-
-
-def invalid(detail: str, code: str = "invalid_parameters") -> RemoveBgError:
-    return RemoveBgError(400, "Invalid parameters", code, detail)
-
-
-def auth_failed(detail: str) -> RemoveBgError:
-    return RemoveBgError(403, "Authentication failed", "auth_failed", detail)
 
 
 def check_key(request: Request, token: str | None) -> None:
@@ -149,6 +126,9 @@ def _checked_fields(values: dict) -> dict[str, str]:
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         raise invalid(f"unknown field(s) {', '.join(map(str, unknown))}: use {', '.join(FIELDS)}.")
+    as_text = sorted({"image_file", "bg_image_file"} & set(values))
+    if as_text:
+        raise invalid(f"{', '.join(as_text)} must be a file in a multipart body (base64 goes in image_file_b64).")
     return {key: str(value).lower() if isinstance(value, bool) else str(value) for key, value in values.items()}
 
 
@@ -293,74 +273,3 @@ def add_removebg_route(app: FastAPI, service: RemovalService, max_upload: int, t
         return error.response()
 
     app.add_api_route(PATH, not_allowed, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-
-
-_STATUSES = {401: 403, 413: 400}  # Guard's 401 is remove.bg's 403; an oversized body is its 400
-
-
-class RemoveBgEnvelope:
-    """ASGI middleware for /v1.0/: `X-Api-Key` is handed to the token check as a Bearer token, and an
-    answer from outside the route (the auth guard, a body limit, an unexpected error) is put in
-    remove.bg's envelope: 401 becomes 403, 413 becomes 400, and no 5xx but 503."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]]):
-        self.app = app
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1.0/"):
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
-        if b"x-api-key" in headers and b"authorization" not in headers:
-            scope["headers"] = [*scope["headers"], (b"authorization", b"Bearer " + headers[b"x-api-key"])]
-        rewrite = _EnvelopeRewrite(send)
-        try:
-            await self.app(scope, receive, rewrite.send)
-        except Exception:
-            log.exception("%s failed", scope["path"])
-            if not rewrite.started:
-                detail = "the server could not process the request; its log has the details."
-                await RemoveBgError(503, "Service unavailable", "server_error", detail).response()(scope, receive, send)
-
-
-class _EnvelopeRewrite:
-    def __init__(self, send):
-        self._send, self.started, self._held = send, False, None
-
-    async def send(self, message) -> None:
-        if message["type"] == "http.response.start":
-            self.started = True
-            if message["status"] >= 400:
-                self._held, self._body = message, b""
-                return
-        if self._held is not None and message["type"] == "http.response.body":
-            self._body += message.get("body", b"")
-            if message.get("more_body", False):
-                return
-            await self._send_envelope()
-            return
-        await self._send(message)
-
-    async def _send_envelope(self) -> None:
-        held, body = self._held, self._body
-        self._held = None
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
-        if isinstance(payload, dict) and "errors" in payload:  # the route's own
-            await self._send(held)
-            await self._send({"type": "http.response.body", "body": body})
-            return
-        status = _STATUSES.get(held["status"], held["status"])
-        status = 503 if status >= 500 else status
-        detail = payload.get("error") if isinstance(payload, dict) else body.decode("utf-8", "replace")[:500]
-        if held["status"] == 401:  # the guard's words name its own header; a remove.bg client sends its key
-            detail = "wrong or missing API key: send the header 'X-Api-Key: <RMBG_API_TOKEN>'."
-        title = {403: "Authentication failed", 429: "Rate limit exceeded"}.get(status, "Request refused")
-        code = {403: "auth_failed", 429: "rate_limit_exceeded"}.get(status, f"http_{status}")
-        envelope = json.dumps({"errors": [{"title": title, "code": code, "detail": str(detail)}]}).encode()
-        kept = [(k, v) for k, v in held.get("headers", []) if k.lower() not in (b"content-length", b"content-type")]
-        headers = [*kept, (b"content-type", b"application/json"), (b"content-length", str(len(envelope)).encode())]
-        await self._send({"type": "http.response.start", "status": status, "headers": headers})
-        await self._send({"type": "http.response.body", "body": envelope})
