@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import io
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -77,8 +79,8 @@ def server(tmp_path_factory, hf_home) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def strict_server(tmp_path_factory, hf_home) -> Iterator[Server]:
-    """The default: no token, private addresses refused."""
-    env = {"RMBG_MAX_UPLOAD_MB": str(UPLOAD_MB)}
+    """The default: no token, private addresses refused; and one request at a time, none waiting."""
+    env = {"RMBG_MAX_UPLOAD_MB": str(UPLOAD_MB), "RMBG_WORKERS": "1", "RMBG_QUEUE_LIMIT": "0"}
     with run_server(tmp_path_factory.mktemp("removebg_strict"), hf_home, *SERVER_ARGS, **env) as up:
         yield up
 
@@ -376,3 +378,18 @@ def test_the_new_routes_answer_any_method_and_body_without_a_500(strict_server, 
     for body in ({"json": {"image_url": 5}}, {"json": [1]}, {"data": b"\xff" * 100}, {}):
         response = requests.request(method, strict_server.url + path, timeout=TIMEOUT, **body)
         assert response.status_code < 500, (method, body, response.text)
+
+
+def test_a_full_server_answers_429_with_retry_after_and_rate_limit_headers(strict_server) -> None:
+    def send(_: int) -> requests.Response:
+        files = {"image_file": ("photo.png", PHOTO)}
+        return requests.post(strict_server.url + "/v1.0/removebg", files=files, data={"size": "full"}, timeout=TIMEOUT)
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(send, range(8)))
+    assert {answer.status_code for answer in answers} == {200, 429}, [a.status_code for a in answers]
+    busy = next(answer for answer in answers if answer.status_code == 429)
+    assert error_of(busy, 429)["code"] == "rate_limit_exceeded"
+    assert int(busy.headers["Retry-After"]) >= 1
+    assert (busy.headers["X-RateLimit-Limit"], busy.headers["X-RateLimit-Remaining"]) == ("1", "0")
+    assert int(busy.headers["X-RateLimit-Reset"]) >= int(time.time())
