@@ -8,15 +8,18 @@ PromQL count of the requests must equal the number sent.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 
 import pytest
 import requests
-from live import MODEL, SERVER_ARGS, TIMEOUT, Server, free_port, png_bytes, run_server, sample_image
+from live import MODEL, REPO, SERVER_ARGS, TIMEOUT, Server, free_port, png_bytes, run_server, sample_image
 
 from bgremover.web.request_ids import MAX_LENGTH, accepted
 
@@ -238,3 +241,17 @@ def test_prometheus_scrapes_the_server_and_counts_the_requests_sent(server, prom
     assert _query(prometheus, promql) == before + SENT
     p95 = _query(prometheus, "histogram_quantile(0.95, sum by (le) (rate(rmbg_inference_seconds_bucket[1m])))")
     assert p95 is not None and p95 > 0
+
+
+@pytest.mark.slow  # the CLI in a subprocess
+def test_a_metrics_port_that_is_taken_stops_the_server_with_one_line(tmp_path, hf_home) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "HF_HOME": str(hf_home), "HF_HUB_OFFLINE": "1", "RMBG_METRICS_PORT": str(port)}
+        command = [sys.executable, "rmbg.py", "serve", "--host", "127.0.0.1", "--port", str(free_port()), *SERVER_ARGS]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: RMBG_METRICS_PORT={port}: cannot listen")
+    assert "Traceback" not in result.stderr

@@ -153,4 +153,7 @@ def serve_metrics_port(metrics: Metrics, host: str, port: int) -> None:
     """RMBG_METRICS_PORT: the metrics alone, on their own port and thread, for internal scraping."""
     from prometheus_client import start_http_server
 
-    start_http_server(port, addr=host, registry=metrics.registry)
+    try:
+        start_http_server(port, addr=host, registry=metrics.registry)
+    except OSError as error:  # taken, or not ours to bind: a setting to fix, not a traceback
+        raise ValueError(f"RMBG_METRICS_PORT={port}: cannot listen on {host}:{port} ({error.strerror}).") from error
