@@ -17,6 +17,7 @@ import json
 import math
 import secrets
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -29,7 +30,7 @@ from starlette.datastructures import UploadFile
 from .. import settings
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
-from ..service.admission import Busy
+from ..service.admission import BUDGET_BYTES_PER_PIXEL, Busy
 from ..service.options import build_request
 from ..service.pool import ModelNotReady
 from ..service.removal import RemovalService
@@ -59,6 +60,9 @@ OPTION_FIELDS = (
 FIELDS = (*SOURCES, "bg_image_file", *OPTION_FIELDS)
 X_TYPE = "other"  # remove.bg names the subject it found; this server does not classify, unless told `type`
 _BODY_OVERHEAD = 64 * 1024
+# What shaping holds per pixel of the photo (RGB 3, mask 1, cut-out 4, backdrop 4, copies and the
+# encoder's buffers): an estimate from those sizes, not a measurement.
+SHAPE_BYTES_PER_PIXEL = 24
 
 
 def check_key(request: Request, token: str | None) -> None:
@@ -202,6 +206,15 @@ def rate_limit_headers(service: RemovalService, retry_after: int | None = None) 
     return headers | ({"Retry-After": str(retry_after)} if retry_after else {})
 
 
+def _admitted(service: RemovalService, pixels: int) -> AbstractContextManager:
+    """Shaping holds full-size copies (the photo, its mask, the cut-out, a backdrop, the encoder's
+    buffers) after the removal has left admission, so it is admitted again, counted at an estimated
+    SHAPE_BYTES_PER_PIXEL, to keep the server's memory within RMBG_PIXEL_BUDGET_MP."""
+    if service.admission is None:
+        return nullcontext()
+    return service.admission.admit(-(-pixels * SHAPE_BYTES_PER_PIXEL // BUDGET_BYTES_PER_PIXEL))
+
+
 def process(service: RemovalService, inputs: Inputs, options: RemoveBgOptions, max_upload: int) -> Shaped:
     """Fetch or decode, cut out with the service's default model, shape as remove.bg does (worker thread)."""
     try:
@@ -209,7 +222,8 @@ def process(service: RemovalService, inputs: Inputs, options: RemoveBgOptions, m
         backdrop = background(inputs, max_upload)
         request = build_request(output="mask", fmt="png")
         removal = service.remove(data, request, name="image", wait=False)
-        return shape(removal.original, removal.result.mask, options, backdrop, removal.result.icc_profile)
+        with _admitted(service, removal.original.width * removal.original.height):
+            return shape(removal.original, removal.result.mask, options, backdrop, removal.result.icc_profile)
     except FetchError as error:
         raise invalid(str(error), error.code) from error
     except NoForeground as error:
