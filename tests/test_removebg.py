@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import subprocess
 import threading
 import time
 import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -393,3 +396,40 @@ def test_a_full_server_answers_429_with_retry_after_and_rate_limit_headers(stric
     assert int(busy.headers["Retry-After"]) >= 1
     assert (busy.headers["X-RateLimit-Limit"], busy.headers["X-RateLimit-Remaining"]) == ("1", "0")
     assert int(busy.headers["X-RateLimit-Reset"]) >= int(time.time())
+
+
+# --- remove.bg's npm client --------------------------------------------------------------------------
+
+NPM = Path(__file__).parent / "npm"
+
+
+def node_client(server: Server, key: str, kind: str, source: str, out: Path, size: str = "") -> dict:
+    """remove.bg's npm client (tests/npm; .ci/run installs it) through tests/npm/removebg_client.js."""
+    assert (NPM / "node_modules" / "remove.bg").is_dir(), "run `npm install --prefix tests/npm` (.ci/run does)"
+    endpoint = server.url + "/v1.0/removebg"
+    command = ["node", str(NPM / "removebg_client.js"), endpoint, key, kind, source, str(out), size]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_npm_client_gets_json_answers_from_file_base64_and_url(server, tmp_path, images) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PHOTO)
+    full = node_client(server, TOKEN, "file", str(photo), tmp_path / "file.png", "full")
+    assert (full["resultWidth"], full["resultHeight"], full["creditsCharged"]) == ("800", "600", "0")
+    assert full["detectedType"] == "other" and int(full["rateLimit"]) >= 1
+    assert Image.open(tmp_path / "file.png").size == (800, 600)
+    preview = node_client(server, TOKEN, "base64", str(photo), tmp_path / "b64.png")
+    assert (preview["resultWidth"], preview["resultHeight"]) == ("577", "433")
+    from_url = node_client(server, TOKEN, "url", images + "/photo.png", tmp_path / "url.png")
+    assert Image.open(tmp_path / "url.png").tobytes() == Image.open(tmp_path / "b64.png").tobytes()
+    assert from_url["base64img"] == preview["base64img"]  # the lengths of the same image
+
+
+def test_the_npm_client_is_refused_a_wrong_key_in_remove_bgs_format(server, tmp_path) -> None:
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(PHOTO)
+    (error,) = node_client(server, "wrong", "file", str(photo), tmp_path / "no.png")["rejected"]
+    assert error["title"] == "Authentication failed" and error["code"] == "auth_failed"
+    assert not (tmp_path / "no.png").exists()
