@@ -227,6 +227,38 @@ def ui_login() -> tuple[str, str] | None:
     return user, password
 
 
+def allow_private_urls() -> bool:
+    """RMBG_REMOVEBG_ALLOW_PRIVATE_URLS=1 lets remove.bg's `image_url` reach private, loopback and
+    link-local addresses (off: a client could otherwise make the server fetch from its own network)."""
+    return flag("RMBG_REMOVEBG_ALLOW_PRIVATE_URLS")
+
+
+def url_timeout_seconds() -> float:
+    """RMBG_URL_TIMEOUT_SECONDS: the longest a fetch of an `image_url` may take, redirects included."""
+    return _positive("RMBG_URL_TIMEOUT_SECONDS", 20, "20")
+
+
+def metrics_port() -> int | None:
+    """RMBG_METRICS_PORT: a second port that serves /metrics alone, without the token (internal scraping)."""
+    text = _text("RMBG_METRICS_PORT")
+    if not text:
+        return None
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"RMBG_METRICS_PORT={text!r} must be a port number (e.g. 9090) or empty.")
+    return int(text)
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format() -> str:
+    """RMBG_LOG_FORMAT: text (one readable line per event) or json (one JSON object per line)."""
+    text = _text("RMBG_LOG_FORMAT", "text").lower()
+    if text not in LOG_FORMATS:
+        raise ValueError(f"RMBG_LOG_FORMAT={text!r} is not a log format: use text or json.")
+    return text
+
+
 def upload_quota_bytes() -> int:
     """RMBG_UPLOAD_QUOTA_MB: the most the UI's upload folder may hold, uploads in flight included."""
     return int(_positive("RMBG_UPLOAD_QUOTA_MB", 2048, "2048") * 1024 * 1024)

@@ -83,6 +83,10 @@ BAD_SETTINGS = [
     ("RMBG_MAX_VIDEO_UPLOAD_MB", "inf", settings.max_video_upload_bytes),
     ("RMBG_VIDEO_QUEUE", "-1", settings.video_queue_limit),
     ("RMBG_VIDEO_RESULT_MINUTES", "soon", settings.video_result_seconds),
+    ("RMBG_REMOVEBG_ALLOW_PRIVATE_URLS", "maybe", settings.allow_private_urls),
+    ("RMBG_URL_TIMEOUT_SECONDS", "0", settings.url_timeout_seconds),
+    ("RMBG_METRICS_PORT", "99999", settings.metrics_port),
+    ("RMBG_LOG_FORMAT", "xml", settings.log_format),
 ]
 # Settings where any text is a value: names, addresses, secrets, folders.
 FREE_TEXT = {

@@ -29,6 +29,8 @@ TOKEN, USER, PASSWORD = "t0ken-for-tests", "ann", "pw-for-tests"
 LOGIN_PAGE = {
     "/",
     "/health",
+    "/livez",
+    "/readyz",
     "/login",
     "/login/",
     "/logout",
@@ -42,6 +44,7 @@ LOGIN_PAGE = {
 }
 LOGIN_PAGE_PREFIXES = ("/assets/", "/static/", "/svelte/", "/pwa_icon")
 INFERENCE_ROUTE = re.compile(r"^/gradio_api/(run|api|call|call/v2)/\{api_name\}/?$")
+REMOVEBG = "/v1.0/removebg"  # remove.bg's API: its refusal is remove.bg's 403 in its envelope, not 401
 
 
 def test_the_login_lock_doubles_per_failure_and_a_success_clears_it() -> None:
@@ -92,7 +95,7 @@ def routes(hf_home) -> list[tuple[str, str, bool]]:
         for name in fills:
             path = re.sub(r"\{api_name\}", name, template)
             path = re.sub(r"\{[^}]+\}", "x", path).replace("//", "/")
-            found.append((path, method, bool(INFERENCE_ROUTE.match(template))))
+            found.append((path, method, bool(INFERENCE_ROUTE.match(template)) or template == REMOVEBG))
     assert len(found) > 60 and any(runs for *_, runs in found)
     return found
 
@@ -111,12 +114,14 @@ def _assert_closed_without_credentials(server: Server, routes: list[tuple[str, s
     for path, method, _ in routes:
         with _call(server, path, method) as response:
             answered[(method, path)] = response.status_code
-    opened = {key: status for key, status in answered.items() if status != 401}
+    opened = {key: status for key, status in answered.items() if status != (403 if key[1] == REMOVEBG else 401)}
     assert all(_open(path) for _, path in opened), f"answered without credentials: {opened}"
     assert all(status < 500 for status in opened.values()), opened
     assert answered[("POST", "/gradio_api/cancel")] == 401
     assert answered[("POST", "/api/remove")] == 401
     assert answered[("GET", "/gradio_api/app_id")] == 401
+    assert answered[("GET", "/metrics")] == 401
+    assert {answered[("GET", probe)] for probe in ("/livez", "/health")} == {200}
 
 
 @pytest.fixture(scope="module")
@@ -138,9 +143,11 @@ def test_with_only_a_token_no_route_runs_a_model_without_it(token_server, routes
     wait = 0
     for path, method, runs_a_model in routes:
         if runs_a_model:
-            with _call(token_server, path, method, Authorization="Bearer wrong") as response:
-                assert response.status_code in (401, 429), path  # 429 once the wrong tokens are throttled
+            with _call(token_server, path, method, Authorization="Bearer wrong", **{"X-Api-Key": "wrong"}) as response:
+                refused = 403 if path == REMOVEBG else 401
+                assert response.status_code in (refused, 429), path  # 429 once the wrong tokens are throttled
                 wait = int(response.headers.get("Retry-After", 0)) if response.status_code == 429 else 0
+                assert response.status_code != 403 or response.json()["errors"][0]["code"] == "auth_failed"
     time.sleep(wait + 0.5)  # this address's lock, before the right token is sent from it
     from gradio_client import Client, handle_file
 

@@ -412,6 +412,21 @@ def test_ray_serve_answers_byte_for_byte_like_rmbg_serve(ray_server, plain_serve
     assert ray_answer.content == plain_answer.content
 
 
+def test_both_servers_have_the_probes_metrics_and_remove_bgs_api(server, sample):
+    assert [server.get(path).status_code for path in ("/livez", "/readyz")] == [200, 200]
+    answer = requests.post(
+        server.url + "/v1.0/removebg", files={"image_file": ("a.png", png_bytes(sample))}, timeout=TIMEOUT
+    )
+    assert answer.status_code == 200 and answer.headers["X-Width"] == str(sample.width)
+    assert answer.headers["X-Request-Id"] and answer.headers["X-Credits-Charged"] == "0"
+    refused = requests.post(server.url + "/v1.0/removebg", data={"size": "huge"}, timeout=TIMEOUT)
+    assert refused.status_code == 400 and refused.json()["errors"][0]["code"] == "invalid_parameters"
+    metrics = server.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'rmbg_http_request_duration_seconds_count{method="POST",route="/v1.0/removebg",status="200"}' in metrics.text
+    assert f'rmbg_inference_seconds_count{{model="{MODEL}"}}' in metrics.text
+
+
 # --- A server whose default model cannot be loaded -------------------------------------------
 
 

@@ -1,7 +1,8 @@
 """`rmbg serve --ray`: the HTTP API of `rmbg serve` as a Ray Serve application.
 
 Each replica is a process with its own `ModelPool` (its model on its own GPU where there is
-one) behind the very routes of `web.api.add_routes`, mounted through Serve's FastAPI
+one) behind the very routes of `web.operations.add_service_routes` (the HTTP API, remove.bg's API,
+/livez, /readyz and /metrics of this replica), mounted through Serve's FastAPI
 ingress, so paths, upload limit, token, statuses and error bodies are those of `rmbg serve`.
 Where requests are batched (RMBG_BATCH_WINDOW_MS above 0, by default on GPUs), concurrent
 requests on a replica are gathered by `@serve.batch` into one `Remover.predict` per model and
@@ -34,7 +35,9 @@ from ..pipeline import Remover, Timings
 from ..service.config import ServiceConfig, build_service
 from ..service.options import parse_size
 from ..service.removal import RemovalService
-from ..web.api import add_routes
+from ..web.metrics import RequestMetrics
+from ..web.operations import add_envelope, add_service_routes
+from ..web.request_ids import RequestIds
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +140,10 @@ class RemovalDeployment:
     async def __serve_build_asgi_app__(self) -> FastAPI:
         self.service.batch_through(self.predict_batch, asyncio.get_running_loop())
         app = FastAPI(title="Background remover (Ray Serve)", docs_url=None, redoc_url=None, openapi_url=None)
-        add_routes(app, self.service, self.config.service.max_upload, self.config.token)
+        metrics = add_service_routes(app, self.service, self.config.service.max_upload, self.config.token)
+        add_envelope(app)
+        app.add_middleware(RequestMetrics, metrics=metrics)
+        app.add_middleware(RequestIds)  # added last: the outermost, as `web.operations.observed` puts it
         return app
 
     @serve.batch  # its size and wait are set in __init__, from the replica's Limits
@@ -242,7 +248,7 @@ def serve_on_ray(config: ServeConfig, address: str, host: str, port: int) -> int
     try:
         serve.start(http_options={"host": host, "port": port})
         serve.run(application(config), name=APP_NAME, route_prefix="/")
-        routes = "POST /api/remove, GET /api/models, GET /health"
+        routes = "POST /api/remove, POST /v1.0/removebg, GET /api/models, /health, /livez, /readyz, /metrics"
         log.info("API on http://%s:%d/ (Ray Serve): %s", host, port, routes)
         _wait_for_signal()
     finally:

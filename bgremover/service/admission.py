@@ -97,6 +97,11 @@ class Admission:
             if idle:
                 give_back_memory()
 
+    def load(self) -> tuple[int, int]:
+        """Requests running and waiting now (for rate-limit headers and metrics)."""
+        with self._changed:
+            return self._running, self._waiting
+
     def idle(self, timeout: float) -> bool:
         """Waits up to `timeout` seconds until nothing runs or waits; whether that happened."""
         with self._changed:

@@ -60,6 +60,7 @@ class ModelPool:
         self._load_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, str] = {}
         self._errors: dict[str, str] = {}
+        self.load_seconds: dict[str, float] = {}  # per loaded model: how long its load took (for /metrics)
 
     def names(self) -> list[str]:
         """Every model a user may pick: the zoo, plus the default if it is not a zoo row."""
@@ -133,9 +134,11 @@ class ModelPool:
             log.exception("loading %s failed", name)
             self._fail(name, f"{name}: loading failed unexpectedly ({type(error).__name__}: {error}).")
             raise ModelLoadError(self._errors[name]) from error
-        log.info("%s loaded (%s) in %.1f s", name, remover.engine.describe(), time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        log.info("%s loaded (%s) in %.1f s", name, remover.engine.describe(), seconds)
         with self._guard:
             self._removers[name] = remover
+            self.load_seconds[name] = seconds
             self._errors.pop(name, None)
         return remover
 

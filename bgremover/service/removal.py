@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +81,7 @@ class RemovalService:
         self.max_batch = max_batch or settings.max_batch()
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._batchers_guard = threading.Lock()
+        self.observers: list[Callable[[Removal], None]] = []  # told of every single removal (server metrics)
 
     def decode(self, source: bytes | str | Path, name: str = "image", turns: int = 0) -> decoding.Decoded:
         """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
@@ -100,10 +101,14 @@ class RemovalService:
         timings = Timings()
         remover = self.remover(request, wait)
         if self.admission is None:
-            return self._remove(remover, source, request, name, timings)
-        with self.admission.admit(charged_pixels(decoding.pixel_count(source), request)) as waited:
-            timings.queue += waited
-            return self._remove(remover, source, request, name, timings)
+            removal = self._remove(remover, source, request, name, timings)
+        else:
+            with self.admission.admit(charged_pixels(decoding.pixel_count(source), request)) as waited:
+                timings.queue += waited
+                removal = self._remove(remover, source, request, name, timings)
+        for observe in self.observers:
+            observe(removal)
+        return removal
 
     def _remove(
         self, remover: Remover, source: bytes | str | Path, request: RemovalRequest, name: str, timings: Timings

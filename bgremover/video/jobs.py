@@ -169,6 +169,12 @@ class VideoJobs:
         with self._guard:
             return self._jobs.get(job_id)
 
+    def count_by_status(self) -> dict[str, int]:
+        """Jobs kept now by status (queued, running, done, failed, cancelled), for /metrics."""
+        with self._guard:
+            statuses = [job.status for job in self._jobs.values()]
+        return {status: statuses.count(status) for status in ("queued", "running", "done", "failed", "cancelled")}
+
     def delete(self, job_id: str) -> bool:
         """Cancels the job if it runs or waits, and removes it and its files; whether it existed."""
         with self._guard:

@@ -3,6 +3,8 @@
     POST /api/remove   multipart: file + options as form fields -> image bytes
     GET  /api/models   the zoo: license, gated, cached, loaded
     GET  /health       200 once the default model is loaded, else 503 with the reason
+    GET  /livez        200 while the process answers (no checks)
+    GET  /readyz       200 while the default model is loaded and the server is not draining, else 503
 
 Status codes of /api/remove: 400 bad options or form, 408 a body that stopped arriving (deadlines.py),
 413 upload over RMBG_MAX_UPLOAD_MB, 415 a file that is not a usable image (not an image, empty,
@@ -56,6 +58,7 @@ _FORM_OVERHEAD = 64 * 1024
 _GIVE_BACK = BackgroundTask(give_back_memory)
 # The methods a client may send to an API route by mistake (HEAD of a GET route stays as it is).
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+PROBES = ("/health", "/livez", "/readyz")  # open to all, as load balancers and orchestrators call them
 
 
 class ApiError(Exception):
@@ -94,9 +97,12 @@ def _megabytes(size: int, setting: str) -> str:
     return f"{size / 1024 / 1024:g} MB ({setting})"
 
 
-async def read_form(request: Request, max_upload: int, setting: str = "RMBG_MAX_UPLOAD_MB") -> FormData:
+async def read_form(
+    request: Request, max_upload: int, setting: str = "RMBG_MAX_UPLOAD_MB", max_files: int = 1, max_fields: int = 0
+) -> FormData:
     """The multipart form, refused by its declared length before reading and by its real length while
-    reading; `setting` is the variable that sets `max_upload`, named in the refusal so it can be raised."""
+    reading; `setting` is the variable that sets `max_upload`, named in the refusal so it can be raised.
+    `max_files` and `max_fields` (0: this API's fields) bound the parts."""
     limit = max_upload + _FORM_OVERHEAD
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
@@ -104,7 +110,10 @@ async def read_form(request: Request, max_upload: int, setting: str = "RMBG_MAX_
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise ApiError(400, "send a multipart/form-data request with the image in the field 'file'.")
     parser = MultiPartParser(
-        request.headers, _limited(request.stream(), limit, setting), max_files=1, max_fields=len(FIELDS)
+        request.headers,
+        _limited(request.stream(), limit, setting),
+        max_files=max_files,
+        max_fields=max_fields or len(FIELDS),
     )
     try:
         return await parser.parse()
@@ -169,7 +178,7 @@ def check_token(request: Request, token: str | None) -> None:
 def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: str | None = None) -> None:
     """Registers the API on `app`; call before mounting Gradio at '/', which would shadow later routes.
 
-    `token` protects /api/remove and /api/models; /health stays open for load balancers and Docker.
+    `token` protects /api/remove and /api/models; the PROBES stay open for load balancers and Docker.
     """
 
     @app.post("/api/remove")
@@ -210,13 +219,30 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
 
     @app.get("/health")
     def health() -> JSONResponse:
-        ready, body = service.pool.health()
-        if service.admission is not None and service.admission.draining:
-            ready, body = False, {**body, "status": "draining", "reason": "the server is shutting down."}
+        ready, body = readiness(service)
         return JSONResponse(body, status_code=200 if ready else 503)
 
-    for path, allowed in (("/api/remove", "POST"), ("/api/models", "GET"), ("/health", "GET")):
+    @app.get("/livez")
+    def livez() -> JSONResponse:
+        """No checks: the process answers HTTP (a restart is the fix only when even this fails)."""
+        return JSONResponse({"status": "alive"})
+
+    @app.get("/readyz")
+    def readyz() -> JSONResponse:
+        """200 only while the default model is loaded and the server is not draining: send it work."""
+        ready, body = readiness(service)
+        return JSONResponse({"status": body["status"]}, status_code=200 if ready else 503)
+
+    for path, allowed in (("/api/remove", "POST"), ("/api/models", "GET"), *((p, "GET") for p in PROBES)):
         _refuse_other_methods(app, path, allowed)
+
+
+def readiness(service: RemovalService) -> tuple[bool, dict]:
+    """Whether the server takes work (the default model loaded, not draining), and /health's body."""
+    ready, body = service.pool.health()
+    if service.admission is not None and service.admission.draining:
+        ready, body = False, {**body, "status": "draining", "reason": "the server is shutting down."}
+    return ready, body
 
 
 def _refuse_other_methods(app: FastAPI, path: str, allowed: str) -> None:

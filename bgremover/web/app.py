@@ -22,10 +22,12 @@ from starlette.routing import Mount
 from .. import settings
 from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
-from .api import add_routes
 from .deadlines import BodyDeadline, with_head_deadline
 from .guard import Guard, token_login
+from .metrics import serve_metrics_port
+from .operations import add_envelope, add_service_routes, observed
 from .quota import UploadQuota
+from .request_ids import configure_logging
 from .scratch import Scratch
 from .shield import GradioShield
 from .stopping import DrainingServer, Unanswered, delete_users_files
@@ -48,7 +50,7 @@ def create_app(
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     token, login = settings.api_token(), settings.ui_login()
-    add_routes(app, service, max_upload, token)
+    app.state.metrics = add_service_routes(app, service, max_upload, token)
     add_video_routes(app, service, token)
     app.state.scratch = Scratch()  # the server deletes it on every way out (stopping.py)
     demo = build_ui(service, app.state.scratch)
@@ -76,20 +78,21 @@ def create_app(
     gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
     sessions = gradio_app if login or token else None
     app.add_middleware(GradioShield, blocks=gradio_app.get_blocks)
-    app.add_middleware(Guard, token=token, sessions=sessions)  # added last: the outermost, before any work
+    app.add_middleware(Guard, token=token, sessions=sessions)  # the outermost but one, before any work
+    add_envelope(app)  # outside the guard: remove.bg's key header and error envelope on /v1.0/
     return app
 
 
 def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
     """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO)
+    log_format = settings.log_format()
     service = build_service(config, serving=True)
     app = create_app(service, config.max_upload, host, port)
-    service.pool.load_in_background()
-    log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", host, port)
+    metrics_port = settings.metrics_port()
     unanswered = Unanswered(BodyDeadline(app, settings.body_timeout_seconds()))
     uvicorn_config = uvicorn.Config(
-        unanswered,
+        observed(unanswered, app.state.metrics),
         host=host,
         port=port,
         log_level="info",
@@ -97,5 +100,11 @@ def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
         timeout_keep_alive=5,
         timeout_graceful_shutdown=5,  # after the drain, browsers' Gradio streams get 5 s
     )
+    configure_logging(log_format)  # after uvicorn.Config, which installs uvicorn's handlers
+    service.pool.load_in_background()
+    if metrics_port is not None:
+        serve_metrics_port(app.state.metrics, host, metrics_port)
+    routes = "POST /api/remove, POST /v1.0/removebg, GET /api/models, /health, /livez, /readyz, /metrics"
+    log.info("UI on http://%s:%d/ · API: %s", host, port, routes)
     clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()))
     DrainingServer(uvicorn_config, service.admission, settings.drain_seconds(), unanswered, clean_up).run()

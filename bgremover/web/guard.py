@@ -27,6 +27,8 @@ OPEN_PATHS = frozenset(
     {
         "/",
         "/health",
+        "/livez",
+        "/readyz",
         "/login",
         "/login/",
         "/logout",
