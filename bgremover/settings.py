@@ -51,7 +51,13 @@ def _positive(name: str, default: float, example: str) -> float:
 
 def model() -> str:
     """RMBG_MODEL: the model used when none is named."""
-    return _text("RMBG_MODEL", DEFAULT_MODEL)
+    return chosen_model() or DEFAULT_MODEL
+
+
+def chosen_model() -> str | None:
+    """RMBG_MODEL where it is set; None lets a server or `remove` fall back to an open model
+    when RMBG-2.0 cannot be had (`service.defaults`)."""
+    return _text("RMBG_MODEL") or None
 
 
 def device() -> str:
@@ -254,6 +260,11 @@ def hub_cache_dir() -> Path:
         return Path(_text("HF_HUB_CACHE"))
     home = _text("HF_HOME") or Path(_text("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
     return Path(home) / "hub"
+
+
+def user_cache_dir() -> Path:
+    """This app's own cache (XDG_CACHE_HOME/rmbg, else ~/.cache/rmbg): small files such as past timings."""
+    return Path(_text("XDG_CACHE_HOME") or Path.home() / ".cache") / "rmbg"
 
 
 def hub_offline() -> bool:

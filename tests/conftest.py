@@ -16,6 +16,14 @@ import os
 # the CPU of the work itself; waiting passively costs nothing measurable on a quiet machine. Set
 # before torch is imported, and passed on to every server and subprocess the tests start.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The app keeps this machine's past timings in the user's cache (bgremover.estimates): the tests,
+# their servers and subprocesses keep theirs in a folder of their own, never in the user's.
+import atexit  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="rmbg-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 
 from collections.abc import Iterator
 from pathlib import Path

@@ -86,6 +86,8 @@ def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
     service = build_service(config, serving=True)
     app = create_app(service, config.max_upload, host, port)
     service.pool.load_in_background()
+    if config.model_note:
+        log.warning("%s", config.model_note)
     log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", host, port)
     unanswered = Unanswered(BodyDeadline(app, settings.body_timeout_seconds()))
     uvicorn_config = uvicorn.Config(

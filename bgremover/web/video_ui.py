@@ -11,9 +11,12 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from .. import estimates
 from ..service.options import build_request
 from ..service.removal import RemovalService
 from .events import LIGHT, friendly, model_choices, upload_name, upload_path
+from .tabs import size_dropdown
+from .waits import CHECKER, estimate_line, follow
 
 OUTPUTS = [("Transparent", "cutout"), ("Colour", "color"), ("Mask (greyscale)", "mask")]
 FORMATS = [
@@ -40,10 +43,10 @@ class VideoHandlers:
         return VideoJobs.shared(self.service)
 
     @friendly
-    def submit(self, upload, model: str, output: str, bg_color: str, fmt: str, smoothing: float):
+    def submit(self, upload, model: str, output: str, bg_color: str, fmt: str, smoothing: float, size: int | str = 0):
         """Checks the options and the clip (readable, within the limits) and queues it."""
         jobs = self.jobs()
-        request = build_request(output=output, bg_color=bg_color, model=model)
+        request = build_request(output=output, bg_color=bg_color, model=model, size=size)
         request.model = self.service.pool.canonical(request.model)
         source = upload_path(upload, "Upload a clip first.")
         copy = jobs.upload_path(upload_name(upload))
@@ -58,10 +61,11 @@ class VideoHandlers:
         bg_color: str,
         fmt: str,
         smoothing: float = 0.0,
+        size: int | str = 0,
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ) -> Iterator:
         """Submits the clip, then reports its progress until it ends; a client that leaves cancels it."""
-        job = self.submit(upload, model, output, bg_color, fmt, smoothing)
+        job = self.submit(upload, model, output, bg_color, fmt, smoothing, size)
         try:
             while job.status in ("queued", "running"):
                 if job.frames_total:
@@ -84,7 +88,8 @@ class VideoHandlers:
 
 def _line(job) -> str:
     total = max(job.frames_total, job.frames_done)
-    return f"**{job.name}**: {job.status}, frame {job.frames_done} of {total or '?'}"
+    left = "" if job.eta_seconds is None else f", about {estimates.describe(job.eta_seconds)} left"
+    return f"**{job.name}**: {job.status}, frame {job.frames_done} of {total or '?'}{left}"
 
 
 def video_tab(service: RemovalService) -> None:
@@ -100,18 +105,21 @@ def video_tab(service: RemovalService) -> None:
             bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
             fmt = gr.Dropdown(FORMATS, value="webm", label="File")
             smoothing = gr.Slider(0, 0.9, value=0, step=0.1, label="Smoothing (0 = off: steadier still edges)")
+            size = size_dropdown(pool, "video-size")
             with gr.Row():
                 run = gr.Button("Remove background", variant="primary", elem_id="video-run")
                 stop = gr.Button("Cancel", elem_id="video-cancel")
+            line = estimate_line(pool, "video-estimate", "frame")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="video-status")
-            preview = gr.Video(label="Preview", interactive=False, elem_id="video-preview")
+            preview = gr.Video(label="Preview", interactive=False, elem_id="video-preview", elem_classes=CHECKER)
             download = gr.DownloadButton("Download", elem_id="video-download", visible=False)
 
     def choose_output(choice: str):
         return gr.ColorPicker(visible=choice == "color"), gr.Dropdown(value="webm" if choice == "cutout" else "mp4")
 
     output.change(choose_output, output, [bg_color, fmt], **LIGHT)
-    inputs, outputs = [clip, model, output, bg_color, fmt, smoothing], [job_id, status, preview, download]
+    inputs, outputs = [clip, model, output, bg_color, fmt, smoothing, size], [job_id, status, preview, download]
     event = run.click(handlers.run, inputs, outputs, api_name="video", **VIDEO)
+    follow(line, pool, model, size, event, "frame")
     stop.click(handlers.cancel, job_id, status, cancels=[event], **LIGHT)
