@@ -166,6 +166,7 @@ def batch_tab(handlers: Handlers, pool: ModelPool) -> None:
             value=default_batch_size(pool),
             step=1,
             label="Batch size",
+            elem_id="batch-size",
             info="Images per inference: faster on a GPU, no faster on a CPU; more needs memory.",
         )
         threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
