@@ -227,7 +227,14 @@ def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun 
         smoothing=args.smooth,
         ray=ray_run,
     )
-    return run_video(run, config, _request(args, "png"))
+    return run_video(run, _noted(config, args.quiet), _request(args, "png"))
+
+
+def _noted(config: ServiceConfig, quiet: bool) -> ServiceConfig:
+    """`config`, once its note (why a model nobody chose is the one run) is on stderr."""
+    if config.model_note and not quiet:
+        print(f"note: {config.model_note}", file=sys.stderr)
+    return config
 
 
 def run_remove(args) -> int:
@@ -238,8 +245,6 @@ def run_remove(args) -> int:
         raise UsageError("--batch-size must be at least 1")
     check_model_name(args.model)
     config = service_config(args)
-    if config.model_note and not args.quiet:
-        print(f"note: {config.model_note}", file=sys.stderr)
     ray_run = _ray_run(args)
     if wants_video(args.inputs, args.out, args.format):
         return _run_clips(args, config, ray_run)
@@ -247,7 +252,7 @@ def run_remove(args) -> int:
     if ray_run is not None:
         from .scale.batch import run_on_ray
 
-        return run_on_ray(ray_run, config, request)
+        return run_on_ray(ray_run, _noted(config, args.quiet), request)
     from .planning import STDIO, plan_jobs
 
     jobs = plan_jobs(args.inputs, args.out, args.format)
@@ -265,7 +270,7 @@ def run_remove(args) -> int:
     from .engines import int8_hint  # PyTorch: only once the command line has passed every check
     from .service.config import build_service
 
-    service = build_service(config)
+    service = build_service(_noted(config, args.quiet))
     engine = service.pool.get().engine  # load (or fail) before any input is read
     failures: list[str] = []
     done = 0

