@@ -263,7 +263,10 @@ def hub_cache_dir() -> Path:
 
 
 def user_cache_dir() -> Path:
-    """This app's own cache (XDG_CACHE_HOME/rmbg, else ~/.cache/rmbg): small files such as past timings."""
+    """RMBG_CACHE_DIR: this app's own small files, such as this machine's past timings (default
+    $XDG_CACHE_HOME/rmbg, else ~/.cache/rmbg)."""
+    if _text("RMBG_CACHE_DIR"):
+        return Path(_text("RMBG_CACHE_DIR"))
     return Path(_text("XDG_CACHE_HOME") or Path.home() / ".cache") / "rmbg"
 
 

@@ -94,6 +94,7 @@ FREE_TEXT = {
     "HF_HUB_CACHE",
     "HF_ENDPOINT",
     "RMBG_NPM_REGISTRY",
+    "RMBG_CACHE_DIR",
 }
 
 

@@ -83,7 +83,7 @@ def test_a_chosen_model_is_never_replaced(offline_hub, monkeypatch) -> None:
 
 
 def test_estimates_come_from_past_runs_until_the_run_has_its_own(tmp_path, monkeypatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("RMBG_CACHE_DIR", str(tmp_path / "rmbg"))
     assert estimates.past_seconds("RMBG-1.4", "cpu", 256) is None
     for seconds in (2.0, 9.0, 3.0):
         estimates.record("RMBG-1.4", "cpu", 256, seconds)
@@ -176,7 +176,7 @@ def test_a_folder_run_shows_what_past_runs_expect_until_its_first_image(offline_
     for index in range(3):
         photo(64 + index, 48).save(tmp_path / f"p{index}.png")
     args = ("remove", str(tmp_path), "-o", str(tmp_path / "out"), "--model", "RMBG-1.4", "--size", "64")
-    cache = {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+    cache = {"RMBG_CACHE_DIR": str(tmp_path / "cache")}
     first = rmbg(*args, home=offline_hub, **cache)
     assert first.returncode == 0 and "(past runs)" not in first.stderr, first.stderr
     again = rmbg(*args, "--overwrite", home=offline_hub, **cache)
