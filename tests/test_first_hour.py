@@ -181,3 +181,13 @@ def test_a_folder_run_shows_what_past_runs_expect_until_its_first_image(offline_
     assert first.returncode == 0 and "(past runs)" not in first.stderr, first.stderr
     again = rmbg(*args, "--overwrite", home=offline_hub, **cache)
     assert again.returncode == 0 and "(past runs)" in again.stderr, again.stderr
+
+
+def test_servers_name_the_model_a_misspelt_request_likely_meant(offline_hub) -> None:
+    from bgremover.service.pool import ModelPool, UnknownModel
+
+    pool = ModelPool("RMBG-1.4", "cpu")
+    with pytest.raises(UnknownModel, match=r"Did you mean BiRefNet_lite\?$"):
+        pool.canonical("birefnet-lite")
+    with pytest.raises(UnknownModel, match=r"use one of .*\.$"):
+        pool.canonical("something else entirely")

@@ -82,7 +82,9 @@ class ModelPool:
         default = self._offered[self.default_model]
         if default.origin == "local" and requested == default.name.removeprefix(zoo.LOCAL_PREFIX):
             return self.default_model
-        raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.")
+        guess = zoo.closest(requested)
+        hint = f" Did you mean {guess}?" if guess else ""
+        raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.{hint}")
 
     def input_size(self, name: str) -> int:
         """The inference size `name` runs at where a request names none: --size, else the model's own."""
