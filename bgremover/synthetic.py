@@ -75,6 +75,11 @@ def zoo_model(model: str) -> zoo.ModelInfo:
     info = zoo.lookup(model)
     if info is None:
         raise ValueError(f"--synthetic needs a zoo model name ({', '.join(zoo.ZOO)}), not {model!r}.")
+    if info.archive:  # its synthetic stand-in would live in a Hub cache it is never in
+        raise ValueError(
+            f"{info.name} needs no Hub: `rmbg download {info.name}` and run without --synthetic, or time "
+            "the same network with --synthetic --model RMBG-1.4."
+        )
     return info
 
 

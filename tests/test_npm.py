@@ -124,3 +124,10 @@ def test_listed_with_licence_and_downloadable_offline_from_the_hub(home, capsys)
     assert dict(model_choices(pool))["isnet-general-use · MIT · downloads on first use"] == "isnet-general-use"
     row = next(row for row in pool.models() if row["name"] == "isnet-general-use")
     assert (row["license"], row["cached"]) == ("MIT", False)
+
+
+def test_synthetic_bench_points_to_the_real_download(home, capsys) -> None:
+    """Synthetic weights stand in where the Hub is out of reach; this model never needs the Hub."""
+    assert cli.main(["bench", "--synthetic", "--model", "isnet-general-use"]) == 2
+    assert "`rmbg download isnet-general-use` and run without --synthetic" in capsys.readouterr().err
+    assert files_in(home) == []

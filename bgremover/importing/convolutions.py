@@ -25,9 +25,8 @@ def conv_modules(network: nn.Module) -> list[tuple[str, nn.Conv2d]]:
 
 
 def fits(module: nn.Conv2d, node: Node, graph: Graph) -> bool:
-    """Whether the Conv node could be this module: same weight shape, stride, padding, dilation, groups."""
-    if node.inputs[1] not in graph.constants and node.inputs[1] not in graph.producers:
-        return False
+    """Whether the Conv node could be this module: same weight shape, stride, padding, dilation, groups
+    (`ImportRefused` where the node's weight is not stored in the graph)."""
     weight_shape = graph.constant(node.inputs[1]).shape
     size = len(module.kernel_size)
     pads = list(node.attributes.get("pads", [0] * 2 * size))
