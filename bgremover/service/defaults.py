@@ -21,6 +21,7 @@ TOKEN_STEPS = (
     "accept its license at https://huggingface.co/briaai/RMBG-2.0, create a read token at "
     "https://huggingface.co/settings/tokens, set HF_TOKEN and start again"
 )
+OFFLINE = "HF_HUB_OFFLINE=1 forbids downloads"
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def default_model() -> DefaultModel:
     preferred = zoo.ZOO[settings.DEFAULT_MODEL]
     if hub.is_cached(preferred):
         return DefaultModel(preferred.name)
-    unreachable = "HF_HUB_OFFLINE=1 forbids downloads" if settings.hub_offline() else hub.hub_unreachable()
+    unreachable = OFFLINE if settings.hub_offline() else hub.hub_unreachable()
     if unreachable is None and settings.hub_token():
         return DefaultModel(preferred.name)
     why = unreachable or "it is gated and HF_TOKEN is not set"
@@ -56,7 +57,10 @@ def _open_model(hub_answers: bool) -> zoo.ModelInfo | None:
 
 
 def _note(fallback: zoo.ModelInfo, why: str) -> str:
+    steps = TOKEN_STEPS if why != OFFLINE else "unset HF_HUB_OFFLINE, then " + TOKEN_STEPS
+    if why.startswith("the Hugging Face Hub"):  # no network: the weights come from a machine that has it
+        steps = "download it where the Hub answers (docs/models.md, 'Machines without internet')"
     return (
         f"Serving {fallback.name} ({fallback.license_name}, open weights), since {settings.DEFAULT_MODEL} cannot be "
-        f"had here: {why}. To use {settings.DEFAULT_MODEL}, {TOKEN_STEPS}; --model or RMBG_MODEL picks any model."
+        f"had here: {why}. To use {settings.DEFAULT_MODEL}, {steps}; --model or RMBG_MODEL picks any model."
     )
