@@ -41,7 +41,7 @@ def color_argument(text: str) -> tuple[int, int, int]:
 def add_model_arguments(parser: argparse.ArgumentParser, falls_back: bool = False) -> None:
     """The model and how it runs; `falls_back`: a model left out (and RMBG_MODEL unset) is RMBG-2.0
     where it can be had, else an open model (`service.defaults`), as the app's first start needs."""
-    fallback = f"{settings.DEFAULT_MODEL}, or an open model where it cannot be had (docs/models.md)"
+    fallback = f"{settings.DEFAULT_MODEL}, or an open model where it cannot be had: docs/models.md"
     parser.add_argument(
         "--model",
         default=None if falls_back else settings.model(),
