@@ -5,6 +5,7 @@ loads (in subprocesses, with a cache where any load would fail with its own mess
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -191,3 +192,31 @@ def test_servers_name_the_model_a_misspelt_request_likely_meant(offline_hub) -> 
         pool.canonical("birefnet-lite")
     with pytest.raises(UnknownModel, match=r"use one of .*\.$"):
         pool.canonical("something else entirely")
+
+
+def test_the_batch_progress_counts_only_images_and_says_the_time_left(offline_hub, tmp_path, monkeypatch) -> None:
+    """'0/2 images' for two photos and a text file named .png; the time left once one is done."""
+    from gradio.utils import get_upload_folder
+
+    from bgremover.service.pool import ModelPool
+    from bgremover.service.removal import RemovalService
+    from bgremover.web.scratch import Scratch
+    from bgremover.web.ui import Handlers
+
+    monkeypatch.setenv("RMBG_CACHE_DIR", str(tmp_path / "cache"))  # no past runs
+    uploads = Path(get_upload_folder()) / f"first-hour-{os.getpid()}"
+    uploads.mkdir(parents=True, exist_ok=True)
+    files = [uploads / "a.png", uploads / "notes.png", uploads / "b.png"]
+    photo(80, 60).save(files[0])
+    files[1].write_text("not an image")
+    photo(60, 80).save(files[2])
+    handlers = Handlers(RemovalService(ModelPool("RMBG-1.4", "cpu", "fp32", 64)), Scratch())
+    seen = []
+    uploaded = [{"path": str(file), "orig_name": file.name} for file in files]
+    _, _, summary = handlers.batch(
+        uploaded, {}, "RMBG-1.4", progress=lambda value, desc, unit: seen.append((value, desc))
+    )
+    assert [value for value, _ in seen] == [(0, 2), (1, 2), (1, 2), (2, 2)]
+    assert seen[0][1] == "Removing backgrounds"  # nothing to go by yet
+    assert re.fullmatch(r"Removing backgrounds · about \d+ s left", seen[1][1])
+    assert "2 image(s)" in summary and "notes.png" in summary
