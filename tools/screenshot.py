@@ -40,9 +40,9 @@ def main(out: Path) -> None:
         page.set_default_timeout(WAIT_MS)
         page.goto(server.url + "/")
         page.locator("#remove-input input[type=file]").set_input_files(str(photo))
-        expect(page.locator("#remove-input img")).to_be_visible()
+        expect(page.locator("#remove-input img")).to_be_visible(timeout=WAIT_MS)
         page.locator("#remove-button").click()
-        expect(page.locator("#remove-info")).to_contain_text(f"{MODEL.name} at 1024 px")
+        expect(page.locator("#remove-info")).to_contain_text(f"{MODEL.name} at 1024 px", timeout=WAIT_MS)
         page.wait_for_timeout(1000)  # the result image finishes painting
         page.screenshot(path=str(out), full_page=True)
         browser.close()
