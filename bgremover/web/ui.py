@@ -1,4 +1,5 @@
-"""The Gradio UI: Remove background, Batch and Compare models tabs under an always-visible status line.
+"""The Gradio UI: Remove background, Batch and Compare models tabs (laid out in `tabs.py`) under an
+always-visible status line, with the banner that says why a model nobody chose is the one served.
 
 Every handler turns the errors a user can fix (not an image, a gated model, a bad
 option) into a `gr.Error` with the message that says how; anything else is logged and
