@@ -1,4 +1,4 @@
-"""Command line: `rmbg [serve]`, `remove`, `models`, `download`, `import`, `bench`, `eval`.
+"""Command line: `rmbg [serve]`, `demo`, `remove`, `models`, `download`, `import`, `bench`, `eval`.
 
 Commands are thin: they parse arguments and hand over to the pipeline, the hub
 loader or the web app. Errors the user can fix are printed as one line, not a trace.
@@ -39,11 +39,16 @@ def color_argument(text: str) -> tuple[int, int, int]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser, falls_back: bool = False) -> None:
+    """The model and how it runs; `falls_back`: a model left out (and RMBG_MODEL unset) is RMBG-2.0
+    where it can be had, else an open model (`service.defaults`), as the app's first start needs."""
+    fallback = f"{settings.DEFAULT_MODEL}, or an open model where it cannot be had: docs/models.md"
     parser.add_argument(
         "--model",
-        default=settings.model(),
-        help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: %(default)s)",
+        default=None if falls_back else settings.model(),
+        help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: RMBG_MODEL, else "
+        + (fallback if falls_back else "%(default)s")
+        + ")",
     )
     parser.add_argument("--device", help=DEVICE_HELP)
     parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
@@ -70,9 +75,20 @@ def _add_remove(commands) -> None:
     parser = commands.add_parser("remove", help="remove the background of files, folders, globs or stdin")
     parser.add_argument("inputs", nargs="*", help="image files, folders (recursive), globs, or - for stdin")
     parser.add_argument("-o", "--out", help="output file (one input), folder, or - for stdout")
-    add_model_arguments(parser)
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--output", choices=OUTPUTS, default="cutout")
+    add_model_arguments(parser, falls_back=True)
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="images (or frames) inferred together: faster on a GPU, no faster on a CPU (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--output",
+        choices=OUTPUTS,
+        default="cutout",
+        help="cutout: the subject on transparency; mask: the greyscale mask; color: over --bg-color; "
+        "image: over --bg-image (default: %(default)s)",
+    )
     parser.add_argument("--bg-color", type=color_argument, default=(255, 255, 255), help="for --output color")
     parser.add_argument("--bg-image", type=Path, help="for --output image (cover-fitted)")
     parser.add_argument("--threshold", type=float, help="0-1: make the mask binary at this level")
@@ -84,7 +100,13 @@ def _add_remove(commands) -> None:
         action="store_true",
         help="cut-outs: keep the photo's colour where alpha is 0 (zeroed by default: it is the removed background)",
     )
-    parser.add_argument("--format", choices=tuple(dict.fromkeys((*OUTPUT_FORMATS, *CLIP_FORMATS))), default="png")
+    parser.add_argument(
+        "--format",
+        choices=tuple(dict.fromkeys((*OUTPUT_FORMATS, *CLIP_FORMATS))),
+        default="png",
+        help="images: png, webp or jpeg (jpeg has no transparency); clips: webm, mov, zip (transparent), mp4, "
+        "or an animated webp or gif (default: png, or a clip's -o suffix)",
+    )
     parser.add_argument(
         "--compression",
         choices=COMPRESSIONS,
@@ -220,7 +242,14 @@ def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun 
         end=args.end,
         ray=ray_run,
     )
-    return run_video(run, config, _request(args, "png"))
+    return run_video(run, _noted(config, args.quiet), _request(args, "png"))
+
+
+def _noted(config: ServiceConfig, quiet: bool) -> ServiceConfig:
+    """`config`, once its note (why a model nobody chose is the one run) is on stderr."""
+    if config.model_note and not quiet:
+        print(f"note: {config.model_note}", file=sys.stderr)
+    return config
 
 
 def run_remove(args) -> int:
@@ -229,6 +258,7 @@ def run_remove(args) -> int:
         raise UsageError("give at least one input: image files, folders, globs, or - for stdin")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    check_model_name(args.model)
     config = service_config(args)
     ray_run = _ray_run(args)
     if wants_video(args.inputs, args.out, args.format):
@@ -237,7 +267,7 @@ def run_remove(args) -> int:
     if ray_run is not None:
         from .scale.batch import run_on_ray
 
-        return run_on_ray(ray_run, config, request)
+        return run_on_ray(ray_run, _noted(config, args.quiet), request)
     from .planning import STDIO, plan_jobs
 
     jobs = plan_jobs(args.inputs, args.out, args.format)
@@ -251,18 +281,23 @@ def run_remove(args) -> int:
             raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
     todo = [j for j in jobs if args.overwrite or j.target == STDIO or not Path(j.target).exists()]
     skipped = len(jobs) - len(todo)
+    from . import estimates
     from .engines import int8_hint  # PyTorch: only once the command line has passed every check
     from .service.config import build_service
 
-    service = build_service(config)
+    service = build_service(_noted(config, args.quiet))
     engine = service.pool.get().engine  # load (or fail) before any input is read
     failures: list[str] = []
     done = 0
     from tqdm import tqdm
 
     progress = tqdm(total=len(todo), unit="img", disable=args.quiet or len(todo) < 2, file=sys.stderr)
+    past = estimates.past_run(service.remover(request))
+    if past is not None:  # until the first image gives tqdm its own rate and time left
+        progress.set_postfix_str(f"about {estimates.describe(past * len(todo))} (past runs)")
     removals = service.remove_many(map(_item, todo), request, args.batch_size)
     for job, removal in zip(todo, removals, strict=True):
+        progress.set_postfix_str("", refresh=False)
         error = removal.error or _write(job, removal.data)
         if error:
             failures.append(error)
@@ -341,7 +376,7 @@ def _add_serve(commands) -> None:
     parser = commands.add_parser("serve", help="the web app and HTTP API (the default command)")
     parser.add_argument("--host", default=settings.server_host())
     parser.add_argument("--port", type=int, default=settings.server_port())
-    add_model_arguments(parser)
+    add_model_arguments(parser, falls_back=True)
     group = parser.add_argument_group("Ray Serve: the HTTP API, no UI (pip install 'bgremover[ray]'; docs/scale.md)")
     group.add_argument(
         "--ray",
@@ -356,6 +391,25 @@ def _add_serve(commands) -> None:
     parser.set_defaults(handler=run_serve)
 
 
+def _add_demo(commands) -> None:
+    parser = commands.add_parser("demo", help="the web app on synthetic weights: see it work, nothing downloaded")
+    parser.add_argument("--host", default=settings.server_host())
+    parser.add_argument("--port", type=int, default=settings.server_port())
+    parser.add_argument("--device", help=DEVICE_HELP)
+    parser.set_defaults(handler=run_demo)
+
+
+def run_demo(args) -> int:
+    """`rmbg serve` on IS-Net with synthetic weights (written once), its banner saying so."""
+    _require("web", "gradio")
+    from .service.config import ServiceConfig
+    from .synthetic import DEMO_NOTE, demo_checkpoint
+    from .web.app import serve
+
+    config = ServiceConfig.from_settings(model=str(demo_checkpoint()), device=args.device, model_note=DEMO_NOTE)
+    return serve(config, args.host, args.port)
+
+
 def _require(extra: str, module: str, requirements: str = "requirements.txt") -> None:
     """Stops with the install command when an optional extra's library is missing."""
     import importlib.util
@@ -367,7 +421,18 @@ def _require(extra: str, module: str, requirements: str = "requirements.txt") ->
         )
 
 
+def check_model_name(model: str | None) -> None:
+    """A model that names nothing (a typo, with the zoo name it likely misspells) stops the command
+    before PyTorch is imported; `model` None is RMBG_MODEL's, checked the same way."""
+    from .zoo import unknown_model
+
+    problem = unknown_model(model or settings.chosen_model() or settings.DEFAULT_MODEL)
+    if problem:
+        raise UsageError(f"{problem}{'' if model else ' (from RMBG_MODEL)'}")
+
+
 def run_serve(args) -> int:
+    check_model_name(args.model)
     config = service_config(args)
     if args.ray is not None:
         _require("ray", "ray", "requirements-ray.txt")
@@ -429,7 +494,7 @@ def run_import(args) -> int:
     return 0
 
 
-COMMANDS = [_add_serve, _add_remove, _add_models, _add_import, _add_eval, _add_bench]
+COMMANDS = [_add_serve, _add_demo, _add_remove, _add_models, _add_import, _add_eval, _add_bench]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -437,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command")
     for add in COMMANDS:
         add(commands)
+    for command in commands.choices.values():  # its own usage for an option it does not know (parse)
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -444,7 +511,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     """The command line as handlers see it. --device and --engine left out take RMBG_DEVICE and
     RMBG_ENGINE only now, not as the parser is built: a bad variable never stops `--help` or a
     command that sets the option, and fails (ValueError, naming it) inside main's error handling."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # argparse would answer with the top-level usage, which lists no option of `remove`
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "device", "") is None:
         args.device = settings.device()
     if getattr(args, "engine", "") is None:

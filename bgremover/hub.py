@@ -7,7 +7,6 @@ becomes a `ModelLoadError` whose message names the model and says what to do.
 
 from __future__ import annotations
 
-import re
 import shutil
 import socket
 from dataclasses import dataclass, replace
@@ -37,7 +36,6 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # Buffers computed by the module itself; a checkpoint may or may not carry them.
 _DERIVED_BUFFERS = ("relative_position_index", "num_batches_tracked")
 _Stored = TypeVar("_Stored")
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _MAX_LISTED_KEYS = 8
 # Stored tensors are read this much at a time, the file reopened for each batch: safetensors maps the
 # whole file, and the pages read stay in the process's memory until it is closed.
@@ -91,18 +89,9 @@ def resolve(spec: str | ModelInfo) -> ModelInfo:
         # A Hub-style folder holds `model.safetensors`: the folder's name is the model's.
         name = path.resolve().parent.name if path.stem == "model" else path.stem
         return _local(name, path)
-    if _REPO_ID.match(spec):
+    if zoo.REPO_ID.match(spec):
         return ModelInfo(name=spec, repo_id=spec, family="", origin="hub")
-    names = ", ".join(zoo.ZOO)
-    local_hint = (
-        f" {zoo.LOCAL_PREFIX}NAME is how a server lists a local checkpoint: give that folder's path instead."
-        if spec.startswith(zoo.LOCAL_PREFIX)
-        else ""
-    )
-    raise ModelLoadError(
-        f"Unknown model {spec!r}: not a model name ({names}), not an existing file or folder, "
-        f"and not a Hugging Face repo id like 'owner/name'.{local_hint}"
-    )
+    raise ModelLoadError(zoo.unknown_model(spec))
 
 
 def _local(name: str, checkpoint: Path) -> ModelInfo:
@@ -157,18 +146,24 @@ def _offline_fix(info: ModelInfo) -> str:
     return fix
 
 
-def _check_hub_reachable(info: ModelInfo) -> None:
-    """One quick connection attempt before a download: without network, huggingface_hub would
-    retry for about half a minute and log every attempt; this says so at once instead."""
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached ('the Hugging Face Hub (huggingface.co) cannot be reached (...)'),
+    or None where it answers: one quick connection attempt, where huggingface_hub would retry for
+    about half a minute and log every attempt."""
     url = urlsplit(settings.hub_endpoint())
     port = url.port or (443 if url.scheme == "https" else 80)
     try:
         socket.create_connection((url.hostname, port), timeout=_REACH_TIMEOUT).close()
     except OSError as error:
-        raise ModelLoadError(
-            f"{info.name} is not downloaded here and the Hugging Face Hub ({url.hostname}) cannot be reached "
-            f"({error.strerror or error}). {_offline_fix(info)}"
-        ) from error
+        return f"the Hugging Face Hub ({url.hostname}) cannot be reached ({error.strerror or error})"
+    return None
+
+
+def _check_hub_reachable(info: ModelInfo) -> None:
+    """Says at once that a download cannot start, with the fix for a machine without internet."""
+    why = hub_unreachable()
+    if why is not None:
+        raise ModelLoadError(f"{info.name} is not downloaded here and {why}. {_offline_fix(info)}")
 
 
 def checkpoint_file(info: ModelInfo) -> Path:

@@ -51,7 +51,13 @@ def _positive(name: str, default: float, example: str) -> float:
 
 def model() -> str:
     """RMBG_MODEL: the model used when none is named."""
-    return _text("RMBG_MODEL", DEFAULT_MODEL)
+    return chosen_model() or DEFAULT_MODEL
+
+
+def chosen_model() -> str | None:
+    """RMBG_MODEL where it is set; None lets a server or `remove` fall back to an open model
+    when RMBG-2.0 cannot be had (`service.defaults`)."""
+    return _text("RMBG_MODEL") or None
 
 
 def device() -> str:
@@ -286,6 +292,14 @@ def hub_cache_dir() -> Path:
         return Path(_text("HF_HUB_CACHE"))
     home = _text("HF_HOME") or Path(_text("XDG_CACHE_HOME") or Path.home() / ".cache") / "huggingface"
     return Path(home) / "hub"
+
+
+def user_cache_dir() -> Path:
+    """RMBG_CACHE_DIR: this app's own small files, such as this machine's past timings (default
+    $XDG_CACHE_HOME/rmbg, else ~/.cache/rmbg)."""
+    if _text("RMBG_CACHE_DIR"):
+        return Path(_text("RMBG_CACHE_DIR"))
+    return Path(_text("XDG_CACHE_HOME") or Path.home() / ".cache") / "rmbg"
 
 
 def hub_offline() -> bool:

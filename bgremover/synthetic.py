@@ -27,6 +27,13 @@ from .families import get_family
 
 # Commit name of synthetic checkpoints in a Hub cache.
 SYNTHETIC_COMMIT = "0" * 40
+# `rmbg demo`'s architecture: IS-Net, the fastest on a CPU.
+DEMO_MODEL = "RMBG-1.4"
+DEMO_NOTE = (
+    "Demo on synthetic weights: the model here has made-up weights (bgremover/synthetic.py): its cut-outs "
+    "show how the app works, not how well it removes backgrounds. For real cut-outs start `rmbg`, which "
+    "serves an open model where RMBG-2.0 needs a token (docs/models.md)."
+)
 # The environment variables a synthetic Hub cache sets (HF_HUB_CACHE would override HF_HOME).
 _HUB_VARIABLES = ("HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE")
 
@@ -106,6 +113,16 @@ def synthetic_home() -> Path:
     """Where `rmbg bench --synthetic` keeps its synthetic Hub cache: beside the real one, so a
     second run reuses the checkpoint (and OpenVINO's exports of it) instead of writing them again."""
     return settings.hub_cache_dir().parent / "rmbg-synthetic"
+
+
+def demo_checkpoint(home: Path | None = None) -> Path:
+    """A folder with IS-Net's synthetic checkpoint (written once, beside the Hub cache): what `rmbg
+    demo` serves, as the local model `local:synthetic-weights`, so the name says what it is."""
+    folder = (synthetic_home() if home is None else home) / "demo" / "synthetic-weights"
+    if not (folder / "model.safetensors").is_file():
+        partial = hub.save_checkpoint(folder / "partial.safetensors", synthetic_checkpoint(DEMO_MODEL))
+        partial.replace(folder / "model.safetensors")  # a stopped first run leaves no half-written model
+    return folder
 
 
 def hub_environment(home: Path) -> dict[str, str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import settings
 from .families import Processing, get_family
@@ -192,6 +195,7 @@ def check_inference_size(size: int) -> int:
 
 
 LOCAL_PREFIX = "local:"
+REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def lookup(name: str) -> ModelInfo | None:
@@ -201,3 +205,27 @@ def lookup(name: str) -> ModelInfo | None:
         if folded in (model.name.casefold(), (model.repo_id or "").casefold()):
             return model
     return None
+
+
+def closest(name: str) -> str | None:
+    """The zoo name that `name` most likely misspells ('BiRefNet_lte': 'BiRefNet_lite'), or None."""
+    names = {model.name.casefold(): model.name for model in _MODELS}
+    found = difflib.get_close_matches(name.casefold(), names, n=1, cutoff=0.75)
+    return names[found[0]] if found else None
+
+
+def unknown_model(spec: str) -> str | None:
+    """Why `spec` names no model (not a zoo name, an existing file or folder, a .safetensors path or
+    a Hub repo id), with the zoo name it most likely misspells; None where it names one. Needs no
+    PyTorch, so the CLI refuses a typo before anything loads."""
+    path = Path(spec).expanduser()
+    if lookup(spec) is not None or path.exists() or path.suffix == ".safetensors" or REPO_ID.match(spec):
+        return None
+    guess = closest(spec)
+    hint = f" Did you mean {guess}?" if guess else ""
+    if spec.startswith(LOCAL_PREFIX):
+        hint += f" {LOCAL_PREFIX}NAME is how a server lists a local checkpoint: give that folder's path instead."
+    return (
+        f"Unknown model {spec!r}: not a model name ({', '.join(ZOO)}), not an existing file or folder, "
+        f"and not a Hugging Face repo id like 'owner/name'.{hint}"
+    )

@@ -8,22 +8,31 @@ tested too, and `.ci/run` insists on it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
+import tempfile
 
 # PyTorch's OpenMP threads (libgomp) spin between parallel regions. With more busy threads than
 # cores (a shared 2-core machine, servers beside the test process) the spinning cost 10-15 times
 # the CPU of the work itself; waiting passively costs nothing measurable on a quiet machine. Set
 # before torch is imported, and passed on to every server and subprocess the tests start.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The app keeps this machine's past timings in the user's cache (bgremover.estimates): the tests,
+# their servers and subprocesses keep theirs in a folder of their own, never in the user's.
+os.environ["RMBG_CACHE_DIR"] = tempfile.mkdtemp(prefix="rmbg-test-cache-")
 
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from live import STARTED
+
+atexit.register(shutil.rmtree, os.environ["RMBG_CACHE_DIR"], True)
 
 # The tests compare PyTorch paths pixel for pixel, servers and subprocesses included, so they
 # pin the engine; `auto`'s own choice and the OpenVINO engine are tested in test_engines.py.
@@ -36,6 +45,22 @@ SHARED_GOLDEN = Path(
 FULL_GOLDEN = (SHARED_GOLDEN / "isnet.1024x1024.npz").is_file()
 # Golden sizes available here: 256x384 always, 1024x1024 with the shared data.
 GOLDEN_SIZES = [(256, 384), *([pytest.param(1024, 1024, marks=pytest.mark.slow)] if FULL_GOLDEN else [])]
+
+
+GOLDEN_ABSENT = "without ../shared/golden (1024x1024 parity not collected; docs/development.md)"
+
+
+def pytest_report_header(config) -> str:
+    where = "RMBG_GOLDEN_DIR" if "RMBG_GOLDEN_DIR" in os.environ else "../shared/golden"
+    if FULL_GOLDEN:
+        return f"golden data: {SHARED_GOLDEN} ({where}): the 1024x1024 parity cases are collected (slow set)"
+    return f"golden data: {SHARED_GOLDEN} ({where}) is absent: the 1024x1024 parity cases are not collected"
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Without the shared golden data a run is not complete: the result line says so (in yellow)."""
+    if not FULL_GOLDEN:
+        terminalreporter.stats.setdefault(GOLDEN_ABSENT, []).append(SimpleNamespace(folder=str(SHARED_GOLDEN)))
 
 
 # The golden architectures; Swin-L's heavier checks are in the slow set.

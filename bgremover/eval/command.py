@@ -59,7 +59,7 @@ def _service_config(args: argparse.Namespace) -> ServiceConfig:
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     return ServiceConfig.from_settings(
-        model=(args.model or [None])[0],
+        model=(args.model or [settings.model()])[0],  # eval scores the models named: never a fallback
         device=args.device,
         precision=args.precision,
         runtime=args.engine,

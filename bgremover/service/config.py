@@ -62,6 +62,7 @@ class ServiceConfig:
     max_batch: int = field(default_factory=settings.max_batch)
     io_threads: int = field(default_factory=settings.io_threads)
     max_upload: int = field(default_factory=settings.max_upload_bytes)  # bytes; servers only
+    model_note: str = ""  # why this model is served where nobody chose it (service.defaults), for a banner
 
     def __post_init__(self) -> None:
         from ..engines import ENGINES, PRECISIONS
@@ -88,8 +89,16 @@ class ServiceConfig:
     @classmethod
     def from_settings(cls, **chosen: object) -> ServiceConfig:
         """The config from what a front end was told (`chosen`, where None means "not given", as an
-        option left out of a command line) and, for the rest, the environment."""
-        return cls(**{name: value for name, value in chosen.items() if value is not None})
+        option left out of a command line) and, for the rest, the environment. A model neither given
+        nor in RMBG_MODEL is RMBG-2.0 where it can be had, else an open model (`service.defaults`);
+        that is decided once the other settings have passed their checks."""
+        config = cls(**{name: value for name, value in chosen.items() if value is not None})
+        if chosen.get("model") is not None or settings.chosen_model() is not None:
+            return config
+        from .defaults import default_model  # the hub, and PyTorch with it
+
+        picked = default_model()
+        return replace(config, model=picked.name, model_note=picked.note)
 
     def with_model(self, model: str) -> ServiceConfig:
         """The same settings for another model (eval runs several)."""
@@ -131,7 +140,7 @@ def build_service(
     from .removal import RemovalService
 
     device = pick_device(config.device)
-    pool = ModelPool(config.model, device, config.precision, config.size, config.runtime)
+    pool = ModelPool(config.model, device, config.precision, config.size, config.runtime, config.model_note)
     admission = build_admission(config, device.type) if serving else None
     return (service_type or RemovalService)(
         pool,

@@ -43,9 +43,12 @@ class ModelPool:
         precision: str = "auto",
         size: int | None = None,
         runtime: str | None = None,
+        note: str = "",
     ):
         """`runtime` (auto, torch, openvino: what --engine names) None follows RMBG_ENGINE; a bad
-        runtime or precision fails here, before any load."""
+        runtime or precision fails here, before any load. `note` says why the default model is the
+        one served (a fallback, synthetic weights), for the UI's banner."""
+        self.note = note
         self.device = pick_device(device)
         self.precision = precision
         self.runtime = settings.engine() if runtime is None else runtime  # auto picks per model when it loads
@@ -80,7 +83,13 @@ class ModelPool:
         default = self._offered[self.default_model]
         if default.origin == "local" and requested == default.name.removeprefix(zoo.LOCAL_PREFIX):
             return self.default_model
-        raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.")
+        guess = zoo.closest(requested)
+        hint = f" Did you mean {guess}?" if guess else ""
+        raise UnknownModel(f"unknown model {model!r}: use one of {', '.join(self.names())}.{hint}")
+
+    def input_size(self, name: str) -> int:
+        """The inference size `name` runs at where a request names none: --size, else the model's own."""
+        return self.default_size or self._offered[name].input_size
 
     def describe_device(self) -> str:
         if self.device.type == "cuda":

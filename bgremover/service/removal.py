@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import settings
+from .. import estimates, settings
 from ..imaging import decoding
 from ..pipeline import Remover, Result, Timings
 from .admission import Admission, charged_pixels
@@ -213,6 +213,8 @@ class RemovalService:
         batch: int,
     ) -> Removal:
         result, data = finish_and_encode(decoded, mask, request, timings, remover.device)
+        work = timings.decode + timings.infer + timings.finish + timings.encode  # not the wait for the device
+        estimates.record(remover.info.name, remover.device, remover.inference_size, work)
         return Removal(
             result.name,
             data,

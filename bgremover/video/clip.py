@@ -21,7 +21,7 @@ from pathlib import Path
 import av
 from PIL import Image
 
-from .. import settings
+from .. import estimates, settings
 from ..imaging.decoding import Decoded
 from ..pipeline import Remover
 from ..results import Timings, finish
@@ -129,6 +129,9 @@ def remove_clip(
     finally:
         container.close()
     clip.report.seconds = time.perf_counter() - started
+    if clip.report.frames:  # per frame, less the waits for a server's admission
+        work = (clip.report.seconds - clip.report.timings.queue) / clip.report.frames
+        estimates.record(remover.info.name, remover.device, remover.inference_size, work, "frame")
     return clip.report
 
 

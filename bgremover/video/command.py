@@ -10,15 +10,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import estimates
 from ..errors import UsageError
 from ..imaging.decoding import IMAGE_SUFFIXES
 from ..planning import STDIO, Job, plan_jobs
 from ..service.config import ServiceConfig, build_service
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
-from . import CLIP_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
+from . import CLIP_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, check_options, default_format
 from .clip import remove_clip
-from .reading import check_span
+from .reading import ClipInfo, Limits, check_span, probe
 from .smoothing import check_strength
 
 if TYPE_CHECKING:  # scale.batch only where --ray asks for it
@@ -48,14 +49,13 @@ def plan_clips(run: ClipRun, fmt: str) -> list[Job]:
 
 
 def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
-    """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
+    """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise. Every
+    option, and every clip's header, is checked before the model loads."""
     fmt = video_format(run)
     check_strength(run.smoothing)
     try:
         check_span(run.start, run.end, 0.0, "--start/--end")
-    except VideoError as error:
-        raise UsageError(str(error)) from None
-    try:
+        check_options(fmt, run.output, request.options.crop)
         jobs = plan_clips(run, fmt)
     except VideoError as error:
         raise UsageError(str(error)) from None
@@ -64,13 +64,17 @@ def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> i
 
         return run_clips_on_ray(run, run.ray, config, request, jobs, fmt)
     todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
-    service = build_service(config)
-    engine = service.pool.get().engine  # load (or fail) before any clip is read
-    failures = [error for job in todo if (error := _one_clip(service, job, request, fmt, run))]
+    readable, failures = _probed(todo, run.quiet)
+    ran = ""
+    if readable:
+        service = build_service(config)
+        engine = service.pool.get().engine  # load (or fail) before any clip is decoded
+        failures += [error for job, info in readable if (error := _one_clip(service, job, info, request, fmt, run))]
+        ran = f"; {engine.info.name} on {engine.describe()}"
     skipped = len(jobs) - len(todo)
     print(
         f"{len(todo) - len(failures)} clip(s) done, {skipped} skipped (already there; --overwrite redoes them), "
-        f"{len(failures)} failed; {engine.info.name} on {engine.describe()}",
+        f"{len(failures)} failed{ran}",
         file=sys.stderr,
     )
     for failure in failures if len(failures) > 1 else []:
@@ -78,14 +82,34 @@ def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> i
     return 1 if failures else 0
 
 
-def _one_clip(service: RemovalService, job: Job, request: RemovalRequest, fmt: str, run: ClipRun) -> str | None:
-    """Removes one clip; the message of a failure the user can fix, or None."""
+def _probed(jobs: list[Job], quiet: bool) -> tuple[list[tuple[Job, ClipInfo]], list[str]]:
+    """Each clip's header read (and checked against the limits) before any model loads: the
+    readable clips with what they hold, and the message of each that is not, printed once."""
+    limits, readable, failures = Limits.from_settings(), [], []
+    for job in jobs:
+        try:
+            readable.append((job, probe(Path(job.source), job.label, limits)))
+        except (VideoError, OSError) as error:
+            failures.append(str(error) if isinstance(error, VideoError) else f"{job.label}: {error}")
+            print(f"failed: {failures[-1]}", file=sys.stderr)
+    return readable, failures
+
+
+def _one_clip(
+    service: RemovalService, job: Job, info: ClipInfo, request: RemovalRequest, fmt: str, run: ClipRun
+) -> str | None:
+    """Removes one clip; the message of a failure the user can fix, or None. The bar's postfix
+    says what this machine's past runs expect until the clip's own frames give tqdm its rate."""
     from tqdm import tqdm
 
-    with tqdm(total=0, unit="frame", desc=Path(job.label).name, disable=run.quiet, file=sys.stderr) as bar:
+    past = estimates.past_run(service.remover(request), "frame")
+    with tqdm(total=info.frames, unit="frame", desc=Path(job.label).name, disable=run.quiet, file=sys.stderr) as bar:
+        if past is not None:
+            bar.set_postfix_str(f"about {estimates.describe(past * info.frames)} (past runs)")
 
         def progress(done: int, expected: int) -> None:
             bar.total = expected
+            bar.set_postfix_str("", refresh=False)  # tqdm's own rate and time left take over
             bar.update(done - bar.n)
 
         try:

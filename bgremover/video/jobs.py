@@ -23,7 +23,7 @@ import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import settings
+from .. import estimates, settings
 from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
@@ -65,6 +65,18 @@ class VideoJob:
     error: str | None = None
     finished: float | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    started: float | None = None  # time.monotonic() when it began to run
+    past_seconds: float | None = None  # per frame in this machine's past runs of its model and size
+
+    @property
+    def eta_seconds(self) -> int | None:
+        """Seconds until it is done while it runs: from its own frames once one is done, before
+        that from past runs here; None while it waits, once it ended, or where nothing is known."""
+        if self.status != "running" or self.started is None:
+            return None
+        total = max(self.frames_total, self.frames_done)
+        left = estimates.seconds_left(total, self.frames_done, time.monotonic() - self.started, self.past_seconds)
+        return None if left is None else round(left)
 
     @property
     def result_name(self) -> str:
@@ -81,6 +93,7 @@ class VideoJob:
             "frames_done": self.frames_done,
             "frames_total": total,
             "progress": round(self.frames_done / total, 4) if total else 0.0,
+            "eta_seconds": self.eta_seconds,
             "error": self.error,
             "format": self.fmt,
             "expires_in_seconds": expires,
@@ -240,12 +253,13 @@ class VideoJobs:
                 self._remove_files(job)
 
     def _run(self, job: VideoJob) -> None:
-        job.status = "running"
+        job.status, job.started = "running", time.monotonic()
 
         def progress(done: int, expected: int) -> None:
             job.frames_done, job.frames_total = done, expected
 
         try:
+            job.past_seconds = estimates.past_run(self.service.remover(job.request), "frame")
             remove_clip(
                 self.service,
                 job.source,

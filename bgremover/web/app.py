@@ -102,6 +102,8 @@ def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
     )
     configure_logging(log_format)  # after uvicorn.Config, which installs uvicorn's handlers
     service.pool.load_in_background()
+    if config.model_note:
+        log.warning("%s", config.model_note)
     if metrics_port is not None:
         serve_metrics_port(app.state.metrics, host, metrics_port)
     routes = "POST /api/remove, POST /v1.0/removebg, GET /api/models, /health, /livez, /readyz, /metrics"

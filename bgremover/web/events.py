@@ -102,3 +102,15 @@ def model_choices(pool: ModelPool) -> list[tuple[str, str]]:
         source = "local checkpoint" if row["source"] == "local" else license_name
         choices.append((f"{row['name']} · {source} · {AVAILABILITY_MARKS[row['availability']]}", row["name"]))
     return choices
+
+
+def model_hint(pool: ModelPool, model: str) -> str | None:
+    """The licence hint under a model picker, where the chosen model is a gated one (RMBG); None
+    (no hint) for an open one, whose licence its entry already names."""
+    rows = {row["name"]: row for row in pool.models()}
+    row = rows.get(model)
+    if row is None or not row["gated"]:
+        return None
+    return (
+        "RMBG weights are for non-commercial use; this gated model needs HF_TOKEN and its license accepted on the Hub."
+    )

@@ -1,4 +1,5 @@
-"""The Gradio UI: Remove background, Batch and Compare models tabs under an always-visible status line.
+"""The Gradio UI: Remove background, Batch and Compare models tabs (laid out in `tabs.py`) under an
+always-visible status line, with the banner that says why a model nobody chose is the one served.
 
 Every handler turns the errors a user can fix (not an image, a gated model, a bad
 option) into a `gr.Error` with the message that says how; anything else is logged and
@@ -23,27 +24,17 @@ from ..imaging import decoding
 from ..service.options import build_request, parse_number
 from ..service.pool import ModelPool
 from ..service.removal import Item, RemovalService
-from ..service.steps import rotated
 from ..service.usage import measure
-from .events import LIGHT, friendly, model_choices, upload_name, upload_path
+from .events import LIGHT, friendly, upload_name, upload_path
 from .scratch import Scratch
+from .tabs import MAX_BATCH_SIZE, THUMBNAIL, batch_tab, compare_tab, remove_tab
 from .video_ui import video_tab
+from .waits import CHECKER_CSS, default_batch_size, expected_line, past, time_left
 
 log = logging.getLogger(__name__)
 
-OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
-COMPRESSION_CHOICES = [("Fast", "fast"), ("Small", "small")]
-SIZES = (512, 768, 1024, 1536, 2048)
-THUMBNAIL = 192
-MAX_BATCH_SIZE = 16  # the slider's range, also enforced for API clients of the batch endpoint
 # A white swatch on a white panel is invisible without an outline.
-CSS = "#bg-color input[type=color], #bg-color button { border: 1px solid #8a8a8a; border-radius: 4px; }"
-# Compare loads models on demand: its own queue, so a slow load never holds up the other tabs.
-COMPARE = {"concurrency_limit": 1, "concurrency_id": "compare", "preprocess": False}
-# Heavy events: two at a time (one on the device while the other decodes or encodes; the device
-# lock orders inference), the rest wait in Gradio's queue and see their place; uploads are decoded
-# by the app itself (see decode_upload).
-HEAVY = {"concurrency_limit": 2, "concurrency_id": "work", "preprocess": False}
+CSS = "#bg-color input[type=color], #bg-color button { border: 1px solid #8a8a8a; border-radius: 4px; }" + CHECKER_CSS
 
 
 def unique_png_names(names: list[str]) -> list[str]:
@@ -57,19 +48,6 @@ def unique_png_names(names: list[str]) -> list[str]:
     return unique
 
 
-def size_choices(pool: ModelPool) -> list[tuple[str, int]]:
-    """0 is the server's --size where one was given, else each model's own input size."""
-    default = f"server default ({pool.default_size})" if pool.default_size else "model default"
-    return [(default, 0)] + [(str(size), size) for size in sorted({*SIZES, pool.default_size or SIZES[0]})]
-
-
-def compare_defaults(pool: ModelPool) -> tuple[str, str]:
-    """The server's model, and another one that is ready to run: a cached one if there is any."""
-    others = [name for name in pool.names() if name != pool.default_model]
-    ready = [name for name in others if pool.availability(name) == "ready"]
-    return pool.default_model, (ready or others)[0]
-
-
 def status_markdown(pool: ModelPool) -> str:
     """Device, and which models are loaded, loading, downloading, cached or failed (with the fix)."""
     rows = pool.models()
@@ -78,7 +56,8 @@ def status_markdown(pool: ModelPool) -> str:
         return ", ".join(row["name"] + suffix(row) for row in rows if keep(row)) or "none"
 
     busy = listed(lambda r: r["state"] in ("loading", "downloading"), lambda r: f" ({r['state']})")
-    lines = [
+    lines = [f"> ℹ️ {pool.note}"] if pool.note else []
+    lines += [
         f"**Device:** {pool.describe_device()} · **Default model:** {pool.default_model} · "
         f"**Loaded:** {listed(lambda r: r['loaded'])} · **Loading:** {busy} · "
         f"**Cached:** {listed(lambda r: r['cached'])}"
@@ -117,6 +96,7 @@ class Handlers:
         refine_edges: bool = False,
         size: int | str = 0,
         compression: str = "fast",
+        progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ):
         """Before/after, cut-out, mask, the PNG to download and the time taken.
 
@@ -139,6 +119,7 @@ class Handlers:
             compression=compression,
         )
         source = upload_path(image, "Upload, paste or drop an image first.")
+        progress(0, desc=expected_line(self.pool, model, size))
         removal = self.service.remove(source, request, upload_name(image))
         folder = self.scratch.new_dir()
         path = folder / f"{Path(removal.name).stem}_nobg.png"
@@ -162,16 +143,21 @@ class Handlers:
         files: list[dict] | None,
         rotations: dict | None,
         model: str,
-        batch_size: int = 4,
+        batch_size: int = 0,
         threshold: float = 0.0,
         size: int | str = 0,
         compression: str = "fast",
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ):
-        """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures."""
+        """A gallery of cut-outs, a ZIP of them (original names, .png) and a summary with failures.
+
+        The progress counts the files that are images (by their header) and says the time left:
+        from past runs here until the first image is done, then from this run's own rate."""
         if not files:
             raise gr.Error("Add some images first.")
-        step = int(parse_number(batch_size, "batch size", int, 4, (1, MAX_BATCH_SIZE)))
+        step = int(
+            parse_number(batch_size or None, "batch size", int, default_batch_size(self.pool), (1, MAX_BATCH_SIZE))
+        )
         request = build_request(
             threshold=parse_number(threshold, "threshold") or None, model=model, size=size, compression=compression
         )
@@ -179,16 +165,20 @@ class Handlers:
             Item(upload_name(upload), upload_path(upload, "Add some images first."), (rotations or {}).get(index, 0))
             for index, upload in enumerate(files)
         ]
+        images = [decoding.pixel_count(item.source) > 0 for item in items]
+        total, seconds_each = max(sum(images), 1), past(self.pool, model, size)
         started = time.perf_counter()
         folder = self.scratch.new_dir()
-        done, failures = [], []
-        progress((0, len(items)), desc="Removing backgrounds", unit="images")
-        for removal in self.service.remove_many(items, request, step):
+        done, failures, counted = [], [], 0
+        progress((0, total), desc="Removing backgrounds" + time_left(total, 0, 0, seconds_each), unit="images")
+        for image, removal in zip(images, self.service.remove_many(items, request, step), strict=True):
             if removal.error:
                 failures.append(removal.error)
             else:
                 done.append(removal)
-            progress((len(done) + len(failures), len(items)), desc="Removing backgrounds", unit="images")
+            counted += image
+            left = time_left(total, len(done), time.perf_counter() - started, seconds_each)
+            progress((counted, total), desc="Removing backgrounds" + left, unit="images")
         if not done:
             raise gr.Error("None of the files is a usable image: " + " ".join(failures))
         seconds = time.perf_counter() - started
@@ -206,11 +196,20 @@ class Handlers:
         return [(str(path), path.name) for path in paths], str(archive), summary
 
     @friendly
-    def compare(self, image: dict | None, model_a: str, model_b: str, size: int | str = 0):
+    def compare(
+        self,
+        image: dict | None,
+        model_a: str,
+        model_b: str,
+        size: int | str = 0,
+        progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
+    ):
         """Each model's cut-out with its time and peak memory; a model that cannot load says why.
         Both go through the service, so they wait for admission like any other request."""
         source = upload_path(image, "Upload, paste or drop an image first.")
+        progress((0, 2), desc=f"{model_a}: {expected_line(self.pool, model_a, size)}", unit="models")
         first = self.compare_one(source, upload_name(image), model_a, size)
+        progress((1, 2), desc=f"{model_b}: {expected_line(self.pool, model_b, size)}", unit="models")
         second = self.compare_one(source, upload_name(image), model_b, size)
         return *first, *second
 
@@ -246,167 +245,6 @@ class Handlers:
         return items, {}
 
 
-def _rotator(index: int, step: int) -> Callable[[dict], dict]:
-    def rotate(rotations: dict) -> dict:
-        return {**rotations, index: (rotations.get(index, 0) + step) % 4}
-
-    return rotate
-
-
-def _model_dropdown(pool: ModelPool, label: str, value: str, elem_id: str | None = None) -> gr.Dropdown:
-    return gr.Dropdown(
-        model_choices(pool),
-        value=value,
-        label=label,
-        elem_id=elem_id,
-        info="RMBG weights are for non-commercial use; gated models need HF_TOKEN.",
-    )
-
-
-def _compression_radio() -> gr.Radio:
-    return gr.Radio(
-        COMPRESSION_CHOICES, value="fast", label="PNG compression", info="Smaller files take longer to write."
-    )
-
-
-def _size_dropdown(pool: ModelPool) -> gr.Dropdown:
-    return gr.Dropdown(
-        size_choices(pool),
-        value=pool.default_size or 0,
-        label="Inference size",
-        info="Larger sees finer detail but is slower; a multiple of 32.",
-        allow_custom_value=True,
-    )
-
-
-def _remove_tab(handlers: Handlers, pool: ModelPool) -> None:
-    with gr.Row():
-        with gr.Column(scale=1):
-            image = gr.Image(
-                type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="remove-input"
-            )
-            model = _model_dropdown(pool, "Model", pool.default_model)
-            with gr.Accordion("Options", open=False):
-                output = gr.Radio(OUTPUT_CHOICES, value="cutout", label="Output")
-                bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False, elem_id="bg-color")
-                bg_image = gr.Image(
-                    type="filepath", image_mode=None, label="Background image", visible=False, height=160
-                )
-                threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
-                with gr.Row():
-                    crop = gr.Checkbox(label="Crop to subject")
-                    crop_margin = gr.Number(0, minimum=0, precision=0, label="Crop margin (px)")
-                refine_edges = gr.Checkbox(label="Refine edges (remove colour fringes)")
-                size = _size_dropdown(pool)
-                compression = _compression_radio()
-            run = gr.Button("Remove background", variant="primary", elem_id="remove-button")
-        with gr.Column(scale=2):
-            slider = gr.ImageSlider(label="Before / after", format="png", max_height=520, elem_id="remove-slider")
-            with gr.Row():
-                cutout = gr.Image(label="Result", format="png", elem_id="remove-result", interactive=False)
-                mask = gr.Image(label="Mask", format="png", elem_id="remove-mask", interactive=False)
-            download = gr.DownloadButton("Download PNG", elem_id="remove-download")
-            info = gr.Markdown(elem_id="remove-info")
-
-    def show_background_inputs(choice: str):
-        return gr.ColorPicker(visible=choice == "color"), gr.Image(visible=choice == "image")
-
-    output.change(show_background_inputs, output, [bg_color, bg_image], **LIGHT)
-    run.click(
-        handlers.remove,
-        [image, model, output, bg_color, bg_image, threshold, crop, crop_margin, refine_edges, size, compression],
-        [slider, cutout, mask, download, info],
-        api_name="remove",
-        **HEAVY,
-    )
-
-
-def _batch_tab(handlers: Handlers, pool: ModelPool) -> None:
-    files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="batch-files")
-    items, rotations = gr.State([]), gr.State({})
-
-    @gr.render(inputs=[items, rotations])
-    def previews(previews: list[dict], turns: dict) -> None:
-        with gr.Row():
-            for index, item in enumerate(previews):
-                with gr.Column(min_width=THUMBNAIL, scale=0):
-                    if item["thumb"] is None:
-                        gr.Markdown(item["error"])
-                        continue
-                    thumb = rotated(item["thumb"], turns.get(index, 0))
-                    gr.Image(
-                        thumb,
-                        label=item["name"],
-                        height=THUMBNAIL,
-                        interactive=False,
-                        buttons=[],
-                        elem_classes="batch-preview",
-                    )
-                    with gr.Row():
-                        left = gr.Button("⟲ Left", size="sm", min_width=60)
-                        right = gr.Button("⟳ Right", size="sm", min_width=60)
-                    left.click(_rotator(index, 1), rotations, rotations, **LIGHT)
-                    right.click(_rotator(index, -1), rotations, rotations, **LIGHT)
-
-    with gr.Row():
-        model = _model_dropdown(pool, "Model", pool.default_model)
-        batch_size = gr.Slider(
-            1, MAX_BATCH_SIZE, value=4, step=1, label="Batch size", info="Images per inference; more needs memory."
-        )
-        threshold = gr.Slider(0, 1, value=0, step=0.01, label="Threshold (0 = off: soft edges)")
-        size = _size_dropdown(pool)
-        compression = _compression_radio()
-    run = gr.Button("Remove backgrounds", variant="primary", elem_id="batch-button")
-    # Tiles keep a quarter of the width whatever their number, and the gallery grows to show them
-    # whole with their names (stretched to the full width, two results were cut off, names hidden).
-    gallery = gr.Gallery(
-        label="Results",
-        columns=4,
-        fit_columns=False,
-        height="auto",
-        format="png",
-        object_fit="contain",
-        elem_id="batch-gallery",
-    )
-    archive = gr.DownloadButton("Download all (ZIP)", elem_id="batch-download")
-    summary = gr.Markdown()
-    files.change(handlers.thumbnails, files, [items, rotations], preprocess=False, **LIGHT)
-    run.click(
-        handlers.batch,
-        [files, rotations, model, batch_size, threshold, size, compression],
-        [gallery, archive, summary],
-        api_name="batch",
-        **HEAVY,
-    )
-
-
-def _compare_tab(handlers: Handlers, pool: ModelPool) -> None:
-    with gr.Row():
-        image = gr.Image(
-            type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", elem_id="compare-input"
-        )
-        with gr.Column():
-            first, second = compare_defaults(pool)
-            model_a = _model_dropdown(pool, "Model A", first, "compare-model-a")
-            model_b = _model_dropdown(pool, "Model B", second, "compare-model-b")
-            size = _size_dropdown(pool)
-            run = gr.Button("Compare", variant="primary", elem_id="compare-button")
-    with gr.Row():
-        with gr.Column():
-            image_a = gr.Image(label="Model A", format="png", interactive=False)
-            info_a = gr.Markdown(elem_id="compare-info-a")
-        with gr.Column():
-            image_b = gr.Image(label="Model B", format="png", interactive=False)
-            info_b = gr.Markdown(elem_id="compare-info-b")
-    run.click(
-        handlers.compare,
-        [image, model_a, model_b, size],
-        [image_a, info_a, image_b, info_b],
-        api_name="compare",
-        **COMPARE,
-    )
-
-
 def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Blocks:
     """The whole UI; the default model keeps loading in the background while it is already served."""
     pool = service.pool
@@ -416,11 +254,11 @@ def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Bloc
         status = gr.Markdown(status_markdown(pool), elem_id="status")
         with gr.Tabs():
             with gr.Tab("Remove background", id="remove"):
-                _remove_tab(handlers, pool)
+                remove_tab(handlers, pool)
             with gr.Tab("Batch", id="batch"):
-                _batch_tab(handlers, pool)
+                batch_tab(handlers, pool)
             with gr.Tab("Compare models", id="compare"):
-                _compare_tab(handlers, pool)
+                compare_tab(handlers, pool)
             with gr.Tab("Video", id="video"):
                 video_tab(service)
 

@@ -12,9 +12,12 @@ from collections.abc import Iterator
 
 import gradio as gr
 
+from .. import estimates
 from ..service.options import build_request
 from ..service.removal import RemovalService
 from .events import LIGHT, friendly, model_choices, upload_name, upload_path
+from .tabs import size_dropdown
+from .waits import CHECKER, estimate_line, follow
 
 OUTPUTS = [("Transparent", "cutout"), ("Colour", "color"), ("Mask (greyscale)", "mask")]
 FORMATS = [
@@ -48,8 +51,8 @@ class VideoHandlers:
 
         return VideoJobs.shared(self.service)
 
-    def _request(self, model: str, output: str, bg_color: str):
-        request = build_request(output=output, bg_color=bg_color, model=model)
+    def _request(self, model: str, output: str, bg_color: str, size: int | str = 0):
+        request = build_request(output=output, bg_color=bg_color, model=model, size=size)
         request.model = self.service.pool.canonical(request.model)
         return request
 
@@ -65,10 +68,11 @@ class VideoHandlers:
         quality: str = "standard",
         start: float | None = None,
         end: float | None = None,
+        size: int | str = 0,
     ):
         """Checks the options and the clip (readable, within the limits) and queues it."""
         jobs = self.jobs()
-        request = self._request(model, output, bg_color)
+        request = self._request(model, output, bg_color, size)
         source = upload_path(upload, "Upload a clip first.")
         copy = jobs.upload_path(upload_name(upload))
         shutil.copyfile(source, copy)
@@ -76,13 +80,13 @@ class VideoHandlers:
         return jobs.submit(copy, name, request, fmt, smoothing, quality, float(start or 0), end or None)
 
     @friendly
-    def preview(self, upload, model: str, output: str, bg_color: str, start: float | None = None):
+    def preview(self, upload, model: str, output: str, bg_color: str, start: float | None = None, size: int | str = 0):
         """One frame (at the in point) through the same options, before the whole clip is committed."""
         from ..imaging import encoding
         from ..video.reading import Limits, frame_at
 
         self.jobs()  # PyAV is there
-        request = self._request(model, output, bg_color)
+        request = self._request(model, output, bg_color, size)
         path = upload_path(upload, "Upload a clip first.")
         frame = frame_at(path, upload_name(upload), float(start or 0), Limits.from_settings())
         return self.service.remove(encoding.encode(frame, "png"), request).result.image  # lossless
@@ -98,12 +102,13 @@ class VideoHandlers:
         quality: str = "standard",
         start: float | None = None,
         end: float | None = None,
+        size: int | str = 0,
         progress=gr.Progress(),  # noqa: B008 - Gradio's way of asking for a progress bar
     ) -> Iterator:
         """Submits the clip, then reports its progress until it ends; a client that leaves cancels it.
         The status line is cleared first, so a refused clip never shows the previous one's line."""
         yield None, "", None, gr.DownloadButton(visible=False)
-        job = self.submit(upload, model, output, bg_color, fmt, smoothing, quality, start, end)
+        job = self.submit(upload, model, output, bg_color, fmt, smoothing, quality, start, end, size)
         try:
             while job.status in ("queued", "running"):
                 if job.frames_total:
@@ -127,7 +132,8 @@ class VideoHandlers:
 
 def _line(job) -> str:
     total = max(job.frames_total, job.frames_done)
-    line = f"**{job.name}**: {job.status}, frame {job.frames_done} of {total or '?'}"
+    left = "" if job.eta_seconds is None else f", about {estimates.describe(job.eta_seconds)} left"
+    line = f"**{job.name}**: {job.status}, frame {job.frames_done} of {total or '?'}{left}"
     return f"{line}: {job.error}" if job.error else line
 
 
@@ -143,7 +149,8 @@ def video_tab(service: RemovalService) -> None:
             output = gr.Radio(OUTPUTS, value="cutout", label="Output")
             bg_color = gr.ColorPicker("#ffffff", label="Background colour", visible=False)
             fmt = gr.Dropdown(FORMATS, value="webm", label="File")
-            smoothing = gr.Slider(0, 0.9, value=0, step=0.1, label="Smoothing (0 = off: steadier edges)")
+            smoothing = gr.Slider(0, 0.9, value=0, step=0.1, label="Smoothing (0 = off: steadier still edges)")
+            size = size_dropdown(pool, "video-size")
             quality = gr.Dropdown(QUALITY_CHOICES, value="standard", label="Quality", elem_id="video-quality")
             with gr.Row():
                 start = gr.Number(None, minimum=0, label="In point (s)", elem_id="video-start")
@@ -152,18 +159,26 @@ def video_tab(service: RemovalService) -> None:
                 frame = gr.Button("Preview one frame", elem_id="video-frame")
                 run = gr.Button("Remove background", variant="primary", elem_id="video-run")
                 stop = gr.Button("Cancel", elem_id="video-cancel")
+            line = estimate_line(pool, "video-estimate", "frame")
         with gr.Column(scale=2):
             status = gr.Markdown(elem_id="video-status")
-            still = gr.Image(label="One frame (at the in point)", type="pil", format="png", elem_id="video-still")
-            preview = gr.Video(label="Preview", interactive=False, elem_id="video-preview")
+            still = gr.Image(
+                label="One frame (at the in point)",
+                type="pil",
+                format="png",
+                elem_id="video-still",
+                elem_classes=CHECKER,
+            )
+            preview = gr.Video(label="Preview", interactive=False, elem_id="video-preview", elem_classes=CHECKER)
             download = gr.DownloadButton("Download", elem_id="video-download", visible=False)
 
     def choose_output(choice: str):
         return gr.ColorPicker(visible=choice == "color"), gr.Dropdown(value="webm" if choice == "cutout" else "mp4")
 
     output.change(choose_output, output, [bg_color, fmt], **LIGHT)
-    inputs = [clip, model, output, bg_color, fmt, smoothing, quality, start, end]
+    inputs = [clip, model, output, bg_color, fmt, smoothing, quality, start, end, size]
     outputs = [job_id, status, preview, download]
-    frame.click(handlers.preview, [clip, model, output, bg_color, start], still, api_name="video_frame", **VIDEO)
+    frame.click(handlers.preview, [clip, model, output, bg_color, start, size], still, api_name="video_frame", **VIDEO)
     event = run.click(handlers.run, inputs, outputs, api_name="video", **VIDEO)
+    follow(line, pool, model, size, event, "frame")
     stop.click(handlers.cancel, job_id, status, cancels=[event], **LIGHT)
