@@ -23,7 +23,7 @@ from .video import VIDEO_FORMATS, wants_video
 # which each handler imports when its work starts.
 if TYPE_CHECKING:
     from .planning import Job
-    from .scale.batch import RayRun
+    from .scale.cluster import RayRun
     from .service.config import ServiceConfig
     from .service.options import RemovalRequest
     from .service.removal import Item
@@ -173,7 +173,7 @@ def _ray_run(args: argparse.Namespace) -> RayRun | None:
     if args.ray is None:
         return None
     _require("ray", "ray", "requirements-ray.txt")
-    from .scale.batch import RayRun
+    from .scale.cluster import RayRun
 
     return RayRun(
         args.inputs,
@@ -203,8 +203,11 @@ def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun 
         quiet=args.quiet,
         batch_size=args.batch_size,
         smoothing=args.smooth,
-        ray=ray_run,
     )
+    if ray_run is not None:
+        from .scale.clips import run_clips_on_ray
+
+        return run_clips_on_ray(run, ray_run, config, _request(args, "png"))
     return run_video(run, config, _request(args, "png"))
 
 

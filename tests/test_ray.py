@@ -25,7 +25,9 @@ from bgremover.cli import main, parse, service_config
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
-from bgremover.scale.batch import (
+from bgremover.scale.batch import Inference as RealInference
+from bgremover.scale.batch import remove_on_ray
+from bgremover.scale.cluster import (
     MANIFEST_NAME,
     InferenceConfig,
     Manifest,
@@ -33,9 +35,7 @@ from bgremover.scale.batch import (
     RayConfig,
     RayRun,
     configure,
-    remove_on_ray,
 )
-from bgremover.scale.batch import Inference as RealInference
 from bgremover.service.config import ServiceConfig
 from bgremover.service.options import build_request
 
@@ -86,7 +86,7 @@ def test_without_ray_the_command_says_how_to_install_it(offline_hub, tmp_path, m
 
 
 def test_the_decode_and_finish_workers_do_not_load_pytorch():
-    """Every worker that runs a decode or finish task imports bgremover.scale.batch: PyTorch there
+    """Every worker that runs a decode or finish task imports bgremover.scale.batch (and .cluster): PyTorch there
     would cost each of them seconds of start-up and hundreds of MB for nothing."""
     code = "import sys, bgremover.scale.batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -7,10 +7,6 @@ file does not, so the CLI can tell a clip from an image without loading FFmpeg.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..scale.batch import RayRun
 
 # What `rmbg remove` treats as a clip (folders included), by suffix.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
@@ -89,4 +85,3 @@ class ClipRun:
     quiet: bool = False
     batch_size: int = 1
     smoothing: float = 0.0
-    ray: RayRun | None = None

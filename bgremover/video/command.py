@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..imaging.decoding import IMAGE_SUFFIXES
@@ -19,9 +18,6 @@ from ..service.removal import RemovalService
 from . import VIDEO_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, check_format, default_format
 from .clip import remove_clip
 from .smoothing import check_strength
-
-if TYPE_CHECKING:  # scale.batch only where --ray asks for it
-    pass
 
 
 def video_format(run: ClipRun) -> str:
@@ -46,18 +42,20 @@ def plan_clips(run: ClipRun, fmt: str) -> list[Job]:
     return jobs
 
 
-def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
-    """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
+def plan_run(run: ClipRun) -> tuple[list[Job], str]:
+    """The clips of `run` and their container, every option checked before any model loads (the Ray
+    run, `scale.clips`, plans through this too)."""
     fmt = video_format(run)
     check_strength(run.smoothing)
     try:
-        jobs = plan_clips(run, fmt)
+        return plan_clips(run, fmt), fmt
     except VideoError as error:
         raise UsageError(str(error)) from None
-    if run.ray is not None:
-        from .on_ray import run_clips_on_ray
 
-        return run_clips_on_ray(run, run.ray, config, request, jobs, fmt)
+
+def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
+    """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
+    jobs, fmt = plan_run(run)
     todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
     service = build_service(config)
     engine = service.pool.get().engine  # load (or fail) before any clip is read
