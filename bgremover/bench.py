@@ -126,7 +126,7 @@ def float32_delta(model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sam
 
     Called once the fast network is released, so the two are never resident together.
     """
-    reference = load_engine(model, str(sample.device), "fp32", engine="torch", fast_path=False)
+    reference = load_engine(model, str(sample.device), "fp32", runtime="torch", fast_path=False)
     reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
     return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
@@ -138,10 +138,10 @@ def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[floa
     return first, [_run(engine, batch)[1] for _ in range(runs)]
 
 
-def _plain_engine(engine: str | None) -> str:
+def _plain_runtime(runtime: str | None) -> str:
     """The runtime of `--plain`: PyTorch's eager network, the reference every engine is compared
     with, whatever `auto` picks for the fast path."""
-    if engine not in (None, "auto", "torch"):
+    if runtime not in (None, "auto", "torch"):
         raise ValueError(
             "--plain runs PyTorch's eager network, the reference the other engines are compared with: "
             "leave out --engine, or use --engine torch."
@@ -194,7 +194,7 @@ def run_bench(
     compiled: bool | None = None,
     fast_path: bool = True,
     graphs: bool | None = None,
-    engine_name: str | None = None,
+    runtime: str | None = None,
 ) -> BenchResult:
     """Loads the model as `Remover` would, times the first and `runs` more forwards, then checks accuracy.
 
@@ -202,12 +202,12 @@ def run_bench(
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
     chosen = pick_device(device)
-    engine_name = engine_name if fast_path else _plain_engine(engine_name)
+    runtime = runtime if fast_path else _plain_runtime(runtime)
     with synthetic_hub(model) if synthetic else nullcontext(model) as name:
         if chosen.type == "cuda":
             torch.cuda.reset_peak_memory_stats(chosen)
         start = time.perf_counter()
-        engine = load_engine(name, device, precision, compiled, engine_name, fast_path=fast_path, graphs=graphs)
+        engine = load_engine(name, device, precision, compiled, runtime, fast_path=fast_path, graphs=graphs)
         synchronize(chosen)
         result = _time_engine(engine, time.perf_counter() - start, size, batch_size, runs, synthetic)
         if check:
@@ -364,7 +364,7 @@ def run_command(args: argparse.Namespace) -> int:
         compiled=True if args.compile else None,
         fast_path=not args.plain,
         graphs=False if args.no_graphs else None,
-        engine_name=args.engine,
+        runtime=args.engine,
     )
     if args.cold_start:
         runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)

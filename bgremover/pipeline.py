@@ -86,7 +86,8 @@ class Remover:
         return torch.from_numpy(band).to(self.device).permute(2, 0, 1)[None].float()
 
     def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-        """One raw output (1, h, w) as a mask of `size` (width, height), mode L.
+        """One raw output (1, h, w) as a mask of `size`, PIL's (width, height) as `Image.size` gives it
+        (a tensor's (height, width) is named `hw` here and in `Engine.prepare`), mode L.
 
         The bilinear upsampling is separable: a vertical pass to full height on the narrow
         output, then the horizontal pass and the activation per band of rows, written
@@ -157,5 +158,5 @@ def _bands(height: int, width: int) -> Iterator[slice]:
         yield slice(top, min(height, top + step))
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", antialias=antialias)
+def _resize(x: torch.Tensor, hw: tuple[int, int], antialias: bool) -> torch.Tensor:
+    return F.interpolate(x, size=hw, mode="bilinear", antialias=antialias)

@@ -200,17 +200,17 @@ def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hu
 
 
 def test_a_replica_lets_in_a_whole_batch_where_requests_are_batched(monkeypatch):
-    from bgremover.scale.serve import Limits
+    from bgremover.scale.serve import ReplicaLimits
 
     for name in ("RMBG_WORKERS", "RMBG_QUEUE_LIMIT", "RMBG_MAX_BATCH", "RMBG_BATCH_WINDOW_MS"):
         monkeypatch.delenv(name, raising=False)
     config = ServiceConfig.from_settings()
-    assert Limits.for_device(config, "cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
-    assert Limits.for_device(config, "cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
+    assert ReplicaLimits.for_device(config, "cpu") == ReplicaLimits(running=2, waiting=16, window=0.0, max_batch=1)
+    assert ReplicaLimits.for_device(config, "cuda") == ReplicaLimits(running=8, waiting=16, window=0.005, max_batch=8)
     monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "200")
     monkeypatch.setenv("RMBG_WORKERS", "12")
     config = ServiceConfig.from_settings()
-    assert Limits.for_device(config, "cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
+    assert ReplicaLimits.for_device(config, "cpu") == ReplicaLimits(running=12, waiting=16, window=0.2, max_batch=8)
 
 
 # --- Batch on a local Ray instance -----------------------------------------------------------------

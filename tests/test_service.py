@@ -169,6 +169,27 @@ def test_requests_are_checked_once_with_the_fix_in_the_message(fields, message) 
         build_request(**fields)
 
 
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("false", False), ("No", False)],
+)
+def test_a_yes_or_no_means_the_same_in_a_variable_and_in_a_form(monkeypatch, text: str, meant: bool) -> None:
+    monkeypatch.setenv("RMBG_COMPILE", text)
+    assert settings.compile_network() is meant
+    assert build_request(crop=text).options.crop is meant
+
+
+def test_a_yes_or_no_refuses_the_same_typos_everywhere_and_empty_is_the_default(monkeypatch) -> None:
+    for typo in ("maybe", "y", "2", "of"):
+        monkeypatch.setenv("RMBG_CUDA_GRAPHS", typo)
+        with pytest.raises(ValueError, match=f"RMBG_CUDA_GRAPHS='{typo}': use true or false"):
+            settings.cuda_graphs()
+        with pytest.raises(ValueError, match=f"crop='{typo}': use true or false"):
+            build_request(crop=typo)
+    monkeypatch.setenv("RMBG_CUDA_GRAPHS", " ")
+    assert settings.cuda_graphs() is True and build_request(crop=" ").options.crop is False
+
+
 def test_a_request_converts_form_strings_and_keeps_typed_values() -> None:
     request = build_request(output="color", bg_color="#00ff00", threshold="0.5", crop="true", crop_margin="3")
     assert request.options.background_color == (0, 255, 0)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import hub, settings
-from ..engines import choose_engine, pick_device, precision_for
+from ..engines import choose_runtime, pick_device, precision_for
 from ..errors import UsageError
 from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
@@ -70,7 +70,7 @@ def _service_config(args: argparse.Namespace) -> ServiceConfig:
 def _settings(config: ServiceConfig) -> dict:
     """What a cached prediction depends on besides the model: predictions made otherwise are not reused."""
     device = pick_device(config.device)
-    precision = precision_for(choose_engine(config.runtime, device), config.precision, device)
+    precision = precision_for(choose_runtime(config.runtime, device), config.precision, device)
     return {"size": config.size, "precision": precision, "engine": config.runtime}
 
 

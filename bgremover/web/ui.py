@@ -150,7 +150,7 @@ class Handlers:
         timings = removal.timings
         info = (
             f"**{removal.model}** at {removal.size} px on {self.pool.device} "
-            f"({self.pool.engine_name(removal.model)}, {self.pool.precision_name}): "
+            f"({self.pool.runtime_of(removal.model)}, {self.pool.precision_name}): "
             f"**{timings.infer:.2f} s** inference for {width}×{height} px "
             f"(decode {timings.decode:.2f} s, finish {timings.finish:.2f} s, encode {timings.encode:.2f} s)"
         )
