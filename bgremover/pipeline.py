@@ -52,7 +52,9 @@ class Remover:
         precision: str = "auto",
         inference_size: int | None = None,
     ) -> Remover:
-        """The one-line way in for scripts: `Remover.load("BiRefNet")` loads the PyTorch engine."""
+        """The one-line way in for scripts: `Remover.load("BiRefNet")`. The runtime follows RMBG_ENGINE
+        (`auto` when unset: OpenVINO for the families that run faster on it on a CPU where it is
+        installed, PyTorch otherwise; `choose_runtime`); `Remover(load_engine(..., runtime=...))` picks one."""
         return cls(load_engine(model, device, precision), inference_size)
 
     def at_size(self, size: int | None) -> Remover:
