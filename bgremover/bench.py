@@ -15,7 +15,6 @@ loaded through the same `load_engine` as a real checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,6 +46,30 @@ from bgremover.pipeline import Remover
 Remover.load(sys.argv[1], sys.argv[2], sys.argv[3])
 print("ready", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
 """
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What `rmbg bench` was asked for, read off the command line by `cli.py` (`--e2e`'s images
+    included: `bench_e2e` times those through the service instead)."""
+
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    runtime: str | None = None
+    size: int | None = None
+    batch_size: int = 1
+    runs: int = 5
+    synthetic: bool = False
+    threads: int = 0
+    check: bool = True
+    compiled: bool | None = None
+    fast_path: bool = True
+    graphs: bool | None = None
+    engines: bool = False
+    cold_start: int = 0
+    json: bool = False
+    e2e: tuple[str, ...] = ()
 
 
 @dataclass
@@ -342,33 +365,33 @@ def format_result(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(run: BenchRun) -> int:
     """`rmbg bench`: the CLI front-end of `run_bench` and `compare_engines` (`--e2e` is `bench_e2e`'s)."""
-    if args.batch_size < 1 or args.runs < 0:
+    if run.batch_size < 1 or run.runs < 0:
         raise ValueError("--batch-size must be at least 1 and --runs at least 0.")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.engines:
-        results = compare_engines(args.model, args.size, args.runs, args.synthetic)
-        print(json.dumps([asdict(result) for result in results]) if args.json else format_comparison(results))
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    if run.engines:
+        results = compare_engines(run.model, run.size, run.runs, run.synthetic)
+        print(json.dumps([asdict(result) for result in results]) if run.json else format_comparison(results))
         return 0
     result = run_bench(
-        model=args.model,
-        device=args.device,
-        precision=args.precision,
-        size=args.size,
-        batch_size=args.batch_size,
-        runs=args.runs,
-        synthetic=args.synthetic,
-        check=not args.no_check,
-        compiled=True if args.compile else None,
-        fast_path=not args.plain,
-        graphs=False if args.no_graphs else None,
-        runtime=args.engine,
+        model=run.model,
+        device=run.device,
+        precision=run.precision,
+        size=run.size,
+        batch_size=run.batch_size,
+        runs=run.runs,
+        synthetic=run.synthetic,
+        check=run.check,
+        compiled=run.compiled,
+        fast_path=run.fast_path,
+        graphs=run.graphs,
+        runtime=run.runtime,
     )
-    if args.cold_start:
-        runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)
-        result.cold_start_s = [seconds for seconds, _ in runs]
-        result.cold_start_peak_mib = max(peak for _, peak in runs)
-    print(json.dumps(asdict(result)) if args.json else format_result(result))
+    if run.cold_start:
+        starts = cold_start(run.model, run.device, run.precision, run.synthetic, run.cold_start)
+        result.cold_start_s = [seconds for seconds, _ in starts]
+        result.cold_start_peak_mib = max(peak for _, peak in starts)
+    print(json.dumps(asdict(result)) if run.json else format_result(result))
     return 0

@@ -50,13 +50,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
 
-def service_config(args: argparse.Namespace) -> ServiceConfig:
+def service_config(args: argparse.Namespace, model: str | None = None) -> ServiceConfig:
     """The one place a command's options become service settings (the environment gives the rest);
-    below the command line only this config travels, never the namespace."""
+    below the command line only this config travels, never the namespace. `model`: eval's first."""
     from .service.config import ServiceConfig
 
     return ServiceConfig.from_settings(
-        model=args.model,
+        model=model or args.model,
         device=args.device,
         precision=args.precision,
         runtime=args.engine,
@@ -371,9 +371,12 @@ def run_serve(args) -> int:
 
 def run_eval(args) -> int:
     _require("eval", "py_sod_metrics")
+    from .eval.command import EvalRun
     from .eval.command import run_eval as evaluate
 
-    return evaluate(args)
+    models = tuple(args.model or ())
+    run = EvalRun(tuple(args.data), models, args.out, args.batch_size, args.overwrite, args.quiet, args.csv, args.json)
+    return evaluate(run, service_config(args, model=models[0] if models else None))
 
 
 def _add_eval(commands) -> None:
@@ -383,13 +386,35 @@ def _add_eval(commands) -> None:
 
 
 def run_bench(args) -> int:
-    if args.e2e:
+    from .bench import BenchRun, run_command
+
+    run = BenchRun(
+        args.model,
+        args.device,
+        args.precision,
+        args.engine,
+        args.size,
+        args.batch_size,
+        args.runs,
+        args.synthetic,
+        args.threads,
+        check=not args.no_check,
+        compiled=True if args.compile else None,
+        fast_path=not args.plain,
+        graphs=False if args.no_graphs else None,
+        engines=args.engines,
+        cold_start=args.cold_start,
+        json=args.json,
+        e2e=tuple(args.e2e or ()),
+    )
+    if run.e2e:
         from .bench_e2e import run_e2e_command
+        from .service.options import build_request
 
-        return run_e2e_command(args, service_config(args))
-    from .bench import run_command
-
-    return run_command(args)
+        fields = {"compression": args.compression, "refine_edges": args.refine_edges}
+        request = build_request(output=args.output, fmt=args.format, **fields)
+        return run_e2e_command(run, service_config(args), request)
+    return run_command(run)
 
 
 def _add_bench(commands) -> None:

@@ -189,14 +189,8 @@ def batch_window_setting() -> float | None:
 
 def default_batch_window(device_type: str) -> float:
     """The batch window where RMBG_BATCH_WINDOW_MS is not set: 5 ms on a GPU, where batches are
-    nearly free; 0 (off) on a CPU, where a batch is no faster per image."""
+    nearly free; 0 (off) on a CPU, where a batch is no faster per image (`ServiceConfig.batch_window_for`)."""
     return 0.005 if device_type == "cuda" else 0.0
-
-
-def batch_window(device_type: str) -> float:
-    """RMBG_BATCH_WINDOW_MS: how long a server gathers concurrent requests into one batch, in seconds."""
-    window = batch_window_setting()
-    return default_batch_window(device_type) if window is None else window
 
 
 def max_batch() -> int:

@@ -68,7 +68,7 @@ BAD_SETTINGS = [
     ("RMBG_IO_THREADS", "0", settings.io_threads),
     ("RMBG_QUEUE_LIMIT", "-1", settings.queue_limit),
     ("RMBG_PIXEL_BUDGET_MP", "lots", settings.pixel_budget),
-    ("RMBG_BATCH_WINDOW_MS", "inf", lambda: settings.batch_window("cpu")),
+    ("RMBG_BATCH_WINDOW_MS", "inf", settings.batch_window_setting),
     ("RMBG_MAX_BATCH", "0", settings.max_batch),
     ("RMBG_DRAIN_SECONDS", "-5", settings.drain_seconds),
     ("RMBG_AUTH", "admin", settings.ui_login),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import golden_input, golden_output
+from helpers import GOLDEN_MODELS, QUICK_ARCHS, cpu_service, golden_input, golden_output
 
 from bgremover import hub
 from bgremover.cli import main
@@ -71,10 +71,8 @@ def test_openvino_precisions(monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_auto_runs_rmbg_1_4_on_openvino_and_says_so(offline_hub, monkeypatch, tmp_path) -> None:
-    from bgremover.service.pool import ModelPool
-
     monkeypatch.setenv("RMBG_ENGINE", "auto")
-    pool = ModelPool("RMBG-1.4", "cpu", "fp32", 64)
+    pool = cpu_service("RMBG-1.4", size=64).pool
     assert pool.health()[1]["engine"] == "auto"  # not loaded yet: what was asked for
     assert pool.get().engine.runtime == "openvino"
     assert pool.health() == (
@@ -116,7 +114,7 @@ def test_processes_exporting_one_size_at_once_all_get_it(offline_hub) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "arch"), [("RMBG-1.4", "isnet"), ("BiRefNet_lite", "birefnet_lite")])
+@pytest.mark.parametrize(("model", "arch"), [(GOLDEN_MODELS[arch], arch) for arch in QUICK_ARCHS])
 def test_openvino_fp32_matches_golden_and_is_cached(offline_hub, monkeypatch, model: str, arch: str) -> None:
     monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: False)  # fp32 on any CPU
     engine = load_engine(model, "cpu", "auto", runtime="openvino")

@@ -19,6 +19,7 @@ from pathlib import Path
 import live
 import numpy as np
 import pytest
+from helpers import cpu_service
 from PIL import Image
 
 from bgremover.cli import main, parse, service_config
@@ -183,9 +184,8 @@ def test_a_cpu_job_on_nodes_too_small_for_the_estimate_still_runs_one_actor_unre
 @pytest.mark.slow
 def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hub):
     from bgremover.scale.serve import predict_groups
-    from bgremover.service.pool import ModelPool
 
-    pool = ModelPool(MODEL, "cpu", "fp32", 128)
+    pool = cpu_service(MODEL, size=128).pool
     small, large, other = pool.get(MODEL, 64), pool.get(MODEL, 128), pool.get("BiRefNet_lite", 64)
     images = [live.sample_image(90 + 10 * i, 70, seed=i) for i in range(5)]
     asks = [(small, images[0]), (large, images[1]), (small, images[2]), (other, images[3]), (large, images[4])]

@@ -42,13 +42,13 @@ class ModelPool:
         device: str | torch.device = "auto",
         precision: str = "auto",
         size: int | None = None,
-        runtime: str | None = None,
+        runtime: str = "auto",
     ):
-        """`runtime` (auto, torch, openvino: what --engine names) None follows RMBG_ENGINE; a bad
-        runtime or precision fails here, before any load."""
+        """`runtime`: auto, torch or openvino (what --engine names; `ServiceConfig` reads RMBG_ENGINE,
+        this never does); a bad runtime or precision fails here, before any load."""
         self.device = pick_device(device)
         self.precision = precision
-        self.runtime = settings.engine() if runtime is None else runtime  # auto picks per model when it loads
+        self.runtime = runtime  # auto picks per model when it loads
         self.precision_name = precision_for(choose_runtime(self.runtime, self.device), precision, self.device)
         self.default_size = parse_size(size)
         default = hub.resolve(default_model)

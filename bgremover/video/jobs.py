@@ -17,11 +17,9 @@ import shutil
 import tempfile
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import settings
 from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
@@ -32,8 +30,6 @@ from .smoothing import check_strength
 
 log = logging.getLogger(__name__)
 MEDIA_TYPES = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4", "zip": "application/zip"}
-_SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
-_SHARED_GUARD = threading.Lock()
 
 
 @dataclass
@@ -74,12 +70,13 @@ class VideoJob:
 
 
 class VideoJobs:
-    """The queue of video jobs of one service; `shared(service)` gives the one a server uses."""
+    """The queue of video jobs of one service, built once per server by `web.app.create_app`
+    (`queue_limit`: RMBG_VIDEO_QUEUE, `keep_seconds`: RMBG_VIDEO_RESULT_MINUTES, read there)."""
 
-    def __init__(self, service: RemovalService, queue_limit: int | None = None, keep_seconds: float | None = None):
+    def __init__(self, service: RemovalService, queue_limit: int, keep_seconds: float):
         self.service = service
-        self.queue_limit = settings.video_queue_limit() if queue_limit is None else queue_limit
-        self.keep_seconds = keep_seconds or settings.video_result_seconds()
+        self.queue_limit = queue_limit
+        self.keep_seconds = keep_seconds
         self.folder = Path(tempfile.mkdtemp(prefix="rmbg-video-"))
         atexit.register(shutil.rmtree, self.folder, True)
         self._jobs: dict[str, VideoJob] = {}
@@ -87,13 +84,6 @@ class VideoJobs:
         self._guard = threading.Lock()
         self._worker: threading.Thread | None = None
         self._counter = itertools.count()
-
-    @classmethod
-    def shared(cls, service: RemovalService) -> VideoJobs:
-        with _SHARED_GUARD:
-            if service not in _SHARED:
-                _SHARED[service] = cls(service)
-            return _SHARED[service]
 
     def upload_path(self, name: str) -> Path:
         """Where a front end puts an uploaded clip before `submit` (its suffix helps FFmpeg probe)."""
@@ -191,7 +181,7 @@ class VideoJobs:
                 job.target,
                 job.request,
                 fmt=job.fmt,
-                batch_size=settings.max_batch() if self.service.pool.device.type == "cuda" else 1,
+                batch_size=self.service.max_batch if self.service.pool.device.type == "cuda" else 1,
                 progress=progress,
                 cancel=job.cancel,
                 name=job.name,

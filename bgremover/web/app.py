@@ -30,7 +30,7 @@ from .scratch import Scratch
 from .shield import GradioShield
 from .stopping import DrainingServer, Unanswered, delete_users_files
 from .ui import CSS, build_ui
-from .video_api import add_video_routes
+from .video_api import add_video_routes, video_jobs
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,10 @@ def create_app(
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     token, login = settings.api_token(), settings.ui_login()
     add_routes(app, service, max_upload, token)
-    add_video_routes(app, service, token)
     app.state.scratch = Scratch()  # the server deletes it on every way out (stopping.py)
-    demo = build_ui(service, app.state.scratch)
+    app.state.video_jobs = video_jobs(service)  # one queue of clips for the API and the UI
+    add_video_routes(app, service, app.state.video_jobs, token)
+    demo = build_ui(service, app.state.scratch, app.state.video_jobs)
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.

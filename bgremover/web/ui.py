@@ -407,8 +407,9 @@ def _compare_tab(handlers: Handlers, pool: ModelPool) -> None:
     )
 
 
-def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Blocks:
-    """The whole UI; the default model keeps loading in the background while it is already served."""
+def build_ui(service: RemovalService, scratch: Scratch | None = None, video_jobs=None) -> gr.Blocks:
+    """The whole UI; the default model keeps loading in the background while it is already served.
+    `video_jobs`: the server's queue of clips, shared with the video API (None: no PyAV here)."""
     pool = service.pool
     handlers = Handlers(service, scratch or Scratch())
     with gr.Blocks(title="Background remover", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
@@ -422,7 +423,7 @@ def build_ui(service: RemovalService, scratch: Scratch | None = None) -> gr.Bloc
             with gr.Tab("Compare models", id="compare"):
                 _compare_tab(handlers, pool)
             with gr.Tab("Video", id="video"):
-                video_tab(service)
+                video_tab(service, video_jobs)
 
         def refresh() -> str:
             return status_markdown(pool)
