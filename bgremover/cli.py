@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import settings
-from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments
+from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments, bench_run, eval_run
 from .choices import COMPRESSIONS, ENGINES, OUTPUT_FORMATS, OUTPUTS, PRECISION_HELP
 from .errors import ChildFailed, UsageError
 from .video import VIDEO_FORMATS, wants_video
@@ -371,12 +371,10 @@ def run_serve(args) -> int:
 
 def run_eval(args) -> int:
     _require("eval", "py_sod_metrics")
-    from .eval.command import EvalRun
     from .eval.command import run_eval as evaluate
 
-    models = tuple(args.model or ())
-    run = EvalRun(tuple(args.data), models, args.out, args.batch_size, args.overwrite, args.quiet, args.csv, args.json)
-    return evaluate(run, service_config(args, model=models[0] if models else None))
+    run = eval_run(args)
+    return evaluate(run, service_config(args, model=run.models[0] if run.models else None))
 
 
 def _add_eval(commands) -> None:
@@ -386,27 +384,9 @@ def _add_eval(commands) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import BenchRun, run_command
+    from .bench import run_command
 
-    run = BenchRun(
-        args.model,
-        args.device,
-        args.precision,
-        args.engine,
-        args.size,
-        args.batch_size,
-        args.runs,
-        args.synthetic,
-        args.threads,
-        check=not args.no_check,
-        compiled=True if args.compile else None,
-        fast_path=not args.plain,
-        graphs=False if args.no_graphs else None,
-        engines=args.engines,
-        cold_start=args.cold_start,
-        json=args.json,
-        e2e=tuple(args.e2e or ()),
-    )
+    run = bench_run(args)
     if run.e2e:
         from .bench_e2e import run_e2e_command
         from .service.options import build_request
