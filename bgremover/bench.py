@@ -205,35 +205,23 @@ def _time_engine(
     )
 
 
-def run_bench(
-    model: str = zoo.DEFAULT_MODEL,
-    device: str = "auto",
-    precision: str = "auto",
-    size: int | None = None,
-    batch_size: int = 1,
-    runs: int = 5,
-    synthetic: bool = False,
-    check: bool = True,
-    compiled: bool | None = None,
-    fast_path: bool = True,
-    graphs: bool | None = None,
-    runtime: str | None = None,
-) -> BenchResult:
-    """Loads the model as `Remover` would, times the first and `runs` more forwards, then checks accuracy.
+def run_bench(run: BenchRun) -> BenchResult:
+    """Loads the model as `Remover` would, times the first and `run.runs` more forwards, then checks accuracy.
 
     Peak memory is read before the check, whose float32 network would otherwise dominate it.
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
-    chosen = pick_device(device)
-    runtime = runtime if fast_path else _plain_runtime(runtime)
-    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
+    chosen = pick_device(run.device)
+    runtime = run.runtime if run.fast_path else _plain_runtime(run.runtime)
+    with synthetic_hub(run.model) if run.synthetic else nullcontext(run.model) as name:
         if chosen.type == "cuda":
             torch.cuda.reset_peak_memory_stats(chosen)
         start = time.perf_counter()
-        engine = load_engine(name, device, precision, compiled, runtime, fast_path=fast_path, graphs=graphs)
+        options = {"fast_path": run.fast_path, "graphs": run.graphs}
+        engine = load_engine(name, run.device, run.precision, run.compiled, runtime, **options)
         synchronize(chosen)
-        result = _time_engine(engine, time.perf_counter() - start, size, batch_size, runs, synthetic)
-        if check:
+        result = _time_engine(engine, time.perf_counter() - start, run.size, run.batch_size, run.runs, run.synthetic)
+        if run.check:
             sample = fixed_input(1, result.size, chosen, torch.float32, _CHECK_SEED)
             info, fast_alpha = engine.info, alpha(_run(engine, sample)[0], engine.info)
             del engine
@@ -375,20 +363,7 @@ def run_command(run: BenchRun) -> int:
         results = compare_engines(run.model, run.size, run.runs, run.synthetic)
         print(json.dumps([asdict(result) for result in results]) if run.json else format_comparison(results))
         return 0
-    result = run_bench(
-        model=run.model,
-        device=run.device,
-        precision=run.precision,
-        size=run.size,
-        batch_size=run.batch_size,
-        runs=run.runs,
-        synthetic=run.synthetic,
-        check=run.check,
-        compiled=run.compiled,
-        fast_path=run.fast_path,
-        graphs=run.graphs,
-        runtime=run.runtime,
-    )
+    result = run_bench(run)
     if run.cold_start:
         starts = cold_start(run.model, run.device, run.precision, run.synthetic, run.cold_start)
         result.cold_start_s = [seconds for seconds, _ in starts]

@@ -29,7 +29,6 @@ row twice.
 
 from __future__ import annotations
 
-import sys
 import time
 
 import numpy as np
@@ -40,17 +39,7 @@ from ..results import Timings
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
 from ..service.steps import decode_input, finish_and_encode
-from .cluster import (
-    InferenceConfig,
-    Manifest,
-    RayConfig,
-    RayRun,
-    check_model,
-    configure,
-    connected,
-    manifest_path,
-    skipped_row,
-)
+from .cluster import InferenceConfig, Manifest, RayConfig, RayRun, drive, skipped_row
 from .locations import Location, Task, existing, plan, read_bytes, write_bytes
 
 # A batch whose actor died is retried on the restarted actor this often; an input that kills
@@ -220,16 +209,8 @@ def run_on_ray(run: RayRun, config: ServiceConfig, request: RemovalRequest) -> i
     tasks = plan(run.inputs, run.out, run.fmt)
     done = set() if run.overwrite else existing(task.target for task in tasks)
     todo = [task for task in tasks if task.target not in done]
-    manifest = Manifest(manifest_path(run))
-    try:
-        manifest.add(skipped_row(task.source, task.target) for task in tasks if task.target in done)
-        if todo:
-            with connected(run.address, run.quiet) as local:
-                batches = batch_count(len(todo), run.batch_size)
-                ray_config = configure(config, run, check_model(config.model, here=local), batches)
-                if not run.quiet:
-                    print(ray_config.summary(), file=sys.stderr)
-                remove_on_ray(todo, request, ray_config, manifest)
-    finally:
-        manifest.close()
-    return manifest.report()
+    skipped = [skipped_row(task.source, task.target) for task in tasks if task.target in done]
+    batches = batch_count(len(todo), run.batch_size) if todo else 0
+    return drive(
+        run, config, skipped, batches, lambda ray_config, manifest: remove_on_ray(todo, request, ray_config, manifest)
+    )

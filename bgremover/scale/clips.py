@@ -13,7 +13,6 @@ the manifest and the actor count are those of the image run (`scale.cluster`).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,17 +22,7 @@ from ..planning import Job
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
 from ..video import ClipRun
-from .cluster import (
-    InferenceConfig,
-    Manifest,
-    RayConfig,
-    RayRun,
-    check_model,
-    configure,
-    connected,
-    manifest_path,
-    skipped_row,
-)
+from .cluster import InferenceConfig, Manifest, RayConfig, RayRun, drive, skipped_row
 
 
 class ClipActor:
@@ -83,20 +72,14 @@ def run_clips_on_ray(run: ClipRun, ray_run: RayRun, config: ServiceConfig, reque
     if any("://" in str(value) for value in [*run.inputs, run.out or ""]):
         raise UsageError("clips on Ray are read and written on a shared disk: object-store URIs take images only")
     todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
-    manifest = Manifest(manifest_path(ray_run))
-    try:
-        manifest.add(skipped_row(job.source, job.target) for job in jobs if job not in todo)
-        if todo:
-            with connected(ray_run.address, run.quiet) as local:
-                ray_config = configure(config, ray_run, check_model(config.model, here=local), len(todo))
-                if not run.quiet:
-                    print(ray_config.summary().replace("inference actor(s)", "clip actor(s)"), file=sys.stderr)
-                options = {"fmt": fmt, "batch_size": run.batch_size, "smoothing": run.smoothing}
-                for row in _rows(ray_config, request, options, todo):
-                    manifest.add([row])
-    finally:
-        manifest.close()
-    return manifest.report("clip(s) ")
+    skipped = [skipped_row(job.source, job.target) for job in jobs if job not in todo]
+    options = {"fmt": fmt, "batch_size": run.batch_size, "smoothing": run.smoothing}
+
+    def work(ray_config: RayConfig, manifest: Manifest) -> None:
+        for row in _rows(ray_config, request, options, todo):
+            manifest.add([row])
+
+    return drive(ray_run, config, skipped, len(todo), work, actors="clip actor(s)", unit="clip(s) ")
 
 
 def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:

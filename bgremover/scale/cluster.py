@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -235,3 +235,29 @@ def manifest_path(run: RayRun) -> Path:
 def skipped_row(source: object, target: object) -> dict:
     """The manifest row of an input whose output is already there."""
     return {"input": str(source), "output": str(target), "status": "skipped", "seconds": 0.0}
+
+
+def drive(
+    run: RayRun,
+    config: ServiceConfig,
+    skipped: Iterable[dict],
+    batches: int,
+    work: Callable[[RayConfig, Manifest], None],
+    actors: str = "inference actor(s)",
+    unit: str = "",
+) -> int:
+    """The driver's side of a Ray run, images or clips: the manifest (its `skipped` rows first) and,
+    where there is work (`batches` above 0), the cluster connected, the model checked once and the
+    actors sized before `work` runs; then the run's summary line, and its exit status."""
+    manifest = Manifest(manifest_path(run))
+    try:
+        manifest.add(skipped)
+        if batches:
+            with connected(run.address, run.quiet) as local:
+                ray_config = configure(config, run, check_model(config.model, here=local), batches)
+                if not run.quiet:
+                    print(ray_config.summary().replace("inference actor(s)", actors), file=sys.stderr)
+                work(ray_config, manifest)
+    finally:
+        manifest.close()
+    return manifest.report(unit)
