@@ -15,8 +15,8 @@ from bgremover.engines import openvino as openvino_engine
 def test_compare_times_the_openvino_conversion_apart_from_the_run(offline_hub, tmp_path, monkeypatch) -> None:
     """The first RMBG-1.4 run on OpenVINO converts the network (23 s of a 25 s "run" in the issue):
     the Compare tab's time is the run's, and the one-time work is shown apart."""
+    from bgremover.web.handlers import Handlers
     from bgremover.web.scratch import Scratch
-    from bgremover.web.ui import Handlers
 
     monkeypatch.setattr(openvino_engine, "engine_cache_dir", lambda: tmp_path / "engines")  # nothing converted yet
     handlers = Handlers(cpu_service("RMBG-1.4", size=64, runtime="openvino"), Scratch())
