@@ -7,8 +7,9 @@
 `--help` and Ray's decode workers, which import the package, never load the network stack.
 """
 
-__version__ = "0.1.0"
-__all__ = ["Remover"]
+from .version import __version__
+
+__all__ = ["Remover", "__version__"]
 
 
 def __getattr__(name: str):

@@ -25,13 +25,13 @@ LAYERS = [
     ("loading, planning, finishing", {"hub", "planning", "results"}),
     ("zoo and images", {"zoo", "imaging"}),
     ("families and settings", {"families", "settings"}),
-    ("ground", {"nets", "choices", "errors", "healthcheck"}),
+    ("ground", {"nets", "choices", "errors", "healthcheck", "version"}),
 ]
 LEVEL = {unit: len(LAYERS) - index for index, (_, units) in enumerate(LAYERS) for unit in units}
-# The package's face (bgremover/__init__.py): `__version__` for any module below, and `Remover`
-# handed on lazily from the pipeline. Its one import runs on first use, never at import.
+# The package's face (bgremover/__init__.py) stands above every layer: it hands on `__version__`
+# and, lazily, the pipeline's `Remover`; no module of the package imports it.
 FACE = "bgremover"
-LEVEL[""] = 0
+LEVEL[""] = len(LAYERS) + 1
 
 
 def _module_name(path: Path) -> str:
@@ -68,6 +68,7 @@ def _unit(module: str) -> str:
 def test_every_module_has_a_layer() -> None:
     units = {_unit(module) for module in MODULES} - {""}  # "": the package's face, which hands names on
     assert units <= set(LEVEL), f"place {sorted(units - set(LEVEL))} in LAYERS"
+    assert not [module for module, imports in GRAPH.items() if FACE in imports], "import from below, not the face"
 
 
 def test_no_import_runs_up_a_layer() -> None:
@@ -86,13 +87,12 @@ def test_the_package_face_reaches_below_every_front_end() -> None:
 
 
 def test_no_modules_import_each_other_in_a_circle() -> None:
-    """Depth-first search over the module graph; a back edge closes a circle. The face's lazy
-    `Remover` is left out: modules below import only its `__version__`."""
+    """Depth-first search over the module graph; a back edge closes a circle."""
     state: dict[str, str] = {}
 
     def visit(module: str, path: list[str]) -> list[str] | None:
         state[module] = "open"
-        for imported in sorted(GRAPH[module] if module != FACE else ()):
+        for imported in sorted(GRAPH[module]):
             if state.get(imported) == "open":
                 return [*path[path.index(imported) :], imported] if imported in path else [module, imported]
             if imported not in state and (circle := visit(imported, [*path, imported])):

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, settings
+from .. import settings
 from ..hub import identify_model, load_model
 from ..nets import deform
+from ..version import __version__
 from ..zoo import ModelInfo
 from .devices import device_lock, native_bf16_cpu
 
