@@ -1,16 +1,22 @@
-"""The options of `rmbg bench` and `rmbg eval`, kept apart from the code that runs them.
+"""The options of `rmbg bench` and `rmbg eval`, kept apart from the code that runs them, and read
+into the typed runs those commands take (the namespace goes no further than the command line).
 
 Those modules load PyTorch as they are imported; their options need only names, so the parser
-(and every `--help`) is built without them.
+(and every `--help`) is built without them: the runs' types are imported once a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .choices import COMPRESSIONS, ENGINE_HELP, ENGINES, OUTPUT_FORMATS, PHOTO_ONLY_OUTPUTS, PRECISION_HELP
 from .settings import DEFAULT_MODEL
+
+if TYPE_CHECKING:
+    from .bench import BenchRun
+    from .eval.command import EvalRun
 
 # --device and --engine default to their variables, read once the command line is parsed (cli.parse).
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: RMBG_DEVICE, else auto)"
@@ -75,3 +81,36 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--csv", type=Path, help="also write the results to this CSV file")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def bench_run(args: argparse.Namespace) -> BenchRun:
+    """What `rmbg bench` was asked for, in the type `bench` and `bench_e2e` take."""
+    from .bench import BenchRun
+
+    return BenchRun(
+        args.model,
+        args.device,
+        args.precision,
+        args.engine,
+        args.size,
+        args.batch_size,
+        args.runs,
+        args.synthetic,
+        args.threads,
+        check=not args.no_check,
+        compiled=True if args.compile else None,
+        fast_path=not args.plain,
+        graphs=False if args.no_graphs else None,
+        engines=args.engines,
+        cold_start=args.cold_start,
+        json=args.json,
+        e2e=tuple(args.e2e or ()),
+    )
+
+
+def eval_run(args: argparse.Namespace) -> EvalRun:
+    """What `rmbg eval` was asked for besides the service (`cli.service_config` reads that)."""
+    from .eval.command import EvalRun
+
+    models = tuple(args.model or ())
+    return EvalRun(tuple(args.data), models, args.out, args.batch_size, args.overwrite, args.quiet, args.csv, args.json)

@@ -15,7 +15,6 @@ loaded through the same `load_engine` as a real checkpoint.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,6 +46,30 @@ from bgremover.pipeline import Remover
 Remover.load(sys.argv[1], sys.argv[2], sys.argv[3])
 print("ready", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
 """
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What `rmbg bench` was asked for, read off the command line by `cli.py` (`--e2e`'s images
+    included: `bench_e2e` times those through the service instead)."""
+
+    model: str
+    device: str = "auto"
+    precision: str = "auto"
+    runtime: str | None = None
+    size: int | None = None
+    batch_size: int = 1
+    runs: int = 5
+    synthetic: bool = False
+    threads: int = 0
+    check: bool = True
+    compiled: bool | None = None
+    fast_path: bool = True
+    graphs: bool | None = None
+    engines: bool = False
+    cold_start: int = 0
+    json: bool = False
+    e2e: tuple[str, ...] = ()
 
 
 @dataclass
@@ -126,7 +149,7 @@ def float32_delta(model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sam
 
     Called once the fast network is released, so the two are never resident together.
     """
-    reference = load_engine(model, str(sample.device), "fp32", engine="torch", fast_path=False)
+    reference = load_engine(model, str(sample.device), "fp32", runtime="torch", fast_path=False)
     reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
     return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
@@ -138,10 +161,10 @@ def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[floa
     return first, [_run(engine, batch)[1] for _ in range(runs)]
 
 
-def _plain_engine(engine: str | None) -> str:
+def _plain_runtime(runtime: str | None) -> str:
     """The runtime of `--plain`: PyTorch's eager network, the reference every engine is compared
     with, whatever `auto` picks for the fast path."""
-    if engine not in (None, "auto", "torch"):
+    if runtime not in (None, "auto", "torch"):
         raise ValueError(
             "--plain runs PyTorch's eager network, the reference the other engines are compared with: "
             "leave out --engine, or use --engine torch."
@@ -182,35 +205,23 @@ def _time_engine(
     )
 
 
-def run_bench(
-    model: str = zoo.DEFAULT_MODEL,
-    device: str = "auto",
-    precision: str = "auto",
-    size: int | None = None,
-    batch_size: int = 1,
-    runs: int = 5,
-    synthetic: bool = False,
-    check: bool = True,
-    compiled: bool | None = None,
-    fast_path: bool = True,
-    graphs: bool | None = None,
-    engine_name: str | None = None,
-) -> BenchResult:
-    """Loads the model as `Remover` would, times the first and `runs` more forwards, then checks accuracy.
+def run_bench(run: BenchRun) -> BenchResult:
+    """Loads the model as `Remover` would, times the first and `run.runs` more forwards, then checks accuracy.
 
     Peak memory is read before the check, whose float32 network would otherwise dominate it.
     The first forward of the OpenVINO engine includes its export when none is cached yet.
     """
-    chosen = pick_device(device)
-    engine_name = engine_name if fast_path else _plain_engine(engine_name)
-    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
+    chosen = pick_device(run.device)
+    runtime = run.runtime if run.fast_path else _plain_runtime(run.runtime)
+    with synthetic_hub(run.model) if run.synthetic else nullcontext(run.model) as name:
         if chosen.type == "cuda":
             torch.cuda.reset_peak_memory_stats(chosen)
         start = time.perf_counter()
-        engine = load_engine(name, device, precision, compiled, engine_name, fast_path=fast_path, graphs=graphs)
+        options = {"fast_path": run.fast_path, "graphs": run.graphs}
+        engine = load_engine(name, run.device, run.precision, run.compiled, runtime, **options)
         synchronize(chosen)
-        result = _time_engine(engine, time.perf_counter() - start, size, batch_size, runs, synthetic)
-        if check:
+        result = _time_engine(engine, time.perf_counter() - start, run.size, run.batch_size, run.runs, run.synthetic)
+        if run.check:
             sample = fixed_input(1, result.size, chosen, torch.float32, _CHECK_SEED)
             info, fast_alpha = engine.info, alpha(_run(engine, sample)[0], engine.info)
             del engine
@@ -342,33 +353,20 @@ def format_result(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def run_command(args: argparse.Namespace) -> int:
+def run_command(run: BenchRun) -> int:
     """`rmbg bench`: the CLI front-end of `run_bench` and `compare_engines` (`--e2e` is `bench_e2e`'s)."""
-    if args.batch_size < 1 or args.runs < 0:
+    if run.batch_size < 1 or run.runs < 0:
         raise ValueError("--batch-size must be at least 1 and --runs at least 0.")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.engines:
-        results = compare_engines(args.model, args.size, args.runs, args.synthetic)
-        print(json.dumps([asdict(result) for result in results]) if args.json else format_comparison(results))
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    if run.engines:
+        results = compare_engines(run.model, run.size, run.runs, run.synthetic)
+        print(json.dumps([asdict(result) for result in results]) if run.json else format_comparison(results))
         return 0
-    result = run_bench(
-        model=args.model,
-        device=args.device,
-        precision=args.precision,
-        size=args.size,
-        batch_size=args.batch_size,
-        runs=args.runs,
-        synthetic=args.synthetic,
-        check=not args.no_check,
-        compiled=True if args.compile else None,
-        fast_path=not args.plain,
-        graphs=False if args.no_graphs else None,
-        engine_name=args.engine,
-    )
-    if args.cold_start:
-        runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)
-        result.cold_start_s = [seconds for seconds, _ in runs]
-        result.cold_start_peak_mib = max(peak for _, peak in runs)
-    print(json.dumps(asdict(result)) if args.json else format_result(result))
+    result = run_bench(run)
+    if run.cold_start:
+        starts = cold_start(run.model, run.device, run.precision, run.synthetic, run.cold_start)
+        result.cold_start_s = [seconds for seconds, _ in starts]
+        result.cold_start_peak_mib = max(peak for _, peak in starts)
+    print(json.dumps(asdict(result)) if run.json else format_result(result))
     return 0

@@ -7,7 +7,6 @@ inside `infer` are timed apart, so the report says what a faster network would n
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -20,11 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .bench import synchronize
+from .bench import BenchRun, synchronize
 from .imaging import png
 from .pipeline import Remover
 from .service.config import ServiceConfig, build_service
-from .service.options import RemovalRequest, build_request
+from .service.options import RemovalRequest
 from .service.removal import RemovalService
 from .synthetic import synthetic_hub
 
@@ -174,13 +173,10 @@ def format_e2e(results: list[EndToEndResult]) -> str:
     return "\n".join(lines)
 
 
-def run_e2e_command(args: argparse.Namespace, config: ServiceConfig) -> int:
-    """`rmbg bench --e2e`: the options of the command line, the service of `config`."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    request = build_request(
-        output=args.output, fmt=args.format, compression=args.compression, refine_edges=args.refine_edges
-    )
-    results = run_e2e(args.e2e, request, config, args.runs, args.synthetic)
-    print(json.dumps([asdict(result) for result in results]) if args.json else format_e2e(results))
+def run_e2e_command(run: BenchRun, config: ServiceConfig, request: RemovalRequest) -> int:
+    """`rmbg bench --e2e`: `run.e2e`'s images through the service of `config`, finished as `request` asks."""
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    results = run_e2e(list(run.e2e), request, config, run.runs, run.synthetic)
+    print(json.dumps([asdict(result) for result in results]) if run.json else format_e2e(results))
     return 0

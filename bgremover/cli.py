@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import settings
-from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments
+from .arguments import DEVICE_HELP, ENGINE_OPTION_HELP, add_bench_arguments, add_eval_arguments, bench_run, eval_run
 from .choices import COMPRESSIONS, ENGINES, OUTPUT_FORMATS, OUTPUTS, PRECISION_HELP
 from .errors import ChildFailed, UsageError
 from .video import CLIP_FORMATS, wants_video
@@ -24,7 +24,7 @@ from .video.quality import QUALITIES
 # which each handler imports when its work starts.
 if TYPE_CHECKING:
     from .planning import Job
-    from .scale.batch import RayRun
+    from .scale.cluster import RayRun
     from .service.config import ServiceConfig
     from .service.options import RemovalRequest
     from .service.removal import Item
@@ -56,13 +56,13 @@ def add_model_arguments(parser: argparse.ArgumentParser, falls_back: bool = Fals
     parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
 
 
-def service_config(args: argparse.Namespace) -> ServiceConfig:
+def service_config(args: argparse.Namespace, model: str | None = None) -> ServiceConfig:
     """The one place a command's options become service settings (the environment gives the rest);
-    below the command line only this config travels, never the namespace."""
+    below the command line only this config travels, never the namespace. `model`: eval's first."""
     from .service.config import ServiceConfig
 
     return ServiceConfig.from_settings(
-        model=args.model,
+        model=model or args.model,
         device=args.device,
         precision=args.precision,
         runtime=args.engine,
@@ -207,7 +207,7 @@ def _ray_run(args: argparse.Namespace) -> RayRun | None:
     if args.ray is None:
         return None
     _require("ray", "ray", "requirements-ray.txt")
-    from .scale.batch import RayRun
+    from .scale.cluster import RayRun
 
     return RayRun(
         args.inputs,
@@ -240,9 +240,13 @@ def _run_clips(args: argparse.Namespace, config: ServiceConfig, ray_run: RayRun 
         quality=args.quality,
         start=args.start,
         end=args.end,
-        ray=ray_run,
     )
-    return run_video(run, _noted(config, args.quiet), _request(args, "png"))
+    config = _noted(config, args.quiet)
+    if ray_run is not None:
+        from .scale.clips import run_clips_on_ray
+
+        return run_clips_on_ray(run, ray_run, config, _request(args, "png"))
+    return run_video(run, config, _request(args, "png"))
 
 
 def _noted(config: ServiceConfig, quiet: bool) -> ServiceConfig:
@@ -450,7 +454,9 @@ def run_eval(args) -> int:
     _require("eval", "py_sod_metrics")
     from .eval.command import run_eval as evaluate
 
-    return evaluate(args)
+    run = eval_run(args)
+    first = run.models[0] if run.models else settings.model()  # eval scores the models named: never a fallback
+    return evaluate(run, service_config(args, model=first))
 
 
 def _add_eval(commands) -> None:
@@ -460,13 +466,17 @@ def _add_eval(commands) -> None:
 
 
 def run_bench(args) -> int:
-    if args.e2e:
-        from .bench_e2e import run_e2e_command
-
-        return run_e2e_command(args, service_config(args))
     from .bench import run_command
 
-    return run_command(args)
+    run = bench_run(args)
+    if run.e2e:
+        from .bench_e2e import run_e2e_command
+        from .service.options import build_request
+
+        fields = {"compression": args.compression, "refine_edges": args.refine_edges}
+        request = build_request(output=args.output, fmt=args.format, **fields)
+        return run_e2e_command(run, service_config(args), request)
+    return run_command(run)
 
 
 def _add_bench(commands) -> None:

@@ -126,10 +126,6 @@ def _gated_message(info: ModelInfo) -> str:
     )
 
 
-def _open_models() -> str:
-    return ", ".join(m.name for m in zoo.ZOO.values() if not m.gated)
-
-
 def _offline_fix(info: ModelInfo) -> str:
     """What to do about a model that is not here and cannot be downloaded from here."""
     token = f" (with HF_TOKEN set: {info.name} is gated)" if info.gated else ""

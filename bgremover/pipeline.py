@@ -52,7 +52,9 @@ class Remover:
         precision: str = "auto",
         inference_size: int | None = None,
     ) -> Remover:
-        """The one-line way in for scripts: `Remover.load("BiRefNet")` loads the PyTorch engine."""
+        """The one-line way in for scripts: `Remover.load("BiRefNet")`. The runtime follows RMBG_ENGINE
+        (`auto` when unset: OpenVINO for the families that run faster on it on a CPU where it is
+        installed, PyTorch otherwise; `choose_runtime`); `Remover(load_engine(..., runtime=...))` picks one."""
         return cls(load_engine(model, device, precision), inference_size)
 
     def at_size(self, size: int | None) -> Remover:
@@ -86,7 +88,8 @@ class Remover:
         return torch.from_numpy(band).to(self.device).permute(2, 0, 1)[None].float()
 
     def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
-        """One raw output (1, h, w) as a mask of `size` (width, height), mode L.
+        """One raw output (1, h, w) as a mask of `size`, PIL's (width, height) as `Image.size` gives it
+        (a tensor's (height, width) is named `hw` here and in `Engine.prepare`), mode L.
 
         The bilinear upsampling is separable: a vertical pass to full height on the narrow
         output, then the horizontal pass and the activation per band of rows, written
@@ -157,5 +160,5 @@ def _bands(height: int, width: int) -> Iterator[slice]:
         yield slice(top, min(height, top + step))
 
 
-def _resize(x: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", antialias=antialias)
+def _resize(x: torch.Tensor, hw: tuple[int, int], antialias: bool) -> torch.Tensor:
+    return F.interpolate(x, size=hw, mode="bilinear", antialias=antialias)

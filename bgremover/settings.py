@@ -27,15 +27,23 @@ def _text(name: str, default: str = "") -> str:
     return os.environ.get(name, "").strip() or default
 
 
-def flag(name: str, default: bool = False) -> bool:
-    """A yes/no variable: 1, true, yes or on (any case) mean yes; 0, false, no or off mean no. Anything
+def parse_flag(value: object, name: str, default: bool = False) -> bool:
+    """The one reading of yes/no, for variables, form fields and widgets alike: a bool as it is; 1, true,
+    yes or on (any case) mean yes; 0, false, no or off mean no; empty (or None) gives `default`. Anything
     else is refused rather than read as no, so a typo never turns a setting off unnoticed."""
-    text = _text(name).lower()
+    if isinstance(value, bool):
+        return value
+    text = str(value if value is not None else "").strip().lower()
     if not text:
         return default
     if text not in _TRUE + _FALSE:
-        raise ValueError(f"{name}={text!r} must be 1 or 0 (also true/false, yes/no, on/off).")
+        raise ValueError(f"{name}={text!r}: use true or false (also 1/0, yes/no, on/off).")
     return text in _TRUE
+
+
+def flag(name: str, default: bool = False) -> bool:
+    """A yes/no variable (`parse_flag`)."""
+    return parse_flag(_text(name), name, default)
 
 
 def _positive(name: str, default: float, example: str) -> float:
@@ -187,14 +195,8 @@ def batch_window_setting() -> float | None:
 
 def default_batch_window(device_type: str) -> float:
     """The batch window where RMBG_BATCH_WINDOW_MS is not set: 5 ms on a GPU, where batches are
-    nearly free; 0 (off) on a CPU, where a batch is no faster per image."""
+    nearly free; 0 (off) on a CPU, where a batch is no faster per image (`ServiceConfig.batch_window_for`)."""
     return 0.005 if device_type == "cuda" else 0.0
-
-
-def batch_window(device_type: str) -> float:
-    """RMBG_BATCH_WINDOW_MS: how long a server gathers concurrent requests into one batch, in seconds."""
-    window = batch_window_setting()
-    return default_batch_window(device_type) if window is None else window
 
 
 def max_batch() -> int:

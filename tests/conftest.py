@@ -1,15 +1,15 @@
-"""Shared fixtures: golden parity data, synthetic weights and synthetic models in a Hub cache.
+"""Shared fixtures: synthetic models in a Hub cache, and the logs of servers a failed test used.
 
-The 256x384 reference outputs and the manifests travel with the tests (tests/golden), so
-a fresh clone checks parity with nothing beside it. The 1024x1024 references live in the
-shared data (../shared/golden, or RMBG_GOLDEN_DIR); where it is present those sizes are
-tested too, and `.ci/run` insists on it.
+What tests import (golden data, synthetic checkpoints, services) is in helpers.py. The 256x384
+reference outputs and the manifests travel with the tests (tests/golden), so a fresh clone
+checks parity with nothing beside it. The 1024x1024 references live in the shared data
+(../shared/golden, or RMBG_GOLDEN_DIR); where it is present those sizes are tested too, and
+`.ci/run` insists on it.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import tempfile
@@ -19,6 +19,9 @@ import tempfile
 # the CPU of the work itself; waiting passively costs nothing measurable on a quiet machine. Set
 # before torch is imported, and passed on to every server and subprocess the tests start.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The tests compare PyTorch paths pixel for pixel, servers and subprocesses included, so they
+# pin the engine; `auto`'s own choice and the OpenVINO engine are tested in test_engines.py.
+os.environ["RMBG_ENGINE"] = "torch"
 # The app keeps this machine's past timings in the user's cache (bgremover.estimates): the tests,
 # their servers and subprocesses keep theirs in a folder of their own, never in the user's.
 os.environ["RMBG_CACHE_DIR"] = tempfile.mkdtemp(prefix="rmbg-test-cache-")
@@ -27,26 +30,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
-import torch
+from helpers import FULL_GOLDEN, SHARED_GOLDEN, cache_model, golden_arch, synthetic_checkpoint
 from live import STARTED
 
 atexit.register(shutil.rmtree, os.environ["RMBG_CACHE_DIR"], True)
-
-# The tests compare PyTorch paths pixel for pixel, servers and subprocesses included, so they
-# pin the engine; `auto`'s own choice and the OpenVINO engine are tested in test_engines.py.
-os.environ["RMBG_ENGINE"] = "torch"
-
-LOCAL_GOLDEN = Path(__file__).resolve().parent / "golden"
-SHARED_GOLDEN = Path(
-    os.environ.get("RMBG_GOLDEN_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "golden")
-)
-FULL_GOLDEN = (SHARED_GOLDEN / "isnet.1024x1024.npz").is_file()
-# Golden sizes available here: 256x384 always, 1024x1024 with the shared data.
-GOLDEN_SIZES = [(256, 384), *([pytest.param(1024, 1024, marks=pytest.mark.slow)] if FULL_GOLDEN else [])]
-
-
 GOLDEN_ABSENT = "without ../shared/golden (1024x1024 parity not collected; docs/development.md)"
 
 
@@ -63,71 +51,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.stats.setdefault(GOLDEN_ABSENT, []).append(SimpleNamespace(folder=str(SHARED_GOLDEN)))
 
 
-# The golden architectures; Swin-L's heavier checks are in the slow set.
-ARCHS_SWIN_L_SLOW = [pytest.param("birefnet", marks=pytest.mark.slow), "birefnet_lite", "isnet"]
-
-
-def golden_file(name: str) -> Path:
-    shared = SHARED_GOLDEN / name
-    return shared if shared.is_file() else LOCAL_GOLDEN / name
-
-
-def synthetic_state_dict(state_dict: dict) -> dict:
-    """The golden synthetic weights (the scheme of the golden README) for every entry of `state_dict`."""
-    from bgremover.synthetic import synthetic_value
-
-    return {name: synthetic_value(name, tensor) for name, tensor in state_dict.items()}
-
-
-def golden_input(height: int, width: int) -> torch.Tensor:
-    generator = torch.Generator().manual_seed(height * 10007 + width)
-    return torch.randn(1, 3, height, width, generator=generator)
-
-
-def golden_output(arch: str, height: int, width: int) -> torch.Tensor:
-    return torch.from_numpy(np.load(golden_file(f"{arch}.{height}x{width}.npz"))["output"])
-
-
-def golden_manifest(arch: str) -> list:
-    return json.loads(golden_file(f"{arch}.manifest.json").read_text())
-
-
-def manifest_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    """Uninitialised tensors with the reference checkpoint's names, shapes and dtypes."""
-    manifest = golden_manifest(arch)
-    return {name: torch.empty(shape, dtype=getattr(torch, dtype)) for name, shape, dtype in manifest}
-
-
-# --- Synthetic models in a Hugging Face cache -------------------------------------------------
-
-# The golden architectures by the zoo model whose architecture each is.
-GOLDEN_MODELS = {"birefnet": "RMBG-2.0", "birefnet_lite": "BiRefNet_lite", "isnet": "RMBG-1.4"}
-_FAKE_COMMIT = "0123456789abcdef0123456789abcdef01234567"
-_synthetic_cache: dict[str, dict] = {}
-
-
-def synthetic_checkpoint(arch: str) -> dict[str, torch.Tensor]:
-    """The golden synthetic weights of `arch`, keyed like the Hub checkpoint."""
-    if arch not in _synthetic_cache:
-        from bgremover.synthetic import synthetic_checkpoint as zoo_checkpoint
-
-        _synthetic_cache[arch] = zoo_checkpoint(GOLDEN_MODELS[arch])
-    return dict(_synthetic_cache[arch])
-
-
-def write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    from bgremover.hub import save_checkpoint
-
-    return save_checkpoint(path, state)
-
-
-def cache_model(cache_dir: Path, repo_id: str, state: dict[str, torch.Tensor]) -> Path:
-    """Writes `state` as model.safetensors in huggingface_hub's own cache layout."""
-    from bgremover.hub import store_in_cache
-
-    return store_in_cache(cache_dir, repo_id, state, _FAKE_COMMIT)
-
-
 @pytest.fixture(scope="session")
 def hf_home(tmp_path_factory) -> Path:
     """A Hugging Face home whose cache holds the synthetic checkpoint of each family's stand-in
@@ -137,8 +60,7 @@ def hf_home(tmp_path_factory) -> Path:
 
     home = tmp_path_factory.mktemp("hf_home")
     for family in families():
-        arch = next(arch for arch, model in GOLDEN_MODELS.items() if model == family.stand_in)
-        cache_model(home / "hub", ZOO[family.stand_in].repo_id, synthetic_checkpoint(arch))
+        cache_model(home / "hub", ZOO[family.stand_in].repo_id, synthetic_checkpoint(golden_arch(family.stand_in)))
     return home
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from bgremover.service.admission import Admission, Busy
+from bgremover.service.config import ServiceConfig, build_admission
 
 # How long a test waits for a thread to reach a state before it calls the test failed.
 PATIENCE_S = 10.0
@@ -121,5 +122,5 @@ def test_limits_default_to_the_settings(monkeypatch) -> None:
     monkeypatch.setenv("RMBG_WORKERS", "3")
     monkeypatch.setenv("RMBG_QUEUE_LIMIT", "0")
     monkeypatch.setenv("RMBG_PIXEL_BUDGET_MP", "2")
-    admission = Admission()
+    admission = build_admission(ServiceConfig.from_settings(), "cpu")
     assert (admission.workers, admission.max_waiting, admission.pixel_budget) == (3, 0, 2_000_000)

@@ -55,6 +55,43 @@ def test_help_imports_no_heavy_library(command: str) -> None:
 
 
 # Each validated setting with a value it must refuse, and how it is read.
+def test_import_bgremover_is_light_and_hands_on_remover() -> None:
+    """`from bgremover import Remover` works as `from rembg import remove` does, while `import bgremover`
+    alone (the CLI, Ray's decode workers) loads no PyTorch."""
+    code = (
+        "import sys, bgremover; light = 'torch' not in sys.modules; "
+        "from bgremover import Remover; from bgremover.pipeline import Remover as Real; "
+        "print(light, Remover is Real, 'torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["True", "True", "True"], result.stderr
+    missing = subprocess.run(
+        [sys.executable, "-c", "import bgremover; bgremover.Removr"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert "module 'bgremover' has no attribute 'Removr'" in missing.stderr
+
+
+LIBRARY = ("pipeline", "results", "engines", "hub", "zoo", "families", "nets", "imaging", "service", "video")
+
+
+def test_docs_library_names_every_variable_the_library_reads() -> None:
+    """Every `settings` reader called below the front ends names its variables in docs/library.md."""
+    package = ROOT / "bgremover"
+    readers = set()
+    for part in LIBRARY:
+        for path in [package / f"{part}.py", *sorted((package / part).glob("*.py"))]:
+            if path.is_file():
+                readers |= set(re.findall(r"settings\.([a-z_]+)\b", path.read_text())) & set(dir(settings))
+    source = Path(settings.__file__).read_text()
+    variables = set()
+    for reader in readers:
+        body = re.search(rf"^def {reader}\(.*?(?=^def |\Z)", source, re.MULTILINE | re.DOTALL).group(0)
+        variables |= set(re.findall(r"\b((?:RMBG|HF|XDG)_[A-Z0-9_]+)", body))
+    assert "RMBG_ENGINE" in variables and "HF_HUB_OFFLINE" in variables  # the scan reads what it should
+    documented = (ROOT / "docs" / "library.md").read_text()
+    assert not {v for v in variables if f"`{v}`" not in documented}
+
+
 BAD_SETTINGS = [
     ("RMBG_DEVICE", "gpu", settings.device),
     ("RMBG_ENGINE", "tensorrt", settings.engine),
@@ -68,7 +105,7 @@ BAD_SETTINGS = [
     ("RMBG_IO_THREADS", "0", settings.io_threads),
     ("RMBG_QUEUE_LIMIT", "-1", settings.queue_limit),
     ("RMBG_PIXEL_BUDGET_MP", "lots", settings.pixel_budget),
-    ("RMBG_BATCH_WINDOW_MS", "inf", lambda: settings.batch_window("cpu")),
+    ("RMBG_BATCH_WINDOW_MS", "inf", settings.batch_window_setting),
     ("RMBG_MAX_BATCH", "0", settings.max_batch),
     ("RMBG_DRAIN_SECONDS", "-5", settings.drain_seconds),
     ("RMBG_AUTH", "admin", settings.ui_login),

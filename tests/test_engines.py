@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import golden_input, golden_output
+from helpers import GOLDEN_MODELS, QUICK_ARCHS, cpu_service, golden_input, golden_output
 
 from bgremover import hub
 from bgremover.cli import main
-from bgremover.engines import choose_engine, devices, load_engine, pick_dtype
+from bgremover.engines import choose_runtime, devices, load_engine, pick_dtype
 from bgremover.engines import openvino as openvino_engine
 
 CPU = torch.device("cpu")
@@ -29,22 +29,22 @@ def _alpha_delta(output: torch.Tensor, arch: str) -> torch.Tensor:
 
 def test_auto_engine_picks_openvino_for_isnet_on_a_cpu_only(monkeypatch) -> None:
     monkeypatch.delenv("RMBG_ENGINE", raising=False)
-    assert choose_engine(None, CPU, "isnet") == "openvino"
-    assert choose_engine("auto", CPU, "isnet", "bf16") == "openvino"
-    assert choose_engine("auto", CPU, "isnet", "fp16") == "torch"  # OpenVINO has no fp16 on a CPU
-    assert choose_engine("auto", CPU, "birefnet") == "torch"
-    assert choose_engine("auto", torch.device("cuda"), "isnet") == "torch"
+    assert choose_runtime(None, CPU, "isnet") == "openvino"
+    assert choose_runtime("auto", CPU, "isnet", "bf16") == "openvino"
+    assert choose_runtime("auto", CPU, "isnet", "fp16") == "torch"  # OpenVINO has no fp16 on a CPU
+    assert choose_runtime("auto", CPU, "birefnet") == "torch"
+    assert choose_runtime("auto", torch.device("cuda"), "isnet") == "torch"
     monkeypatch.setitem(sys.modules, "openvino", None)  # not installed: PyTorch, no error
-    assert choose_engine("auto", CPU, "isnet") == "torch"
+    assert choose_runtime("auto", CPU, "isnet") == "torch"
     monkeypatch.setenv("RMBG_ENGINE", "openvino")
-    assert choose_engine(None, CPU, "birefnet") == "openvino"
+    assert choose_runtime(None, CPU, "birefnet") == "openvino"
 
 
 def test_engine_errors_name_the_choices() -> None:
     with pytest.raises(ValueError, match="unknown engine 'onnx': use auto, torch, openvino"):
-        choose_engine("onnx", CPU)
+        choose_runtime("onnx", CPU)
     with pytest.raises(ValueError, match="runs on the CPU, not on cuda.*--device cpu"):
-        choose_engine("openvino", torch.device("cuda"))
+        choose_runtime("openvino", torch.device("cuda"))
 
 
 def test_emulated_bf16_is_refused_with_the_fix(monkeypatch) -> None:
@@ -71,12 +71,10 @@ def test_openvino_precisions(monkeypatch) -> None:
 
 @pytest.mark.slow
 def test_auto_runs_rmbg_1_4_on_openvino_and_says_so(offline_hub, monkeypatch, tmp_path) -> None:
-    from bgremover.service.pool import ModelPool
-
     monkeypatch.setenv("RMBG_ENGINE", "auto")
-    pool = ModelPool("RMBG-1.4", "cpu", "fp32", 64)
+    pool = cpu_service("RMBG-1.4", size=64).pool
     assert pool.health()[1]["engine"] == "auto"  # not loaded yet: what was asked for
-    assert pool.get().engine.name == "openvino"
+    assert pool.get().engine.runtime == "openvino"
     assert pool.health() == (
         True,
         {"status": "ok", "device": "cpu", "engine": "openvino", "precision": "fp32", "model": "RMBG-1.4"},
@@ -87,13 +85,13 @@ def test_missing_openvino_says_how_to_install(offline_hub, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now raises ImportError
     assert not openvino_engine.openvino_available()
     with pytest.raises(ValueError, match=r"pip install 'bgremover\[openvino\]'"):
-        load_engine("RMBG-1.4", "cpu", "fp32", engine="openvino")
+        load_engine("RMBG-1.4", "cpu", "fp32", runtime="openvino")
 
 
 _EXPORT_ONE_SIZE = """
 import sys, torch
 from bgremover.engines import load_engine
-engine = load_engine("RMBG-1.4", "cpu", "fp32", engine="openvino")
+engine = load_engine("RMBG-1.4", "cpu", "fp32", runtime="openvino")
 output = engine(torch.zeros(1, 3, 160, 96))
 print(engine.exported_path((160, 96)), float(output.sum()))
 """
@@ -116,10 +114,10 @@ def test_processes_exporting_one_size_at_once_all_get_it(offline_hub) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("model", "arch"), [("RMBG-1.4", "isnet"), ("BiRefNet_lite", "birefnet_lite")])
+@pytest.mark.parametrize(("model", "arch"), [(GOLDEN_MODELS[arch], arch) for arch in QUICK_ARCHS])
 def test_openvino_fp32_matches_golden_and_is_cached(offline_hub, monkeypatch, model: str, arch: str) -> None:
     monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: False)  # fp32 on any CPU
-    engine = load_engine(model, "cpu", "auto", engine="openvino")
+    engine = load_engine(model, "cpu", "auto", runtime="openvino")
     output = engine(golden_input(256, 384))
     delta = _alpha_delta(output, arch)
     assert output.shape == (1, 1, 256, 384)
@@ -134,17 +132,17 @@ def test_openvino_fp32_matches_golden_and_is_cached(offline_hub, monkeypatch, mo
     monkeypatch.setattr(torch.export, "export", no_export)
     # A cached export runs without the PyTorch network: the weights are not even read.
     monkeypatch.setattr(hub, "_read_weights_into", lambda *args, **kwargs: pytest.fail("the weights were read"))
-    again = load_engine(model, "cpu", "fp32", engine="openvino")
+    again = load_engine(model, "cpu", "fp32", runtime="openvino")
     assert torch.equal(again(golden_input(256, 384)), output)
     assert "openvino" in again.describe() and "fp32" in again.describe()
     assert list(path.parent.glob("compiled-f32/*.blob"))  # the second load imported the compiled model
     # bf16 compiles the same export; a CPU without bf16 runs it in float32, which passes too. Its compiled
     # model is cached apart: one cache for both precisions handed a bf16 load wrong masks.
     monkeypatch.setattr(openvino_engine, "native_bf16_cpu", lambda: True)
-    first_bf16 = load_engine(model, "cpu", "bf16", engine="openvino")(golden_input(256, 384))
+    first_bf16 = load_engine(model, "cpu", "bf16", runtime="openvino")(golden_input(256, 384))
     bf16 = _alpha_delta(first_bf16, arch)
     assert bf16.mean().item() <= 0.5 and bf16.max().item() <= 16.0  # the fast paths' bound (BENCHMARKS.md)
-    assert torch.equal(load_engine(model, "cpu", "bf16", engine="openvino")(golden_input(256, 384)), first_bf16)
+    assert torch.equal(load_engine(model, "cpu", "bf16", runtime="openvino")(golden_input(256, 384)), first_bf16)
 
 
 @pytest.mark.slow

@@ -12,9 +12,12 @@ import json
 
 import pytest
 import torch
-from conftest import (
-    ARCHS_SWIN_L_SLOW,
+from helpers import (
+    GOLDEN_ARCHS,
+    QUICK_ARCHS,
     SHARED_GOLDEN,
+    STAND_INS,
+    golden_archs,
     golden_input,
     golden_output,
     manifest_state_dict,
@@ -26,7 +29,7 @@ from bgremover import synthetic, zoo
 from bgremover.cli import main
 from bgremover.engines import native_bf16_cpu, pick_dtype
 from bgremover.engines.pytorch import prepare_network
-from bgremover.families import network_for
+from bgremover.families import get_family, network_for
 from bgremover.nets import swin
 from bgremover.nets.grid_deform import deform_conv2d
 from bgremover.nets.swin import WindowLayout
@@ -34,6 +37,7 @@ from bgremover.nets.swin import WindowLayout
 MEAN_BUDGET_255 = 0.5
 MAX_BUDGET_255 = 16.0
 CPU = torch.device("cpu")
+INT8_ARCHS = golden_archs(lambda info: get_family(info.family).int8)  # the families with int8 linear layers
 
 
 def _alpha(output: torch.Tensor, arch: str) -> torch.Tensor:
@@ -174,7 +178,7 @@ def test_auto_precision_on_cpu() -> None:
     assert pick_dtype("auto", CPU) == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
 
 
-@pytest.mark.parametrize("arch", ARCHS_SWIN_L_SLOW)
+@pytest.mark.parametrize("arch", GOLDEN_ARCHS)
 def test_fast_path_hook_keeps_float32_exact(arch: str) -> None:
     """Channels-last weights change memory layout only: float32 stays at golden parity."""
     with torch.inference_mode():
@@ -182,7 +186,7 @@ def test_fast_path_hook_keeps_float32_exact(arch: str) -> None:
     assert (output - golden_output(arch, 256, 384)).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("arch", ARCHS_SWIN_L_SLOW)
+@pytest.mark.parametrize("arch", GOLDEN_ARCHS)
 def test_default_cpu_path_within_budget(arch: str) -> None:
     """bfloat16 + channels-last, what `auto` picks on a CPU with native bf16, tested on any CPU."""
     delta = _delta_255(arch, torch.bfloat16)
@@ -190,7 +194,7 @@ def test_default_cpu_path_within_budget(arch: str) -> None:
     assert delta.max().item() <= MAX_BUDGET_255
 
 
-@pytest.mark.parametrize("arch", [pytest.param("birefnet", marks=pytest.mark.slow), "birefnet_lite"])
+@pytest.mark.parametrize("arch", INT8_ARCHS)
 def test_int8_cpu_path_within_budget(arch: str) -> None:
     """`--precision int8`: every linear layer in 8 bits, the rest of the network float32."""
     network = _fast_network(arch, torch.float32, int8=True)
@@ -200,7 +204,7 @@ def test_int8_cpu_path_within_budget(arch: str) -> None:
     assert delta.max().item() <= MAX_BUDGET_255
 
 
-@pytest.mark.parametrize("arch", ["birefnet_lite", "isnet"])
+@pytest.mark.parametrize("arch", QUICK_ARCHS)
 def test_cuda_default_dtype_runs_on_cpu(arch: str) -> None:
     """The CUDA default is float16: its dtype handling (deformable sampling, masks, folded heads) is checked here.
 
@@ -222,7 +226,7 @@ def test_cuda_default_dtype_runs_on_cpu(arch: str) -> None:
 
 if (SHARED_GOLDEN / "synthetic_weights.py").is_file():  # the scheme's own code, where the shared data is
 
-    @pytest.mark.parametrize("model", ["BiRefNet_lite", "RMBG-1.4"])
+    @pytest.mark.parametrize("model", STAND_INS)
     def test_bench_synthetic_weights_follow_the_golden_scheme(model: str) -> None:
         spec = importlib.util.spec_from_file_location("synthetic_weights", SHARED_GOLDEN / "synthetic_weights.py")
         scheme = importlib.util.module_from_spec(spec)

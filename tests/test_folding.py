@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from conftest import golden_input, manifest_state_dict, synthetic_checkpoint
+from helpers import golden_input, manifest_state_dict, synthetic_checkpoint
 from torch import nn
 
 from bgremover.families import network_for

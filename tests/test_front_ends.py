@@ -19,8 +19,8 @@ import pytest
 
 from bgremover.cli import main
 from bgremover.service.config import ServiceConfig, build_service
+from bgremover.web.handlers import Handlers
 from bgremover.web.scratch import Scratch
-from bgremover.web.ui import Handlers
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--model", "RMBG-1.4", "--size", "256", "--device", "cpu"]

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from helpers import cpu_service
 from live import MODEL, SERVER_ARGS, Server, png_bytes, run_server, sample_image
 from starlette.routing import Mount
 
@@ -75,15 +76,13 @@ def _walk(routes: list, prefix: str = "") -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def routes(hf_home) -> list[tuple[str, str, bool]]:
     """(concrete path, method, runs a model) for every route of the app as `rmbg serve` builds it."""
-    from bgremover.service.pool import ModelPool
-    from bgremover.service.removal import RemovalService
     from bgremover.web.app import create_app
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HOME", str(hf_home))
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("RMBG_API_TOKEN", TOKEN)
-        app = create_app(RemovalService(ModelPool(MODEL, "cpu", "fp32", 256)))
+        app = create_app(cpu_service(MODEL, size=256))
     gradio = next(route.app for route in app.routes if isinstance(route, Mount))
     names = [fn.api_name for fn in gradio.get_blocks().fns.values() if fn.api_name]
     assert {"remove", "batch", "compare"} <= set(names)

@@ -9,7 +9,7 @@ import time
 import httpx2
 import pytest
 import torch
-from conftest import cache_model, golden_input, synthetic_checkpoint, write_checkpoint
+from helpers import cache_model, golden_input, synthetic_checkpoint, write_checkpoint
 from huggingface_hub.errors import GatedRepoError
 
 from bgremover import hub

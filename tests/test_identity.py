@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from helpers import cpu_service
 from live import TIMEOUT, opened, png_bytes, run_server, sample_image
 from PIL import Image
 
 from bgremover.cli import main
 from bgremover.hub import ModelLoadError, load_model, resolve
 from bgremover.nets.isnet import ISNet
-from bgremover.service.pool import ModelPool, UnknownModel
+from bgremover.service.pool import UnknownModel
 from bgremover.zoo import ZOO
 
 FOLDER_NAMES = [variant for name in ZOO for variant in (name, name.lower(), name.upper())]
@@ -45,7 +46,7 @@ def test_a_folder_named_like_a_zoo_model_is_offered_as_local_beside_the_zoo(offl
     folder = checkpoint_folder(tmp_path, folder_name, offline_hub)
     info = resolve(str(folder))
     assert (info.name, info.origin, info.repo_id) == (f"local:{folder_name}", "local", None)
-    pool = ModelPool(str(folder), device="cpu", precision="fp32", size=256)
+    pool = cpu_service(str(folder), size=256).pool
     local = f"local:{folder_name}"
     assert pool.default_model == local and pool.names() == [local, *ZOO]
     assert pool.canonical(None) == local and pool.canonical(local) == local
@@ -60,7 +61,7 @@ def test_a_folder_named_like_a_zoo_model_is_offered_as_local_beside_the_zoo(offl
 
 def test_the_pool_loads_the_folder_for_its_name_and_the_zoo_model_for_the_zoo_name(offline_hub, tmp_path):
     folder = checkpoint_folder(tmp_path, "BiRefNet_lite", offline_hub)
-    pool = ModelPool(str(folder), device="cpu", precision="fp32", size=256)
+    pool = cpu_service(str(folder), size=256).pool
     local = pool.get()
     assert local.engine.info.name == "local:BiRefNet_lite" and isinstance(local.engine.network, ISNet)
     zoo_model = pool.get("BiRefNet_lite")
@@ -71,7 +72,7 @@ def test_the_pool_loads_the_folder_for_its_name_and_the_zoo_model_for_the_zoo_na
 
 def test_an_uncached_zoo_model_named_like_the_folder_says_why_and_the_folder_still_works(offline_hub, tmp_path):
     folder = checkpoint_folder(tmp_path, "RMBG-2.0", offline_hub)
-    pool = ModelPool(str(folder), device="cpu", precision="fp32", size=256)
+    pool = cpu_service(str(folder), size=256).pool
     assert pool.get().engine.info.name == "local:RMBG-2.0"
     assert pool.availability("RMBG-2.0") == "offline"
     with pytest.raises(ModelLoadError, match="RMBG-2.0 is not downloaded here") as raised:
@@ -82,7 +83,7 @@ def test_an_uncached_zoo_model_named_like_the_folder_says_why_and_the_folder_sti
 def test_availability_says_what_each_model_needs_before_anyone_picks_it(offline_hub, monkeypatch):
     from bgremover.web.events import model_choices
 
-    pool = ModelPool("RMBG-1.4", device="cpu", precision="fp32", size=256)
+    pool = cpu_service("RMBG-1.4", size=256).pool
     monkeypatch.delenv("HF_HUB_OFFLINE")  # online, no token: nothing here is fetched by asking
     assert [pool.availability(name) for name in ("RMBG-1.4", "RMBG-2.0", "BiRefNet")] == ["ready", "token", "download"]
     monkeypatch.setenv("HF_TOKEN", "hf_test")

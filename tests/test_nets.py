@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import (
-    ARCHS_SWIN_L_SLOW,
+from helpers import (
+    GOLDEN_ARCHS,
+    GOLDEN_MODELS,
     GOLDEN_SIZES,
+    QUICK_ARCHS,
+    architecture,
     golden_input,
     golden_manifest,
     golden_output,
@@ -14,11 +17,8 @@ from conftest import (
     synthetic_state_dict,
 )
 
-from bgremover.families import UnknownArchitecture, describe, network_for
-from bgremover.nets import SWIN_L, SWIN_T, BiRefNet, ISNet
-
-ARCHS = ["birefnet", "birefnet_lite", "isnet"]
-
+from bgremover.families import UnknownArchitecture, backbone_of, describe, families, family_of, network_for
+from bgremover.zoo import ZOO
 
 _models: dict[str, torch.nn.Module] = {}
 
@@ -32,28 +32,35 @@ def synthetic_model(arch: str) -> torch.nn.Module:
     return _models[arch]
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", list(GOLDEN_MODELS))
 def test_state_dict_matches_manifest(arch: str) -> None:
     ours = {name: list(tensor.shape) for name, tensor in synthetic_model(arch).state_dict().items()}
     reference = {name: shape for name, shape, _dtype in golden_manifest(arch)}
     assert ours == reference
 
 
-@pytest.mark.parametrize(
-    ("arch", "expected_type", "expected_name"),
-    [
-        ("birefnet", BiRefNet, "BiRefNet (Swin-L)"),
-        ("birefnet_lite", BiRefNet, "BiRefNet (Swin-T)"),
-        ("isnet", ISNet, "IS-Net"),
-    ],
-)
-def test_architecture_is_read_from_the_checkpoint(arch: str, expected_type: type, expected_name: str) -> None:
+@pytest.mark.parametrize("arch", list(GOLDEN_MODELS))
+def test_architecture_is_read_from_the_checkpoint(arch: str) -> None:
+    """The registry reads family and backbone off the reference checkpoint's names and shapes alone."""
+    info = ZOO[GOLDEN_MODELS[arch]]
     state = manifest_state_dict(arch)
-    assert describe(state) == expected_name
-    net = network_for(state)
-    assert type(net) is expected_type
-    if expected_type is BiRefNet:
-        assert net.bb.config == (SWIN_L if arch == "birefnet" else SWIN_T)
+    assert (family_of(state), backbone_of(state)) == (info.family, info.backbone)
+    assert describe(state) == architecture(info)
+
+
+@pytest.mark.parametrize("model", list(ZOO))
+def test_every_zoo_architecture_has_golden_data(model: str) -> None:
+    """A zoo row of a family or backbone that no golden manifest has would never be tested for parity."""
+    arch = next(
+        (arch for arch, name in GOLDEN_MODELS.items() if architecture(ZOO[name]) == architecture(ZOO[model])), None
+    )
+    assert arch is not None, f"{model} ({architecture(ZOO[model])}): add its golden files to tests/golden"
+
+
+def test_every_family_has_a_stand_in_with_golden_data() -> None:
+    """Each registered family is tested through its stand-in, which the quick set runs."""
+    assert {family.stand_in for family in families()} <= set(GOLDEN_MODELS.values())
+    assert {ZOO[GOLDEN_MODELS[arch]].family for arch in QUICK_ARCHS} == {family.name for family in families()}
 
 
 def test_unknown_architecture_is_named() -> None:
@@ -62,7 +69,7 @@ def test_unknown_architecture_is_named() -> None:
         describe({"encoder.weight": torch.zeros(1)})
 
 
-@pytest.mark.parametrize("arch", ARCHS_SWIN_L_SLOW)
+@pytest.mark.parametrize("arch", GOLDEN_ARCHS)
 @pytest.mark.parametrize(("height", "width"), GOLDEN_SIZES)
 def test_matches_golden_output(arch: str, height: int, width: int) -> None:
     with torch.inference_mode():
@@ -72,7 +79,7 @@ def test_matches_golden_output(arch: str, height: int, width: int) -> None:
     assert (out - expected).abs().max().item() <= 1e-4
 
 
-@pytest.mark.parametrize("arch", ARCHS_SWIN_L_SLOW)
+@pytest.mark.parametrize("arch", GOLDEN_ARCHS)
 def test_batch_matches_single_images(arch: str) -> None:
     model = synthetic_model(arch)
     first = golden_input(256, 384)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import golden_input
+from helpers import golden_input
 from torch import nn
 
 from bgremover import bench, synthetic

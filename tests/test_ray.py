@@ -19,13 +19,16 @@ from pathlib import Path
 import live
 import numpy as np
 import pytest
+from helpers import cpu_service
 from PIL import Image
 
 from bgremover.cli import main, parse, service_config
 from bgremover.errors import UsageError
 from bgremover.planning import plan_jobs
 from bgremover.scale import locations
-from bgremover.scale.batch import (
+from bgremover.scale.batch import Inference as RealInference
+from bgremover.scale.batch import remove_on_ray
+from bgremover.scale.cluster import (
     MANIFEST_NAME,
     InferenceConfig,
     Manifest,
@@ -33,9 +36,7 @@ from bgremover.scale.batch import (
     RayConfig,
     RayRun,
     configure,
-    remove_on_ray,
 )
-from bgremover.scale.batch import Inference as RealInference
 from bgremover.service.config import ServiceConfig
 from bgremover.service.options import build_request
 
@@ -86,7 +87,7 @@ def test_without_ray_the_command_says_how_to_install_it(offline_hub, tmp_path, m
 
 
 def test_the_decode_and_finish_workers_do_not_load_pytorch():
-    """Every worker that runs a decode or finish task imports bgremover.scale.batch: PyTorch there
+    """Every worker that runs a decode or finish task imports bgremover.scale.batch (and .cluster): PyTorch there
     would cost each of them seconds of start-up and hundreds of MB for nothing."""
     code = "import sys, bgremover.scale.batch; print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch'))"
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
@@ -183,9 +184,8 @@ def test_a_cpu_job_on_nodes_too_small_for_the_estimate_still_runs_one_actor_unre
 @pytest.mark.slow
 def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hub):
     from bgremover.scale.serve import predict_groups
-    from bgremover.service.pool import ModelPool
 
-    pool = ModelPool(MODEL, "cpu", "fp32", 128)
+    pool = cpu_service(MODEL, size=128).pool
     small, large, other = pool.get(MODEL, 64), pool.get(MODEL, 128), pool.get("BiRefNet_lite", 64)
     images = [live.sample_image(90 + 10 * i, 70, seed=i) for i in range(5)]
     asks = [(small, images[0]), (large, images[1]), (small, images[2]), (other, images[3]), (large, images[4])]
@@ -200,17 +200,17 @@ def test_serve_batches_mixed_models_and_sizes_like_single_predictions(offline_hu
 
 
 def test_a_replica_lets_in_a_whole_batch_where_requests_are_batched(monkeypatch):
-    from bgremover.scale.serve import Limits
+    from bgremover.scale.serve import ReplicaLimits
 
     for name in ("RMBG_WORKERS", "RMBG_QUEUE_LIMIT", "RMBG_MAX_BATCH", "RMBG_BATCH_WINDOW_MS"):
         monkeypatch.delenv(name, raising=False)
     config = ServiceConfig.from_settings()
-    assert Limits.for_device(config, "cpu") == Limits(running=2, waiting=16, window=0.0, max_batch=1)
-    assert Limits.for_device(config, "cuda") == Limits(running=8, waiting=16, window=0.005, max_batch=8)
+    assert ReplicaLimits.for_device(config, "cpu") == ReplicaLimits(running=2, waiting=16, window=0.0, max_batch=1)
+    assert ReplicaLimits.for_device(config, "cuda") == ReplicaLimits(running=8, waiting=16, window=0.005, max_batch=8)
     monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "200")
     monkeypatch.setenv("RMBG_WORKERS", "12")
     config = ServiceConfig.from_settings()
-    assert Limits.for_device(config, "cpu") == Limits(running=12, waiting=16, window=0.2, max_batch=8)
+    assert ReplicaLimits.for_device(config, "cpu") == ReplicaLimits(running=12, waiting=16, window=0.2, max_batch=8)
 
 
 # --- Batch on a local Ray instance -----------------------------------------------------------------

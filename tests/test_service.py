@@ -8,13 +8,14 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import cpu_service
 from live import photo
 from PIL import Image
 
 from bgremover import settings
 from bgremover.imaging import encoding
 from bgremover.service.options import build_request
-from bgremover.service.pool import ModelPool, UnknownModel
+from bgremover.service.pool import UnknownModel
 from bgremover.service.removal import Item, RemovalService
 
 MODEL = "BiRefNet_lite"
@@ -22,7 +23,7 @@ MODEL = "BiRefNet_lite"
 
 @pytest.fixture
 def service(offline_hub) -> RemovalService:
-    return RemovalService(ModelPool(MODEL, device="cpu", precision="fp32", size=64))
+    return cpu_service(MODEL, size=64)
 
 
 def jpeg(image: Image.Image) -> bytes:
@@ -110,7 +111,7 @@ def test_remove_many_decodes_on_every_io_thread_at_once_and_holds_a_bounded_numb
     service, monkeypatch, batch_size
 ) -> None:
     threads = 4
-    monkeypatch.setenv("RMBG_IO_THREADS", str(threads))
+    service = service.sharing_pool(io_threads=threads)
     probe = DecodeProbe(service.decode, threads)
     monkeypatch.setattr(service, "decode", probe)
     items = [Item(f"{i}.jpg", jpeg(photo(48 + 4 * (i % 5), 40))) for i in range(18)]
@@ -169,6 +170,27 @@ def test_requests_are_checked_once_with_the_fix_in_the_message(fields, message) 
         build_request(**fields)
 
 
+@pytest.mark.parametrize(
+    ("text", "meant"),
+    [("1", True), ("TRUE", True), (" yes ", True), ("on", True), ("0", False), ("false", False), ("No", False)],
+)
+def test_a_yes_or_no_means_the_same_in_a_variable_and_in_a_form(monkeypatch, text: str, meant: bool) -> None:
+    monkeypatch.setenv("RMBG_COMPILE", text)
+    assert settings.compile_network() is meant
+    assert build_request(crop=text).options.crop is meant
+
+
+def test_a_yes_or_no_refuses_the_same_typos_everywhere_and_empty_is_the_default(monkeypatch) -> None:
+    for typo in ("maybe", "y", "2", "of"):
+        monkeypatch.setenv("RMBG_CUDA_GRAPHS", typo)
+        with pytest.raises(ValueError, match=f"RMBG_CUDA_GRAPHS='{typo}': use true or false"):
+            settings.cuda_graphs()
+        with pytest.raises(ValueError, match=f"crop='{typo}': use true or false"):
+            build_request(crop=typo)
+    monkeypatch.setenv("RMBG_CUDA_GRAPHS", " ")
+    assert settings.cuda_graphs() is True and build_request(crop=" ").options.crop is False
+
+
 def test_a_request_converts_form_strings_and_keeps_typed_values() -> None:
     request = build_request(output="color", bg_color="#00ff00", threshold="0.5", crop="true", crop_margin="3")
     assert request.options.background_color == (0, 255, 0)
@@ -180,7 +202,7 @@ def test_a_request_converts_form_strings_and_keeps_typed_values() -> None:
 def test_concurrent_requests_share_one_forward_when_batching_is_on(offline_hub, monkeypatch) -> None:
     monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "2000")  # long enough for three threads on a busy 2-core CI box
     monkeypatch.setenv("RMBG_MAX_BATCH", "3")
-    service = RemovalService(ModelPool(MODEL, device="cpu", precision="fp32", size=64))
+    service = cpu_service(MODEL, size=64)
     engine = service.pool.get().engine
     network, batch_sizes = engine.network, []
 
@@ -202,8 +224,7 @@ def test_concurrent_requests_share_one_forward_when_batching_is_on(offline_hub, 
         thread.join(timeout=300)
     assert batch_sizes == [3]  # the batch was full before the window ended: one forward for all three
     assert [results[index].batch for index in range(3)] == [3, 3, 3]
-    monkeypatch.setenv("RMBG_BATCH_WINDOW_MS", "0")
-    alone = RemovalService(service.pool)
+    alone = service.sharing_pool(batch_window=0.0)
     for index, image in enumerate(images):
         single = alone.remove(jpeg(image), request, name=f"{index}.jpg")
         assert single.batch == 1 and results[index].result.mask.size == image.size
@@ -213,20 +234,20 @@ def test_concurrent_requests_share_one_forward_when_batching_is_on(offline_hub, 
 
 
 def test_a_custom_checkpoint_is_named_never_shown_by_its_server_path(offline_hub, tmp_path) -> None:
-    from conftest import synthetic_checkpoint, write_checkpoint
+    from helpers import synthetic_checkpoint, write_checkpoint
 
     from bgremover.hub import ModelLoadError
 
     folder = tmp_path / "secret" / "products-v3"
     write_checkpoint(folder / "model.safetensors", synthetic_checkpoint("birefnet_lite"))
-    pool = ModelPool(str(folder), device="cpu", precision="fp32", size=64)
+    pool = cpu_service(str(folder), size=64).pool
     assert pool.default_model == "local:products-v3" and pool.names()[0] == "local:products-v3"
     assert pool.canonical("local:products-v3") == pool.canonical("products-v3") == "local:products-v3"
     with pytest.raises(UnknownModel):
         pool.canonical(str(folder))  # clients name models, never server paths
     assert pool.get().info.family == "birefnet"
     assert str(tmp_path) not in repr(pool.models())
-    missing = ModelPool(str(tmp_path / "secret" / "gone.safetensors"), device="cpu")
+    missing = cpu_service(str(tmp_path / "secret" / "gone.safetensors"), precision="auto").pool
     with pytest.raises(ModelLoadError) as raised:
         missing.get()
     assert "gone" in str(raised.value) and str(tmp_path) not in str(raised.value)

@@ -5,23 +5,21 @@ from __future__ import annotations
 import re
 
 import pytest
+from helpers import cpu_service
 from live import png_bytes, sample_image
 
 from bgremover.engines import openvino as openvino_engine
-from bgremover.service.pool import ModelPool
-from bgremover.service.removal import RemovalService
 
 
 @pytest.mark.slow
 def test_compare_times_the_openvino_conversion_apart_from_the_run(offline_hub, tmp_path, monkeypatch) -> None:
     """The first RMBG-1.4 run on OpenVINO converts the network (23 s of a 25 s "run" in the issue):
     the Compare tab's time is the run's, and the one-time work is shown apart."""
+    from bgremover.web.handlers import Handlers
     from bgremover.web.scratch import Scratch
-    from bgremover.web.ui import Handlers
 
     monkeypatch.setattr(openvino_engine, "engine_cache_dir", lambda: tmp_path / "engines")  # nothing converted yet
-    pool = ModelPool("RMBG-1.4", "cpu", "fp32", 64, "openvino")
-    handlers = Handlers(RemovalService(pool), Scratch())
+    handlers = Handlers(cpu_service("RMBG-1.4", size=64, runtime="openvino"), Scratch())
     photo = tmp_path / "photo.png"
     photo.write_bytes(png_bytes(sample_image(80, 60)))
 

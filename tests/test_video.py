@@ -16,11 +16,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import cpu_service
 from live import REPO, make_clip
 from PIL import Image
 
 from bgremover.service.options import build_request
-from bgremover.service.pool import ModelPool
 from bgremover.service.removal import RemovalService
 from bgremover.service.steps import rotated
 from bgremover.video import Cancelled, VideoError
@@ -38,9 +38,9 @@ def service(hf_home) -> RemovalService:
         patch.setenv("HF_HOME", str(hf_home))
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.delenv("HF_HUB_CACHE", raising=False)
-        pool = ModelPool("RMBG-1.4", device="cpu", precision="fp32", size=64)
-        pool.get()
-    return RemovalService(pool)
+        service = cpu_service("RMBG-1.4", size=64)
+        service.pool.get()
+    return service
 
 
 @pytest.fixture(scope="module")
@@ -181,10 +181,9 @@ PEAK_MEMORY = """
 import resource, sys
 from pathlib import Path
 from bgremover.service.options import build_request
-from bgremover.service.pool import ModelPool
-from bgremover.service.removal import RemovalService
+from bgremover.service.config import ServiceConfig, build_service
 from bgremover.video.clip import remove_clip
-service = RemovalService(ModelPool("RMBG-1.4", device="cpu", precision="fp32", size=32), io_threads=2)
+service = build_service(ServiceConfig("RMBG-1.4", "cpu", "fp32", size=32, io_threads=2))
 remove_clip(service, Path(sys.argv[1]), Path(sys.argv[2]), build_request(output="color"), fmt="mp4", batch_size=8)
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from helpers import cpu_service
 from live import (
     MODEL,
     SERVER_ARGS,
@@ -84,9 +85,9 @@ def expected_mask(hf_home, sample) -> np.ndarray:
 
 
 def test_pool_loads_a_model_once_and_shares_it_across_sizes(offline_hub):
-    from bgremover.service.pool import ModelPool, UnknownModel
+    from bgremover.service.pool import UnknownModel
 
-    registry = ModelPool(MODEL, device="cpu", precision="fp32", size=256)
+    registry = cpu_service(MODEL, size=256).pool
     ready, body = registry.health()
     assert not ready and body["status"] == "loading"
     base = registry.get(MODEL)

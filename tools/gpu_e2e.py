@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bgremover import synthetic  # noqa: E402 - the repository root must be importable first
 from bgremover.imaging import composing  # noqa: E402
+from bgremover.service.config import ServiceConfig, build_service  # noqa: E402
 from bgremover.service.options import build_request  # noqa: E402
-from bgremover.service.pool import ModelPool  # noqa: E402
 from bgremover.service.removal import Item, RemovalService  # noqa: E402
 
 DRY = os.environ.get("DRY", "") == "1"
@@ -95,9 +95,8 @@ def folder_rate(service: RemovalService, data: bytes, batch_size: int) -> dict:
     return {"batch_size": batch_size, "io_threads": threads, "photos": done, "photos_per_s": done / seconds}
 
 
-def concurrent_rate(pool: ModelPool, data: bytes, window_ms: int) -> dict:
-    os.environ["RMBG_BATCH_WINDOW_MS"] = str(window_ms)
-    service = RemovalService(pool)
+def concurrent_rate(served: RemovalService, data: bytes, window_ms: int) -> dict:
+    service = served.sharing_pool(batch_window=window_ms / 1000)
     request = build_request(fmt="png")
     service.remove(data, request)
     seen: list[float] = []
@@ -122,10 +121,9 @@ def main() -> int:
     if DEVICE == "cuda":
         report["gpu"] = torch.cuda.get_device_name()
     report["cpu_count"] = os.cpu_count()
-    os.environ["RMBG_BATCH_WINDOW_MS"] = "0"
     with tempfile.TemporaryDirectory(prefix="rmbg-e2e-") as home, synthetic.synthetic_hub(MODEL, Path(home)):
-        pool = ModelPool(MODEL, DEVICE, "auto", SIZE)
-        service = RemovalService(pool, io_threads=os.cpu_count() or 2)
+        config = ServiceConfig(MODEL, DEVICE, size=SIZE, batch_window=0.0, io_threads=os.cpu_count() or 2)
+        service = build_service(config)
         photos = {f"{w}x{h}": photo(w, h) for w, h in PHOTOS}
         report["single"] = {name: median_split(service, data, build_request()) for name, data in photos.items()}
         largest = list(photos)[-1]
@@ -135,10 +133,10 @@ def main() -> int:
         # Fewer I/O threads than cores: do decoding and encoding threads compete with PyTorch's and
         # the deflate pool's on the same cores?
         for threads in sorted({4, 8} - {service.io_threads}):
-            fewer = RemovalService(pool, io_threads=threads)
+            fewer = service.sharing_pool(io_threads=threads)
             report["folder"].append(folder_rate(fewer, photos[largest], 1))
         small = photos[list(photos)[0]]
-        report["concurrent"] = [concurrent_rate(pool, small, window) for window in (0, 5)]
+        report["concurrent"] = [concurrent_rate(service, small, window) for window in (0, 5)]
     (out / "gpu_e2e.json").write_text(json.dumps(report, indent=1))
     print(f"torch {report['torch']} on {report.get('gpu', DEVICE)}, {MODEL}, {report['cpu_count']} CPUs")
     for name, split in [*report["single"].items(), (f"{largest} refine", report["refine_edges"])]:

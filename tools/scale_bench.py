@@ -47,13 +47,13 @@ def stages(root: Path) -> None:
 
     from bgremover import synthetic
     from bgremover.results import Timings
+    from bgremover.service.config import ServiceConfig, build_service
     from bgremover.service.options import build_request
-    from bgremover.service.pool import ModelPool
     from bgremover.service.steps import decode_input, finish_and_encode
 
     os.environ.update(synthetic.hub_environment(root / "hf"))
 
-    remover, request = ModelPool(MODEL, "cpu", "auto", SIZE).get(), build_request()
+    remover, request = build_service(ServiceConfig(MODEL, "cpu", size=SIZE)).pool.get(), build_request()
     rows = []
     for path in sorted((root / "photos").iterdir()):
         started = time.perf_counter()

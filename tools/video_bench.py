@@ -29,9 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import video_measuring  # noqa: E402 - beside this file
 
+from bgremover.service.config import ServiceConfig, build_service  # noqa: E402
 from bgremover.service.options import build_request  # noqa: E402
-from bgremover.service.pool import ModelPool  # noqa: E402
-from bgremover.service.removal import RemovalService  # noqa: E402
 from bgremover.video.clip import remove_clip  # noqa: E402
 
 
@@ -76,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="rmbg-video-bench-") as folder, video_measuring.model(args.model) as model:
         source, target = Path(folder) / "clip.mp4", Path(folder) / f"out.{args.format}"
         generated_clip(source, args.width, args.height, args.frames)
-        service = RemovalService(ModelPool(model, args.device, args.precision, args.size))
+        service = build_service(ServiceConfig(model, args.device, args.precision, size=args.size))
         remover = service.pool.get()
         remover.predict([av.open(str(source)).decode(video=0).__next__().to_image()])  # warm-up
         request = build_request(output=args.output)

@@ -6,6 +6,9 @@ compilation, graph capture, and the lock that keeps one inference per device at 
 Front ends never build networks themselves; they ask `load_engine` for one (as
 segment-anything's predictor receives a built model), so another runtime can take the
 PyTorch engine's place without the pipeline or the service changing.
+
+Words: a *runtime* is the name of what runs a network ("torch", "openvino"; "auto" chooses one),
+which the user picks as `--engine` / RMBG_ENGINE; an *engine* is the loaded object (`Engine`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = [
     "ENGINE_HELP",
     "ENGINES",
     "Engine",
-    "choose_engine",
+    "choose_runtime",
     "device_lock",
     "int8_hint",
     "load_engine",
@@ -54,7 +57,7 @@ class Engine(Protocol):
     Callers hold `lock` (the device's, from `device_lock`) around each call.
     """
 
-    name: str  # the runtime: "torch", "openvino"
+    runtime: str  # "torch", "openvino"
     info: ModelInfo
     device: torch.device
     dtype: torch.dtype
@@ -63,9 +66,10 @@ class Engine(Protocol):
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
 
-    def prepare(self, size: tuple[int, int]) -> None:
-        """Does the one-time work for inputs of `size` (height, width) now, so that a caller can time it
-        apart from inference: OpenVINO converts and compiles per size on its first input."""
+    def prepare(self, hw: tuple[int, int]) -> None:
+        """Does the one-time work for inputs of `hw` (height, width: a tensor's order; an image's `size`
+        is PIL's width, height) now, so that a caller can time it apart from inference: OpenVINO
+        converts and compiles per size on its first input."""
         ...
 
     def describe(self) -> str:
@@ -73,7 +77,7 @@ class Engine(Protocol):
         ...
 
 
-def choose_engine(engine: str | None, device: torch.device, family: str = "", precision: str = "auto") -> str:
+def choose_runtime(runtime: str | None, device: torch.device, family: str = "", precision: str = "auto") -> str:
     """Which runtime runs a model of `family`: `torch` or `openvino`; `None` follows RMBG_ENGINE.
 
     `auto` is OpenVINO on a CPU for the families whose record says it wins there (IS-Net,
@@ -81,24 +85,24 @@ def choose_engine(engine: str | None, device: torch.device, family: str = "", pr
     faster on both CPU kinds measured, and BiRefNet no faster (or, in bf16, outside the accuracy
     bound). BENCHMARKS.md, "CPU engines", has the figures.
     """
-    engine = settings.engine() if engine is None else engine
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r}: use {', '.join(ENGINES)}.")
-    if engine == "auto":
+    runtime = settings.engine() if runtime is None else runtime
+    if runtime not in ENGINES:
+        raise ValueError(f"unknown engine {runtime!r}: use {', '.join(ENGINES)}.")
+    if runtime == "auto":
         from .openvino import OPENVINO_PRECISIONS, openvino_available
 
         known = find_family(family)
         wins = device.type == "cpu" and known is not None and known.openvino_on_cpu
         wins = wins and precision in ("auto", *OPENVINO_PRECISIONS)
         return "openvino" if wins and openvino_available() else "torch"
-    if engine == "openvino" and device.type != "cpu":
+    if runtime == "openvino" and device.type != "cpu":
         raise ValueError(f"the OpenVINO engine runs on the CPU, not on {device}: use --device cpu or --engine torch.")
-    return engine
+    return runtime
 
 
-def precision_for(engine: str, precision: str, device: torch.device) -> str:
-    """The precision a run will use once `auto` is settled; a choice the engine or CPU cannot run fails here."""
-    if engine == "openvino":
+def precision_for(runtime: str, precision: str, device: torch.device) -> str:
+    """The precision a run will use once `auto` is settled; a choice the runtime or CPU cannot run fails here."""
+    if runtime == "openvino":
         from .openvino import openvino_precision
 
         return openvino_precision(precision)
@@ -110,13 +114,14 @@ def load_engine(
     device: str | torch.device = "auto",
     precision: str = "auto",
     compiled: bool | None = None,
-    engine: str | None = None,
+    runtime: str | None = None,
     *,
     fast_path: bool = True,
     graphs: bool | None = None,
 ) -> Engine:
     """The engine for `model` (zoo name, Hub repo id, folder or .safetensors file, or the ModelInfo
-    they resolved to) on `device`, which is resolved here once and handed down as it is. A
+    they resolved to) on `device`, which is resolved here once and handed down as it is, run by
+    `runtime` (`choose_runtime`: None follows RMBG_ENGINE). A
     checkpoint outside the zoo has its family read off its header first, so `auto` chooses for it
     as for the zoo model of the same family.
 
@@ -127,7 +132,7 @@ def load_engine(
     device = pick_device(device)
     info = resolve(model)
     family = info.family or identify_model(info).info.family
-    chosen = choose_engine(engine, device, family, precision)
+    chosen = choose_runtime(runtime, device, family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 

@@ -26,9 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__, settings
+from .. import settings
 from ..hub import identify_model, load_model
 from ..nets import deform
+from ..version import __version__
 from ..zoo import ModelInfo
 from .devices import device_lock, native_bf16_cpu
 
@@ -100,7 +101,7 @@ def checkpoint_key(checkpoint: Path) -> str:
 class OpenVinoEngine:
     """A network exported to OpenVINO, compiled for the CPU once per input size."""
 
-    name = "openvino"
+    runtime = "openvino"
 
     def __init__(self, network: nn.Module | None, info: ModelInfo, label: str, checkpoint: Path, precision: str):
         """`network` is the float32 PyTorch network, exported per input size, then released; with
@@ -133,9 +134,9 @@ class OpenVinoEngine:
         outputs = [compiled(images[i : i + 1])[0] for i in range(len(images))]
         return torch.from_numpy(np.concatenate(outputs))
 
-    def prepare(self, size: tuple[int, int]) -> None:
-        """Converts (first use of this size on this machine) and compiles the model for `size`."""
-        self._model_for(size)
+    def prepare(self, hw: tuple[int, int]) -> None:
+        """Converts (first use of this size on this machine) and compiles the model for `hw` (height, width)."""
+        self._model_for(hw)
 
     def describe(self) -> str:
         return f"openvino {_version()} {self.precision} on cpu"

@@ -46,7 +46,7 @@ def prepare_network(network: nn.Module, compiled: bool = False, int8: bool = Fal
 class TorchEngine:
     """A loaded network on one device; callers hold `lock` around calls (see `device_lock`)."""
 
-    name = "torch"
+    runtime = "torch"
 
     def __init__(
         self,
@@ -103,7 +103,7 @@ class TorchEngine:
         with torch.inference_mode():
             return (self.runner or self.network)(batch.to(self.dtype)).float()
 
-    def prepare(self, size: tuple[int, int]) -> None:
+    def prepare(self, hw: tuple[int, int]) -> None:
         """Nothing to do: an eager network takes any size as it comes (torch.compile's first call
         at a size, where asked for, still counts as that call's time)."""
 

@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hub, settings
-from ..engines import choose_engine, pick_device, precision_for
+from .. import hub
+from ..engines import choose_runtime, pick_device, precision_for
 from ..errors import UsageError
 from ..service.config import ServiceConfig, build_service
 from ..service.removal import RemovalService
 from .datasets import Dataset, _few, _unique_key, load_dataset
 from .predictions import Predictor, open_cache, sanitise, score_cache
 from .report import PLOT_FILE, markdown_table, plot_pr_curves, result_row, write_csv, write_json
+
+
+@dataclass(frozen=True)
+class EvalRun:
+    """What `rmbg eval` was asked for besides the service, read off the command line by `cli.py`:
+    the datasets, the models (none: the service's), the cache folder and the reports."""
+
+    data: tuple[str, ...]
+    models: tuple[str, ...] = ()
+    out: Path = Path("eval_out")
+    batch_size: int = 1
+    overwrite: bool = False
+    quiet: bool = False
+    csv: Path | None = None
+    json: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise UsageError("--batch-size must be at least 1")
 
 
 def _warn(message: str) -> None:
@@ -44,44 +62,31 @@ class Model:
     folder: str  # the cache folder's name
 
 
-def _models(specs: list[str] | None) -> list[Model]:
+def _models(specs: list[str]) -> list[Model]:
     """Each model resolved (a typo fails here, before any work) and given a cache folder of its own."""
     models: list[Model] = []
-    for spec in dict.fromkeys(specs or [settings.model()]):
+    for spec in dict.fromkeys(specs):
         label = hub.resolve(spec).name
         folder = _unique_key(sanitise(label), {m.folder for m in models})
         models.append(Model(spec, label, folder))
     return models
 
 
-def _service_config(args: argparse.Namespace) -> ServiceConfig:
-    """The service settings every model is evaluated with (the first --model; the rest by `with_model`)."""
-    if args.batch_size < 1:
-        raise UsageError("--batch-size must be at least 1")
-    return ServiceConfig.from_settings(
-        model=(args.model or [settings.model()])[0],  # eval scores the models named: never a fallback
-        device=args.device,
-        precision=args.precision,
-        runtime=args.engine,
-        size=args.size,
-    )
-
-
 def _settings(config: ServiceConfig) -> dict:
     """What a cached prediction depends on besides the model: predictions made otherwise are not reused."""
     device = pick_device(config.device)
-    precision = precision_for(choose_engine(config.runtime, device), config.precision, device)
+    precision = precision_for(choose_runtime(config.runtime, device), config.precision, device)
     return {"size": config.size, "precision": precision, "engine": config.runtime}
 
 
-def run_eval(args: argparse.Namespace) -> int:
-    """`rmbg eval`: predict what is missing, then score, tabulate and plot every model on every dataset."""
-    config = _service_config(args)
+def run_eval(run: EvalRun, config: ServiceConfig) -> int:
+    """`rmbg eval`: predict what is missing, then score, tabulate and plot every model on every dataset;
+    each model runs with the settings of `config` (the first model's, `with_model` for the others)."""
     made_with = _settings(config)
-    datasets = _load_datasets(args.data)
-    models = _models(args.model)
+    datasets = _load_datasets(list(run.data))
+    models = _models(list(run.models) or [config.model])
     caches = {
-        (d.name, m.spec): open_cache(args.out / d.name / m.folder, {"model": m.spec, **made_with}, args.overwrite)
+        (d.name, m.spec): open_cache(run.out / d.name / m.folder, {"model": m.spec, **made_with}, run.overwrite)
         for d in datasets
         for m in models
     }
@@ -89,7 +94,7 @@ def run_eval(args: argparse.Namespace) -> int:
     engines: dict[str, str] = {}
     for model in models:
         service = build_service(config.with_model(model.spec))
-        predictor = Predictor(service, args.batch_size, args.overwrite, args.quiet)
+        predictor = Predictor(service, run.batch_size, run.overwrite, run.quiet)
         for dataset in datasets:
             computed, failed = predictor.run(dataset, caches[dataset.name, model.spec])
             failures += failed
@@ -99,13 +104,13 @@ def run_eval(args: argparse.Namespace) -> int:
         engines[model.label] = _engine_that_ran(service)
     rows = []
     for dataset in datasets:
-        rows += _report_dataset(dataset, models, caches, args.out)
-    if args.csv:
-        write_csv(args.csv, rows)
-    if args.json:
+        rows += _report_dataset(dataset, models, caches, run.out)
+    if run.csv:
+        write_csv(run.csv, rows)
+    if run.json:
         datasets_used = [d.name for d in datasets]
         meta = {**made_with, "models": [m.spec for m in models], "datasets": datasets_used, "engines": engines}
-        write_json(args.json, rows, meta)
+        write_json(run.json, rows, meta)
     for failure in failures:
         print(f"failed: {failure}", file=sys.stderr)
     return 1 if failures else 0

@@ -62,7 +62,7 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
-class Limits:
+class ReplicaLimits:
     """What a replica takes on and how it batches, from the service config for the replicas' device,
     so that Serve's limits and every replica's admission agree."""
 
@@ -72,7 +72,7 @@ class Limits:
     max_batch: int
 
     @classmethod
-    def for_device(cls, config: ServiceConfig, device_type: str) -> Limits:
+    def for_device(cls, config: ServiceConfig, device_type: str) -> ReplicaLimits:
         window = config.batch_window_for(device_type)
         max_batch = config.max_batch if window > 0 else 1
         return cls(config.concurrent_requests(device_type), config.queue_limit, window, max_batch)
@@ -126,7 +126,7 @@ class RemovalDeployment:
     """One replica: a removal service from the one builder, its model loading in the background as in
     `rmbg serve` (`/health` says 503 with the reason until it is ready), and the API routes on it."""
 
-    def __init__(self, config: ServeConfig, limits: Limits):
+    def __init__(self, config: ServeConfig, limits: ReplicaLimits):
         if config.service.device == "cpu" and config.cpus:
             import torch
 
@@ -146,7 +146,7 @@ class RemovalDeployment:
         app.add_middleware(RequestIds)  # added last: the outermost, as `web.operations.observed` puts it
         return app
 
-    @serve.batch  # its size and wait are set in __init__, from the replica's Limits
+    @serve.batch  # its size and wait are set in __init__, from its ReplicaLimits
     async def predict_batch(self, asks: list[Ask]) -> list[tuple[Image.Image, Timings, int]]:
         return await asyncio.to_thread(predict_groups, asks)
 
@@ -181,7 +181,7 @@ def application(config: ServeConfig) -> Application:
 
     A CPU replica reserves `cpus` CPUs and runs PyTorch on as many threads (Ray's own default,
     one thread per actor, would leave the other cores idle); a GPU replica takes one GPU.
-    A replica takes as many requests as `rmbg serve` does (`Limits`: those it runs plus
+    A replica takes as many requests as `rmbg serve` does (`ReplicaLimits`: those it runs plus
     RMBG_QUEUE_LIMIT waiting), so its own admission answers 503 + Retry-After the same way;
     autoscaling aims at as many requests in progress per replica as it runs at once.
     """
@@ -189,7 +189,7 @@ def application(config: ServeConfig) -> Application:
     device = "cuda" if gpu else "cpu"  # a replica sees its one GPU as cuda:0
     cpus = None if gpu else _cpus_per_replica(config)
     config = replace(config, service=replace(config.service, device=device), cpus=cpus)
-    limits = Limits.for_device(config.service, device)
+    limits = ReplicaLimits.for_device(config.service, device)
     options: dict = {
         "ray_actor_options": {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": config.cpus},
         "max_ongoing_requests": limits.running + limits.waiting,

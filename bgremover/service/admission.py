@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from .. import settings
-
 if TYPE_CHECKING:
     from .options import RemovalRequest
 
@@ -50,10 +48,11 @@ class Busy(RuntimeError):
 
 
 class Admission:
-    def __init__(self, workers: int | None = None, max_waiting: int | None = None, pixel_budget: int | None = None):
-        self.workers = workers or settings.workers()
-        self.max_waiting = settings.queue_limit() if max_waiting is None else max_waiting
-        self.pixel_budget = pixel_budget or settings.pixel_budget()
+    def __init__(self, workers: int, max_waiting: int, pixel_budget: int):
+        """The limits as `ServiceConfig` resolved them (`config.build_admission`)."""
+        self.workers = workers
+        self.max_waiting = max_waiting
+        self.pixel_budget = pixel_budget
         self.draining = False
         self._changed = threading.Condition()
         self._running = 0

@@ -15,11 +15,11 @@ from PIL import Image
 from ..choices import OUTPUTS
 from ..imaging import composing, encoding
 from ..results import Options
+from ..settings import parse_flag
 from ..zoo import check_inference_size
 
 # Wider than any accepted image (RMBG_MAX_PIXELS), so a larger margin could only ever mean "all of it".
 MAX_CROP_MARGIN = 100_000
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
 
 
 @dataclass
@@ -43,16 +43,6 @@ def parse_size(value: object, default: int | None = None) -> int | None:
         raise ValueError(f"size={value!r} is not a whole number: use a multiple of 32 such as 1024.")
     size = int(number)
     return check_inference_size(size)
-
-
-def parse_flag(value: object, name: str) -> bool:
-    """true/false, yes/no, on/off, 1/0 (empty is false)."""
-    if isinstance(value, bool):
-        return value
-    text = str(value if value is not None else "").strip().lower()
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError(f"{name}={text!r}: use true or false.")
 
 
 def _finite(text: str) -> float | None:

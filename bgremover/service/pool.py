@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from .. import hub, settings, zoo
-from ..engines import choose_engine, load_engine, pick_device, precision_for
+from ..engines import choose_runtime, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
 from ..zoo import ModelInfo
@@ -42,17 +42,17 @@ class ModelPool:
         device: str | torch.device = "auto",
         precision: str = "auto",
         size: int | None = None,
-        runtime: str | None = None,
+        runtime: str = "auto",
         note: str = "",
     ):
-        """`runtime` (auto, torch, openvino: what --engine names) None follows RMBG_ENGINE; a bad
-        runtime or precision fails here, before any load. `note` says why the default model is the
-        one served (a fallback, synthetic weights), for the UI's banner."""
+        """`runtime`: auto, torch or openvino (what --engine names; `ServiceConfig` reads RMBG_ENGINE,
+        this never does); a bad runtime or precision fails here, before any load. `note` says why the
+        default model is the one served (a fallback, synthetic weights), for the UI's banner."""
         self.note = note
         self.device = pick_device(device)
         self.precision = precision
-        self.runtime = settings.engine() if runtime is None else runtime  # auto picks per model when it loads
-        self.precision_name = precision_for(choose_engine(self.runtime, self.device), precision, self.device)
+        self.runtime = runtime  # auto picks per model when it loads
+        self.precision_name = precision_for(choose_runtime(self.runtime, self.device), precision, self.device)
         self.default_size = parse_size(size)
         default = hub.resolve(default_model)
         self.default_model = default.name
@@ -134,7 +134,7 @@ class ModelPool:
         self._set_state(name, "loading" if self.is_cached(name) else "downloading")
         started = time.perf_counter()
         try:
-            engine = load_engine(self._offered[name], self.device, self.precision, engine=self.runtime)
+            engine = load_engine(self._offered[name], self.device, self.precision, runtime=self.runtime)
             remover = Remover(engine, self.default_size)
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))
@@ -226,17 +226,18 @@ class ModelPool:
             "error": self.error(name),
         }
 
-    def engine_name(self, name: str) -> str:
+    def runtime_of(self, name: str) -> str:
         """The runtime `name` runs on once loaded (`auto` settles per model), else the one asked for."""
         with self._guard:
             remover = self._removers.get(name)
-        return remover.engine.name if remover else self.runtime
+        return remover.engine.runtime if remover else self.runtime
 
     def health(self) -> tuple[bool, dict]:
         """Ready once the default model is loaded; otherwise why not (still loading, or the error)."""
         name = self.default_model
         state = self.state(name)
-        body = {"status": "ok", "device": str(self.device), "engine": self.engine_name(name)}
+        # "engine" is the JSON key clients and health checks already read: it stays, and holds the runtime.
+        body = {"status": "ok", "device": str(self.device), "engine": self.runtime_of(name)}
         body |= {"precision": self.precision_name, "model": name}
         if state == "loaded":
             return True, body

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from .. import estimates, settings
+from .. import estimates
 from ..imaging import decoding
 from ..pipeline import Remover, Result, Timings
 from .admission import Admission, charged_pixels
@@ -60,28 +60,35 @@ class RemovalService:
     def __init__(
         self,
         pool: ModelPool,
-        max_pixels: int | None = None,
-        io_threads: int | None = None,
+        *,
+        max_pixels: int,
+        io_threads: int,
+        batch_window: float,
+        max_batch: int,
         admission: Admission | None = None,
-        batch_window: float | None = None,
-        max_batch: int | None = None,
     ):
         """`admission` bounds concurrent single requests (servers); batch runs bound themselves, on
-        `io_threads` worker threads (RMBG_IO_THREADS when not given). Front ends get all of these
-        from one `ServiceConfig` through `config.build_service`.
+        `io_threads` worker threads. Concurrent single requests for one model and size are gathered
+        into micro-batches of up to `max_batch` where `batch_window` (seconds) is above 0.
 
-        Concurrent single requests for one model and size are gathered into micro-batches of up to
-        `max_batch` where `batch_window` (seconds; RMBG_BATCH_WINDOW_MS when not given) is above 0.
+        Every value is given, never read here: front ends get them from one `ServiceConfig`, which
+        resolved the environment, through `config.build_service`.
         """
         self.pool = pool
         self.max_pixels = max_pixels
         self.io_threads = io_threads
         self.admission = admission
-        self.batch_window = settings.batch_window(pool.device.type) if batch_window is None else batch_window
-        self.max_batch = max_batch or settings.max_batch()
+        self.batch_window = batch_window
+        self.max_batch = max_batch
         self._batchers: dict[tuple[str, int], MicroBatcher] = {}
         self._batchers_guard = threading.Lock()
         self.observers: list[Callable[[Removal], None]] = []  # told of every single removal (server metrics)
+
+    def sharing_pool(self, **changed: object) -> RemovalService:
+        """This service with some settings `changed` over the same pool, no model loaded twice: what
+        comparisons (batching on and off, fewer I/O threads) in tests and tools/ measure against."""
+        settled = {name: getattr(self, name) for name in ("max_pixels", "io_threads", "batch_window", "max_batch")}
+        return type(self)(self.pool, admission=self.admission, **(settled | changed))
 
     def decode(self, source: bytes | str | Path, name: str = "image", turns: int = 0) -> decoding.Decoded:
         """Decodes an input with this service's pixel limit; raises ImageError with the fix."""
@@ -140,7 +147,7 @@ class RemovalService:
         """
         remover = self.remover(request)
         batch_size = max(batch_size, 1)
-        threads = self.io_threads or settings.io_threads()
+        threads = self.io_threads
         batches = _chunks(iter(items), batch_size)
         ahead = -(-threads // batch_size)  # batches decoding at once: a decode for every thread
         kept = max(2 * batch_size, threads)  # outputs in progress or waiting: finishing work for every thread

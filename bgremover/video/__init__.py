@@ -7,10 +7,6 @@ file does not, so the CLI can tell a clip from an image without loading FFmpeg.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ..scale.batch import RayRun
 
 # What `rmbg remove` treats as a clip (folders included), by suffix.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
@@ -99,7 +95,6 @@ class ClipRun:
     quality: str = "standard"
     start: float = 0.0
     end: float | None = None
-    ray: RayRun | None = None
 
     def clip_options(self, fmt: str) -> dict:
         """`remove_clip`'s keyword arguments for every clip of the run."""

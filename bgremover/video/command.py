@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .. import estimates
 from ..errors import UsageError
@@ -21,9 +20,6 @@ from . import CLIP_FORMATS, VIDEO_SUFFIXES, Cancelled, ClipRun, VideoError, chec
 from .clip import remove_clip
 from .reading import ClipInfo, Limits, check_span, probe
 from .smoothing import check_strength
-
-if TYPE_CHECKING:  # scale.batch only where --ray asks for it
-    pass
 
 
 def video_format(run: ClipRun) -> str:
@@ -48,21 +44,22 @@ def plan_clips(run: ClipRun, fmt: str) -> list[Job]:
     return jobs
 
 
-def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
-    """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise. Every
-    option, and every clip's header, is checked before the model loads."""
+def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[Job], str]:
+    """The clips of `run` and their container, every option checked before any model loads (the Ray
+    run, `scale.clips`, plans through this too)."""
     fmt = video_format(run)
     check_strength(run.smoothing)
     try:
         check_span(run.start, run.end, 0.0, "--start/--end")
         check_options(fmt, run.output, request.options.crop)
-        jobs = plan_clips(run, fmt)
+        return plan_clips(run, fmt), fmt
     except VideoError as error:
         raise UsageError(str(error)) from None
-    if run.ray is not None:
-        from .on_ray import run_clips_on_ray
 
-        return run_clips_on_ray(run, run.ray, config, request, jobs, fmt)
+
+def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
+    """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
+    jobs, fmt = plan_run(run, request)
     todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
     readable, failures = _probed(todo, run.quiet)
     ran = ""

@@ -4,7 +4,7 @@ Video tab, so both queue behind the same single worker.
 
 A job's files live in a private temporary folder; finished, failed and cancelled jobs expire after
 RMBG_VIDEO_RESULT_MINUTES (a sweeper thread removes them then, with or without requests), and
-everything left is removed when the process exits: `close_all`, which the server's stop calls on
+everything left is removed when the process exits: `close`, which the server's stop calls on
 every way out (it ends with os._exit, so atexit alone would not run).
 """
 
@@ -19,11 +19,10 @@ import shutil
 import tempfile
 import threading
 import time
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import estimates, settings
+from .. import estimates
 from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
@@ -42,8 +41,6 @@ MEDIA_TYPES = {
     "webp": "image/webp",
     "gif": "image/gif",
 }
-_SHARED: weakref.WeakKeyDictionary[RemovalService, VideoJobs] = weakref.WeakKeyDictionary()
-_SHARED_GUARD = threading.Lock()
 _STOP = object()  # put on the queue by `close`: the worker ends
 
 
@@ -101,12 +98,13 @@ class VideoJob:
 
 
 class VideoJobs:
-    """The queue of video jobs of one service; `shared(service)` gives the one a server uses."""
+    """The queue of video jobs of one service, built once per server by `web.app.create_app`
+    (`queue_limit`: RMBG_VIDEO_QUEUE, `keep_seconds`: RMBG_VIDEO_RESULT_MINUTES, read there)."""
 
-    def __init__(self, service: RemovalService, queue_limit: int | None = None, keep_seconds: float | None = None):
+    def __init__(self, service: RemovalService, queue_limit: int, keep_seconds: float):
         self.service = service
-        self.queue_limit = settings.video_queue_limit() if queue_limit is None else queue_limit
-        self.keep_seconds = keep_seconds or settings.video_result_seconds()
+        self.queue_limit = queue_limit
+        self.keep_seconds = keep_seconds
         self.folder = Path(tempfile.mkdtemp(prefix="rmbg-video-"))
         atexit.register(shutil.rmtree, self.folder, True)
         self._jobs: dict[str, VideoJob] = {}
@@ -116,13 +114,6 @@ class VideoJobs:
         self._counter = itertools.count()
         self._closed = threading.Event()
         threading.Thread(target=self._sweep, name="rmbg-video-expiry", daemon=True).start()
-
-    @classmethod
-    def shared(cls, service: RemovalService) -> VideoJobs:
-        with _SHARED_GUARD:
-            if service not in _SHARED:
-                _SHARED[service] = cls(service)
-            return _SHARED[service]
 
     def upload_path(self, name: str) -> Path:
         """Where a front end puts an uploaded clip before `submit` (its suffix helps FFmpeg probe)."""
@@ -234,14 +225,6 @@ class VideoJobs:
             self._worker.join(wait)
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    @classmethod
-    def close_all(cls) -> None:
-        """`close` for every service's jobs: the server's stop."""
-        with _SHARED_GUARD:
-            shared = list(_SHARED.values())
-        for jobs in shared:
-            jobs.close()
-
     def _work(self) -> None:
         while (job := self._queue.get()) is not _STOP:
             if not job.cancel.is_set():
@@ -266,7 +249,7 @@ class VideoJobs:
                 job.target,
                 job.request,
                 fmt=job.fmt,
-                batch_size=settings.max_batch() if self.service.pool.device.type == "cuda" else 1,
+                batch_size=self.service.max_batch if self.service.pool.device.type == "cuda" else 1,
                 progress=progress,
                 cancel=job.cancel,
                 name=job.name,

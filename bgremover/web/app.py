@@ -32,7 +32,7 @@ from .scratch import Scratch
 from .shield import GradioShield
 from .stopping import DrainingServer, Unanswered, delete_users_files
 from .ui import CSS, build_ui
-from .video_api import add_video_routes
+from .video_api import add_video_routes, video_jobs
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,11 @@ def create_app(
     max_upload = max_upload or settings.max_upload_bytes()
     app = FastAPI(title="Background remover", docs_url=None, redoc_url=None, openapi_url=None)
     token, login = settings.api_token(), settings.ui_login()
-    app.state.metrics = add_service_routes(app, service, max_upload, token)
-    add_video_routes(app, service, token)
     app.state.scratch = Scratch()  # the server deletes it on every way out (stopping.py)
-    demo = build_ui(service, app.state.scratch)
+    app.state.video_jobs = video_jobs(service)  # one queue of clips for the API and the UI
+    app.state.metrics = add_service_routes(app, service, max_upload, token, app.state.video_jobs)
+    add_video_routes(app, service, app.state.video_jobs, token)
+    demo = build_ui(service, app.state.scratch, app.state.video_jobs)
     # Gradio checks that an event's input files are the client's own uploads only once `has_launched`
     # is set, which launch() does and mount_gradio_app() does not (its reload mode sets it the same
     # way). Without it, any client could name any image on the server as an input and get it back.
@@ -108,5 +109,5 @@ def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
         serve_metrics_port(app.state.metrics, host, metrics_port)
     routes = "POST /api/remove, POST /v1.0/removebg, GET /api/models, /health, /livez, /readyz, /metrics"
     log.info("UI on http://%s:%d/ · API: %s", host, port, routes)
-    clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()))
+    clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()), app.state.video_jobs)
     DrainingServer(uvicorn_config, service.admission, settings.drain_seconds(), unanswered, clean_up).run()

@@ -10,8 +10,8 @@ Each app has its own registry, so two apps in one process (the tests) never mix 
 
 from __future__ import annotations
 
-import importlib.util
 import time
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
@@ -23,6 +23,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..service.removal import Removal, RemovalService
 from .api import ApiError, check_token
 
+if TYPE_CHECKING:  # PyAV: only where it is installed
+    from ..video.jobs import VideoJobs
+
 PATH = "/metrics"
 UNMATCHED = "unmatched"  # any path no route took (404s, probes for files): one series for all of them
 _SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -32,8 +35,8 @@ _BATCHES = (1, 2, 4, 8, 16, 32, 64)
 class ServiceState(Collector):
     """The gauges read from the service at each scrape."""
 
-    def __init__(self, service: RemovalService):
-        self.service = service
+    def __init__(self, service: RemovalService, video_jobs: VideoJobs | None = None):
+        self.service, self.video_jobs = service, video_jobs
 
     def collect(self):
         running = GaugeMetricFamily("rmbg_requests_running", "Removals being processed now (admitted).")
@@ -52,10 +55,8 @@ class ServiceState(Collector):
 
     def _video_jobs(self):
         jobs = GaugeMetricFamily("rmbg_video_jobs", "Video jobs kept now, by state.", labels=["state"])
-        if importlib.util.find_spec("av") is not None:
-            from ..video.jobs import VideoJobs
-
-            for state, count in VideoJobs.shared(self.service).count_by_status().items():
+        if self.video_jobs is not None:
+            for state, count in self.video_jobs.count_by_status().items():
                 jobs.add_metric([state], count)
         yield jobs
 
@@ -63,10 +64,10 @@ class ServiceState(Collector):
 class Metrics:
     """The registry of one app and the metrics its middleware and the removal service feed."""
 
-    def __init__(self, service: RemovalService):
+    def __init__(self, service: RemovalService, video_jobs: VideoJobs | None = None):
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
-        self.registry.register(ServiceState(service))
+        self.registry.register(ServiceState(service, video_jobs))
         labels = {"registry": self.registry}
         self.requests = Histogram(
             "rmbg_http_request_duration_seconds",

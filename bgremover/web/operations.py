@@ -4,6 +4,8 @@ and request metrics around everything (request_ids.py, metrics.py)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp
 
@@ -14,12 +16,18 @@ from .removebg import add_removebg_route
 from .removebg_errors import RemoveBgEnvelope
 from .request_ids import RequestIds
 
+if TYPE_CHECKING:  # PyAV: only where it is installed
+    from ..video.jobs import VideoJobs
 
-def add_service_routes(app: FastAPI, service: RemovalService, max_upload: int, token: str | None) -> Metrics:
-    """Every API route on `app` (before Gradio is mounted at '/'), and the metrics they feed."""
+
+def add_service_routes(
+    app: FastAPI, service: RemovalService, max_upload: int, token: str | None, video_jobs: VideoJobs | None = None
+) -> Metrics:
+    """Every API route on `app` (before Gradio is mounted at '/'), and the metrics they feed
+    (`video_jobs`: the server's clips, counted by state)."""
     add_routes(app, service, max_upload, token)
     add_removebg_route(app, service, max_upload, token)
-    metrics = Metrics(service)
+    metrics = Metrics(service, video_jobs)
     add_metrics_route(app, metrics, token)
     return metrics
 

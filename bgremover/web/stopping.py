@@ -26,7 +26,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import uvicorn
 from fastapi.responses import JSONResponse
@@ -34,6 +34,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..service.admission import Admission
 from .scratch import Scratch
+
+if TYPE_CHECKING:  # PyAV: only where it is installed
+    from ..video.jobs import VideoJobs
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +46,13 @@ STOPPING = "the server is shutting down; send the request again in a moment."
 _FORCED_CLEAN_UP_SECONDS = 2.0
 
 
-def delete_users_files(scratch: Scratch, uploads: Path) -> None:
+def delete_users_files(scratch: Scratch, uploads: Path, video_jobs: VideoJobs | None = None) -> None:
     """The UI's result files, the video jobs' uploads and results, and the folders Gradio leaves
     behind: its shutdown deletes the uploads and cached results, not the (content-hash named)
     folders that held them. Only empty ones go."""
     scratch.close()
-    video_jobs = sys.modules.get("bgremover.video.jobs")  # imported with the first clip; else none to delete
     if video_jobs is not None:
-        video_jobs.VideoJobs.close_all()
+        video_jobs.close()
     for folder in uploads.iterdir() if uploads.is_dir() else ():
         with suppress(OSError):
             folder.rmdir()

@@ -1,5 +1,5 @@
 """The layout of the Remove background, Batch and Compare models tabs, and the controls the tabs
-share (the Video tab's too): each tab's components, wired to the handlers of `ui.Handlers`."""
+share (the Video tab's too): each tab's components, wired to the handlers of `handlers.Handlers`."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ import gradio as gr
 from ..service.pool import ModelPool
 from ..service.steps import rotated
 from .events import LIGHT, model_choices, model_hint
+from .handlers import MAX_BATCH_SIZE, THUMBNAIL
 from .waits import CHECKER, default_batch_size, estimate_line, expected_line, follow
 
 if TYPE_CHECKING:  # ui builds the tabs with its handlers
-    from .ui import Handlers
+    from .handlers import Handlers
 
 OUTPUT_CHOICES = [("Transparent", "cutout"), ("Colour", "color"), ("Background image", "image")]
 COMPRESSION_CHOICES = [("Fast", "fast"), ("Small", "small")]
 SIZES = (512, 768, 1024, 1536, 2048)
-THUMBNAIL = 192
-MAX_BATCH_SIZE = 16  # the slider's range, also enforced for API clients of the batch endpoint
 # Compare loads models on demand: its own queue, so a slow load never holds up the other tabs.
 COMPARE = {"concurrency_limit": 1, "concurrency_id": "compare", "preprocess": False}
 # Heavy events: two at a time (one on the device while the other decodes or encodes; the device

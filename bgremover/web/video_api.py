@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
@@ -30,29 +31,42 @@ from ..service.options import build_request, parse_number
 from ..service.removal import RemovalService
 from .api import ApiError, check_token, checked_upload, disposition, read_form
 
+if TYPE_CHECKING:  # PyAV: only where it is installed
+    from ..video.jobs import VideoJobs
+
 OPTION_FIELDS = ("output", "bg_color", "threshold", "refine_edges", "size", "model", "keep_hidden_color")
 FIELDS = ("file", *OPTION_FIELDS, "format", "smooth", "quality", "start", "end")
 SECONDS = (0, 24 * 3600)  # the in and out points' range
 
 
-def add_video_routes(app: FastAPI, service: RemovalService, token: str | None = None) -> None:
-    """Registers the routes; like `add_routes`, before Gradio is mounted at '/'."""
+def video_jobs(service: RemovalService) -> VideoJobs | None:
+    """The server's one queue of video jobs, which the API and the UI's Video tab share; None
+    without PyAV (the routes and the tab then say how to install it)."""
+    if importlib.util.find_spec("av") is None:
+        return None
+    from ..video.jobs import VideoJobs
+
+    return VideoJobs(service, settings.video_queue_limit(), settings.video_result_seconds())
+
+
+def add_video_routes(app: FastAPI, service: RemovalService, jobs: VideoJobs | None, token: str | None = None) -> None:
+    """Registers the routes over `jobs` (`video_jobs`); like `add_routes`, before Gradio is mounted at '/'."""
 
     @app.post("/api/video", status_code=202)
     async def submit(request: Request) -> Response:
-        return await _answer(_submit(request, service, token))
+        return await _answer(_submit(request, service, _available(jobs), token))
 
     @app.get("/api/video/{job_id}")
     async def status(job_id: str, request: Request) -> Response:
-        return await _answer(_status(request, service, token, job_id))
+        return await _answer(_status(request, jobs, token, job_id))
 
     @app.get("/api/video/{job_id}/result")
     async def result(job_id: str, request: Request) -> Response:
-        return await _answer(_result(request, service, token, job_id))
+        return await _answer(_result(request, jobs, token, job_id))
 
     @app.delete("/api/video/{job_id}")
     async def delete(job_id: str, request: Request) -> Response:
-        return await _answer(_delete(request, service, token, job_id))
+        return await _answer(_delete(request, jobs, token, job_id))
 
 
 async def _answer(work) -> Response:
@@ -62,17 +76,14 @@ async def _answer(work) -> Response:
         return error.response()
 
 
-def _jobs(service: RemovalService):
-    if importlib.util.find_spec("av") is None:
+def _available(jobs: VideoJobs | None) -> VideoJobs:
+    if jobs is None:
         raise ApiError(501, "video needs PyAV, which is not installed: pip install 'bgremover[video]'.")
-    from ..video.jobs import VideoJobs
-
-    return VideoJobs.shared(service)
+    return jobs
 
 
-async def _submit(request: Request, service: RemovalService, token: str | None) -> Response:
+async def _submit(request: Request, service: RemovalService, jobs: VideoJobs, token: str | None) -> Response:
     check_token(request, token)
-    jobs = _jobs(service)
     form = await read_form(request, settings.max_video_upload_bytes(), "RMBG_MAX_VIDEO_UPLOAD_MB")
     try:
         upload, removal, fmt, clip = _parsed(form, service)
@@ -127,23 +138,23 @@ def _save(upload: UploadFile, target: Path) -> None:
         shutil.copyfileobj(upload.file, file, 1024 * 1024)
 
 
-def _job(service: RemovalService, job_id: str):
-    jobs = _jobs(service)
+def _job(jobs: VideoJobs | None, job_id: str):
+    jobs = _available(jobs)
     job = jobs.get(job_id)
     if job is None:
         raise ApiError(404, f"no video job {job_id!r}: it never existed, was deleted or has expired.")
     return jobs, job
 
 
-async def _status(request: Request, service: RemovalService, token: str | None, job_id: str) -> Response:
+async def _status(request: Request, jobs: VideoJobs | None, token: str | None, job_id: str) -> Response:
     check_token(request, token)
-    jobs, job = _job(service, job_id)
+    jobs, job = _job(jobs, job_id)
     return JSONResponse(job.as_dict(jobs.keep_seconds))
 
 
-async def _result(request: Request, service: RemovalService, token: str | None, job_id: str) -> Response:
+async def _result(request: Request, jobs: VideoJobs | None, token: str | None, job_id: str) -> Response:
     check_token(request, token)
-    jobs, job = _job(service, job_id)
+    jobs, job = _job(jobs, job_id)
     if job.status != "done":
         detail = f": {job.error}" if job.error else ""
         raise ApiError(409, f"the job is {job.status}{detail}; its result is there once the status is 'done'.")
@@ -153,8 +164,8 @@ async def _result(request: Request, service: RemovalService, token: str | None, 
     return FileResponse(job.target, media_type=MEDIA_TYPES[job.fmt], headers=headers)
 
 
-async def _delete(request: Request, service: RemovalService, token: str | None, job_id: str) -> Response:
+async def _delete(request: Request, jobs: VideoJobs | None, token: str | None, job_id: str) -> Response:
     check_token(request, token)
-    if not _jobs(service).delete(job_id):
+    if not _available(jobs).delete(job_id):
         raise ApiError(404, f"no video job {job_id!r}: it never existed, was deleted or has expired.")
     return JSONResponse({"id": job_id, "status": "deleted"})

@@ -5,7 +5,6 @@ worker, and a closed browser tab cancels its clip."""
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import time
 from collections.abc import Iterator
@@ -41,15 +40,14 @@ VIDEO = {"concurrency_limit": 4, "concurrency_id": "video", "preprocess": False}
 
 
 class VideoHandlers:
-    def __init__(self, service: RemovalService):
-        self.service = service
+    def __init__(self, service: RemovalService, jobs):
+        """`jobs`: the server's `VideoJobs` (`web.video_api.video_jobs`), None without PyAV."""
+        self.service, self._jobs = service, jobs
 
     def jobs(self):
-        if importlib.util.find_spec("av") is None:
+        if self._jobs is None:
             raise gr.Error("Video needs PyAV, which is not installed: pip install 'bgremover[video]'.")
-        from ..video.jobs import VideoJobs
-
-        return VideoJobs.shared(self.service)
+        return self._jobs
 
     def _request(self, model: str, output: str, bg_color: str, size: int | str = 0):
         request = build_request(output=output, bg_color=bg_color, model=model, size=size)
@@ -137,9 +135,9 @@ def _line(job) -> str:
     return f"{line}: {job.error}" if job.error else line
 
 
-def video_tab(service: RemovalService) -> None:
+def video_tab(service: RemovalService, jobs) -> None:
     """The tab's components and events, inside the caller's `gr.Tab`."""
-    handlers = VideoHandlers(service)
+    handlers = VideoHandlers(service, jobs)
     pool = service.pool
     job_id = gr.State(None)
     with gr.Row():

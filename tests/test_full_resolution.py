@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import cpu_service
 from PIL import Image, ImageCms
 
 from bgremover.imaging import composing, decoding, encoding, png, refining
@@ -358,11 +359,9 @@ def test_cli_writes_the_compression_asked_for(offline_hub, tmp_path) -> None:
 def test_api_form_field_compression() -> None:
     from starlette.datastructures import FormData, UploadFile
 
-    from bgremover.service.pool import ModelPool
-    from bgremover.service.removal import RemovalService
     from bgremover.web.api import ApiError, parse_form
 
-    service = RemovalService(ModelPool("RMBG-1.4", "cpu"))
+    service = cpu_service("RMBG-1.4", precision="auto")
     upload = UploadFile(io.BytesIO(b"image"), filename="a.jpg")
     assert parse_form(FormData([("file", upload), ("compression", "small")]), service).request.compression == "small"
     assert parse_form(FormData([("file", upload)]), service).request.compression == "fast"

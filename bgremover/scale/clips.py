@@ -7,32 +7,22 @@ back to one writer, while a clip per actor moves nothing but the paths. A clip i
 work and of retry; a folder of clips keeps every actor busy. Inputs and outputs are paths that
 every node sees (a shared disk), since encoders write files, not object-store streams.
 
-Planning, skipping finished clips, the manifest and the actor count are those of the image run
-(`scale.batch`).
+Planning is that of `rmbg remove clip.mp4` (`video.command.plan_clips`); skipping finished clips,
+the manifest and the actor count are those of the image run (`scale.cluster`).
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
 from ..planning import Job
-from ..scale.batch import (
-    InferenceConfig,
-    Manifest,
-    RayConfig,
-    RayRun,
-    check_model,
-    configure,
-    connected,
-    manifest_path,
-)
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
-from . import ClipRun
+from ..video import ClipRun
+from .cluster import InferenceConfig, Manifest, RayConfig, RayRun, drive, skipped_row
 
 
 class ClipActor:
@@ -52,8 +42,8 @@ class ClipActor:
     def remove(self, job: Job, request: RemovalRequest, options: dict) -> dict:
         """The manifest row of one clip (`options`: remove_clip's, from `ClipRun.clip_options`); a bad
         clip is a failed row, not a failed actor."""
-        from . import Cancelled, VideoError
-        from .clip import remove_clip
+        from ..video import Cancelled, VideoError
+        from ..video.clip import remove_clip
 
         started = time.perf_counter()
         row = {
@@ -73,30 +63,23 @@ class ClipActor:
         return row
 
 
-def run_clips_on_ray(
-    run: ClipRun, ray_run: RayRun, config: ServiceConfig, request: RemovalRequest, jobs: list[Job], fmt: str
-) -> int:
+def run_clips_on_ray(run: ClipRun, ray_run: RayRun, config: ServiceConfig, request: RemovalRequest) -> int:
     """Runs the clips that are not done yet on Ray (`ray_run`: the cluster, --ray-actors, --manifest)
-    and prints the summary of `rmbg remove --ray`."""
+    and prints the summary of `rmbg remove --ray`; clips are planned and checked as without Ray."""
+    from ..video.command import plan_run
+
+    jobs, fmt = plan_run(run, request)
     if any("://" in str(value) for value in [*run.inputs, run.out or ""]):
         raise UsageError("clips on Ray are read and written on a shared disk: object-store URIs take images only")
     todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
-    manifest = Manifest(manifest_path(ray_run))
-    try:
-        manifest.add(_row(job, "skipped") for job in jobs if job not in todo)
-        if todo:
-            with connected(ray_run.address, run.quiet) as local:
-                ray_config = configure(config, ray_run, check_model(config.model, here=local), len(todo))
-                if not run.quiet:
-                    print(ray_config.summary().replace("inference actor(s)", "clip actor(s)"), file=sys.stderr)
-                options = run.clip_options(fmt)
-                for row in _rows(ray_config, request, options, todo):
-                    manifest.add([row])
-                    if row["status"] == "failed":
-                        print(f"failed: {row['error']}", file=sys.stderr)
-    finally:
-        manifest.close()
-    return manifest.report("clip(s) ")
+    skipped = [skipped_row(job.source, job.target) for job in jobs if job not in todo]
+    options = run.clip_options(fmt)
+
+    def work(ray_config: RayConfig, manifest: Manifest) -> None:
+        for row in _rows(ray_config, request, options, todo):
+            manifest.add([row])
+
+    return drive(ray_run, config, skipped, len(todo), work, actors="clip actor(s)", unit="clip(s) ")
 
 
 def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:
@@ -110,7 +93,3 @@ def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[
     actor = ray.remote(**resources)(ClipActor)
     pool = ActorPool([actor.remote(config.inference) for _ in range(config.actors)])
     yield from pool.map_unordered(lambda each, job: each.remove.remote(job, request, options), todo)
-
-
-def _row(job: Job, status: str) -> dict:
-    return {"input": str(job.source), "output": str(job.target), "status": status, "seconds": 0.0}
