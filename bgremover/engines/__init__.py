@@ -11,9 +11,7 @@ PyTorch engine's place without the pipeline or the service changing.
 from __future__ import annotations
 
 import threading
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from .. import settings
 from ..choices import ENGINE_HELP, ENGINES, PRECISION_HELP
@@ -21,6 +19,7 @@ from ..families import find_family
 from ..zoo import ModelInfo
 from .devices import (
     PRECISIONS,
+    Device,
     device_lock,
     int8_hint,
     native_bf16_cpu,
@@ -30,9 +29,14 @@ from .devices import (
     settle_precision,
 )
 
+if TYPE_CHECKING:  # PyTorch is imported by the engines that need it: not by OpenVINO's cached exports
+    import numpy as np
+    import torch
+
 __all__ = [
     "PRECISIONS",
     "PRECISION_HELP",
+    "Device",
     "ENGINE_HELP",
     "ENGINES",
     "Engine",
@@ -51,17 +55,20 @@ __all__ = [
 class Engine(Protocol):
     """Runs one model: a normalised float batch (B, 3, H, W) in, raw output (B, 1, H, W) as float32 out.
 
-    Callers hold `lock` (the device's, from `device_lock`) around each call.
+    Callers hold `lock` (the device's, from `device_lock`) around each call. An engine with
+    `numpy_io` is fed and answers NumPy arrays (and PyTorch tensors when given them): the
+    pipeline then prepares its batches without PyTorch.
     """
 
     name: str  # the runtime: "torch", "openvino"
     info: ModelInfo
-    device: torch.device
-    dtype: torch.dtype
+    device: Device | torch.device
+    dtype: torch.dtype  # what a batch is cast to before the call
     lock: threading.Lock
     precision: str  # what it computes in, by name: "fp32", "fp16", "bf16", "int8"
+    numpy_io: bool
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray: ...
 
     def prepare(self, size: tuple[int, int]) -> None:
         """Does the one-time work for inputs of `size` (height, width) now, so that a caller can time it
@@ -73,7 +80,7 @@ class Engine(Protocol):
         ...
 
 
-def choose_engine(engine: str | None, device: torch.device, family: str = "", precision: str = "auto") -> str:
+def choose_engine(engine: str | None, device: Device | torch.device, family: str = "", precision: str = "auto") -> str:
     """Which runtime runs a model of `family`: `torch` or `openvino`; `None` follows RMBG_ENGINE.
 
     `auto` is OpenVINO on a CPU for the families whose record says it wins there (IS-Net,
@@ -96,7 +103,7 @@ def choose_engine(engine: str | None, device: torch.device, family: str = "", pr
     return engine
 
 
-def precision_for(engine: str, precision: str, device: torch.device) -> str:
+def precision_for(engine: str, precision: str, device: Device | torch.device) -> str:
     """The precision a run will use once `auto` is settled; a choice the engine or CPU cannot run fails here."""
     if engine == "openvino":
         from .openvino import openvino_precision
@@ -107,7 +114,7 @@ def precision_for(engine: str, precision: str, device: torch.device) -> str:
 
 def load_engine(
     model: str | ModelInfo,
-    device: str | torch.device = "auto",
+    device: str | Device | torch.device = "auto",
     precision: str = "auto",
     compiled: bool | None = None,
     engine: str | None = None,

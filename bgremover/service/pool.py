@@ -12,15 +12,17 @@ import logging
 import threading
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .. import hub, settings, zoo
-from ..engines import choose_engine, load_engine, pick_device, precision_for
+from ..engines import Device, choose_engine, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
 from ..zoo import ModelInfo
 from .options import parse_size
+
+if TYPE_CHECKING:  # a pool of OpenVINO's cached exports runs without PyTorch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class ModelPool:
     def __init__(
         self,
         default_model: str,
-        device: str | torch.device = "auto",
+        device: str | Device | torch.device = "auto",
         precision: str = "auto",
         size: int | None = None,
         runtime: str | None = None,
@@ -83,7 +85,9 @@ class ModelPool:
 
     def describe_device(self) -> str:
         if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)}, {self.precision_name})"
+            import torch
+
+            return f"{self.device} ({torch.cuda.get_device_name(str(self.device))}, {self.precision_name})"
         return f"{self.device} ({self.precision_name})"
 
     def state(self, name: str) -> str:
