@@ -30,25 +30,20 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import hub, zoo
+from .bench_cold import ColdStart, cold_start, format_cold_start
 from .engines import Engine, load_engine, native_bf16_cpu, pick_device
 from .engines.openvino import openvino_available
 from .engines.pytorch import TorchEngine
-from .errors import ChildFailed
+from .errors import ChildFailed, last_line
 from .families import find_family
 from .pipeline import check_inference_size
 from .synthetic import synthetic_hub
 
 # Seed of the fixed input the accuracy check feeds both paths.
 _CHECK_SEED = 20240601
+
+
 # What the cold-start child process runs: import, load, report; no inference.
-_COLD_START_CODE = """
-import resource, sys
-from bgremover.pipeline import Remover
-Remover.load(sys.argv[1], sys.argv[2], sys.argv[3])
-print("ready", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
-"""
-
-
 @dataclass
 class BenchResult:
     """One benchmark run; times in seconds, memory in MiB, alpha deltas in 1/255 steps."""
@@ -74,8 +69,7 @@ class BenchResult:
     peak_kind: str
     latencies_s: list[float] = field(default_factory=list)
     check: dict | None = None
-    cold_start_s: list[float] | None = None
-    cold_start_peak_mib: float | None = None
+    cold_start: list[dict] | None = None  # bench_cold.ColdStart of each fresh process
     torch_version: str = torch.__version__
     load_average: tuple[float, float, float] | None = None
 
@@ -86,13 +80,13 @@ class BenchResult:
 def synchronize(device: torch.device) -> None:
     """Waits for the GPU's queued work, so a timer read after it measures the work itself."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(str(device))
 
 
 def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     """Peak GPU memory allocated by PyTorch on CUDA, else the process's peak resident set (ru_maxrss)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+        return torch.cuda.max_memory_allocated(str(device)) / 2**20, "cuda max_memory_allocated"
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20, "process peak RSS"
 
@@ -100,7 +94,7 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
 def fixed_input(batch: int, size: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
     """A reproducible stand-in for a normalised image batch (standard normal, like the golden inputs)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, size, size, generator=generator).to(device=device, dtype=dtype)
+    return torch.randn(batch, 3, size, size, generator=generator).to(device=str(device), dtype=dtype)
 
 
 def alpha(output: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
@@ -248,7 +242,7 @@ def compare_engines(model: str, size: int | None, runs: int, synthetic: bool) ->
         _progress(f"{engine} {precision}{' plain' if plain else ''} ...")
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
-            raise ChildFailed(f"the {engine} {precision} run failed: {_last_line(child.stderr)}")
+            raise ChildFailed(f"the {engine} {precision} run failed: {last_line(child.stderr)}")
         results.append(BenchResult(**json.loads(child.stdout.strip().splitlines()[-1])))
     return results
 
@@ -271,41 +265,8 @@ def format_comparison(results: list[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def _last_line(stderr: str) -> str:
-    """What a failed child said last (the CLI's own `error: ...` line when it caught the failure)."""
-    lines = stderr.strip().splitlines()
-    return lines[-1].removeprefix("error: ") if lines else "no message (see its exit status)"
-
-
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# --- Cold start --------------------------------------------------------------------------------
-
-
-def _time_to_ready(model: str, device: str, precision: str) -> tuple[float, float]:
-    """Seconds from spawning a fresh interpreter until its `Remover` is loaded (inference excluded),
-    and that process's peak RSS in MiB by then (the loading transient)."""
-    command = [sys.executable, "-c", _COLD_START_CODE, model, device, precision]
-    start = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
-        line = child.stdout.readline()
-        elapsed = time.perf_counter() - start
-        _, errors = child.communicate()
-    if not line.startswith("ready"):
-        raise ChildFailed(f"the cold-start process failed: {_last_line(errors)}")
-    return elapsed, float(line.split()[1])
-
-
-def cold_start(model: str, device: str, precision: str, synthetic: bool, repeats: int = 3) -> list[tuple[float, float]]:
-    """Process start to a ready `Remover`, with the weights already cached, `repeats` times: (seconds, peak MiB).
-
-    With `synthetic`, the child processes load the synthetic checkpoint of `synthetic_hub`
-    offline, so the real loading code path is measured.
-    """
-    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
-        return [_time_to_ready(name, device, precision) for _ in range(repeats)]
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -331,12 +292,8 @@ def format_result(result: BenchResult) -> str:
             f"vs float32 eager  mean |d alpha| {result.check['mean_delta_255']:.4f}/255, "
             f"max {result.check['max_delta_255']:.3f}/255 ({result.check['size']}x{result.check['size']})"
         )
-    if result.cold_start_s:
-        runs = ", ".join(f"{t:.2f}" for t in result.cold_start_s)
-        lines.append(
-            f"cold start      {statistics.median(result.cold_start_s):8.2f} s   (median; new process to loaded "
-            f"Remover, weights cached: {runs}; its peak RSS {result.cold_start_peak_mib:.0f} MiB)"
-        )
+    if result.cold_start:
+        lines.append(format_cold_start([ColdStart(**run) for run in result.cold_start]))
     if result.load_average:
         lines.append("load average    " + " ".join(f"{v:.2f}" for v in result.load_average) + " (other processes)")
     return "\n".join(lines)
@@ -367,8 +324,9 @@ def run_command(args: argparse.Namespace) -> int:
         engine_name=args.engine,
     )
     if args.cold_start:
-        runs = cold_start(args.model, args.device, args.precision, args.synthetic, args.cold_start)
-        result.cold_start_s = [seconds for seconds, _ in runs]
-        result.cold_start_peak_mib = max(peak for _, peak in runs)
+        runs = cold_start(
+            args.model, args.device, args.precision, args.engine, args.size, args.synthetic, args.cold_start
+        )
+        result.cold_start = [asdict(run) for run in runs]
     print(json.dumps(asdict(result)) if args.json else format_result(result))
     return 0

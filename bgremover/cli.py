@@ -361,9 +361,18 @@ def run_serve(args) -> int:
         replicas = ServeConfig(config, settings.api_token(), args.ray_replicas, args.ray_max_replicas, args.ray_cpus)
         return serve_on_ray(replicas, args.ray, args.host, args.port)
     _require("web", "gradio")
+    import logging
+
+    from .service.config import build_service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = build_service(config, serving=True)  # bad settings (device, size, limits) fail before the port opens
+    # The default model loads (OpenVINO: reads and compiles its cached export, in C++) while this thread
+    # imports Gradio, 3 CPU-seconds of Python: a warm server is ready in the longer of the two, not their sum.
+    service.pool.load_in_background()
     from .web.app import serve
 
-    return serve(config, args.host, args.port)
+    return serve(service, config, args.host, args.port)
 
 
 def run_eval(args) -> int:

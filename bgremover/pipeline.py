@@ -169,7 +169,7 @@ class Remover:
         timings = timings if timings is not None else Timings()
         masks = self.predict([d.rgb for d in decoded], timings)
         with timings.stage("finish"):
-            return [finish(d, mask, options, str(self.device)) for d, mask in zip(decoded, masks, strict=True)]
+            return [finish(d, mask, options, self.device) for d, mask in zip(decoded, masks, strict=True)]
 
     def remove(self, source: ImageInput, options: Options | None = None, **option_fields) -> Image.Image:
         """The one-call library API: background removed from a PIL image, bytes, path or array."""

@@ -130,6 +130,9 @@ class ModelPool:
         try:
             engine = load_engine(self._offered[name], self.device, self.precision, engine=self.runtime)
             remover = Remover(engine, self.default_size)
+            # OpenVINO compiles per size: done before the model counts as loaded, so that a server's
+            # /health says ready only when a request at the default size is answered without that wait.
+            engine.prepare((remover.inference_size, remover.inference_size))
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))
             raise ModelLoadError(self._errors[name]) from error

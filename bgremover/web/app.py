@@ -20,7 +20,7 @@ from gradio.utils import get_upload_folder
 from starlette.routing import Mount
 
 from .. import settings
-from ..service.config import ServiceConfig, build_service
+from ..service.config import ServiceConfig
 from ..service.removal import RemovalService
 from .api import add_routes
 from .deadlines import BodyDeadline, with_head_deadline
@@ -80,12 +80,9 @@ def create_app(
     return app
 
 
-def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
-    """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = build_service(config, serving=True)
+def serve(service: RemovalService, config: ServiceConfig, host: str, port: int) -> NoReturn:
+    """Runs `service` (built by `cli.run_serve`, its default model already loading) until stopped."""
     app = create_app(service, config.max_upload, host, port)
-    service.pool.load_in_background()
     log.info("UI on http://%s:%d/ · API: POST /api/remove, GET /api/models, GET /health", host, port)
     unanswered = Unanswered(BodyDeadline(app, settings.body_timeout_seconds()))
     uvicorn_config = uvicorn.Config(
