@@ -40,6 +40,7 @@ __all__ = [
     "ENGINE_HELP",
     "ENGINES",
     "Engine",
+    "check_precision_fits",
     "choose_engine",
     "device_lock",
     "int8_hint",
@@ -103,6 +104,17 @@ def choose_engine(engine: str | None, device: Device | torch.device, family: str
     return engine
 
 
+def check_precision_fits(precision: str, family: str) -> None:
+    """Refuses int8 for a family without linear layers (IS-Net is all convolutions) from its record,
+    before any weights are read: the check after loading took seconds and ended in a trace."""
+    known = find_family(family)
+    if precision == "int8" and known is not None and not known.int8:
+        raise ValueError(
+            f"--precision int8 runs the linear layers in 8 bits, and {known.known_as} has none "
+            "(it is all convolutions): use --precision auto, bf16 or fp32."
+        )
+
+
 def precision_for(engine: str, precision: str, device: Device | torch.device) -> str:
     """The precision a run will use once `auto` is settled; a choice the engine or CPU cannot run fails here."""
     if engine == "openvino":
@@ -134,6 +146,7 @@ def load_engine(
     device = pick_device(device)
     info = resolve(model)
     family = info.family or identify_model(info).info.family
+    check_precision_fits(precision, family)
     chosen = choose_engine(engine, device, family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine

@@ -97,21 +97,8 @@ def native_bf16_cpu() -> bool:
 
 
 def pick_dtype(precision: str, device: Device | torch.device) -> torch.dtype:
-    """`auto` is fp16 on CUDA, bf16 on a CPU with native bf16, else fp32 (BENCHMARKS.md has the trade-off)."""
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch_dtype("fp16")
-        return torch_dtype("bf16" if native_bf16_cpu() else "fp32")
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}.")
-    if precision == "bf16" and device.type == "cpu" and not native_bf16_cpu() and not settings.emulated_bf16():
-        raise ValueError(
-            "this CPU has no native bfloat16 (no AVX512-BF16 or AMX), so bf16 would be emulated and run "
-            "many times slower than fp32: use --precision auto or fp32 (RMBG_EMULATED_BF16=1 allows it anyway)."
-        )
-    if precision == "int8" and device.type != "cpu":
-        raise ValueError(f"int8 runs on the CPU, not on {device}: use --precision auto (fp16) there.")
-    return torch_dtype(precision)
+    """The PyTorch dtype `precision` computes in on `device`; fails as `settle_precision` does."""
+    return torch_dtype(settle_precision(precision, device))
 
 
 def int8_hint(asked: str, computed: str, device: Device | torch.device, family: str) -> str | None:
@@ -128,9 +115,22 @@ def int8_hint(asked: str, computed: str, device: Device | torch.device, family: 
 
 
 def settle_precision(precision: str, device: Device | torch.device) -> str:
-    """The name of what `precision` runs as on `device` once `auto` is settled; fails as `pick_dtype` does."""
-    dtype = pick_dtype(precision, device)
-    return precision if precision == "int8" else precision_name(dtype)
+    """The name of what `precision` runs as on `device`: `auto` is fp16 on CUDA, bf16 on a CPU with
+    native bf16, else fp32 (BENCHMARKS.md has the trade-off); a choice the device cannot run fails here."""
+    if precision == "auto":
+        if device.type == "cuda":
+            return "fp16"
+        return "bf16" if native_bf16_cpu() else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: use auto, {', '.join(PRECISIONS)}.")
+    if precision == "bf16" and device.type == "cpu" and not native_bf16_cpu() and not settings.emulated_bf16():
+        raise ValueError(
+            "this CPU has no native bfloat16 (no AVX512-BF16 or AMX), so bf16 would be emulated and run "
+            "many times slower than fp32: use --precision auto or fp32 (RMBG_EMULATED_BF16=1 allows it anyway)."
+        )
+    if precision == "int8" and device.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU, not on {device}: use --precision auto (fp16) there.")
+    return precision
 
 
 def precision_name(dtype: torch.dtype) -> str:

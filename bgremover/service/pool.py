@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import hub, settings, zoo
-from ..engines import Device, choose_engine, load_engine, pick_device, precision_for
+from ..engines import Device, check_precision_fits, choose_engine, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
 from ..zoo import ModelInfo
@@ -51,9 +51,14 @@ class ModelPool:
         self.device = pick_device(device)
         self.precision = precision
         self.runtime = settings.engine() if runtime is None else runtime  # auto picks per model when it loads
-        self.precision_name = precision_for(choose_engine(self.runtime, self.device), precision, self.device)
-        self.default_size = parse_size(size)
         default = hub.resolve(default_model)
+        family = default.family
+        if not family and default.origin == "local":  # a local file's header says its family, without a download
+            family = hub.identify_model(default).info.family
+        check_precision_fits(precision, family)
+        chosen = choose_engine(self.runtime, self.device, family, precision)
+        self.precision_name = precision_for(chosen, precision, self.device)
+        self.default_size = parse_size(size)
         self.default_model = default.name
         # The offered models by public name: the zoo, and the default where it is not a zoo row.
         self._offered = {default.name: default, **zoo.ZOO} if default.origin != "zoo" else dict(zoo.ZOO)
