@@ -260,3 +260,18 @@ def test_bench_command_text(capsys, tmp_path, monkeypatch) -> None:
     for label in ("load", "first result", "steady p50", "img/s", "peak memory", "vs float32 eager"):
         assert label in text
     assert "mean |d alpha| 0.0000/255" in text
+
+
+def test_compile_on_a_cpu_says_what_the_first_image_costs_before_loading(offline_hub, capsys, monkeypatch) -> None:
+    """RMBG_COMPILE=1 on a CPU: the measured cost is said as the engine loads, not discovered as a
+    first image that seems to hang; without it, nothing is said."""
+    from bgremover.engines import load_engine
+
+    monkeypatch.setenv("RMBG_COMPILE", "1")
+    engine = load_engine("BiRefNet_lite", "cpu", "fp32", engine="torch")
+    warning = capsys.readouterr().err
+    assert engine.compiled and warning.startswith("warning: torch.compile on a CPU")
+    assert "514 s" in warning and "unset RMBG_COMPILE" in warning
+    monkeypatch.delenv("RMBG_COMPILE")
+    assert not load_engine("BiRefNet_lite", "cpu", "fp32", engine="torch").compiled
+    assert capsys.readouterr().err == ""
