@@ -70,6 +70,7 @@ class BenchResult:
     latencies_s: list[float] = field(default_factory=list)
     check: dict | None = None
     cold_start: list[dict] | None = None  # bench_cold.ColdStart of each fresh process
+    gemm_gflop_s: float | None = None  # this CPU's side³ GEMM in the run's precision (bf16 or fp32)
     torch_version: str = torch.__version__
     load_average: tuple[float, float, float] | None = None
 
@@ -120,10 +121,32 @@ def float32_delta(model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sam
 
     Called once the fast network is released, so the two are never resident together.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
     reference = load_engine(model, str(sample.device), "fp32", engine="torch", fast_path=False)
-    reference_alpha = alpha(_run(reference, sample)[0], info)
+    with FlopCounterMode(display=False) as counter:  # the network's arithmetic, counted on the untimed reference
+        reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
-    return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
+    return {
+        "mean_delta_255": delta.mean().item(),
+        "max_delta_255": delta.max().item(),
+        "size": sample.shape[-1],
+        "gflop": counter.get_total_flops() / 1e9,
+    }
+
+
+def gemm_rate(precision: str, side: int = 4096, runs: int = 3) -> float:
+    """This machine's GFLOP/s on one side³ matrix product in `precision` (bf16 or fp32) with the
+    threads the network ran on: what a network's achieved rate is a share of (median of `runs`)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - started)
+    return 2 * side**3 / statistics.median(seconds) / 1e9
 
 
 def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[float, list[float]]:
@@ -209,6 +232,8 @@ def run_bench(
             info, fast_alpha = engine.info, alpha(_run(engine, sample)[0], engine.info)
             del engine
             result.check = float32_delta(name, info, fast_alpha, sample)
+            if chosen.type == "cpu":
+                result.gemm_gflop_s = gemm_rate(result.dtype)
     return result
 
 
@@ -291,6 +316,14 @@ def format_result(result: BenchResult) -> str:
         lines.append(
             f"vs float32 eager  mean |d alpha| {result.check['mean_delta_255']:.4f}/255, "
             f"max {result.check['max_delta_255']:.3f}/255 ({result.check['size']}x{result.check['size']})"
+        )
+    if result.check and result.gemm_gflop_s:
+        achieved = result.check["gflop"] * result.batch_size / result.p50_s
+        gemm = "bf16" if result.dtype == "bf16" else "fp32"
+        lines.append(
+            f"arithmetic      {achieved:8.1f} GFLOP/s ({result.check['gflop']:.0f} GFLOP per image at p50) = "
+            f"{100 * achieved / result.gemm_gflop_s:.0f} % of this CPU's {gemm} GEMM "
+            f"({result.gemm_gflop_s:.0f} GFLOP/s, 4096³, {result.threads} threads)"
         )
     if result.cold_start:
         lines.append(format_cold_start([ColdStart(**run) for run in result.cold_start]))
