@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -260,6 +261,31 @@ def test_bench_command_text(capsys, tmp_path, monkeypatch) -> None:
     for label in ("load", "first result", "steady p50", "img/s", "peak memory", "vs float32 eager"):
         assert label in text
     assert "mean |d alpha| 0.0000/255" in text
+    # the network's arithmetic (IS-Net: 0.32 TFLOP at 1024², so 1.25 GFLOP at 64²) beside this CPU's GEMM rate
+    found = re.search(
+        r"arithmetic +([\d.]+) GFLOP/s \(([\d.]+) GFLOP per image at p50\) = "
+        r"(\d+) % of this CPU's fp32 GEMM \(([\d.]+) GFLOP/s",
+        text,
+    )
+    assert found, text
+    achieved, per_image, share, gemm = (float(value) for value in found.groups())
+    assert round(per_image) == 1 and gemm > 0 and abs(share - 100 * achieved / gemm) <= 1  # printed rounded
+
+
+@pytest.mark.slow
+def test_cold_start_splits_fresh_processes_and_openvino_needs_no_pytorch(capsys, tmp_path, monkeypatch) -> None:
+    """`--cold-start` runs fresh interpreters to a first result; on RMBG-1.4's cached OpenVINO export
+    (the in-process run converted it) none of them imports PyTorch."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("RMBG_ENGINE", "auto")
+    args = ["bench", "--synthetic", "--model", "RMBG-1.4", "--device", "cpu", "--size", "64", "--runs", "0"]
+    assert main([*args, "--no-check", "--cold-start", "2", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["cold_start"]
+    assert len(runs) == 2
+    for run in runs:
+        assert list(run["stages"]) == ["imports", "load", "compile", "first_inference"]
+        assert all(seconds >= 0 for seconds in run["stages"].values()) and run["stages"]["imports"] > 0
+        assert run["engine"].startswith("openvino ") and run["torch_imported"] is False
 
 
 def test_compile_on_a_cpu_says_what_the_first_image_costs_before_loading(offline_hub, capsys, monkeypatch) -> None:

@@ -52,9 +52,7 @@ class ModelPool:
         self.precision = precision
         self.runtime = settings.engine() if runtime is None else runtime  # auto picks per model when it loads
         default = hub.resolve(default_model)
-        family = default.family
-        if not family and default.origin == "local":  # a local file's header says its family, without a download
-            family = hub.identify_model(default).info.family
+        family = self._family(default)
         check_precision_fits(precision, family)
         chosen = choose_engine(self.runtime, self.device, family, precision)
         self.precision_name = precision_for(chosen, precision, self.device)
@@ -67,6 +65,17 @@ class ModelPool:
         self._load_locks: dict[str, threading.Lock] = {}
         self._states: dict[str, str] = {}
         self._errors: dict[str, str] = {}
+
+    @staticmethod
+    def _family(info: ModelInfo) -> str:
+        """The model's family where it is known without a download: the zoo's, or a local file's header.
+        A file that is missing or unreadable says nothing here; loading it reports why, without its path."""
+        if info.family or info.origin != "local":
+            return info.family
+        try:
+            return hub.identify_model(info).info.family
+        except ModelLoadError:
+            return ""
 
     def names(self) -> list[str]:
         """Every model a user may pick: the zoo, plus the default if it is not a zoo row."""
