@@ -42,7 +42,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=0,
         metavar="N",
-        help="also time N fresh processes from start to a loaded Remover (weights cached, no inference)",
+        help="also time N fresh processes to a first result, split into imports, load, compile and first inference",
     )
     e2e = parser.add_argument_group("end to end (--e2e)")
     e2e.add_argument(

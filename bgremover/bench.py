@@ -29,23 +29,17 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import hub, zoo
+from .bench_cold import ColdStart, cold_start, format_cold_start
 from .engines import Engine, load_engine, native_bf16_cpu, pick_device
 from .engines.openvino import openvino_available
 from .engines.pytorch import TorchEngine
-from .errors import ChildFailed
+from .errors import ChildFailed, last_line
 from .families import find_family
 from .pipeline import check_inference_size
 from .synthetic import synthetic_hub
 
 # Seed of the fixed input the accuracy check feeds both paths.
 _CHECK_SEED = 20240601
-# What the cold-start child process runs: import, load, report; no inference.
-_COLD_START_CODE = """
-import resource, sys
-from bgremover.pipeline import Remover
-Remover.load(sys.argv[1], sys.argv[2], sys.argv[3])
-print("ready", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, flush=True)
-"""
 
 
 @dataclass(frozen=True)
@@ -97,8 +91,8 @@ class BenchResult:
     peak_kind: str
     latencies_s: list[float] = field(default_factory=list)
     check: dict | None = None
-    cold_start_s: list[float] | None = None
-    cold_start_peak_mib: float | None = None
+    cold_start: list[dict] | None = None  # bench_cold.ColdStart of each fresh process
+    gemm_gflop_s: float | None = None  # this CPU's side³ GEMM in the run's precision (bf16 or fp32)
     torch_version: str = torch.__version__
     load_average: tuple[float, float, float] | None = None
 
@@ -109,13 +103,13 @@ class BenchResult:
 def synchronize(device: torch.device) -> None:
     """Waits for the GPU's queued work, so a timer read after it measures the work itself."""
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(str(device))
 
 
 def peak_memory_mib(device: torch.device) -> tuple[float, str]:
     """Peak GPU memory allocated by PyTorch on CUDA, else the process's peak resident set (ru_maxrss)."""
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda max_memory_allocated"
+        return torch.cuda.max_memory_allocated(str(device)) / 2**20, "cuda max_memory_allocated"
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / 1024 if sys.platform != "darwin" else kib / 2**20, "process peak RSS"
 
@@ -123,7 +117,7 @@ def peak_memory_mib(device: torch.device) -> tuple[float, str]:
 def fixed_input(batch: int, size: int, device: torch.device, dtype: torch.dtype, seed: int) -> torch.Tensor:
     """A reproducible stand-in for a normalised image batch (standard normal, like the golden inputs)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, 3, size, size, generator=generator).to(device=device, dtype=dtype)
+    return torch.randn(batch, 3, size, size, generator=generator).to(device=str(device), dtype=dtype)
 
 
 def alpha(output: torch.Tensor, info: zoo.ModelInfo) -> torch.Tensor:
@@ -149,10 +143,32 @@ def float32_delta(model: str, info: zoo.ModelInfo, fast_alpha: torch.Tensor, sam
 
     Called once the fast network is released, so the two are never resident together.
     """
+    from torch.utils.flop_counter import FlopCounterMode
+
     reference = load_engine(model, str(sample.device), "fp32", runtime="torch", fast_path=False)
-    reference_alpha = alpha(_run(reference, sample)[0], info)
+    with FlopCounterMode(display=False) as counter:  # the network's arithmetic, counted on the untimed reference
+        reference_alpha = alpha(_run(reference, sample)[0], info)
     delta = (fast_alpha - reference_alpha).abs() * 255.0
-    return {"mean_delta_255": delta.mean().item(), "max_delta_255": delta.max().item(), "size": sample.shape[-1]}
+    return {
+        "mean_delta_255": delta.mean().item(),
+        "max_delta_255": delta.max().item(),
+        "size": sample.shape[-1],
+        "gflop": counter.get_total_flops() / 1e9,
+    }
+
+
+def gemm_rate(precision: str, side: int = 4096, runs: int = 3) -> float:
+    """This machine's GFLOP/s on one side³ matrix product in `precision` (bf16 or fp32) with the
+    threads the network ran on: what a network's achieved rate is a share of (median of `runs`)."""
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a, b = torch.randn(side, side, dtype=dtype), torch.randn(side, side, dtype=dtype)
+    torch.mm(a, b)
+    seconds = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        seconds.append(time.perf_counter() - started)
+    return 2 * side**3 / statistics.median(seconds) / 1e9
 
 
 def _time_forwards(engine: Engine, batch: torch.Tensor, runs: int) -> tuple[float, list[float]]:
@@ -226,6 +242,8 @@ def run_bench(run: BenchRun) -> BenchResult:
             info, fast_alpha = engine.info, alpha(_run(engine, sample)[0], engine.info)
             del engine
             result.check = float32_delta(name, info, fast_alpha, sample)
+            if chosen.type == "cpu":
+                result.gemm_gflop_s = gemm_rate(result.dtype)
     return result
 
 
@@ -259,7 +277,7 @@ def compare_engines(model: str, size: int | None, runs: int, synthetic: bool) ->
         _progress(f"{engine} {precision}{' plain' if plain else ''} ...")
         child = subprocess.run(command, capture_output=True, text=True)
         if child.returncode:
-            raise ChildFailed(f"the {engine} {precision} run failed: {_last_line(child.stderr)}")
+            raise ChildFailed(f"the {engine} {precision} run failed: {last_line(child.stderr)}")
         results.append(BenchResult(**json.loads(child.stdout.strip().splitlines()[-1])))
     return results
 
@@ -282,41 +300,8 @@ def format_comparison(results: list[BenchResult]) -> str:
     return "\n".join(lines)
 
 
-def _last_line(stderr: str) -> str:
-    """What a failed child said last (the CLI's own `error: ...` line when it caught the failure)."""
-    lines = stderr.strip().splitlines()
-    return lines[-1].removeprefix("error: ") if lines else "no message (see its exit status)"
-
-
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-# --- Cold start --------------------------------------------------------------------------------
-
-
-def _time_to_ready(model: str, device: str, precision: str) -> tuple[float, float]:
-    """Seconds from spawning a fresh interpreter until its `Remover` is loaded (inference excluded),
-    and that process's peak RSS in MiB by then (the loading transient)."""
-    command = [sys.executable, "-c", _COLD_START_CODE, model, device, precision]
-    start = time.perf_counter()
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
-        line = child.stdout.readline()
-        elapsed = time.perf_counter() - start
-        _, errors = child.communicate()
-    if not line.startswith("ready"):
-        raise ChildFailed(f"the cold-start process failed: {_last_line(errors)}")
-    return elapsed, float(line.split()[1])
-
-
-def cold_start(model: str, device: str, precision: str, synthetic: bool, repeats: int = 3) -> list[tuple[float, float]]:
-    """Process start to a ready `Remover`, with the weights already cached, `repeats` times: (seconds, peak MiB).
-
-    With `synthetic`, the child processes load the synthetic checkpoint of `synthetic_hub`
-    offline, so the real loading code path is measured.
-    """
-    with synthetic_hub(model) if synthetic else nullcontext(model) as name:
-        return [_time_to_ready(name, device, precision) for _ in range(repeats)]
 
 
 # --- End to end ------------------------------------------------------------------------------
@@ -342,12 +327,16 @@ def format_result(result: BenchResult) -> str:
             f"vs float32 eager  mean |d alpha| {result.check['mean_delta_255']:.4f}/255, "
             f"max {result.check['max_delta_255']:.3f}/255 ({result.check['size']}x{result.check['size']})"
         )
-    if result.cold_start_s:
-        runs = ", ".join(f"{t:.2f}" for t in result.cold_start_s)
+    if result.check and result.gemm_gflop_s:
+        achieved = result.check["gflop"] * result.batch_size / result.p50_s
+        gemm = "bf16" if result.dtype == "bf16" else "fp32"
         lines.append(
-            f"cold start      {statistics.median(result.cold_start_s):8.2f} s   (median; new process to loaded "
-            f"Remover, weights cached: {runs}; its peak RSS {result.cold_start_peak_mib:.0f} MiB)"
+            f"arithmetic      {achieved:8.1f} GFLOP/s ({result.check['gflop']:.0f} GFLOP per image at p50) = "
+            f"{100 * achieved / result.gemm_gflop_s:.0f} % of this CPU's {gemm} GEMM "
+            f"({result.gemm_gflop_s:.0f} GFLOP/s, 4096³, {result.threads} threads)"
         )
+    if result.cold_start:
+        lines.append(format_cold_start([ColdStart(**run) for run in result.cold_start]))
     if result.load_average:
         lines.append("load average    " + " ".join(f"{v:.2f}" for v in result.load_average) + " (other processes)")
     return "\n".join(lines)
@@ -365,8 +354,7 @@ def run_command(run: BenchRun) -> int:
         return 0
     result = run_bench(run)
     if run.cold_start:
-        starts = cold_start(run.model, run.device, run.precision, run.synthetic, run.cold_start)
-        result.cold_start_s = [seconds for seconds, _ in starts]
-        result.cold_start_peak_mib = max(peak for _, peak in starts)
+        starts = cold_start(run.model, run.device, run.precision, run.runtime, run.size, run.synthetic, run.cold_start)
+        result.cold_start = [asdict(start) for start in starts]
     print(json.dumps(asdict(result)) if run.json else format_result(result))
     return 0

@@ -136,7 +136,10 @@ def _time_resizes(remover: Remover, image: Image.Image, runs: int) -> tuple[floa
             batch = remover.preprocess([image])
             synchronize(remover.device)
             inputs.append(time.perf_counter() - started)
-            prediction = torch.zeros(batch.shape[-2:], device=remover.device)[None]
+            if isinstance(batch, np.ndarray):  # an engine fed arrays: the NumPy upsampling
+                prediction = np.zeros((1, *batch.shape[-2:]), np.float32)
+            else:
+                prediction = torch.zeros(batch.shape[-2:], device=str(remover.device))[None]
             started = time.perf_counter()
             remover.to_mask(prediction, image.size)
             outputs.append(time.perf_counter() - started)

@@ -408,10 +408,9 @@ def run_demo(args) -> int:
     _require("web", "gradio")
     from .service.config import ServiceConfig
     from .synthetic import DEMO_NOTE, demo_checkpoint
-    from .web.app import serve
 
     config = ServiceConfig.from_settings(model=str(demo_checkpoint()), device=args.device, model_note=DEMO_NOTE)
-    return serve(config, args.host, args.port)
+    return _serve_here(config, args.host, args.port)
 
 
 def _require(extra: str, module: str, requirements: str = "requirements.txt") -> None:
@@ -445,9 +444,23 @@ def run_serve(args) -> int:
         replicas = ServeConfig(config, settings.api_token(), args.ray_replicas, args.ray_max_replicas, args.ray_cpus)
         return serve_on_ray(replicas, args.ray, args.host, args.port)
     _require("web", "gradio")
+    return _serve_here(config, args.host, args.port)
+
+
+def _serve_here(config: ServiceConfig, host: str, port: int) -> int:
+    """The web app on this machine, until stopped."""
+    import logging
+
+    from .service.config import build_service
+
+    logging.basicConfig(level=logging.INFO)  # the format: web.request_ids.configure_logging, once uvicorn is set up
+    service = build_service(config, serving=True)  # bad settings (device, size, limits) fail before the port opens
+    # The default model loads (OpenVINO: reads and compiles its cached export, in C++) while this thread
+    # imports Gradio, 3 CPU-seconds of Python: a warm server is ready in the longer of the two, not their sum.
+    service.pool.load_in_background()
     from .web.app import serve
 
-    return serve(config, args.host, args.port)
+    return serve(service, config, host, port)
 
 
 def run_eval(args) -> int:

@@ -7,3 +7,9 @@ class UsageError(Exception):
 
 class ChildFailed(Exception):
     """A measurement's child process failed; printed with the child's last message, without a trace, exit status 1."""
+
+
+def last_line(stderr: str) -> str:
+    """What a failed child process said last (the CLI's own `error: ...` line when it caught the failure)."""
+    lines = stderr.strip().splitlines()
+    return lines[-1].removeprefix("error: ") if lines else "no message (see its exit status)"

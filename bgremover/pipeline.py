@@ -4,29 +4,34 @@ A `Remover` receives an engine (the loaded model on its device) and applies that
 model family's own pre- and post-processing as its card defines it, driven by the
 family's `Processing` record: the resize filter, mean/std, and the output activation
 (sigmoid of BiRefNet's logits; RMBG-1.4's min-max stretch).
+
+An engine fed NumPy arrays (`numpy_io`: OpenVINO) gets them from `imaging.resizing`, which does
+the same arithmetic without PyTorch; PyTorch is imported only for the engines that run on it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from . import zoo
 from .engines import Engine, load_engine
-from .imaging import decoding
+from .imaging import decoding, resizing
+from .imaging.resizing import bands
 from .results import Options, Result, Timings, finish
 from .zoo import check_inference_size
 
+if TYPE_CHECKING:
+    import torch
+
 ImageInput = Image.Image | bytes | str | Path | np.ndarray
-# Pixels per band when a full-resolution image or mask is processed in pieces (bounded memory).
-_BAND_PIXELS = 1 << 22
 
 
 class Remover:
@@ -37,12 +42,7 @@ class Remover:
         self.info = engine.info
         self.device = engine.device
         self.inference_size = check_inference_size(inference_size or self.info.input_size)
-        processing = self.info.processing
-        shape = (1, 3, 1, 1)
-        # On the 0..255 scale: the division by 255 joins the normalisation of the small resized
-        # batch instead of being a pass over every full-resolution pixel.
-        self._mean = 255.0 * torch.tensor(processing.mean, device=self.device).view(shape)
-        self._std = 255.0 * torch.tensor(processing.std, device=self.device).view(shape)
+        self._numpy = getattr(engine, "numpy_io", False)
 
     @classmethod
     def load(
@@ -65,29 +65,43 @@ class Remover:
         view.inference_size = check_inference_size(size)
         return view
 
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """The normalised batch at the inference size, built on the engine's device.
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor | np.ndarray:
+        """The normalised batch at the inference size, built on the engine's device (a NumPy array
+        for an engine fed arrays).
 
         The resize is separable, so it runs as a horizontal pass over bands of rows, then a
         vertical pass over the narrow result: the full-resolution image never exists as floats.
         """
+        processing = self.info.processing
+        if self._numpy:
+            return resizing.network_input(
+                images, self.inference_size, processing.mean, processing.std, processing.antialias
+            )
+        import torch
+
         height, width = self.inference_size, self.inference_size
-        antialias = self.info.processing.antialias
         batch = []
         for image in images:
             narrow = [
-                _resize(self._float_pixels(image, rows), (rows.stop - rows.start, width), antialias)
-                for rows in _bands(image.height, image.width)
+                _resize(self._float_pixels(image, rows), (rows.stop - rows.start, width), processing.antialias)
+                for rows in bands(image.height, image.width)
             ]
-            batch.append(_resize(torch.cat(narrow, dim=2), (height, width), antialias))
-        return (torch.cat(batch) - self._mean) / self._std
+            batch.append(_resize(torch.cat(narrow, dim=2), (height, width), processing.antialias))
+        # On the 0..255 scale: the division by 255 joins the normalisation of the small resized
+        # batch instead of being a pass over every full-resolution pixel.
+        mean, std = (
+            255.0 * torch.tensor(v, device=self.device).view(1, 3, 1, 1) for v in (processing.mean, processing.std)
+        )
+        return (torch.cat(batch) - mean) / std
 
     def _float_pixels(self, image: Image.Image, rows: slice) -> torch.Tensor:
         """Rows of an RGB image as a (1, 3, h, w) float tensor in 0..255 on the device."""
+        import torch
+
         band = np.array(image.crop((0, rows.start, image.width, rows.stop)))  # one writable copy
         return torch.from_numpy(band).to(self.device).permute(2, 0, 1)[None].float()
 
-    def to_mask(self, prediction: torch.Tensor, size: tuple[int, int]) -> Image.Image:
+    def to_mask(self, prediction: torch.Tensor | np.ndarray, size: tuple[int, int]) -> Image.Image:
         """One raw output (1, h, w) as a mask of `size`, PIL's (width, height) as `Image.size` gives it
         (a tensor's (height, width) is named `hw` here and in `Engine.prepare`), mode L.
 
@@ -95,19 +109,24 @@ class Remover:
         output, then the horizontal pass and the activation per band of rows, written
         straight into 8 bits. Memory stays near one byte per output pixel at any size.
         """
+        if isinstance(prediction, np.ndarray):
+            return resizing.mask_image(prediction, size, self.info.processing.activation)
+        import torch
+        import torch.nn.functional as F
+
         width, height = size
         tall = F.interpolate(prediction[None].float(), size=(height, prediction.shape[-1]), mode="bilinear")
-        bands = list(_bands(height, width))
+        rows_of = list(bands(height, width))
 
         def band(rows: slice) -> torch.Tensor:
             return F.interpolate(tall[:, :, rows], size=(rows.stop - rows.start, width), mode="bilinear")[0, 0]
 
         low, high = torch.tensor(0.0), torch.tensor(1.0)
         if self.info.processing.activation == "stretch":  # min and max of the full-size map: a first pass
-            extremes = [torch.aminmax(band(rows)) for rows in bands]
+            extremes = [torch.aminmax(band(rows)) for rows in rows_of]
             low, high = min(e.min for e in extremes), max(e.max for e in extremes)
         mask = np.empty((height, width), dtype=np.uint8)
-        for rows in bands:
+        for rows in rows_of:
             values = band(rows)
             if self.info.processing.activation == "sigmoid":
                 values = torch.sigmoid(values)
@@ -126,7 +145,7 @@ class Remover:
             return []
         timings = timings if timings is not None else Timings()
         started = time.perf_counter()
-        with torch.inference_mode():
+        with self._no_autograd():
             batch = self.preprocess(images)
             asked = time.perf_counter()
             with self.engine.lock:
@@ -136,6 +155,14 @@ class Remover:
         timings.queue += waited
         timings.infer += time.perf_counter() - started - waited
         return masks
+
+    def _no_autograd(self) -> contextlib.AbstractContextManager:
+        """PyTorch's inference mode around a PyTorch engine's work; nothing for an engine fed arrays."""
+        if self._numpy:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.inference_mode()
 
     def process(
         self, decoded: Sequence[decoding.Decoded], options: Options | None = None, timings: Timings | None = None
@@ -153,12 +180,7 @@ class Remover:
         return self.process([decoding.decode(source)], options)[0].image
 
 
-def _bands(height: int, width: int) -> Iterator[slice]:
-    """Row ranges of about `_BAND_PIXELS` pixels each, covering `height` rows."""
-    step = max(1, _BAND_PIXELS // max(width, 1))
-    for top in range(0, height, step):
-        yield slice(top, min(height, top + step))
-
-
 def _resize(x: torch.Tensor, hw: tuple[int, int], antialias: bool) -> torch.Tensor:
+    import torch.nn.functional as F
+
     return F.interpolate(x, size=hw, mode="bilinear", antialias=antialias)

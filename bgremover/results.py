@@ -21,6 +21,8 @@ from .imaging import composing, decoding
 if TYPE_CHECKING:
     import torch
 
+    from .engines.devices import Device
+
 
 @dataclass
 class Timings:
@@ -84,7 +86,7 @@ class Result:
 
 
 def finish(
-    decoded: decoding.Decoded, mask: Image.Image, options: Options, device: str | torch.device = "cpu"
+    decoded: decoding.Decoded, mask: Image.Image, options: Options, device: str | Device | torch.device = "cpu"
 ) -> Result:
     """Applies threshold, output kind, edge refinement and crop to one image and its mask.
 
@@ -95,7 +97,7 @@ def finish(
     if options.output == "mask":
         image = mask
     else:
-        foreground = composing.refined_cutout(decoded.rgb, mask, device) if options.refine_edges else decoded.rgb
+        foreground = composing.refined_cutout(decoded.rgb, mask, str(device)) if options.refine_edges else decoded.rgb
         background = {
             "cutout": None,
             "color": options.background_color,

@@ -238,3 +238,55 @@ def test_the_installed_package_gives_rmbg_outside_the_checkout(tmp_path) -> None
         text=True,
     )
     assert located.stdout.strip() == str(target / "bgremover" / "__init__.py")
+
+
+@pytest.mark.slow
+def test_int8_for_a_network_without_linear_layers_is_refused_before_loading(offline_hub, tmp_path) -> None:
+    """IS-Net is all convolutions: the refusal comes from the family's record, in one line, before
+    any weights (or PyTorch) load."""
+    photo = tmp_path / "photo.jpg"
+    sample_image().save(photo)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "rmbg.py",
+            "remove",
+            str(photo),
+            "--model",
+            "RMBG-1.4",
+            "--precision",
+            "int8",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert result.returncode == 2
+    assert said == [
+        "error: --precision int8 runs the linear layers in 8 bits, and IS-Net (RMBG-1.4) has none "
+        "(it is all convolutions): use --precision auto, bf16 or fp32."
+    ]
+    assert "torch" not in imported_modules(result.stderr)
+    assert not list(tmp_path.glob("photo.*.png")) and not (tmp_path / "photo.png").exists()
+
+
+@pytest.mark.slow
+def test_a_run_on_a_cached_openvino_export_imports_no_pytorch(offline_hub, tmp_path) -> None:
+    """PyTorch converts the network once; every later run reads OpenVINO's export and prepares the
+    image and the mask with NumPy and Pillow, and writes the same cut-out."""
+    photo = tmp_path / "photo.jpg"
+    sample_image(320, 240).save(photo)
+    args = ["remove", str(photo), "--model", "RMBG-1.4", "--engine", "auto", "--device", "cpu", "--size", "96"]
+    first = rmbg(*args, "-o", str(tmp_path / "first.png"), env={"RMBG_ENGINE": "auto"})
+    assert first.returncode == 0, first.stderr.decode()
+    command = [sys.executable, "-X", "importtime", "rmbg.py", *args, "-o", str(tmp_path / "again.png")]
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "on openvino" in again.stderr.splitlines()[-1]
+    modules = imported_modules(again.stderr)
+    assert "openvino" in modules and "torch" not in modules
+    assert (tmp_path / "again.png").read_bytes() == (tmp_path / "first.png").read_bytes()

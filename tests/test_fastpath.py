@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 
 import pytest
 import torch
@@ -264,3 +265,45 @@ def test_bench_command_text(capsys, tmp_path, monkeypatch) -> None:
     for label in ("load", "first result", "steady p50", "img/s", "peak memory", "vs float32 eager"):
         assert label in text
     assert "mean |d alpha| 0.0000/255" in text
+    # the network's arithmetic (IS-Net: 0.32 TFLOP at 1024², so 1.25 GFLOP at 64²) beside this CPU's GEMM rate
+    found = re.search(
+        r"arithmetic +([\d.]+) GFLOP/s \(([\d.]+) GFLOP per image at p50\) = "
+        r"(\d+) % of this CPU's fp32 GEMM \(([\d.]+) GFLOP/s",
+        text,
+    )
+    assert found, text
+    achieved, per_image, share, gemm = (float(value) for value in found.groups())
+    expected = 100 * achieved / gemm
+    rounding = 0.5 + expected * (0.05 / achieved + 0.5 / gemm)  # the line prints each figure rounded
+    assert round(per_image) == 1 and abs(share - expected) <= rounding
+
+
+@pytest.mark.slow
+def test_cold_start_splits_fresh_processes_and_openvino_needs_no_pytorch(capsys, tmp_path, monkeypatch) -> None:
+    """`--cold-start` runs fresh interpreters to a first result; on RMBG-1.4's cached OpenVINO export
+    (the in-process run converted it) none of them imports PyTorch."""
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setenv("RMBG_ENGINE", "auto")
+    args = ["bench", "--synthetic", "--model", "RMBG-1.4", "--device", "cpu", "--size", "64", "--runs", "0"]
+    assert main([*args, "--no-check", "--cold-start", "2", "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)["cold_start"]
+    assert len(runs) == 2
+    for run in runs:
+        assert list(run["stages"]) == ["imports", "load", "compile", "first_inference"]
+        assert all(seconds >= 0 for seconds in run["stages"].values()) and run["stages"]["imports"] > 0
+        assert run["engine"].startswith("openvino ") and run["torch_imported"] is False
+
+
+def test_compile_on_a_cpu_says_what_the_first_image_costs_before_loading(offline_hub, capsys, monkeypatch) -> None:
+    """RMBG_COMPILE=1 on a CPU: the measured cost is said as the engine loads, not discovered as a
+    first image that seems to hang; without it, nothing is said."""
+    from bgremover.engines import load_engine
+
+    monkeypatch.setenv("RMBG_COMPILE", "1")
+    engine = load_engine("BiRefNet_lite", "cpu", "fp32", runtime="torch")
+    warning = capsys.readouterr().err
+    assert engine.compiled and warning.startswith("warning: torch.compile on a CPU")
+    assert "514 s" in warning and "unset RMBG_COMPILE" in warning
+    monkeypatch.delenv("RMBG_COMPILE")
+    assert not load_engine("BiRefNet_lite", "cpu", "fp32", runtime="torch").compiled
+    assert capsys.readouterr().err == ""

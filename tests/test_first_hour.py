@@ -198,10 +198,9 @@ def test_the_batch_progress_counts_only_images_and_says_the_time_left(offline_hu
     """'0/2 images' for two photos and a text file named .png; the time left once one is done."""
     from gradio.utils import get_upload_folder
 
-    from bgremover.service.pool import ModelPool
-    from bgremover.service.removal import RemovalService
+    from bgremover.service.config import ServiceConfig, build_service
+    from bgremover.web.handlers import Handlers
     from bgremover.web.scratch import Scratch
-    from bgremover.web.ui import Handlers
 
     monkeypatch.setenv("RMBG_CACHE_DIR", str(tmp_path / "cache"))  # no past runs
     uploads = Path(get_upload_folder()) / f"first-hour-{os.getpid()}"
@@ -210,7 +209,7 @@ def test_the_batch_progress_counts_only_images_and_says_the_time_left(offline_hu
     photo(80, 60).save(files[0])
     files[1].write_text("not an image")
     photo(60, 80).save(files[2])
-    handlers = Handlers(RemovalService(ModelPool("RMBG-1.4", "cpu", "fp32", 64)), Scratch())
+    handlers = Handlers(build_service(ServiceConfig("RMBG-1.4", "cpu", "fp32", size=64)), Scratch())
     seen = []
     uploaded = [{"path": str(file), "orig_name": file.name} for file in files]
     _, _, summary = handlers.batch(

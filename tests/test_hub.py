@@ -107,6 +107,7 @@ def test_the_network_holds_the_stored_weights_cast_to_the_precision_asked(offlin
 
 _LOAD_PEAK = """
 import re, sys
+import torch  # before the baseline: the hub module imports it only when it loads a network
 from bgremover.hub import load_model
 def peak():  # this process's own high-water mark (ru_maxrss would include the parent's, from before exec)
     return int(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024

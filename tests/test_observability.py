@@ -65,12 +65,10 @@ def api(offline_hub):
     from fastapi import FastAPI
     from fastapi.testclient import TestClient
 
-    from bgremover.service.admission import Admission
-    from bgremover.service.pool import ModelPool
-    from bgremover.service.removal import RemovalService
+    from bgremover.service.config import ServiceConfig, build_service
     from bgremover.web.operations import add_service_routes, observed
 
-    service = RemovalService(ModelPool(MODEL, "cpu", "fp32", 256), admission=Admission(1, 0))
+    service = build_service(ServiceConfig(MODEL, "cpu", "fp32", size=256, workers=1, queue_limit=0), serving=True)
     app = FastAPI()
     metrics = add_service_routes(app, service, 1024 * 1024, None)
     app.get("/items/{item}")(lambda item: {"item": item})  # a route with a path parameter
@@ -103,12 +101,11 @@ def test_requests_are_counted_by_route_template_never_by_raw_path(api) -> None:
 def test_gradios_routes_are_counted_by_their_templates_too(offline_hub) -> None:
     from fastapi.testclient import TestClient
 
-    from bgremover.service.pool import ModelPool
-    from bgremover.service.removal import RemovalService
+    from bgremover.service.config import ServiceConfig, build_service
     from bgremover.web.app import create_app
     from bgremover.web.operations import observed
 
-    app = create_app(RemovalService(ModelPool(MODEL, "cpu", "fp32", 256)))
+    app = create_app(build_service(ServiceConfig(MODEL, "cpu", "fp32", size=256)))
     client = TestClient(observed(app, app.state.metrics))
     for path in ("/config", "/gradio_api/file=abc", "/gradio_api/file=def", "/assets/x.js"):
         assert "X-Request-Id" in client.get(path).headers

@@ -12,6 +12,7 @@ from live import gradient, photo
 from PIL import Image
 
 from bgremover.engines import native_bf16_cpu, pick_device, pick_dtype
+from bgremover.imaging import resizing
 from bgremover.imaging.decoding import decode
 from bgremover.pipeline import Options, Remover, check_inference_size
 
@@ -136,9 +137,9 @@ def test_options_and_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         pick_dtype("fp8", torch.device("cpu"))
     assert pick_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native_bf16_cpu() else torch.float32)
-    assert pick_device("cpu") == torch.device("cpu")
+    assert str(pick_device("cpu")) == "cpu" and pick_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        assert pick_device("auto") == torch.device("cpu")
+        assert str(pick_device("auto")) == "cpu"
         with pytest.raises(ValueError, match="PyTorch sees no CUDA GPU here"):
             pick_device("cuda")
 
@@ -158,13 +159,42 @@ def test_the_network_input_is_the_resized_image_normalised(removers) -> None:
 
 def test_full_resolution_work_in_bands_equals_the_whole_image(removers, monkeypatch) -> None:
     """Bounded memory: resizing and mask upsampling run in bands of rows, with the same result."""
-    from bgremover import pipeline
-
     image = photo(301, 199)
     for remover in removers.values():
         whole_batch, whole_mask = remover.preprocess([image]), remover.predict([image])[0]
         with monkeypatch.context() as patch:
-            patch.setattr(pipeline, "_BAND_PIXELS", 301 * 7)  # 7-row bands, and a short last one
+            patch.setattr(resizing, "BAND_PIXELS", 301 * 7)  # 7-row bands, and a short last one
             banded_batch, banded_mask = remover.preprocess([image]), remover.predict([image])[0]
         assert (banded_batch - whole_batch).abs().max().item() <= 1e-5
         assert np.abs(np.asarray(banded_mask, dtype=int) - np.asarray(whole_mask, dtype=int)).max() <= 1
+
+
+class ArrayFed:
+    """A PyTorch engine behind the interface of an engine fed NumPy arrays (OpenVINO's), so that the
+    pipeline's NumPy pre/post-processing runs the same network as its PyTorch one."""
+
+    numpy_io = True
+
+    def __init__(self, engine) -> None:
+        self.engine, self.info, self.device, self.lock = engine, engine.info, engine.device, engine.lock
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        assert isinstance(batch, np.ndarray) and batch.dtype == np.float32
+        return self.engine(torch.from_numpy(batch)).numpy()
+
+
+@pytest.mark.parametrize("name", ["RMBG-1.4", "BiRefNet_lite"])
+@pytest.mark.parametrize("size", [(301, 199), (97, 450), (640, 512)])
+def test_numpy_processing_gives_the_masks_of_the_pytorch_processing(removers, name, size) -> None:
+    """OpenVINO's runs prepare batches and masks without PyTorch: same network input (antialiased
+    for BiRefNet, not for IS-Net), same upsampling and activation (sigmoid, min-max stretch)."""
+    remover = removers[name]
+    arrays = Remover(ArrayFed(remover.engine), SIZE)
+    image = photo(*size)
+    batch = arrays.preprocess([image])
+    assert isinstance(batch, np.ndarray) and batch.shape == (1, 3, SIZE, SIZE)
+    assert np.abs(batch - remover.preprocess([image]).numpy()).max() <= 1e-3
+    expected = np.asarray(remover.predict([image])[0], dtype=int)
+    got = np.asarray(arrays.predict([image])[0], dtype=int)
+    assert got.shape == expected.shape == (size[1], size[0])
+    assert np.abs(got - expected).max() <= 1 and np.mean(got != expected) < 0.01

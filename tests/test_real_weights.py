@@ -104,7 +104,7 @@ def eager_masks(real) -> dict[str, Image.Image]:
     """The float32 eager network's masks of the photos: the reference of every fast path."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_HOME", str(real.home))
-        remover = Remover(load_engine(MODEL.name, "cpu", "fp32", engine="torch", fast_path=False))
+        remover = Remover(load_engine(MODEL.name, "cpu", "fp32", runtime="torch", fast_path=False))
         return {name: remover.predict([photo(name)])[0] for name in PHOTOS}
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from bgremover.service.config import ServiceConfig, build_service
 from bgremover.service.options import build_request
-from bgremover.service.pool import ModelPool
 from bgremover.service.removal import RemovalService
 from bgremover.video import VideoError
 from bgremover.video.clip import remove_clip
@@ -31,9 +31,9 @@ def service(hf_home) -> RemovalService:
         patch.setenv("HF_HOME", str(hf_home))
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.delenv("HF_HUB_CACHE", raising=False)
-        pool = ModelPool("RMBG-1.4", device="cpu", precision="fp32", size=64)
-        pool.get()
-    return RemovalService(pool)
+        service = build_service(ServiceConfig("RMBG-1.4", "cpu", "fp32", size=64))
+        service.pool.get()
+    return service
 
 
 def picture(width: int, height: int) -> np.ndarray:

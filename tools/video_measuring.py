@@ -31,9 +31,8 @@ from PIL import Image, ImageSequence
 from skimage import data
 
 from bgremover import bench
+from bgremover.service.config import ServiceConfig, build_service
 from bgremover.service.options import build_request
-from bgremover.service.pool import ModelPool
-from bgremover.service.removal import RemovalService
 from bgremover.video.clip import remove_clip
 from bgremover.video.quality import QUALITIES
 from bgremover.video.reading import EXACT, ClipInfo
@@ -176,7 +175,7 @@ def flicker(args) -> None:
     with tempfile.TemporaryDirectory(prefix="rmbg-flicker-") as folder, model(args.model) as name:
         source, target = Path(folder) / "camera.mp4", Path(folder) / "masks.zip"
         write_source(source, rgb)
-        service = RemovalService(ModelPool(name, args.device, args.precision, args.size))
+        service = build_service(ServiceConfig(name, args.device, args.precision, size=args.size))
         started = time.perf_counter()
         remove_clip(service, source, target, build_request(output="mask"), fmt="zip")
         seconds = time.perf_counter() - started

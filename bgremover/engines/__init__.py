@@ -14,9 +14,7 @@ which the user picks as `--engine` / RMBG_ENGINE; an *engine* is the loaded obje
 from __future__ import annotations
 
 import threading
-from typing import Protocol
-
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from .. import settings
 from ..choices import ENGINE_HELP, ENGINES, PRECISION_HELP
@@ -24,6 +22,7 @@ from ..families import find_family
 from ..zoo import ModelInfo
 from .devices import (
     PRECISIONS,
+    Device,
     device_lock,
     int8_hint,
     native_bf16_cpu,
@@ -33,12 +32,18 @@ from .devices import (
     settle_precision,
 )
 
+if TYPE_CHECKING:  # PyTorch is imported by the engines that need it: not by OpenVINO's cached exports
+    import numpy as np
+    import torch
+
 __all__ = [
     "PRECISIONS",
     "PRECISION_HELP",
+    "Device",
     "ENGINE_HELP",
     "ENGINES",
     "Engine",
+    "check_precision_fits",
     "choose_runtime",
     "device_lock",
     "int8_hint",
@@ -54,17 +59,20 @@ __all__ = [
 class Engine(Protocol):
     """Runs one model: a normalised float batch (B, 3, H, W) in, raw output (B, 1, H, W) as float32 out.
 
-    Callers hold `lock` (the device's, from `device_lock`) around each call.
+    Callers hold `lock` (the device's, from `device_lock`) around each call. An engine with
+    `numpy_io` is fed and answers NumPy arrays (and PyTorch tensors when given them): the
+    pipeline then prepares its batches without PyTorch.
     """
 
     runtime: str  # "torch", "openvino"
     info: ModelInfo
-    device: torch.device
-    dtype: torch.dtype
+    device: Device | torch.device
+    dtype: torch.dtype  # what a batch is cast to before the call
     lock: threading.Lock
     precision: str  # what it computes in, by name: "fp32", "fp16", "bf16", "int8"
+    numpy_io: bool
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, batch: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray: ...
 
     def prepare(self, hw: tuple[int, int]) -> None:
         """Does the one-time work for inputs of `hw` (height, width: a tensor's order; an image's `size`
@@ -77,7 +85,9 @@ class Engine(Protocol):
         ...
 
 
-def choose_runtime(runtime: str | None, device: torch.device, family: str = "", precision: str = "auto") -> str:
+def choose_runtime(
+    runtime: str | None, device: Device | torch.device, family: str = "", precision: str = "auto"
+) -> str:
     """Which runtime runs a model of `family`: `torch` or `openvino`; `None` follows RMBG_ENGINE.
 
     `auto` is OpenVINO on a CPU for the families whose record says it wins there (IS-Net,
@@ -100,7 +110,18 @@ def choose_runtime(runtime: str | None, device: torch.device, family: str = "", 
     return runtime
 
 
-def precision_for(runtime: str, precision: str, device: torch.device) -> str:
+def check_precision_fits(precision: str, family: str) -> None:
+    """Refuses int8 for a family without linear layers (IS-Net is all convolutions) from its record,
+    before any weights are read: the check after loading took seconds and ended in a trace."""
+    known = find_family(family)
+    if precision == "int8" and known is not None and not known.int8:
+        raise ValueError(
+            f"--precision int8 runs the linear layers in 8 bits, and {known.known_as} has none "
+            "(it is all convolutions): use --precision auto, bf16 or fp32."
+        )
+
+
+def precision_for(runtime: str, precision: str, device: Device | torch.device) -> str:
     """The precision a run will use once `auto` is settled; a choice the runtime or CPU cannot run fails here."""
     if runtime == "openvino":
         from .openvino import openvino_precision
@@ -111,7 +132,7 @@ def precision_for(runtime: str, precision: str, device: torch.device) -> str:
 
 def load_engine(
     model: str | ModelInfo,
-    device: str | torch.device = "auto",
+    device: str | Device | torch.device = "auto",
     precision: str = "auto",
     compiled: bool | None = None,
     runtime: str | None = None,
@@ -132,6 +153,7 @@ def load_engine(
     device = pick_device(device)
     info = resolve(model)
     family = info.family or identify_model(info).info.family
+    check_precision_fits(precision, family)
     chosen = choose_runtime(runtime, device, family, precision)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine

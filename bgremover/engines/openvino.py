@@ -21,17 +21,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch import nn
 
 from .. import settings
 from ..hub import identify_model, load_model
-from ..nets import deform
 from ..version import __version__
 from ..zoo import ModelInfo
-from .devices import device_lock, native_bf16_cpu
+from .devices import CPU, device_lock, native_bf16_cpu
+
+if TYPE_CHECKING:  # PyTorch only converts: a cached export runs without it
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -99,17 +101,21 @@ def checkpoint_key(checkpoint: Path) -> str:
 
 
 class OpenVinoEngine:
-    """A network exported to OpenVINO, compiled for the CPU once per input size."""
+    """A network exported to OpenVINO, compiled for the CPU once per input size.
+
+    It is fed NumPy arrays (`numpy_io`), so that a size whose export is cached runs in a process
+    that never imports PyTorch; a PyTorch tensor in gives one out, for the callers that have one.
+    """
 
     runtime = "openvino"
+    numpy_io = True
 
     def __init__(self, network: nn.Module | None, info: ModelInfo, label: str, checkpoint: Path, precision: str):
         """`network` is the float32 PyTorch network, exported per input size, then released; with
         None it is read from `checkpoint` when a size has no cached export yet."""
         self.info = info
         self.label = label
-        self.device = torch.device("cpu")
-        self.dtype = torch.float32
+        self.device = CPU
         self.precision = openvino_precision(precision)
         self.lock = device_lock(self.device)
         self._network: nn.Module | None = network
@@ -127,12 +133,24 @@ class OpenVinoEngine:
         found = identify_model(model)
         return cls(None, found.info, found.label, found.path, precision)
 
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+    @property
+    def dtype(self) -> torch.dtype:
+        """float32, what the export is fed whatever it computes in."""
+        import torch
+
+        return torch.float32
+
+    def __call__(self, batch: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Images one at a time: the export is for batch 1, and on a CPU a batch is no faster per image."""
         compiled = self._model_for(tuple(batch.shape[-2:]))
-        images = batch.float().numpy()
-        outputs = [compiled(images[i : i + 1])[0] for i in range(len(images))]
-        return torch.from_numpy(np.concatenate(outputs))
+        tensor = not isinstance(batch, np.ndarray)
+        images = batch.float().numpy() if tensor else batch.astype(np.float32, copy=False)
+        outputs = np.concatenate([compiled(images[i : i + 1])[0] for i in range(len(images))])
+        if tensor:
+            import torch
+
+            return torch.from_numpy(outputs)
+        return outputs
 
     def prepare(self, hw: tuple[int, int]) -> None:
         """Converts (first use of this size on this machine) and compiles the model for `hw` (height, width)."""
@@ -193,6 +211,10 @@ class OpenVinoEngine:
     def _exported_program(self, size: tuple[int, int]) -> torch.export.ExportedProgram:
         """The network traced at batch 1 and `size`, with the grid-sample deformable kernel
         (OpenVINO's own deformable convolution is much slower on a CPU)."""
+        import torch
+
+        from ..nets import deform
+
         network = self._network if self._network is not None else load_model(str(self._checkpoint)).network
         example = torch.zeros(1, 3, *size)
         previous = deform.set_deform_kernel("grid_sample")

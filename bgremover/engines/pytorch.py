@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import nn
 
@@ -41,6 +43,18 @@ def prepare_network(network: nn.Module, compiled: bool = False, int8: bool = Fal
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, _RECOMPILE_LIMIT)
     return torch.compile(network)
+
+
+def warn_cpu_compile() -> None:
+    """Says before loading what torch.compile costs on a CPU, where a first image otherwise looks hung."""
+    print(
+        "warning: torch.compile on a CPU (RMBG_COMPILE=1 / --compile) compiles for minutes before the first "
+        "image of each size: 514 s for BiRefNet_lite at 512x512 on 2 cores (RMBG-2.0 at 1024x1024 did not finish "
+        "in 5.5 minutes), then 1.2x faster than eager, so it pays off after about 1,500 images of one size. "
+        "For a few images, unset RMBG_COMPILE; docs/engines.md has the figures.",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 class TorchEngine:
@@ -95,8 +109,10 @@ class TorchEngine:
     ) -> TorchEngine:
         """Loads `model` through the hub loader; `compiled=None` follows RMBG_COMPILE."""
         chosen = pick_device(device)
-        loaded = load_model(model, chosen, pick_dtype(precision, chosen))
         compiled = settings.compile_network() if compiled is None else compiled
+        if compiled and fast_path and chosen.type == "cpu":
+            warn_cpu_compile()
+        loaded = load_model(model, chosen, pick_dtype(precision, chosen))
         return cls(loaded.network, loaded.info, loaded.label, compiled, fast_path, graphs, int8=precision == "int8")
 
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:

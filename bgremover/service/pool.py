@@ -12,15 +12,17 @@ import logging
 import threading
 import time
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .. import hub, settings, zoo
-from ..engines import choose_runtime, load_engine, pick_device, precision_for
+from ..engines import Device, check_precision_fits, choose_runtime, load_engine, pick_device, precision_for
 from ..hub import ModelLoadError
 from ..pipeline import Remover
 from ..zoo import ModelInfo
 from .options import parse_size
+
+if TYPE_CHECKING:  # a pool of OpenVINO's cached exports runs without PyTorch
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,7 @@ class ModelPool:
     def __init__(
         self,
         default_model: str,
-        device: str | torch.device = "auto",
+        device: str | Device | torch.device = "auto",
         precision: str = "auto",
         size: int | None = None,
         runtime: str = "auto",
@@ -52,9 +54,12 @@ class ModelPool:
         self.device = pick_device(device)
         self.precision = precision
         self.runtime = runtime  # auto picks per model when it loads
-        self.precision_name = precision_for(choose_runtime(self.runtime, self.device), precision, self.device)
-        self.default_size = parse_size(size)
         default = hub.resolve(default_model)
+        family = self._family(default)
+        check_precision_fits(precision, family)
+        chosen = choose_runtime(self.runtime, self.device, family, precision)
+        self.precision_name = precision_for(chosen, precision, self.device)
+        self.default_size = parse_size(size)
         self.default_model = default.name
         # The offered models by public name: the zoo, and the default where it is not a zoo row.
         self._offered = {default.name: default, **zoo.ZOO} if default.origin != "zoo" else dict(zoo.ZOO)
@@ -64,6 +69,17 @@ class ModelPool:
         self._states: dict[str, str] = {}
         self._errors: dict[str, str] = {}
         self.load_seconds: dict[str, float] = {}  # per loaded model: how long its load took (for /metrics)
+
+    @staticmethod
+    def _family(info: ModelInfo) -> str:
+        """The model's family where it is known without a download: the zoo's, or a local file's header.
+        A file that is missing or unreadable says nothing here; loading it reports why, without its path."""
+        if info.family or info.origin != "local":
+            return info.family
+        try:
+            return hub.identify_model(info).info.family
+        except ModelLoadError:
+            return ""
 
     def names(self) -> list[str]:
         """Every model a user may pick: the zoo, plus the default if it is not a zoo row."""
@@ -93,7 +109,9 @@ class ModelPool:
 
     def describe_device(self) -> str:
         if self.device.type == "cuda":
-            return f"{self.device} ({torch.cuda.get_device_name(self.device)}, {self.precision_name})"
+            import torch
+
+            return f"{self.device} ({torch.cuda.get_device_name(str(self.device))}, {self.precision_name})"
         return f"{self.device} ({self.precision_name})"
 
     def state(self, name: str) -> str:
@@ -136,6 +154,9 @@ class ModelPool:
         try:
             engine = load_engine(self._offered[name], self.device, self.precision, runtime=self.runtime)
             remover = Remover(engine, self.default_size)
+            # OpenVINO compiles per size: done before the model counts as loaded, so that a server's
+            # /health says ready only when a request at the default size is answered without that wait.
+            engine.prepare((remover.inference_size, remover.inference_size))
         except ModelLoadError as error:
             self._fail(name, self._without_paths(str(error)))
             raise ModelLoadError(self._errors[name]) from error

@@ -9,8 +9,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # only a GPU's usage needs PyTorch
+    import torch
 
 _MIB = 1024 * 1024
 
@@ -63,17 +65,19 @@ def measure(device: torch.device) -> Iterator[Usage]:
     """Wall time and peak memory of the block: CUDA max allocated on a GPU, process RSS on the CPU."""
     usage = Usage()
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device) / _MIB
+        import torch
+
+        torch.cuda.synchronize(str(device))
+        torch.cuda.reset_peak_memory_stats(str(device))
+        before = torch.cuda.memory_allocated(str(device)) / _MIB
     else:
         _reset_peak_rss()
         before = _rss_mib()
     started = time.perf_counter()
     yield usage
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        usage.peak_mib, usage.what = torch.cuda.max_memory_allocated(device) / _MIB, "CUDA max allocated"
+        torch.cuda.synchronize(str(device))
+        usage.peak_mib, usage.what = torch.cuda.max_memory_allocated(str(device)) / _MIB, "CUDA max allocated"
     else:
         usage.peak_mib, usage.what = _peak_rss_mib(), "peak RSS"
     usage.seconds = time.perf_counter() - started

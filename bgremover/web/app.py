@@ -20,7 +20,7 @@ from gradio.utils import get_upload_folder
 from starlette.routing import Mount
 
 from .. import settings
-from ..service.config import ServiceConfig, build_service
+from ..service.config import ServiceConfig
 from ..service.removal import RemovalService
 from .deadlines import BodyDeadline, with_head_deadline
 from .guard import Guard, token_login
@@ -84,11 +84,9 @@ def create_app(
     return app
 
 
-def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
-    """Runs until stopped; bad settings (device, size, limits) fail here, before the port opens."""
-    logging.basicConfig(level=logging.INFO)
+def serve(service: RemovalService, config: ServiceConfig, host: str, port: int) -> NoReturn:
+    """Runs `service` (built by `cli.run_serve`, its default model already loading) until stopped."""
     log_format = settings.log_format()
-    service = build_service(config, serving=True)
     app = create_app(service, config.max_upload, host, port)
     metrics_port = settings.metrics_port()
     unanswered = Unanswered(BodyDeadline(app, settings.body_timeout_seconds()))
@@ -102,7 +100,6 @@ def serve(config: ServiceConfig, host: str, port: int) -> NoReturn:
         timeout_graceful_shutdown=5,  # after the drain, browsers' Gradio streams get 5 s
     )
     configure_logging(log_format)  # after uvicorn.Config, which installs uvicorn's handlers
-    service.pool.load_in_background()
     if config.model_note:
         log.warning("%s", config.model_note)
     if metrics_port is not None:
