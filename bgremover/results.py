@@ -21,8 +21,6 @@ from .imaging import composing, decoding
 if TYPE_CHECKING:
     import torch
 
-    from .engines.devices import Device
-
 
 @dataclass
 class Timings:
@@ -86,11 +84,12 @@ class Result:
 
 
 def finish(
-    decoded: decoding.Decoded, mask: Image.Image, options: Options, device: str | Device | torch.device = "cpu"
+    decoded: decoding.Decoded, mask: Image.Image, options: Options, device: str | torch.device | object = "cpu"
 ) -> Result:
     """Applies threshold, output kind, edge refinement and crop to one image and its mask.
 
-    Edge refinement runs on `device`: the model's, so that a GPU does it where there is one.
+    Edge refinement runs on `device` (anything whose `str` names one: the engine's `Device` too): the
+    model's, so that a GPU does it where there is one.
     """
     if options.threshold is not None:
         mask = composing.binarize(mask, options.threshold)

@@ -5,7 +5,7 @@ the encoders' speed, size and fidelity per quality preset; and the masks' flicke
     python3 tools/video_bench.py --model RMBG-1.4 --width 1920 --height 1080 --frames 24
     python3 tools/video_bench.py --model RMBG-2.0 --device cuda --width 3840 --height 2160 --batch 8
     python3 tools/video_bench.py --encoders --width 1920 --height 1080 --frames 12
-    python3 tools/video_bench.py --flicker --model /work/realweights/isnet-general-use --frames 24
+    python3 tools/video_bench.py --flicker --model isnet-general-use --frames 24
 
 Prints JSON lines. End to end: frames/s, the wall time, and the seconds per frame of each stage
 summed over its threads (decode, queue: the wait for the device, infer, finish, encode), so the
