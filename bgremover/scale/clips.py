@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from ..planning import Job
+from ..planning import PlannedFile
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
 from ..video import ClipRun
@@ -39,7 +39,7 @@ class ClipActor:
         self.service = build_service(config.service)
         self.engine = self.service.pool.get().engine.describe()  # the runtime that ran, for the manifest
 
-    def remove(self, job: Job, request: RemovalRequest, options: dict) -> dict:
+    def remove(self, job: PlannedFile, request: RemovalRequest, options: dict) -> dict:
         """The manifest row of one clip (`options`: remove_clip's, from `ClipRun.clip_options`); a bad
         clip is a failed row, not a failed actor."""
         from ..video import Cancelled, VideoError
@@ -54,7 +54,7 @@ class ClipActor:
             "engine": self.engine,
         }
         try:
-            source, target = Path(job.source), Path(job.target)
+            source, target = Path(job.source.path), Path(job.target.path)
             report = remove_clip(self.service, source, target, request, name=job.label, **options)
             row["frames"] = report.frames
         except (VideoError, Cancelled, OSError) as error:
@@ -71,7 +71,7 @@ def run_clips_on_ray(run: ClipRun, ray_run: RayRun, config: ServiceConfig, reque
     jobs, fmt = plan_run(run, request)
     if any("://" in str(value) for value in [*run.inputs, run.out or ""]):
         raise UsageError("clips on Ray are read and written on a shared disk: object-store URIs take images only")
-    todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
+    todo = [job for job in jobs if run.overwrite or not Path(job.target.path).exists()]
     skipped = [skipped_row(job.source, job.target) for job in jobs if job not in todo]
     options = run.clip_options(fmt)
 
@@ -82,7 +82,7 @@ def run_clips_on_ray(run: ClipRun, ray_run: RayRun, config: ServiceConfig, reque
     return drive(ray_run, config, skipped, len(todo), work, actors="clip actor(s)", unit="clip(s) ")
 
 
-def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:
+def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[PlannedFile]) -> Iterator[dict]:
     """The manifest rows of `todo`, as the actors finish them."""
     import ray
     from ray.util import ActorPool

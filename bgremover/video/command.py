@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import estimates
 from ..errors import UsageError
 from ..imaging.decoding import IMAGE_SUFFIXES
-from ..planning import STDIO, Job, plan_jobs
+from ..planning import STDIO, PlannedFile, check_not_overwriting, plan_files
 from ..service.config import ServiceConfig, build_service
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
@@ -32,19 +32,18 @@ def video_format(run: ClipRun) -> str:
     return default_format(run.output)
 
 
-def plan_clips(run: ClipRun, fmt: str) -> list[Job]:
+def plan_clips(run: ClipRun, fmt: str) -> list[PlannedFile]:
     if STDIO in run.inputs or run.out == STDIO:
         raise UsageError("clips are read from and written to files: stdin and stdout (-) take images only")
-    jobs = plan_jobs(list(run.inputs), run.out, fmt, VIDEO_SUFFIXES)
+    jobs = plan_files(run.inputs, run.out, fmt, VIDEO_SUFFIXES)
     for job in jobs:
-        if Path(job.source).suffix.lower() in IMAGE_SUFFIXES:
+        if Path(job.source.path).suffix.lower() in IMAGE_SUFFIXES:
             raise UsageError(f"{job.source} is an image and the other inputs are clips: run images and clips apart")
-        if Path(job.target).resolve() == Path(job.source).resolve():
-            raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
+    check_not_overwriting(jobs)
     return jobs
 
 
-def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[Job], str]:
+def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[PlannedFile], str]:
     """The clips of `run` and their container, every option checked before any model loads (the Ray
     run, `scale.clips`, plans through this too)."""
     fmt = video_format(run)
@@ -60,7 +59,7 @@ def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[Job], str]:
 def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
     """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
     jobs, fmt = plan_run(run, request)
-    todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
+    todo = [job for job in jobs if run.overwrite or not Path(job.target.path).exists()]
     readable, failures = _probed(todo, run.quiet)
     ran = ""
     if readable:
@@ -79,13 +78,13 @@ def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> i
     return 1 if failures else 0
 
 
-def _probed(jobs: list[Job], quiet: bool) -> tuple[list[tuple[Job, ClipInfo]], list[str]]:
+def _probed(jobs: list[PlannedFile], quiet: bool) -> tuple[list[tuple[PlannedFile, ClipInfo]], list[str]]:
     """Each clip's header read (and checked against the limits) before any model loads: the
     readable clips with what they hold, and the message of each that is not, printed once."""
     limits, readable, failures = Limits.from_settings(), [], []
     for job in jobs:
         try:
-            readable.append((job, probe(Path(job.source), job.label, limits)))
+            readable.append((job, probe(Path(job.source.path), job.label, limits)))
         except (VideoError, OSError) as error:
             failures.append(str(error) if isinstance(error, VideoError) else f"{job.label}: {error}")
             print(f"failed: {failures[-1]}", file=sys.stderr)
@@ -93,7 +92,7 @@ def _probed(jobs: list[Job], quiet: bool) -> tuple[list[tuple[Job, ClipInfo]], l
 
 
 def _one_clip(
-    service: RemovalService, job: Job, info: ClipInfo, request: RemovalRequest, fmt: str, run: ClipRun
+    service: RemovalService, job: PlannedFile, info: ClipInfo, request: RemovalRequest, fmt: str, run: ClipRun
 ) -> str | None:
     """Removes one clip; the message of a failure the user can fix, or None. The bar's postfix
     says what this machine's past runs expect until the clip's own frames give tqdm its rate."""
@@ -112,8 +111,8 @@ def _one_clip(
         try:
             remove_clip(
                 service,
-                Path(job.source),
-                Path(job.target),
+                Path(job.source.path),
+                Path(job.target.path),
                 request,
                 progress=progress,
                 name=job.label,
