@@ -152,7 +152,7 @@ def bench_run(args: argparse.Namespace) -> BenchRun:
 
 
 def eval_run(args: argparse.Namespace) -> EvalRun:
-    """What `rmbg eval` was asked for besides the service (`cli.service_config` reads that)."""
+    """What `rmbg eval` was asked for besides the service (`service_config` reads that)."""
     from .eval.command import EvalRun
 
     models = tuple(args.model or ())

@@ -1,7 +1,7 @@
 """`rmbg remove` on images on this machine: planned by `planning`, run through the service a batch at
 a time, each output written as it comes, a failed file reported and the rest going on. Clips run in
 `video.command`, both on Ray in `scale/`; each gets a `ServiceConfig` and its `FileRun` from
-`cli.py`, never the argparse namespace.
+`remove_command.py`, never the argparse namespace.
 
 Light to import: the service and PyTorch load once the plan has passed every check.
 """

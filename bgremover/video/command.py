@@ -2,7 +2,7 @@
 service, each with its own progress bar, a failed clip reported and the rest going on.
 
 Like every front end (docs/architecture.md, "One config, one builder"), it gets a `ServiceConfig`
-for the service and a `ClipRun` for the rest from `cli.py`, never the argparse namespace."""
+for the service and a `ClipRun` for the rest from `remove_command.py`, never the argparse namespace."""
 
 from __future__ import annotations
 

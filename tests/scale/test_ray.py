@@ -41,7 +41,7 @@ from bgremover.scale.cluster import (
 from bgremover.service.config import ServiceConfig
 from bgremover.service.options import build_request
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "RMBG-1.4"
 # Small and fp32: the reference run and the Ray run must compute the same masks, quickly.
 MODEL_ARGS = ["--model", MODEL, "--size", "128", "--precision", "fp32", "--device", "cpu"]

@@ -18,7 +18,7 @@ from bgremover import settings
 from bgremover.cli import parse
 from bgremover.planning import plan_files
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "gradio", "ray", "openvino", "numpy", "PIL")
 SUBCOMMANDS = ["", "serve", "demo", "remove", "models", "download", "import", "bench", "eval"]
 

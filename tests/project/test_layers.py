@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "bgremover"
+PACKAGE = Path(__file__).resolve().parents[2] / "bgremover"
 
 # Top to bottom; a unit (a top-level module or subpackage) may import its own layer and those below.
 LAYERS = [
