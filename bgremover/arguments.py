@@ -1,5 +1,8 @@
 """The options of `rmbg bench` and `rmbg eval`, kept apart from the code that runs them, and read
-into the typed runs those commands take (the namespace goes no further than the command line).
+into the typed runs those commands take (the namespace goes no further than the command line);
+the options every model command shares (`add_model_arguments`) and the one place they become a
+`ServiceConfig`; and the commands' checks that run before any model loads (`check_model_name`,
+`require`: an optional extra is installed).
 
 Those modules load PyTorch as they are imported; their options need only names, so the parser
 (and every `--help`) is built without them: the runs' types are imported once a command runs.
@@ -11,16 +14,56 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import settings
 from .choices import COMPRESSIONS, ENGINE_HELP, ENGINES, OUTPUT_FORMATS, PHOTO_ONLY_OUTPUTS, PRECISION_HELP
+from .errors import UsageError
 from .settings import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from .bench import BenchRun
     from .eval.command import EvalRun
+    from .service.config import ServiceConfig
 
 # --device and --engine default to their variables, read once the command line is parsed (cli.parse).
 DEVICE_HELP = "auto, cpu, cuda, cuda:N (default: RMBG_DEVICE, else auto)"
 ENGINE_OPTION_HELP = f"{ENGINE_HELP} (default: RMBG_ENGINE, else auto)"
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, falls_back: bool = False) -> None:
+    """The model and how it runs; `falls_back`: a model left out (and RMBG_MODEL unset) is RMBG-2.0
+    where it can be had, else an open model (`service.defaults`), as the app's first start needs."""
+    fallback = f"{settings.DEFAULT_MODEL}, or an open model where it cannot be had: docs/models.md"
+    parser.add_argument(
+        "--model",
+        default=None if falls_back else settings.model(),
+        help="zoo name (see `models`), Hub repo id, folder or .safetensors file (default: RMBG_MODEL, else "
+        + (fallback if falls_back else "%(default)s")
+        + ")",
+    )
+    parser.add_argument("--device", help=DEVICE_HELP)
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    parser.add_argument("--engine", choices=ENGINES, help=ENGINE_OPTION_HELP)
+    parser.add_argument("--size", type=int, default=None, help="inference size, a multiple of 32 (default: model's)")
+
+
+def add_ray_address(group: argparse._ArgumentGroup, help: str) -> None:
+    """--ray [ADDRESS]: alone, a Ray instance started here."""
+    group.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS", help=help)
+
+
+def service_config(args: argparse.Namespace, model: str | None = None) -> ServiceConfig:
+    """The one place a command's options become service settings (the environment gives the rest);
+    below the command line only this config travels, never the namespace. `model`: eval's first."""
+    from .service.config import ServiceConfig
+
+    return ServiceConfig.from_settings(
+        model=model or args.model,
+        device=args.device,
+        precision=args.precision,
+        runtime=args.engine,
+        size=args.size,
+        max_pixels=getattr(args, "max_pixels", None),
+    )
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -109,8 +152,29 @@ def bench_run(args: argparse.Namespace) -> BenchRun:
 
 
 def eval_run(args: argparse.Namespace) -> EvalRun:
-    """What `rmbg eval` was asked for besides the service (`cli.service_config` reads that)."""
+    """What `rmbg eval` was asked for besides the service (`service_config` reads that)."""
     from .eval.command import EvalRun
 
     models = tuple(args.model or ())
     return EvalRun(tuple(args.data), models, args.out, args.batch_size, args.overwrite, args.quiet, args.csv, args.json)
+
+
+def require(extra: str, module: str, requirements: str = "requirements.txt") -> None:
+    """Stops with the install command when an optional extra's library is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UsageError(
+            f"this command needs {module}, which is not installed: pip install 'bgremover[{extra}]' "
+            f"(or pip install -r {requirements})"
+        )
+
+
+def check_model_name(model: str | None) -> None:
+    """A model that names nothing (a typo, with the zoo name it likely misspells) stops the command
+    before PyTorch is imported; `model` None is RMBG_MODEL's, checked the same way."""
+    from .zoo import unknown_model
+
+    problem = unknown_model(model or settings.chosen_model() or settings.DEFAULT_MODEL)
+    if problem:
+        raise UsageError(f"{problem}{'' if model else ' (from RMBG_MODEL)'}")

@@ -1,8 +1,12 @@
-"""Errors shared by the command-line front ends (`remove`, `eval`, `bench`)."""
+"""Errors shared by the layers: the command line's, and a model that cannot be had (`ModelLoadError`)."""
 
 
 class UsageError(Exception):
     """A mistake in the command line; printed without a trace, exit status 2."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found, fetched or loaded; the message says why and how to fix it."""
 
 
 class ChildFailed(Exception):

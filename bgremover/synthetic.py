@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from . import hub, settings, zoo
+from . import checkpoints, settings, zoo
 from .families import get_family
 
 # Commit name of synthetic checkpoints in a Hub cache.
@@ -106,7 +106,7 @@ def synthetic_checkpoint(model: str) -> dict[str, torch.Tensor]:
 
 def write_synthetic_cache(model: str, hub_dir: Path) -> Path:
     """Saves the zoo model's synthetic checkpoint where the Hub cache `hub_dir` would keep its download."""
-    return hub.store_in_cache(hub_dir, zoo_model(model).repo_id, synthetic_checkpoint(model), SYNTHETIC_COMMIT)
+    return checkpoints.store_in_cache(hub_dir, zoo_model(model).repo_id, synthetic_checkpoint(model), SYNTHETIC_COMMIT)
 
 
 def synthetic_home() -> Path:
@@ -120,7 +120,7 @@ def demo_checkpoint(home: Path | None = None) -> Path:
     demo` serves, as the local model `local:synthetic-weights`, so the name says what it is."""
     folder = (synthetic_home() if home is None else home) / "demo" / "synthetic-weights"
     if not (folder / "model.safetensors").is_file():
-        partial = hub.save_checkpoint(folder / "partial.safetensors", synthetic_checkpoint(DEMO_MODEL))
+        partial = checkpoints.save_checkpoint(folder / "partial.safetensors", synthetic_checkpoint(DEMO_MODEL))
         partial.replace(folder / "model.safetensors")  # a stopped first run leaves no half-written model
     return folder
 

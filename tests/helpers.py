@@ -117,14 +117,14 @@ def synthetic_checkpoint(arch: str) -> dict[str, torch.Tensor]:
 
 
 def write_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> Path:
-    from bgremover.hub import save_checkpoint
+    from bgremover.checkpoints import save_checkpoint
 
     return save_checkpoint(path, state)
 
 
 def cache_model(cache_dir: Path, repo_id: str, state: dict[str, torch.Tensor]) -> Path:
     """Writes `state` as model.safetensors in huggingface_hub's own cache layout."""
-    from bgremover.hub import store_in_cache
+    from bgremover.checkpoints import store_in_cache
 
     return store_in_cache(cache_dir, repo_id, state, _FAKE_COMMIT)
 

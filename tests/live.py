@@ -193,3 +193,34 @@ def _tone(container, stream, seconds: float) -> None:
         chunk.pts = None
         container.mux(stream.encode(chunk))
     container.mux(stream.encode(None))
+
+
+def decoded_frames(path: Path, decoder: str | None = None) -> list:
+    """Every frame of `path` (PyAV frames); `decoder` names one (libvpx-vp9 is the one that reads VP9's alpha)."""
+    import av  # the `video` extra
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if decoder is None:
+            return list(container.decode(stream))
+        context = av.CodecContext.create(decoder, "r")
+        frames = [f for packet in container.demux(stream) for f in context.decode(packet)]
+        for frame in frames:
+            frame.time_base = stream.time_base
+        return frames
+
+
+def submit(server: Server, clip: Path, **fields) -> requests.Response:
+    data = {key: str(value) for key, value in fields.items()}
+    with open(clip, "rb") as file:
+        return requests.post(f"{server.url}/api/video", files={"file": (clip.name, file)}, data=data, timeout=TIMEOUT)
+
+
+def wait_until_finished(server: Server, job_id: str, seconds: float = 300) -> dict:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = server.get(f"/api/video/{job_id}").json()
+        if status["status"] not in ("queued", "running"):
+            return status
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} still {status} after {seconds} s")

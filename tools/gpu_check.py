@@ -56,7 +56,7 @@ from bgremover import bench, synthetic  # noqa: E402 - the repository root must 
 from bgremover.engines.cuda_graphs import GraphRunner  # noqa: E402
 from bgremover.engines.pytorch import prepare_network  # noqa: E402
 from bgremover.nets.deform import deform_kernel_name, set_deform_kernel  # noqa: E402
-from bgremover.nets.swin import WindowAttention  # noqa: E402
+from bgremover.nets.windows import WindowAttention  # noqa: E402
 
 DRY = os.environ.get("DRY", "") == "1"
 KNOWN = os.environ.get("KNOWN", "1") == "1"

@@ -3,7 +3,7 @@
 A BiRefNet forward launches thousands of small kernels; at batch 1 a GPU spends much of
 it waiting for the CPU to launch them. A captured graph launches them all in one call.
 The networks are written for this (no host-to-device copies, no reads back to the host
-in a forward: see tests/test_gpu_paths.py); whatever still fails to capture runs eagerly.
+in a forward: see tests/nets/test_gpu_paths.py); whatever still fails to capture runs eagerly.
 """
 
 from __future__ import annotations

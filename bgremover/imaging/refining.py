@@ -10,7 +10,7 @@ that hold the rest (the soft band around the subject and its 6-pixel neighbourho
 The coarse pass only feeds the fine one with window means over 181 pixels, which change
 slowly: they are computed on a grid of `BLOCK`-pixel blocks (exact window sums of the
 block means, the window's fractional ends included) and interpolated bilinearly. docs/output.md
-states how far this is from the whole-image computation, and tests/test_full_resolution.py checks it.
+states how far this is from the whole-image computation, and tests/service/test_full_resolution.py checks it.
 """
 
 from __future__ import annotations

@@ -35,12 +35,13 @@ import numpy as np
 from PIL import Image
 
 from ..imaging import decoding
+from ..planning import Location, PlannedFile
 from ..results import Timings
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
 from ..service.steps import decode_input, finish_and_encode
 from .cluster import InferenceConfig, Manifest, RayConfig, RayRun, drive, skipped_row
-from .locations import Location, Task, existing, plan, read_bytes, write_bytes
+from .locations import existing, plan, read_bytes, write_bytes
 
 # A batch whose actor died is retried on the restarted actor this often; an input that kills
 # its actor every time (a segfault in a decoder, say) then fails the job instead of looping.
@@ -153,7 +154,7 @@ def finish_stage(batch: Batch, request: RemovalRequest) -> Batch:
 # --- The pipeline and the command ------------------------------------------------------------------
 
 
-def _row(task: Task) -> dict[str, str]:
+def _row(task: PlannedFile) -> dict[str, str]:
     return {
         "source": task.source.path,
         "source_base": task.source.base,
@@ -169,7 +170,7 @@ def batch_count(tasks: int, batch_size: int) -> int:
     return max(1, -(-tasks // batch_size))
 
 
-def build_dataset(tasks: list[Task], request: RemovalRequest, config: RayConfig, inference: type = Inference):
+def build_dataset(tasks: list[PlannedFile], request: RemovalRequest, config: RayConfig, inference: type = Inference):
     """The three stages as one lazy Ray Dataset of manifest rows; `inference` is the actor class."""
     import ray
 
@@ -193,7 +194,7 @@ def build_dataset(tasks: list[Task], request: RemovalRequest, config: RayConfig,
 
 
 def remove_on_ray(
-    tasks: list[Task],
+    tasks: list[PlannedFile],
     request: RemovalRequest,
     config: RayConfig,
     manifest: Manifest,

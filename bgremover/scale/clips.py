@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UsageError
-from ..planning import Job
+from ..planning import PlannedFile
 from ..service.config import ServiceConfig
 from ..service.options import RemovalRequest
 from ..video import ClipRun
@@ -39,7 +39,7 @@ class ClipActor:
         self.service = build_service(config.service)
         self.engine = self.service.pool.get().engine.describe()  # the runtime that ran, for the manifest
 
-    def remove(self, job: Job, request: RemovalRequest, options: dict) -> dict:
+    def remove(self, clip: PlannedFile, request: RemovalRequest, options: dict) -> dict:
         """The manifest row of one clip (`options`: remove_clip's, from `ClipRun.clip_options`); a bad
         clip is a failed row, not a failed actor."""
         from ..video import Cancelled, VideoError
@@ -47,15 +47,15 @@ class ClipActor:
 
         started = time.perf_counter()
         row = {
-            "input": str(job.source),
-            "output": str(job.target),
+            "input": str(clip.source),
+            "output": str(clip.target),
             "status": "ok",
             "error": None,
             "engine": self.engine,
         }
         try:
-            source, target = Path(job.source), Path(job.target)
-            report = remove_clip(self.service, source, target, request, name=job.label, **options)
+            source, target = Path(clip.source.path), Path(clip.target.path)
+            report = remove_clip(self.service, source, target, request, name=clip.label, **options)
             row["frames"] = report.frames
         except (VideoError, Cancelled, OSError) as error:
             row.update(status="failed", error=str(error))
@@ -68,11 +68,11 @@ def run_clips_on_ray(run: ClipRun, ray_run: RayRun, config: ServiceConfig, reque
     and prints the summary of `rmbg remove --ray`; clips are planned and checked as without Ray."""
     from ..video.command import plan_run
 
-    jobs, fmt = plan_run(run, request)
+    clips, fmt = plan_run(run, request)
     if any("://" in str(value) for value in [*run.inputs, run.out or ""]):
         raise UsageError("clips on Ray are read and written on a shared disk: object-store URIs take images only")
-    todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
-    skipped = [skipped_row(job.source, job.target) for job in jobs if job not in todo]
+    todo = [clip for clip in clips if run.overwrite or not Path(clip.target.path).exists()]
+    skipped = [skipped_row(clip.source, clip.target) for clip in clips if clip not in todo]
     options = run.clip_options(fmt)
 
     def work(ray_config: RayConfig, manifest: Manifest) -> None:
@@ -82,7 +82,7 @@ def run_clips_on_ray(run: ClipRun, ray_run: RayRun, config: ServiceConfig, reque
     return drive(ray_run, config, skipped, len(todo), work, actors="clip actor(s)", unit="clip(s) ")
 
 
-def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[Job]) -> Iterator[dict]:
+def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[PlannedFile]) -> Iterator[dict]:
     """The manifest rows of `todo`, as the actors finish them."""
     import ray
     from ray.util import ActorPool
@@ -92,4 +92,4 @@ def _rows(config: RayConfig, request: RemovalRequest, options: dict, todo: list[
         resources["memory"] = config.actor_memory_bytes
     actor = ray.remote(**resources)(ClipActor)
     pool = ActorPool([actor.remote(config.inference) for _ in range(config.actors)])
-    yield from pool.map_unordered(lambda each, job: each.remove.remote(job, request, options), todo)
+    yield from pool.map_unordered(lambda each, clip: each.remove.remote(clip, request, options), todo)

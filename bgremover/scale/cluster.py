@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UsageError
+from ..planning import FileRun
 from ..service.config import ServiceConfig
 from .locations import is_uri
 
@@ -36,18 +37,13 @@ class InferenceConfig:
     threads: int | None = None
 
 
-@dataclass(frozen=True)
-class RayRun:
-    """What `rmbg remove --ray` was asked for besides the service: inputs, outputs and the cluster."""
+@dataclass(frozen=True, kw_only=True)
+class RayRun(FileRun):
+    """What `rmbg remove --ray` was asked for besides the service: the files (`FileRun`), the
+    cluster's address, the actors and the manifest."""
 
-    inputs: list[str]
-    out: str | None
-    fmt: str
     address: str
-    overwrite: bool = False
     manifest: str | None = None
-    quiet: bool = False
-    batch_size: int = 1
     actors: int | None = None
 
 

@@ -1,13 +1,11 @@
 """Where a Ray batch reads and writes: local paths, or URIs that pyarrow's filesystems open.
 
-When every input and the output are local, `plan` hands over to `rmbg remove`'s own
-`plan_jobs`, so a Ray run names its outputs exactly as a local one. When an input or the
-output is a URI (`s3://`, `gs://`, `file://`, ...), the same rules are applied through
-`pyarrow.fs`: a folder's tree is mirrored into -o; without -o a folder's outputs go to
-`FOLDER_nobg` beside it and a file's to `NAME_nobg.EXT` beside it; `photo.jpg` and
-`photo.png` in one folder do not collide; an output never replaces its input.
+When every input and the output are local, `plan` is `rmbg remove`'s own `plan_files`. When an
+input or the output is a URI (`s3://`, `gs://`, `file://`, ...), the files are listed through
+`pyarrow.fs` and named by the same rule (`planning.plan_found`), so a Ray run names its outputs
+exactly as a local one.
 
-A file is a `Location`: a path, plus the URI whose filesystem holds it (empty for the local
+A file is a `planning.Location`: a path, plus the URI whose filesystem holds it (empty for the local
 disk). Workers open that URI once per process and then address files by path, so listing
 results (which are paths, not URIs) never need to be turned back into parseable URIs.
 """
@@ -19,16 +17,14 @@ import posixpath
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 import pyarrow
 from pyarrow import fs as pafs
 
 from ..errors import UsageError
 from ..imaging import decoding, encoding
-from ..planning import STDIO, expand_inputs, plan_jobs
+from ..planning import STDIO, Found, Location, PlannedFile, check_not_overwriting, expand_inputs, plan_files, plan_found
 
 _WILDCARD = re.compile(r"[*?]")
 _GLOB_PARTS = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
@@ -36,40 +32,6 @@ _GLOB_PARTS = {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}
 
 def is_uri(text: str) -> bool:
     return "://" in text
-
-
-@dataclass(frozen=True)
-class Location:
-    """A file: `path` on the local disk (`base` empty) or in the filesystem of the URI `base`."""
-
-    path: str
-    base: str = ""
-
-    def __str__(self) -> str:
-        """How manifests and messages name it: the local path, or a URI that opens it again."""
-        if not self.base:
-            return self.path
-        return f"{self.base.split('://', 1)[0]}://{quote(self.path)}"
-
-    def join(self, *parts: str) -> Location:
-        return Location(posixpath.join(self.path, *parts) if parts else self.path, self.base)
-
-    @property
-    def parent(self) -> Location:
-        return Location(posixpath.dirname(self.path.rstrip("/")), self.base)
-
-    @property
-    def name(self) -> str:
-        return posixpath.basename(self.path.rstrip("/"))
-
-
-@dataclass
-class Task:
-    """One input of a Ray batch and where its output goes; `label` names it in messages."""
-
-    source: Location
-    target: Location
-    label: str
 
 
 @functools.lru_cache(maxsize=64)
@@ -143,14 +105,6 @@ def existing(locations: Iterable[Location]) -> set[Location]:
 # --- Planning: which files, and where their outputs go -----------------------------------------
 
 
-@dataclass
-class _Found:
-    file: Location
-    root: Location  # the folder the file's relative path below it is mirrored from
-    relative: str
-    from_folder: bool
-
-
 def _glob_pattern(pattern: str) -> re.Pattern[str]:
     """`**` crosses folders, `*` and `?` stay within one name, as in `glob.glob(recursive=True)`."""
     parts = re.split(r"(\*\*/?|\*|\?)", pattern)
@@ -166,19 +120,19 @@ def _is_image(path: str) -> bool:
     return posixpath.splitext(path)[1].lower() in decoding.IMAGE_SUFFIXES
 
 
-def _expand_uri(text: str) -> Iterator[_Found]:
+def _expand_uri(text: str) -> Iterator[Found]:
     location = locate(text)
     info = filesystem(text).get_file_info(location.path)
     if info.type == pafs.FileType.Directory:
         for path in filter(_is_image, _listing(text, location.path)):
-            yield _Found(Location(path, text), location, posixpath.relpath(path, location.path), True)
+            yield Found(Location(path, text), location, posixpath.relpath(path, location.path), True)
     elif info.type == pafs.FileType.File:
-        yield _Found(location, location.parent, location.name, False)
+        yield Found(location, location.parent, location.name, False)
     else:
         yield from _expand_uri_glob(text, location)
 
 
-def _expand_uri_glob(text: str, location: Location) -> Iterator[_Found]:
+def _expand_uri_glob(text: str, location: Location) -> Iterator[Found]:
     parts = location.path.split("/")
     fixed = next((i for i, part in enumerate(parts) if _WILDCARD.search(part)), None)
     if fixed is None:
@@ -189,17 +143,12 @@ def _expand_uri_glob(text: str, location: Location) -> Iterator[_Found]:
         raise UsageError(f"{text}: no such file, folder or matching files")
     for path in matches:
         file = Location(path, text)
-        yield _Found(file, file.parent, file.name, False)
+        yield Found(file, file.parent, file.name, False)
 
 
-def _expand(inputs: list[str]) -> Iterator[_Found]:
+def _expand(inputs: list[str]) -> Iterator[Found]:
     for text in inputs:
-        if is_uri(text):
-            yield from _expand_uri(text)
-            continue
-        for file, root, from_folder in expand_inputs([text]):
-            relative = file.relative_to(root).as_posix()
-            yield _Found(Location(str(file)), Location(str(root)), relative, from_folder)
+        yield from _expand_uri(text) if is_uri(text) else expand_inputs([text])
 
 
 def _is_folder(location: Location) -> bool:
@@ -208,54 +157,16 @@ def _is_folder(location: Location) -> bool:
     return filesystem(location.base).get_file_info(location.path).type == pafs.FileType.Directory
 
 
-def _target(found: _Found, out: Location | None, suffix: str) -> tuple[Location, str]:
-    """(folder, name) of the output, by the rules of `plan_jobs`."""
-    below = posixpath.dirname(found.relative)
-    stem = posixpath.splitext(found.file.name)[0]
-    if out is not None:
-        return out.join(below) if below else out, stem + suffix
-    if found.from_folder:
-        sibling = Location(found.root.path.rstrip("/") + "_nobg", found.root.base)
-        return sibling.join(below) if below else sibling, stem + suffix
-    return found.file.parent, f"{stem}_nobg{suffix}"
-
-
-def _label(found: _Found) -> str:
-    return posixpath.join(found.root.name, found.relative) if found.from_folder else str(found.file)
-
-
-def plan_uri_tasks(inputs: list[str], out: str | None, fmt: str) -> list[Task]:
-    """`plan_jobs` for inputs or an output that are URIs."""
-    suffix = encoding.file_suffix(fmt)
-    files = list(_expand(inputs))
-    target = locate(out) if out else None
-    single = target and len(files) == 1 and not files[0].from_folder and posixpath.splitext(target.path)[1]
-    if single and not _is_folder(target):
-        return [Task(files[0].file, target, _label(files[0]))]
-    tasks, claimed = [], set()
-    for found in files:
-        folder, name = _target(found, target, suffix)
-        output = folder.join(name)
-        if output in claimed:  # photo.jpg and photo.png in one folder
-            output = folder.join(found.file.name.replace(".", "_") + suffix)
-        claimed.add(output)
-        tasks.append(Task(found.file, output, _label(found)))
-    return tasks
-
-
-def plan(inputs: list[str], out: str | None, fmt: str) -> list[Task]:
+def plan(inputs: list[str], out: str | None, fmt: str) -> list[PlannedFile]:
     """Every input file and its output; refuses stdin and any output that would replace its input."""
     if STDIO in inputs or out == STDIO:
         raise UsageError("--ray reads files and writes files: stdin and stdout (-) are not supported")
     if any(map(is_uri, inputs)) or (out and is_uri(out)):
-        tasks = plan_uri_tasks(inputs, out, fmt)
+        planned = plan_found(list(_expand(inputs)), locate(out) if out else None, fmt, _is_folder)
     else:
-        jobs = plan_jobs(inputs, out, fmt)
-        tasks = [Task(Location(str(job.source)), Location(str(job.target)), job.label) for job in jobs]
-    for task in tasks:
-        if _same_file(task.source, task.target):
-            raise UsageError(f"{task.label}: the output would overwrite the input; choose another -o or --format")
-    return tasks
+        planned = plan_files(inputs, out, fmt)
+    check_not_overwriting(planned, _same_file)
+    return planned
 
 
 def _same_file(source: Location, target: Location) -> bool:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..planning import FileRun, expand_inputs
+
 # What `rmbg remove` treats as a clip (folders included), by suffix.
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp", ".ogv"}
 # What a clip can become: transparent (webm, mov, zip of PNGs) or opaque (mp4).
@@ -63,8 +65,6 @@ def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
     that holds clips and no images. Looks at names only, so a run on images never loads FFmpeg."""
     from pathlib import Path
 
-    from .. import planning
-
     video_target = out is not None and Path(out).suffix.lower().lstrip(".") in VIDEO_FORMATS
     if fmt in VIDEO_FORMATS or video_target:
         return True
@@ -72,25 +72,18 @@ def wants_video(inputs: list[str], out: str | None, fmt: str) -> bool:
         path = Path(item)
         if path.suffix.lower() in VIDEO_SUFFIXES:
             return True
-        if path.is_dir() and not any(planning.expand_inputs([item])):
-            return any(planning.expand_inputs([item], VIDEO_SUFFIXES))
+        if path.is_dir() and not any(expand_inputs([item])):
+            return any(expand_inputs([item], VIDEO_SUFFIXES))
     return False
 
 
-@dataclass(frozen=True)
-class ClipRun:
-    """What a clip run asks for besides the service: the inputs and -o, --format as given (an
-    image format such as the default png means "not a container": -o's suffix or the output kind
-    decides), the output kind (it decides which containers fit), the encoder preset, the in and
-    out points, and `ray` when --ray was given."""
+@dataclass(frozen=True, kw_only=True)
+class ClipRun(FileRun):
+    """A clip run (`FileRun`: --format as given, an image format such as the default png meaning
+    "not a container": -o's suffix or the output kind decides), with the output kind (it decides
+    which containers fit), the smoothing, the encoder preset, and the in and out points."""
 
-    inputs: tuple[str, ...]
-    out: str | None
-    fmt: str
     output: str
-    overwrite: bool = False
-    quiet: bool = False
-    batch_size: int = 1
     smoothing: float = 0.0
     quality: str = "standard"
     start: float = 0.0

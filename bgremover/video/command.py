@@ -2,7 +2,7 @@
 service, each with its own progress bar, a failed clip reported and the rest going on.
 
 Like every front end (docs/architecture.md, "One config, one builder"), it gets a `ServiceConfig`
-for the service and a `ClipRun` for the rest from `cli.py`, never the argparse namespace."""
+for the service and a `ClipRun` for the rest from `remove_command.py`, never the argparse namespace."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from .. import estimates
 from ..errors import UsageError
 from ..imaging.decoding import IMAGE_SUFFIXES
-from ..planning import STDIO, Job, plan_jobs
+from ..planning import STDIO, PlannedFile, check_not_overwriting, plan_files
 from ..service.config import ServiceConfig, build_service
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
@@ -32,19 +32,18 @@ def video_format(run: ClipRun) -> str:
     return default_format(run.output)
 
 
-def plan_clips(run: ClipRun, fmt: str) -> list[Job]:
+def plan_clips(run: ClipRun, fmt: str) -> list[PlannedFile]:
     if STDIO in run.inputs or run.out == STDIO:
         raise UsageError("clips are read from and written to files: stdin and stdout (-) take images only")
-    jobs = plan_jobs(list(run.inputs), run.out, fmt, VIDEO_SUFFIXES)
-    for job in jobs:
-        if Path(job.source).suffix.lower() in IMAGE_SUFFIXES:
-            raise UsageError(f"{job.source} is an image and the other inputs are clips: run images and clips apart")
-        if Path(job.target).resolve() == Path(job.source).resolve():
-            raise UsageError(f"{job.source}: the output would overwrite the input; choose another -o or --format")
-    return jobs
+    clips = plan_files(run.inputs, run.out, fmt, VIDEO_SUFFIXES)
+    for clip in clips:
+        if Path(clip.source.path).suffix.lower() in IMAGE_SUFFIXES:
+            raise UsageError(f"{clip.source} is an image and the other inputs are clips: run images and clips apart")
+    check_not_overwriting(clips)
+    return clips
 
 
-def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[Job], str]:
+def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[PlannedFile], str]:
     """The clips of `run` and their container, every option checked before any model loads (the Ray
     run, `scale.clips`, plans through this too)."""
     fmt = video_format(run)
@@ -59,16 +58,16 @@ def plan_run(run: ClipRun, request: RemovalRequest) -> tuple[list[Job], str]:
 
 def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> int:
     """Every planned clip; exit status 1 when any failed (each named with why), 0 otherwise."""
-    jobs, fmt = plan_run(run, request)
-    todo = [job for job in jobs if run.overwrite or not Path(job.target).exists()]
+    clips, fmt = plan_run(run, request)
+    todo = [clip for clip in clips if run.overwrite or not Path(clip.target.path).exists()]
     readable, failures = _probed(todo, run.quiet)
     ran = ""
     if readable:
         service = build_service(config)
         engine = service.pool.get().engine  # load (or fail) before any clip is decoded
-        failures += [error for job, info in readable if (error := _one_clip(service, job, info, request, fmt, run))]
+        failures += [error for clip, info in readable if (error := _one_clip(service, clip, info, request, fmt, run))]
         ran = f"; {engine.info.name} on {engine.describe()}"
-    skipped = len(jobs) - len(todo)
+    skipped = len(clips) - len(todo)
     print(
         f"{len(todo) - len(failures)} clip(s) done, {skipped} skipped (already there; --overwrite redoes them), "
         f"{len(failures)} failed{ran}",
@@ -79,28 +78,28 @@ def run_video(run: ClipRun, config: ServiceConfig, request: RemovalRequest) -> i
     return 1 if failures else 0
 
 
-def _probed(jobs: list[Job], quiet: bool) -> tuple[list[tuple[Job, ClipInfo]], list[str]]:
+def _probed(clips: list[PlannedFile], quiet: bool) -> tuple[list[tuple[PlannedFile, ClipInfo]], list[str]]:
     """Each clip's header read (and checked against the limits) before any model loads: the
     readable clips with what they hold, and the message of each that is not, printed once."""
     limits, readable, failures = Limits.from_settings(), [], []
-    for job in jobs:
+    for clip in clips:
         try:
-            readable.append((job, probe(Path(job.source), job.label, limits)))
+            readable.append((clip, probe(Path(clip.source.path), clip.label, limits)))
         except (VideoError, OSError) as error:
-            failures.append(str(error) if isinstance(error, VideoError) else f"{job.label}: {error}")
+            failures.append(str(error) if isinstance(error, VideoError) else f"{clip.label}: {error}")
             print(f"failed: {failures[-1]}", file=sys.stderr)
     return readable, failures
 
 
 def _one_clip(
-    service: RemovalService, job: Job, info: ClipInfo, request: RemovalRequest, fmt: str, run: ClipRun
+    service: RemovalService, clip: PlannedFile, info: ClipInfo, request: RemovalRequest, fmt: str, run: ClipRun
 ) -> str | None:
     """Removes one clip; the message of a failure the user can fix, or None. The bar's postfix
     says what this machine's past runs expect until the clip's own frames give tqdm its rate."""
     from tqdm import tqdm
 
     past = estimates.past_run(service.remover(request), "frame")
-    with tqdm(total=info.frames, unit="frame", desc=Path(job.label).name, disable=run.quiet, file=sys.stderr) as bar:
+    with tqdm(total=info.frames, unit="frame", desc=Path(clip.label).name, disable=run.quiet, file=sys.stderr) as bar:
         if past is not None:
             bar.set_postfix_str(f"about {estimates.describe(past * info.frames)} (past runs)")
 
@@ -112,15 +111,15 @@ def _one_clip(
         try:
             remove_clip(
                 service,
-                Path(job.source),
-                Path(job.target),
+                Path(clip.source.path),
+                Path(clip.target.path),
                 request,
                 progress=progress,
-                name=job.label,
+                name=clip.label,
                 **run.clip_options(fmt),
             )
         except (VideoError, Cancelled, OSError) as error:
-            message = str(error) if not isinstance(error, OSError) else f"{job.label}: {error}"
+            message = str(error) if not isinstance(error, OSError) else f"{clip.label}: {error}"
             bar.write(f"failed: {message}", file=sys.stderr)
             return message
     return None

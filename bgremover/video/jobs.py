@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import estimates
+from ..planning import output_name
 from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
@@ -160,7 +161,7 @@ class VideoJobs:
                     retry_after=60,
                 )
             job_id = secrets.token_urlsafe(12)
-            target = self.folder / job_id / f"{Path(name).stem}_nobg.{fmt}"  # the name a download gets
+            target = self.folder / job_id / output_name(name, f".{fmt}")  # the name a download gets
             job = VideoJob(job_id, name, source, target, request, fmt, frames, smoothing)
             self._jobs[job_id] = job
             if self._worker is None or not self._worker.is_alive():

@@ -33,6 +33,7 @@ from ..choices import PHOTO_ONLY_OUTPUTS
 from ..hub import ModelLoadError
 from ..imaging.decoding import ImageError
 from ..imaging.encoding import file_suffix
+from ..planning import output_name
 from ..service.admission import Busy, give_back_memory
 from ..service.options import RemovalRequest, build_request
 from ..service.pool import ModelNotReady
@@ -199,7 +200,7 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
             return ApiError(500, "unexpected server error; the server log has the details.").response()
         fmt = named.request.fmt
         headers = {
-            "Content-Disposition": disposition(f"{Path(named.filename).stem}_nobg{file_suffix(fmt)}"),
+            "Content-Disposition": disposition(output_name(named.filename, file_suffix(fmt))),
             "X-Model": named.request.model,
             "X-Queue-Seconds": f"{removal.timings.queue:.3f}",
             "X-Inference-Seconds": f"{removal.timings.infer:.3f}",

@@ -19,6 +19,7 @@ from PIL import Image
 
 from ..hub import ModelLoadError
 from ..imaging import decoding
+from ..planning import output_name
 from ..service.options import build_request, parse_number
 from ..service.removal import Item, RemovalService
 from ..service.usage import measure
@@ -93,7 +94,7 @@ class Handlers:
         progress(0, desc=expected_line(self.pool, model, size))
         removal = self.service.remove(source, request, upload_name(image))
         folder = self.scratch.new_dir()
-        path = folder / f"{Path(removal.name).stem}_nobg.png"
+        path = folder / output_name(removal.name, ".png")
         path.write_bytes(removal.data)
         before = folder / "before.jpg"  # only a preview: JPEG is many times faster to write than PNG
         original = removal.original

@@ -34,7 +34,7 @@ from bgremover.pipeline import Remover
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PHOTOS = ("astronaut", "coffee", "chelsea")
 SIZE = MODEL.input_size
 

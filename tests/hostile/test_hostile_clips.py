@@ -16,8 +16,7 @@ import av
 import numpy as np
 import pytest
 import requests
-from live import REPO, TIMEOUT, make_clip, run_server, sample_image
-from test_video_api import submit, wait_until_finished
+from live import REPO, TIMEOUT, make_clip, run_server, sample_image, submit, wait_until_finished
 
 pytestmark = pytest.mark.slow  # servers and the CLI in subprocesses
 ARGS = ("--model", "RMBG-1.4", "--size", "64", "--precision", "fp32")

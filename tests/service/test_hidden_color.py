@@ -13,10 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from live import REPO, SERVER_ARGS, Server, make_clip, opened, photo, png_bytes, run_server
+from live import (
+    REPO,
+    SERVER_ARGS,
+    Server,
+    decoded_frames,
+    make_clip,
+    opened,
+    photo,
+    png_bytes,
+    run_server,
+    submit,
+    wait_until_finished,
+)
 from PIL import Image
-from test_video import decoded_frames
-from test_video_api import submit, wait_until_finished
 
 pytestmark = pytest.mark.slow  # a server and the CLI in subprocesses
 HARD = {"threshold": "0.5"}  # a binary mask: most of the background has alpha 0

@@ -169,7 +169,7 @@ def test_an_unknown_option_shows_removes_own_usage_and_the_options_are_explained
     help_text = " ".join(rmbg("remove", "--help", home=tmp_path).stdout.split())
     assert "--batch-size BATCH_SIZE images (or frames) inferred together" in help_text
     assert "mask: the greyscale mask" in help_text and "(default: cutout)" in help_text
-    assert "clips: webm, mov, zip (transparent) or mp4" in help_text
+    assert "clips: webm, mov, zip (transparent), mp4, or an animated webp or gif" in help_text
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from PIL import Image
 from bgremover.cli import main
 from bgremover.engines import devices
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FAST = ["--model", "RMBG-1.4", "--size", "256", "--device", "cpu", "-q"]
 
 

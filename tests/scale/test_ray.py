@@ -22,9 +22,11 @@ import pytest
 from helpers import cpu_service
 from PIL import Image
 
-from bgremover.cli import main, parse, service_config
+from bgremover.arguments import service_config
+from bgremover.cli import main, parse
 from bgremover.errors import UsageError
-from bgremover.planning import plan_jobs
+from bgremover.planning import plan_files
+from bgremover.remove_command import ray_run
 from bgremover.scale import locations
 from bgremover.scale.batch import Inference as RealInference
 from bgremover.scale.batch import remove_on_ray
@@ -34,13 +36,12 @@ from bgremover.scale.cluster import (
     Manifest,
     ModelCheck,
     RayConfig,
-    RayRun,
     configure,
 )
 from bgremover.service.config import ServiceConfig
 from bgremover.service.options import build_request
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL = "RMBG-1.4"
 # Small and fp32: the reference run and the Ray run must compute the same masks, quickly.
 MODEL_ARGS = ["--model", MODEL, "--size", "128", "--precision", "fp32", "--device", "cpu"]
@@ -97,15 +98,15 @@ def test_the_decode_and_finish_workers_do_not_load_pytorch():
 def test_uri_plans_name_outputs_as_the_cli_does(tmp_path):
     shoot = _images(tmp_path / "in")
     out = tmp_path / "out"
-    local = [(str(job.source), str(job.target)) for job in plan_jobs([str(shoot)], str(out), "png")]
+    local = [(job.source.path, job.target.path) for job in plan_files([str(shoot)], str(out), "png")]
     remote = locations.plan([f"file://{shoot}"], f"file://{out}", "png")
     assert [(task.source.path, task.target.path) for task in remote] == local
     assert str(remote[0].source).startswith("file:///") and remote[0].label.startswith("shoot/")
     beside = locations.plan([f"file://{shoot}"], None, "webp")
-    assert [t.target.path for t in beside] == [str(j.target) for j in plan_jobs([str(shoot)], None, "webp")]
+    assert [t.target.path for t in beside] == [j.target.path for j in plan_files([str(shoot)], None, "webp")]
     globbed = locations.plan([f"file://{shoot}/**/*.jpg"], None, "png")
-    expected = plan_jobs([f"{shoot}/**/*.jpg"], None, "png")
-    assert [t.target.path for t in globbed] == [str(j.target) for j in expected] and len(expected) == 8
+    expected = plan_files([f"{shoot}/**/*.jpg"], None, "png")
+    assert [t.target.path for t in globbed] == [j.target.path for j in expected] and len(expected) == 8
     with pytest.raises(locations.UsageError, match="overwrite the input"):
         locations.plan([f"file://{shoot}/photo03.png"], f"file://{shoot}/photo03.png", "png")
 
@@ -129,8 +130,7 @@ def _configure(monkeypatch, nodes: list[dict], *options: str, batches: int = 100
     monkeypatch.setattr(ray, "cluster_resources", lambda: totals)
     monkeypatch.setattr(ray, "nodes", lambda: nodes)
     args = parse(["remove", "in", "--ray", *options])
-    run = RayRun(args.inputs, args.out, args.format, args.ray, batch_size=args.batch_size, actors=args.ray_actors)
-    return configure(service_config(args), run, SMALL_MODEL, batches)
+    return configure(service_config(args), ray_run(args), SMALL_MODEL, batches)
 
 
 def test_a_gpu_job_takes_every_gpu_of_the_cluster_unless_told_otherwise(monkeypatch):

@@ -131,7 +131,7 @@ def test_openvino_fp32_matches_golden_and_is_cached(offline_hub, monkeypatch, mo
 
     monkeypatch.setattr(torch.export, "export", no_export)
     # A cached export runs without the PyTorch network: the weights are not even read.
-    monkeypatch.setattr(hub, "_read_weights_into", lambda *args, **kwargs: pytest.fail("the weights were read"))
+    monkeypatch.setattr(hub, "read_weights_into", lambda *args, **kwargs: pytest.fail("the weights were read"))
     again = load_engine(model, "cpu", "fp32", runtime="openvino")
     assert torch.equal(again(golden_input(256, 384)), output)
     assert "openvino" in again.describe() and "fp32" in again.describe()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CPU_COMPOSE = "docker-compose.cpu.yml"
 GPU_COMPOSE = "docker-compose.gpu.yml"
 DEV_COMPOSE = "docker-compose.dev.yml"

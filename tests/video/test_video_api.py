@@ -3,13 +3,12 @@ as a 4xx with a message while the server keeps serving."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import av
 import pytest
 import requests
-from live import TIMEOUT, Server, make_clip, run_server
+from live import TIMEOUT, make_clip, run_server, submit, wait_until_finished
 from PIL import Image
 
 pytestmark = pytest.mark.slow
@@ -22,22 +21,6 @@ def server(tmp_path_factory, hf_home):
     folder = tmp_path_factory.mktemp("video_server")
     with run_server(folder, hf_home, *ARGS, RMBG_MAX_VIDEO_FRAMES="12", RMBG_VIDEO_QUEUE="0", **LIMIT) as running:
         yield running
-
-
-def submit(server: Server, clip: Path, **fields) -> requests.Response:
-    data = {key: str(value) for key, value in fields.items()}
-    with open(clip, "rb") as file:
-        return requests.post(f"{server.url}/api/video", files={"file": (clip.name, file)}, data=data, timeout=TIMEOUT)
-
-
-def wait_until_finished(server: Server, job_id: str, seconds: float = 300) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        status = server.get(f"/api/video/{job_id}").json()
-        if status["status"] not in ("queued", "running"):
-            return status
-        time.sleep(0.5)
-    raise AssertionError(f"job {job_id} still {status} after {seconds} s")
 
 
 def test_a_job_is_submitted_polled_fetched_and_deleted(server, tmp_path) -> None:

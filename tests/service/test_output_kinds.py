@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from PIL import Image
 
 from bgremover.choices import OUTPUTS, PHOTO_ONLY_OUTPUTS
 from bgremover.cli import main
 from bgremover.imaging.encoding import OUTPUT_FORMATS, file_suffix
-from bgremover.planning import plan_jobs
+from bgremover.planning import plan_files
 from bgremover.results import Options
 from bgremover.service.options import build_request
 
@@ -21,8 +19,8 @@ def test_file_suffixes_follow_the_formats() -> None:
 
 def test_planned_outputs_use_the_same_suffix(tmp_path) -> None:
     Image.new("RGB", (4, 4)).save(tmp_path / "photo.png")
-    jobs = plan_jobs([str(tmp_path / "photo.png")], None, "jpeg")
-    assert [Path(job.target).name for job in jobs] == ["photo_nobg.jpg"]
+    jobs = plan_files([str(tmp_path / "photo.png")], None, "jpeg")
+    assert [job.target.name for job in jobs] == ["photo_nobg.jpg"]
 
 
 def test_an_unknown_output_names_every_kind() -> None:

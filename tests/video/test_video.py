@@ -17,7 +17,7 @@ import av
 import numpy as np
 import pytest
 from helpers import cpu_service
-from live import REPO, make_clip
+from live import REPO, decoded_frames, make_clip
 from PIL import Image
 
 from bgremover.service.options import build_request
@@ -49,19 +49,6 @@ def rotated_vfr_clip(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("clips") / "turned.mp4"
     make_clip(path, times_ms=VFR_MS, audio="aac", rotation=90)
     return path
-
-
-def decoded_frames(path: Path, decoder: str | None = None) -> list[av.VideoFrame]:
-    """Every frame of `path`; `decoder` names one (libvpx-vp9 is the one that reads VP9's alpha)."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if decoder is None:
-            return list(container.decode(stream))
-        context = av.CodecContext.create(decoder, "r")
-        frames = [f for packet in container.demux(stream) for f in context.decode(packet)]
-        for frame in frames:
-            frame.time_base = stream.time_base
-        return frames
 
 
 def video_end(path: Path) -> float:

@@ -31,9 +31,9 @@ from bgremover.cli import main
 from bgremover.engines import native_bf16_cpu, pick_dtype
 from bgremover.engines.pytorch import prepare_network
 from bgremover.families import get_family, network_for
-from bgremover.nets import swin
+from bgremover.nets import windows
 from bgremover.nets.grid_deform import deform_conv2d
-from bgremover.nets.swin import WindowLayout
+from bgremover.nets.windows import WindowLayout
 
 MEAN_BUDGET_255 = 0.5
 MAX_BUDGET_255 = 16.0
@@ -137,39 +137,39 @@ def test_window_layout_round_trip(h: int, w: int, shift: int) -> None:
     layout = WindowLayout(2, h, w, 7, shift, CPU)
     tokens = torch.randn(2, h * w, 5)
     fill = torch.arange(5.0)
-    windows = layout.partition(tokens, fill)
-    assert windows.shape[1:] == (49, 5)
-    assert torch.equal(layout.merge(windows, 2), tokens)
-    padding_rows = windows.view(-1, 5)[layout._padding]
+    cut = layout.partition(tokens, fill)
+    assert cut.shape[1:] == (49, 5)
+    assert torch.equal(layout.merge(cut, 2), tokens)
+    padding_rows = cut.view(-1, 5)[layout._padding]
     assert torch.equal(padding_rows, fill.expand_as(padding_rows))
 
 
 def _fill_layout_cache() -> None:
     """More shapes than the cache holds, none of them 14 x 21."""
-    for h in range(1, 2 * swin._CACHED_LAYOUTS):
-        swin._window_layout(1, h, 3, 7, 0, CPU)
+    for h in range(1, 2 * windows._CACHED_LAYOUTS):
+        windows.window_layout(1, h, 3, 7, 0, CPU)
 
 
 def test_window_layouts_are_reused_and_the_cache_stays_bounded(monkeypatch) -> None:
-    monkeypatch.setattr(swin, "_graph_layouts", {})
-    first = swin._window_layout(2, 14, 21, 7, 3, CPU)
-    assert swin._window_layout(2, 14, 21, 7, 3, CPU) is first
+    monkeypatch.setattr(windows, "_graph_layouts", {})
+    first = windows.window_layout(2, 14, 21, 7, 3, CPU)
+    assert windows.window_layout(2, 14, 21, 7, 3, CPU) is first
     _fill_layout_cache()
-    assert swin._cached_layout.cache_info().currsize == swin._CACHED_LAYOUTS
-    rebuilt = swin._window_layout(2, 14, 21, 7, 3, CPU)
+    assert windows._cached_layout.cache_info().currsize == windows._CACHED_LAYOUTS
+    rebuilt = windows.window_layout(2, 14, 21, 7, 3, CPU)
     assert rebuilt is not first and torch.equal(rebuilt._gather, first._gather)
-    assert not swin._graph_layouts and not swin._capturing_graph(CPU)
+    assert not windows._graph_layouts and not windows._capturing_graph(CPU)
 
 
 def test_a_layout_used_in_a_graph_capture_outlives_the_cache(monkeypatch) -> None:
     """A captured graph reads the layout's index tensors by address: they must never be freed."""
-    monkeypatch.setattr(swin, "_graph_layouts", {})
-    monkeypatch.setattr(swin, "_capturing_graph", lambda device: True)
-    captured = swin._window_layout(2, 14, 21, 7, 3, CPU)
-    monkeypatch.setattr(swin, "_capturing_graph", lambda device: False)
+    monkeypatch.setattr(windows, "_graph_layouts", {})
+    monkeypatch.setattr(windows, "_capturing_graph", lambda device: True)
+    captured = windows.window_layout(2, 14, 21, 7, 3, CPU)
+    monkeypatch.setattr(windows, "_capturing_graph", lambda device: False)
     _fill_layout_cache()
-    assert swin._window_layout(2, 14, 21, 7, 3, CPU) is captured
-    assert list(swin._graph_layouts.values()) == [captured]
+    assert windows.window_layout(2, 14, 21, 7, 3, CPU) is captured
+    assert list(windows._graph_layouts.values()) == [captured]
 
 
 # --- Whole networks on the golden synthetic weights --------------------------------------------

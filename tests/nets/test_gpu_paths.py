@@ -16,7 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from bgremover.nets import SWIN_T, BiRefNet, ISNet, deform
-from bgremover.nets.swin import WindowAttention, _shifted_window_mask, _window_kind_masks, _window_kinds
+from bgremover.nets.windows import WindowAttention, _shifted_window_mask, _window_kind_masks, _window_kinds
 
 CPU = torch.device("cpu")
 # Small enough for CI, large enough that Swin-T's shifted stages have windows of every kind.

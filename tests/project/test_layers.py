@@ -11,19 +11,19 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "bgremover"
+PACKAGE = Path(__file__).resolve().parents[2] / "bgremover"
 
 # Top to bottom; a unit (a top-level module or subpackage) may import its own layer and those below.
 LAYERS = [
-    ("command line", {"cli", "arguments"}),
+    ("command line", {"cli", "arguments", "remove_command", "model_commands"}),
     ("scale-out on Ray", {"scale"}),
     ("web server", {"web"}),
-    ("other front ends", {"video", "eval", "bench", "bench_e2e", "bench_cold"}),
+    ("other front ends", {"runs", "video", "eval", "bench", "bench_e2e", "bench_cold"}),
     ("service", {"service"}),
-    ("pipeline", {"pipeline"}),
+    ("pipeline and its results", {"pipeline", "results"}),
     ("engines", {"engines", "synthetic"}),
-    ("loading, planning, finishing", {"hub", "npm", "planning", "results", "estimates"}),
-    ("zoo, images and ONNX import", {"zoo", "imaging", "importing"}),
+    ("loading, planning, estimates", {"hub", "checkpoints", "npm", "planning", "estimates"}),
+    ("zoo, images, ONNX import", {"zoo", "imaging", "importing"}),
     ("families and settings", {"families", "settings"}),
     ("ground", {"nets", "choices", "errors", "healthcheck", "version"}),
 ]

@@ -22,7 +22,7 @@ from bgremover.service.config import ServiceConfig, build_service
 from bgremover.web.handlers import Handlers
 from bgremover.web.scratch import Scratch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMALL = ["--model", "RMBG-1.4", "--size", "256", "--device", "cpu"]
 
 

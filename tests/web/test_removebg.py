@@ -400,7 +400,7 @@ def test_a_full_server_answers_429_with_retry_after_and_rate_limit_headers(stric
 
 # --- remove.bg's npm client --------------------------------------------------------------------------
 
-NPM = Path(__file__).parent / "npm"
+NPM = Path(__file__).resolve().parents[1] / "npm"
 
 
 def node_client(server: Server, key: str, kind: str, source: str, out: Path, size: str = "") -> dict:

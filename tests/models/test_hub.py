@@ -78,7 +78,7 @@ def test_truncated_file_is_reported(offline_hub, tmp_path) -> None:
 
 def test_identifying_a_checkpoint_reads_its_header_as_loading_would(offline_hub, tmp_path, monkeypatch) -> None:
     cache_model(offline_hub / "hub", "someone/my-birefnet-finetune", synthetic_checkpoint("birefnet_lite"))
-    monkeypatch.setattr(hub, "_read_weights_into", lambda *args, **kwargs: pytest.fail("the weights were read"))
+    monkeypatch.setattr(hub, "read_weights_into", lambda *args, **kwargs: pytest.fail("the weights were read"))
     found = hub.identify_model("someone/my-birefnet-finetune")
     assert found.label == "BiRefNet (Swin-T)" and found.info.family == "birefnet" and found.info.backbone == "Swin-T"
     assert found.path.is_file() and found.path.name == "model.safetensors"
