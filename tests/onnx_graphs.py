@@ -50,9 +50,14 @@ def run_onnx(path: Path, batch: np.ndarray, threads: int = 2) -> np.ndarray:
 
 def export_onnx(network, path: Path, size: int, keep_batch_norms: bool = False) -> Path:
     """`network` (eval mode) exported with torch.onnx as a float32 graph for `size`² inputs: batch
-    norms folded into the convolutions (the exporter's default) or kept as BatchNormalization nodes."""
+    norms folded into the convolutions (the exporter's default) or kept as BatchNormalization nodes.
+
+    One eager forward first fills the network's per-shape caches (BiRefNet's Swin window layouts,
+    whose construction the tracer cannot export), so the traced forward reads them as constants."""
     import torch
 
+    with torch.no_grad():
+        network(torch.zeros(1, 3, size, size))
     extra = {"training": torch.onnx.TrainingMode.PRESERVE, "do_constant_folding": False} if keep_batch_norms else {}
     torch.onnx.export(
         network,
