@@ -19,11 +19,13 @@ from .graph import Graph, ImportRefused
 
 _TRAINING_ONLY = ("decoder.conv_ms_spvn_", "decoder.gdt_convs_pred_")
 _SHOWN_MISSING = 3
+# Plain convolutions of the backbone's stem and of the decoder, named in folded exports too.
+_MARKERS = ("bb.patch_embed.proj.weight", "decoder.ipt_blk5.conv1.weight")
 
 
 def birefnet_state(graph: Graph) -> dict[str, np.ndarray] | None:
     """The native BiRefNet state dict held by `graph`, None when it is no BiRefNet, refused when folded."""
-    if "bb.patch_embed.proj.weight" not in graph.constants:
+    if not all(name in graph.constants for name in _MARKERS):
         return None
     import torch
 
