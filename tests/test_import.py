@@ -104,7 +104,7 @@ def test_birefnet_lite_imports_exactly(birefnet_export, synthetic_birefnet_lite,
 
 @pytest.mark.slow
 def test_rmbg2_imports_exactly(tmp_path, capsys) -> None:
-    """RMBG-2.0's architecture (Swin-L, 220 M weights): a 0.9 GB graph, about a minute to export."""
+    """RMBG-2.0's architecture (Swin-L, 220 M weights): a 0.9 GB graph, 5 GB of memory, about a minute."""
     network = fill_synthetic(BiRefNet(BACKBONES["Swin-L"]).eval())
     source = export_onnx(network, tmp_path / "rmbg-2.0.onnx", SIZE, keep_batch_norms=True)
     assert_imports_exactly(source, network, tmp_path / "models", capsys, "BiRefNet (Swin-L)")
