@@ -50,9 +50,20 @@ def run_onnx(path: Path, batch: np.ndarray, threads: int = 2) -> np.ndarray:
 
 def export_onnx(network, path: Path, size: int, keep_batch_norms: bool = False) -> Path:
     """`network` (eval mode) exported with torch.onnx as a float32 graph for `size`² inputs: batch
-    norms folded into the convolutions (the exporter's default) or kept as BatchNormalization nodes."""
+    norms folded into the convolutions (the exporter's default) or kept as BatchNormalization nodes.
+
+    One eager forward first fills the network's per-shape caches (BiRefNet's Swin window layouts,
+    whose construction the tracer cannot export), so the traced forward reads them as constants.
+    The layouts are built afresh under `no_grad`: one an earlier `torch.inference_mode` forward
+    cached holds inference tensors, which the traced forward (autograd on, so that the attention
+    biases are traced from their tables, not read from a cache) must not use."""
     import torch
 
+    from bgremover.nets import windows
+
+    windows._cached_layout.cache_clear()
+    with torch.no_grad():
+        network(torch.zeros(1, 3, size, size))
     extra = {"training": torch.onnx.TrainingMode.PRESERVE, "do_constant_folding": False} if keep_batch_norms else {}
     torch.onnx.export(
         network,

@@ -16,13 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
+from .birefnet import birefnet_state
 from .graph import Graph, ImportRefused, read_graph
 from .isnet import isnet_state
 
 __all__ = ["CONVERTERS", "ImportRefused", "convert", "import_onnx", "write_checkpoint"]
 
 # Each returns the native state dict a graph holds, or None when the graph is not its network.
-CONVERTERS: dict[str, Callable[[Graph], dict[str, np.ndarray] | None]] = {"IS-Net": isnet_state}
+# A converter raises `ImportRefused` when the graph is its network but the weights cannot be recovered.
+CONVERTERS: dict[str, Callable[[Graph], dict[str, np.ndarray] | None]] = {
+    "IS-Net": isnet_state,
+    "BiRefNet": birefnet_state,
+}
 
 
 def convert(path: Path) -> dict[str, np.ndarray]:

@@ -72,14 +72,23 @@ def deform_conv2d(
     out = torch.empty(b, h_out * w_out, out_channels, dtype=x.dtype, device=x.device)
     chunk = _DEFORM_CHUNK if x.device.type == "cpu" else _DEFORM_CHUNK_GPU
     step = max(1, chunk // (c * taps * w_out))
+    # torch.onnx.export traces no out= arguments nor writes into views: the rows are concatenated instead.
+    tracing, traced = torch.jit.is_tracing(), []
     for i in range(b):
         for top in range(0, h_out, step):
             rows = slice(top, min(h_out, top + step))
             grid = _tap_grid(offset[i, :, rows], (kh, kw), padding, source.shape[-2:], top).to(sampling_dtype)
             sampled = F.grid_sample(source[i : i + 1], grid, align_corners=True)  # 1, C, taps, pixels
+            modulation = mask[i, :, rows].reshape(1, taps, -1)
+            if tracing:
+                columns = (sampled[0] * modulation).to(x.dtype).view(c * taps, -1).t()
+                traced.append(columns @ columns_to_out if bias is None else torch.addmm(bias, columns, columns_to_out))
+                continue
             columns = torch.empty(sampled.shape[1:], dtype=x.dtype, device=x.device)
-            torch.mul(sampled[0], mask[i, :, rows].reshape(1, taps, -1), out=columns)
+            torch.mul(sampled[0], modulation, out=columns)
             weigh_taps(columns.view(c * taps, -1).t(), columns_to_out, bias, out[i, top * w_out : rows.stop * w_out])
+    if tracing:
+        out = torch.cat(traced)
     return out.view(b, h_out, w_out, out_channels).permute(0, 3, 1, 2)
 
 

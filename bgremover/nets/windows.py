@@ -116,7 +116,9 @@ class WindowLayout:
         c = x.shape[-1]
         windows = x.reshape(-1, c).index_select(0, self._gather)
         if self._padding.numel():
-            windows[self._padding] = 0 if padding_value is None else padding_value
+            # Expanded to the rows it fills: torch.onnx exports a broadcast row assignment wrongly.
+            fill = 0 if padding_value is None else padding_value.expand(self._padding.numel(), c)
+            windows[self._padding] = fill
         return windows.view(-1, self._tokens, c)
 
     def merge(self, windows: torch.Tensor, batch: int) -> torch.Tensor:
@@ -141,7 +143,8 @@ def window_layout(batch: int, h: int, w: int, size: int, shift: int, device: tor
     graph is captured must live as long as the graph: it is kept apart, for the life of the
     process, as the graphs themselves are, and handed out for its shape from then on.
     """
-    key = (batch, h, w, size, shift, device)
+    # int(): under torch.onnx/jit tracing the sizes arrive as 0-d tensors; a layout is a constant of the shape.
+    key = (int(batch), int(h), int(w), size, shift, device)
     layout = _graph_layouts.get(key) or _cached_layout(*key)
     if _capturing_graph(device):
         _graph_layouts[key] = layout

