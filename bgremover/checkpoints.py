@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from safetensors import SafetensorError, safe_open
 
+from .choices import DERIVED_BUFFERS
 from .errors import ModelLoadError
 from .families import describe
 
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 # Wrappers that training scripts put around module names (DataParallel, torch.compile).
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 # Buffers computed by the module itself; a checkpoint may or may not carry them.
-_DERIVED_BUFFERS = ("relative_position_index", "num_batches_tracked")
 _Stored = TypeVar("_Stored")
 _MAX_LISTED_KEYS = 8
 # Stored tensors are read this much at a time, the file reopened for each batch: safetensors maps the
@@ -42,7 +42,7 @@ def read_weights_into(network: nn.Module, path: Path, name: str) -> None:
     """Copies a checkpoint that fits `network` (see `check_fits`) into it, cast to its dtypes, a
     batch of tensors at a time: the checkpoint is never in memory whole beside the network."""
     targets = network.state_dict()
-    stored_as = {key: as_ for key, as_ in _stored_names(path, name).items() if not key.endswith(_DERIVED_BUFFERS)}
+    stored_as = {key: as_ for key, as_ in _stored_names(path, name).items() if not key.endswith(DERIVED_BUFFERS)}
     batches, batch, size = [], [], 0
     for key in stored_as:
         batch.append(key)
@@ -136,7 +136,7 @@ def check_fits(network: nn.Module, state: dict[str, StoredShape], name: str) -> 
     """Refuses a checkpoint (its tensors, or their shapes) whose names or shapes are not exactly
     the network's; buffers the module derives itself are always its own, stored or not."""
     expected = network.state_dict()
-    derived = {k: v for k, v in expected.items() if k.endswith(_DERIVED_BUFFERS)}
+    derived = {k: v for k, v in expected.items() if k.endswith(DERIVED_BUFFERS)}
     state = {**state, **derived}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))

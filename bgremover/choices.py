@@ -17,3 +17,7 @@ PHOTO_ONLY_OUTPUTS = tuple(output for output in OUTPUTS if output != "image")
 OUTPUT_FORMATS = ("png", "webp", "jpeg")
 # How hard the lossless formats compress: "fast" to write (the default), "small" files.
 COMPRESSIONS = ("fast", "small")
+
+# Buffers every network computes from its shape when it is built: checkpoints need not carry them,
+# and neither loading nor ONNX import takes them from a file.
+DERIVED_BUFFERS = ("relative_position_index", "num_batches_tracked")

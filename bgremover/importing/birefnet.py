@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..hub import _DERIVED_BUFFERS
+from ..choices import DERIVED_BUFFERS
 from .graph import Graph, ImportRefused
 
 _TRAINING_ONLY = ("decoder.conv_ms_spvn_", "decoder.gdt_convs_pred_")
@@ -41,7 +41,7 @@ def birefnet_state(graph: Graph) -> dict[str, np.ndarray] | None:
     missing: list[str] = []
     for name, like in expected.items():
         shape = tuple(like.shape)
-        if name.endswith(_DERIVED_BUFFERS):
+        if name.endswith(DERIVED_BUFFERS):
             continue
         value = graph.constants.get(name)
         if value is not None and value.shape == shape:

@@ -136,7 +136,9 @@ def test_the_values_gradio_info_publishes_run_every_endpoint(server) -> None:
         name: requests.post(f"{server.url}/gradio_api/run{name}", json={"data": data}, timeout=120)
         for name, data in values.items()
     }
-    assert all(answer.status_code < 500 for answer in answers.values()), {n: (a.status_code, a.text[-300:]) for n, a in answers.items() if a.status_code >= 500}
+    assert all(answer.status_code < 500 for answer in answers.values()), {
+        n: (a.status_code, a.text[-300:]) for n, a in answers.items() if a.status_code >= 500
+    }
     assert answers["/batch"].status_code == 200 and answers["/remove"].status_code == 200, answers["/batch"].text
 
 
