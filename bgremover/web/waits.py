@@ -50,7 +50,7 @@ def expected_line(
 def time_left(total: int, done: int, elapsed: float, seconds_each: float | None) -> str:
     """' · about 1 min 20 s left' for a progress line, or '' where nothing is known yet."""
     left = estimates.seconds_left(total, done, elapsed, seconds_each)
-    return "" if left is None or left < 0.5 else f" · about {estimates.describe(left)} left"
+    return "" if not left else f" · about {estimates.describe(left)} left"  # under a second reads "about 1 s"
 
 
 def estimate_line(pool: ModelPool, elem_id: str, unit: str = "image") -> gr.Markdown:
