@@ -134,3 +134,17 @@ def cpu_service(model: str, precision: str = "fp32", size: int | None = None, **
     comes from the environment, as in `rmbg` (conftest pins RMBG_ENGINE=torch)."""
     config = ServiceConfig.from_settings(model=model, device="cpu", precision=precision, size=size, **chosen)
     return build_service(config)
+
+
+def loaded_small_service(hf_home: Path) -> RemovalService:
+    """Synthetic RMBG-1.4 at 64 px on the CPU, loaded from `hf_home` offline: what the clip tests
+    (a module's fixture each) run frames through."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_HOME", str(hf_home))
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        patch.delenv("HF_HUB_CACHE", raising=False)
+        service = cpu_service("RMBG-1.4", size=64)
+        service.pool.get()
+    return service

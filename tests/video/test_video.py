@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from helpers import cpu_service
+from helpers import loaded_small_service
 from live import REPO, decoded_frames, make_clip
 from PIL import Image
 
@@ -34,13 +34,7 @@ FAST = ["--model", "RMBG-1.4", "--size", "64", "--device", "cpu", "--precision",
 
 @pytest.fixture(scope="module")
 def service(hf_home) -> RemovalService:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HOME", str(hf_home))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.delenv("HF_HUB_CACHE", raising=False)
-        service = cpu_service("RMBG-1.4", size=64)
-        service.pool.get()
-    return service
+    return loaded_small_service(hf_home)
 
 
 @pytest.fixture(scope="module")

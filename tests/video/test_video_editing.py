@@ -10,9 +10,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import loaded_small_service
 from scipy import ndimage
 
-from bgremover.service.config import ServiceConfig, build_service
 from bgremover.service.options import build_request
 from bgremover.service.removal import RemovalService
 from bgremover.video import VideoError
@@ -27,13 +27,7 @@ RATE = 48000
 
 @pytest.fixture(scope="module")
 def service(hf_home) -> RemovalService:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_HOME", str(hf_home))
-        patch.setenv("HF_HUB_OFFLINE", "1")
-        patch.delenv("HF_HUB_CACHE", raising=False)
-        service = build_service(ServiceConfig("RMBG-1.4", "cpu", "fp32", size=64))
-        service.pool.get()
-    return service
+    return loaded_small_service(hf_home)
 
 
 def picture(width: int, height: int) -> np.ndarray:
