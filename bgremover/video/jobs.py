@@ -28,9 +28,7 @@ from ..service.admission import Busy
 from ..service.options import RemovalRequest
 from ..service.removal import RemovalService
 from . import Cancelled, VideoError, check_options
-from .clip import remove_clip
 from .quality import check_quality
-from .reading import Limits, check_span, probe
 from .smoothing import check_strength
 
 log = logging.getLogger(__name__)
@@ -138,6 +136,8 @@ class VideoJobs:
         try:
             fmt = check_options(fmt, request.options.output, request.options.crop)
             quality, smoothing = check_quality(quality), check_strength(smoothing)
+            from .reading import Limits, check_span, probe  # PyAV: with the first clip, not at the server's start
+
             info = probe(source, name, Limits.from_settings())
             span = check_span(start, end, info.seconds, name)
             job = self._queued(source, name, request, fmt, info.frames, smoothing)
@@ -237,6 +237,8 @@ class VideoJobs:
                 self._remove_files(job)
 
     def _run(self, job: VideoJob) -> None:
+        from .clip import remove_clip
+
         job.status, job.started = "running", time.monotonic()
 
         def progress(done: int, expected: int) -> None:

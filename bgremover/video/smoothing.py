@@ -6,12 +6,12 @@ two frames (OpenCV's DIS flow on a small grey copy), so it lies where this frame
 even when the camera pans or the subject moves; each pixel is then blended with it, but only where
 the two agree within `motion` levels: where they do not, the flow failed (an occlusion, a new
 object) and this frame's value is taken as it is, so edges are never dragged behind. Causal (no
-frame ahead is needed) and applied in frame order.
+frame ahead is needed) and applied in frame order. OpenCV is imported where a smoother is made or
+used: a server that never smooths (the default) does not load it at start.
 """
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -34,6 +34,8 @@ class MaskSmoother:
         self.strength, self.motion = check_strength(strength), motion
         self.previous: np.ndarray | None = None
         self.grey: np.ndarray | None = None
+        import cv2
+
         self.flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_FAST)
 
     def __call__(self, mask: Image.Image, frame: Image.Image | None = None) -> Image.Image:
@@ -56,6 +58,8 @@ class MaskSmoother:
             return None
         if grey is None or self.grey is None or self.grey.shape != grey.shape:
             return self.previous
+        import cv2
+
         flow = self.flow.calc(grey, self.grey, None)
         flow[~_moved(grey, self.grey, flow)] = 0.0
         height, width = shape
@@ -67,6 +71,8 @@ class MaskSmoother:
 def _moved(grey: np.ndarray, previous: np.ndarray, flow: np.ndarray) -> np.ndarray:
     """Where following the flow matches this frame clearly better than staying in place: elsewhere
     (still regions, where camera noise makes the flow wander) the mask is blended in place."""
+    import cv2
+
     height, width = grey.shape
     x, y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
     followed = cv2.remap(previous, x + flow[..., 0], y + flow[..., 1], cv2.INTER_LINEAR, cv2.BORDER_REPLICATE)
@@ -78,6 +84,8 @@ def _moved(grey: np.ndarray, previous: np.ndarray, flow: np.ndarray) -> np.ndarr
 
 def _small_grey(frame: Image.Image) -> np.ndarray:
     """A small, slightly blurred grey copy: the flow follows shapes, not camera noise."""
+    import cv2
+
     width = min(FLOW_WIDTH, frame.width)
     height = max(1, round(frame.height * width / frame.width))
     small = np.asarray(frame.convert("L").resize((width, height), Image.Resampling.BILINEAR))
