@@ -9,6 +9,9 @@ gigabyte, from looking like a crash.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import NoReturn
@@ -102,9 +105,21 @@ def serve(service: RemovalService, config: ServiceConfig, host: str, port: int) 
     configure_logging(log_format)  # after uvicorn.Config, which installs uvicorn's handlers
     if config.model_note:
         log.warning("%s", config.model_note)
+    clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()), app.state.video_jobs)
     if metrics_port is not None:
-        serve_metrics_port(app.state.metrics, host, metrics_port)
+        try:
+            serve_metrics_port(app.state.metrics, host, metrics_port)
+        except ValueError as error:
+            _refuse_to_start(str(error), clean_up)
     routes = "POST /api/remove, POST /v1.0/removebg, GET /api/models, /health, /livez, /readyz, /metrics"
     log.info("UI on http://%s:%d/ · API: %s", host, port, routes)
-    clean_up = partial(delete_users_files, app.state.scratch, Path(get_upload_folder()), app.state.video_jobs)
     DrainingServer(uvicorn_config, service.admission, settings.drain_seconds(), unanswered, clean_up).run()
+
+
+def _refuse_to_start(message: str, clean_up: Callable[[], None]) -> NoReturn:
+    """One line and exit status 2, as `main` gives a bad setting, but without the interpreter's own
+    exit: the default model is loading in a thread, and a thread inside PyTorch while the
+    interpreter finalizes aborts the process (as `DrainingServer.exit` explains)."""
+    clean_up()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    os._exit(2)
