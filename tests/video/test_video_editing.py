@@ -66,13 +66,7 @@ def make_clip(
         if timecode:
             video.metadata["timecode"] = timecode
         tracks = [container.add_stream(name, rate=RATE, layout="mono") for name in audio]
-        for index in range(4):
-            frame = av.VideoFrame.from_ndarray(image, format="rgb24").reformat(
-                format="yuv420p", dst_colorspace=matrix, dst_color_range=colour_range, interpolation=EXACT
-            )
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
+        _encode_still(container, video, image, 4, matrix, colour_range)
         for track, click in zip(tracks, CLICKS_MS, strict=False):
             _click_track(container, track, click)
     return image
@@ -262,6 +256,19 @@ def test_one_frame_at_a_time_is_the_frame_the_clip_shows_then(tmp_path) -> None:
         frame_at(source, "source.mp4", 3.0, Limits(60, 100, 10**7))
 
 
+def _encode_still(container, video, rgb: np.ndarray, count: int, matrix: int, colour_range: int) -> None:
+    """`count` frames of one picture (8-bit RGB, or 16-bit for deep formats) in the stream's pixel
+    format, converted with `matrix` and `colour_range` exactly, then the encoder flushed."""
+    source = "rgb48le" if rgb.dtype == np.uint16 else "rgb24"
+    for index in range(count):
+        frame = av.VideoFrame.from_ndarray(rgb, format=source).reformat(
+            format=video.pix_fmt, dst_colorspace=matrix, dst_color_range=colour_range, interpolation=EXACT
+        )
+        frame.pts = index
+        container.mux(video.encode(frame))
+    container.mux(video.encode(None))
+
+
 def test_a_10_bit_source_gives_a_10_bit_cutout_in_prores(service, tmp_path) -> None:
     """Not 8-bit steps in a 10-bit file: the source's own 10-bit colour arrives where alpha is 255."""
     source, target = tmp_path / "ten.mov", tmp_path / "out.mov"
@@ -271,13 +278,7 @@ def test_a_10_bit_source_gives_a_10_bit_cutout_in_prores(service, tmp_path) -> N
         video = container.add_stream("prores_ks", rate=25, options={"profile": "3"})
         video.width, video.height, video.pix_fmt = 320, 240, "yuv422p10le"
         video.codec_context.colorspace, video.codec_context.color_range = BT709, LIMITED
-        for index in range(2):
-            frame = av.VideoFrame.from_ndarray(ramp, format="rgb48le").reformat(
-                format="yuv422p10le", dst_colorspace=BT709, dst_color_range=LIMITED, interpolation=EXACT
-            )
-            frame.pts = index
-            container.mux(video.encode(frame))
-        container.mux(video.encode(None))
+        _encode_still(container, video, ramp, 2, BT709, LIMITED)
 
     def wide(path: Path) -> np.ndarray:
         with av.open(str(path)) as container:
