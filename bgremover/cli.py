@@ -89,8 +89,8 @@ def _serve_here(config: ServiceConfig, host: str, port: int) -> int:
     logging.basicConfig(level=logging.INFO)  # the format: web.request_ids.configure_logging, once uvicorn is set up
     logging.getLogger("torch").setLevel(logging.WARNING)  # its INFO lines (cache statistics at exit): noise
     service = build_service(config, serving=True)  # bad settings (device, size, limits) fail before the port opens
-    # The default model loads (OpenVINO: reads and compiles its cached export, in C++) while this thread
-    # imports Gradio, 3 CPU-seconds of Python: a warm server is ready in the longer of the two, not their sum.
+    # The default model loads (OpenVINO: reads and compiles its cached export, in C++) while the port
+    # opens; the web page (Gradio, 3 CPU-seconds of imports) is built after that (web/late_ui.py).
     service.pool.load_in_background()
     from .web.app import serve
 

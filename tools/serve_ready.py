@@ -1,7 +1,7 @@
 """How soon a fresh `rmbg serve` answers (BENCHMARKS.md, "One photo, fresh process"): seconds from
-the process's start to the first 200 on /health (the default model loaded and compiled) and to the
-first 200 on POST /api/remove with one photo, each with the server's CPU seconds by then (what a
-busy machine stretches, not changes).
+the process's start to the first 200 on /health (the default model loaded and compiled), on
+POST /api/remove with one photo, and on GET / (the web page, built after the API answers), each
+with the server's CPU seconds by then (what a busy machine stretches, not changes).
 
     python tools/serve_ready.py photo.jpg -- --model RMBG-1.4 --engine openvino
 """
@@ -60,12 +60,13 @@ def main() -> None:
         photo = args.photo.read_bytes()
         files = {"file": (args.photo.name, photo)}
         removed = first_200(started, server, lambda: requests.post(url + "/api/remove", files=files, timeout=60))
+        page = first_200(started, server, lambda: requests.get(url + "/", timeout=60))
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(
         f"health {health[0]:.2f} s ({health[1]:.2f} s CPU)  first removal {removed[0]:.2f} s ({removed[1]:.2f} s CPU)"
-        f"  load {os.getloadavg()[0]:.1f}"
+        f"  page {page[0]:.2f} s ({page[1]:.2f} s CPU)  load {os.getloadavg()[0]:.1f}"
     )
 
 

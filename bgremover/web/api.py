@@ -2,7 +2,7 @@
 
     POST /api/remove   multipart: file + options as form fields -> image bytes
     GET  /api/models   the zoo: license, gated, cached, loaded
-    GET  /health       200 once the default model is loaded, else 503 with the reason
+    GET  /health       200 once the default model is loaded, else 503 with the reason; `ui`: the page's state
     GET  /livez        200 while the process answers (no checks)
     GET  /readyz       200 while the default model is loaded and the server is not draining, else 503
 
@@ -219,9 +219,10 @@ def add_routes(app: FastAPI, service: RemovalService, max_upload: int, token: st
         return JSONResponse({"default_model": pool.default_model, "device": str(pool.device), "models": pool.models()})
 
     @app.get("/health")
-    def health() -> JSONResponse:
+    def health(request: Request) -> JSONResponse:
         ready, body = readiness(service)
-        return JSONResponse(body, status_code=200 if ready else 503)
+        ui = getattr(request.app.state, "ui", None)  # the web page, built after the API answers (late_ui.py)
+        return JSONResponse(body if ui is None else {**body, "ui": ui.state}, status_code=200 if ready else 503)
 
     @app.get("/livez")
     def livez() -> JSONResponse:

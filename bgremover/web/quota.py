@@ -10,6 +10,8 @@ that would go past the quota ends the upload, and Gradio deletes what it had wri
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,3 +179,9 @@ async def _answer(scope: Scope, receive: Receive, send: Send, refusal: UploadRef
     headers = {"Retry-After": "60"} if refusal.status == 503 else None
     response = JSONResponse({"error": refusal.message}, status_code=refusal.status, headers=headers)
     await response(scope, receive, send)
+
+
+def upload_folder() -> Path:
+    """Where Gradio keeps uploads (its `gradio.utils.get_upload_folder`, asked without importing
+    Gradio, which the server does only after it answers: late_ui.py)."""
+    return Path(os.environ.get("GRADIO_TEMP_DIR") or (Path(tempfile.gettempdir()) / "gradio").resolve())

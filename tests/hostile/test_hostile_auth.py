@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from fastapi.testclient import TestClient
 from helpers import cpu_service
 from live import MODEL, SERVER_ARGS, Server, png_bytes, run_server, sample_image
 from starlette.routing import Mount
@@ -83,11 +84,13 @@ def routes(hf_home) -> list[tuple[str, str, bool]]:
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setenv("RMBG_API_TOKEN", TOKEN)
         app = create_app(cpu_service(MODEL, size=256))
-    gradio = next(route.app for route in app.routes if isinstance(route, Mount))
-    names = [fn.api_name for fn in gradio.get_blocks().fns.values() if fn.api_name]
+        with TestClient(app) as client:  # its start-up builds the page (late_ui.py)
+            assert client.get("/", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+            templates = sorted(set(_walk(app.routes)))
+    names = [fn.api_name for fn in app.state.ui.blocks().fns.values() if fn.api_name]
     assert {"remove", "batch", "compare"} <= set(names)
     found = []
-    for template, method in sorted(set(_walk(app.routes))):
+    for template, method in templates:
         if method == "HEAD":
             continue  # the same handler as GET
         fills = names + ["no_such_endpoint"] if "{api_name}" in template else ["x"]

@@ -106,9 +106,9 @@ def test_gradios_routes_are_counted_by_their_templates_too(offline_hub) -> None:
     from bgremover.web.operations import observed
 
     app = create_app(build_service(ServiceConfig(MODEL, "cpu", "fp32", size=256)))
-    client = TestClient(observed(app, app.state.metrics))
-    for path in ("/config", "/gradio_api/file=abc", "/gradio_api/file=def", "/assets/x.js"):
-        assert "X-Request-Id" in client.get(path).headers
+    with TestClient(observed(app, app.state.metrics)) as client:  # its start-up builds the page
+        for path in ("/config", "/gradio_api/file=abc", "/gradio_api/file=def", "/assets/x.js"):
+            assert "X-Request-Id" in client.get(path).headers
     text = app.state.metrics.exposition().decode()
     assert sample_value(text, "rmbg_http_request_duration_seconds_count", route="/config", status="200") == 1
     assert sample_value(text, "rmbg_http_request_duration_seconds_count", route="/gradio_api/file={path_or_url}") == 2
