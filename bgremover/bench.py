@@ -15,6 +15,7 @@ loaded through the same `load_engine` as a real checkpoint.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -256,7 +257,8 @@ _BENCH_CODE = "import sys; from bgremover.cli import main; sys.exit(main(sys.arg
 def engine_choices(family: str) -> list[tuple[str, str, bool]]:
     """(engine, precision, plain) rows this CPU can run for a model of `family`: float32 eager first
     (the reference), then every fast path; bf16 only where the CPU computes it natively, int8 for
-    the models with linear layers (BiRefNet), OpenVINO only when installed."""
+    the models with linear layers (BiRefNet) on PyTorch and IS-Net on OpenVINO with NNCF installed,
+    OpenVINO only when installed."""
     precisions = ["fp32", "bf16"] if native_bf16_cpu() else ["fp32"]
     rows = [("torch", "fp32", True)] + [("torch", precision, False) for precision in precisions]
     known = find_family(family)
@@ -264,6 +266,8 @@ def engine_choices(family: str) -> list[tuple[str, str, bool]]:
         rows.append(("torch", "int8", False))
     if openvino_available():
         rows += [("openvino", precision, False) for precision in precisions]
+        if known is not None and known.openvino_int8 and importlib.util.find_spec("nncf") is not None:
+            rows.append(("openvino", "int8", False))
     return rows
 
 

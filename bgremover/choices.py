@@ -8,7 +8,7 @@ ENGINES = ("auto", "torch", "openvino")
 ENGINE_HELP = "auto (OpenVINO for RMBG-1.4 on a CPU if installed, else PyTorch), torch, openvino (docs/engines.md)"
 PRECISION_HELP = (
     "auto (fp16 on CUDA; bf16 on CPUs with native bf16, else fp32), fp32, fp16, bf16, "
-    "int8 (CPU, BiRefNet models: int8 linear layers; docs/engines.md)"
+    "int8 (CPU, opt-in: BiRefNet's linear layers on PyTorch, IS-Net's convolutions on OpenVINO; docs/engines.md)"
 )
 # What a removal makes: the subject with alpha, the mask, the subject over a colour or over an image.
 OUTPUTS = ("cutout", "mask", "color", "image")

@@ -110,14 +110,23 @@ def choose_runtime(
     return runtime
 
 
-def check_precision_fits(precision: str, family: str) -> None:
-    """Refuses int8 for a family without linear layers (IS-Net is all convolutions) from its record,
-    before any weights are read: the check after loading took seconds and ended in a trace."""
+def check_precision_fits(precision: str, family: str, runtime: str) -> None:
+    """Refuses int8 where `runtime` (torch or openvino, `auto` settled) has none for `family`, from
+    the family's record, before any weights are read: the check after loading took seconds and
+    ended in a trace. PyTorch quantises linear layers (BiRefNet); OpenVINO, IS-Net's convolutions."""
     known = find_family(family)
-    if precision == "int8" and known is not None and not known.int8:
+    if precision != "int8" or known is None:
+        return
+    if runtime == "openvino" and not known.openvino_int8:
         raise ValueError(
-            f"--precision int8 runs the linear layers in 8 bits, and {known.known_as} has none "
-            "(it is all convolutions): use --precision auto, bf16 or fp32."
+            f"--precision int8 on the OpenVINO engine is offered for IS-Net only: run {known.known_as} "
+            "in int8 with --engine torch, or use --precision auto, bf16 or fp32."
+        )
+    if runtime == "torch" and not known.int8:
+        other = "--engine openvino (NNCF int8; docs/engines.md) or " if known.openvino_int8 else ""
+        raise ValueError(
+            f"--precision int8 on the PyTorch engine runs the linear layers in 8 bits, and {known.known_as} has "
+            f"none (it is all convolutions): use {other}--precision auto, bf16 or fp32."
         )
 
 
@@ -153,8 +162,8 @@ def load_engine(
     device = pick_device(device)
     info = resolve(model)
     family = info.family or identify_model(info).info.family
-    check_precision_fits(precision, family)
     chosen = choose_runtime(runtime, device, family, precision)
+    check_precision_fits(precision, family, chosen)
     if chosen == "openvino":
         from .openvino import OpenVinoEngine
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # PyTorch only converts: a cached export runs without it
 
 log = logging.getLogger(__name__)
 
-OPENVINO_PRECISIONS = ("fp32", "bf16")
+OPENVINO_PRECISIONS = ("fp32", "bf16", "int8")  # int8: IS-Net, opt-in (openvino_int8.py)
 _INSTALL_HINT = "pip install 'bgremover[openvino]' (or: pip install -r requirements-openvino.txt)"
 
 
@@ -59,7 +59,7 @@ def _openvino():
 
 
 def openvino_precision(precision: str) -> str:
-    """`auto` is bf16 on CPUs with native bf16, else fp32."""
+    """`auto` is bf16 on CPUs with native bf16, else fp32; int8 only when asked for."""
     if precision == "auto":
         return "bf16" if native_bf16_cpu() else "fp32"
     if precision not in OPENVINO_PRECISIONS:
@@ -129,7 +129,10 @@ class OpenVinoEngine:
         network is built only if an input size has no cached export: once exported, a model
         loads without reading its weights twice or holding two copies of them."""
         _openvino()
-        openvino_precision(precision)
+        if openvino_precision(precision) == "int8":
+            from .openvino_int8 import check_installed
+
+            check_installed()
         found = identify_model(model)
         return cls(None, found.info, found.label, found.path, precision)
 
@@ -171,17 +174,36 @@ class OpenVinoEngine:
         with _cache_lock(path.parent):
             if not path.exists():
                 self._export(size, path)
+            if self.precision == "int8":
+                path = self._quantized(openvino, path, size)
             return self._compile_export(openvino, path)
 
     def _compile_export(self, openvino, path: Path):
         self._network = None  # another size re-reads the checkpoint: the float32 copy is not kept beside OpenVINO's
-        hint = "bf16" if self.precision == "bf16" else "f32"
+        # int8 leaves some operations in float: bf16 where the CPU has it, as for the bf16 precision.
+        bf16 = self.precision == "bf16" or (self.precision == "int8" and native_bf16_cpu())
+        hint = "bf16" if bf16 else "f32"
         config = {
             "INFERENCE_PRECISION_HINT": hint,
             "PERFORMANCE_HINT": "LATENCY",
-            "CACHE_DIR": str(path.parent / f"compiled-{hint}"),
+            "CACHE_DIR": str(path.parent / f"compiled-{'int8' if self.precision == 'int8' else hint}"),
         }
         return openvino.Core().compile_model(str(path), "CPU", config)
+
+    def _quantized(self, openvino, path: Path, size: tuple[int, int]) -> Path:
+        """The int8 model beside the float export `path`, quantised on first use (openvino_int8.py)."""
+        from ..families import get_family
+        from .openvino_int8 import quantize
+
+        quantized = path.with_name(f"{path.stem}-int8.xml")
+        if not quantized.exists():
+            started = time.perf_counter()
+            _progress(f"{self.info.name}: quantising to int8 with NNCF at {size[0]}x{size[1]}, once")
+            processing = get_family(self.info.family).processing
+            model = quantize(openvino.Core().read_model(str(path)), processing, size[0])  # sizes are square
+            _save(openvino, model, quantized)
+            _progress(f"{self.info.name}: int8 model ready in {time.perf_counter() - started:.0f} s")
+        return quantized
 
     def exported_path(self, size: tuple[int, int]) -> Path:
         """Where this checkpoint's export for `size` and this precision is cached."""
@@ -196,16 +218,7 @@ class OpenVinoEngine:
         model = openvino.convert_model(self._exported_program(size))
         model.reshape([1, 3, *size])
         path.parent.mkdir(parents=True, exist_ok=True)
-        # A name of this process and thread's own: Ray actors (and servers) sharing a cache may convert
-        # the same size at once, and one must never rename the other's half-written file.
-        partial = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.partial.xml")
-        try:
-            openvino.save_model(model, partial, compress_to_fp16=False)
-            partial.with_suffix(".bin").replace(path.with_suffix(".bin"))  # the weights first: the .xml marks it done
-            partial.replace(path)
-        finally:
-            partial.unlink(missing_ok=True)
-            partial.with_suffix(".bin").unlink(missing_ok=True)
+        _save(openvino, model, path)
         _progress(f"{self.info.name}: OpenVINO model ready in {time.perf_counter() - started:.0f} s")
 
     def _exported_program(self, size: tuple[int, int]) -> torch.export.ExportedProgram:
@@ -224,6 +237,20 @@ class OpenVinoEngine:
                 return torch.export.export(network, (example,))
         finally:
             deform.set_deform_kernel(previous)
+
+
+def _save(openvino, model, path: Path) -> None:
+    """Writes `model` as `path` (.xml and .bin) so that `path` exists only once it is whole."""
+    # A name of this process and thread's own: Ray actors (and servers) sharing a cache may convert
+    # the same size at once, and one must never rename the other's half-written file.
+    partial = path.with_name(f"{path.stem}.{os.getpid()}-{threading.get_ident()}.partial.xml")
+    try:
+        openvino.save_model(model, partial, compress_to_fp16=False)
+        partial.with_suffix(".bin").replace(path.with_suffix(".bin"))  # the weights first: the .xml marks it done
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+        partial.with_suffix(".bin").unlink(missing_ok=True)
 
 
 def _progress(message: str) -> None:

@@ -18,6 +18,7 @@ class ISNetFamily(Family):
     processing = Processing((0.5, 0.5, 0.5), (1.0, 1.0, 1.0), antialias=False, activation="stretch")
     stand_in = "RMBG-1.4"
     openvino_on_cpu = True  # faster than PyTorch on both CPU kinds measured
+    openvino_int8 = True  # opt-in: measured on real photos in docs/engines.md
 
     def recognises(self, state: StateDict) -> bool:
         return "stage1.rebnconvin.conv_s1.weight" in state

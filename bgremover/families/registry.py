@@ -49,8 +49,10 @@ class Family:
 
     `openvino_on_cpu`: `--engine auto` runs it with OpenVINO on a CPU (where that measured
     faster, BENCHMARKS.md "CPU engines"). `int8`: it has the linear layers `--precision int8`
-    quantises. `stand_in`: the zoo model whose synthetic weights represent the family in tests
-    (the smallest one). `known_as`: how an error message names it for a user.
+    quantises on the PyTorch engine. `openvino_int8`: the OpenVINO engine quantises its
+    convolutions with NNCF (engines/openvino_int8.py) for `--precision int8`. `stand_in`: the
+    zoo model whose synthetic weights represent the family in tests (the smallest one).
+    `known_as`: how an error message names it for a user.
     """
 
     name: ClassVar[str]
@@ -60,6 +62,7 @@ class Family:
     stand_in: ClassVar[str]
     openvino_on_cpu: ClassVar[bool] = False
     int8: ClassVar[bool] = False
+    openvino_int8: ClassVar[bool] = False
 
     def recognises(self, state: StateDict) -> bool:
         """Whether `state` is a checkpoint of this family, from its tensors' names."""

@@ -56,8 +56,8 @@ class ModelPool:
         self.runtime = runtime  # auto picks per model when it loads
         default = hub.resolve(default_model)
         family = self._family(default)
-        check_precision_fits(precision, family)
         chosen = choose_runtime(self.runtime, self.device, family, precision)
+        check_precision_fits(precision, family, chosen)
         self.precision_name = precision_for(chosen, precision, self.device)
         self.default_size = parse_size(size)
         self.default_model = default.name

@@ -243,8 +243,8 @@ def test_the_installed_package_gives_rmbg_outside_the_checkout(tmp_path) -> None
 
 @pytest.mark.slow
 def test_int8_for_a_network_without_linear_layers_is_refused_before_loading(offline_hub, tmp_path) -> None:
-    """IS-Net is all convolutions: the refusal comes from the family's record, in one line, before
-    any weights (or PyTorch) load."""
+    """IS-Net is all convolutions: on the PyTorch engine (the tests' RMBG_ENGINE) the refusal comes from
+    the family's record, in one line, before any weights (or PyTorch) load, and names the engine that has it."""
     photo = tmp_path / "photo.jpg"
     sample_image().save(photo)
     result = subprocess.run(
@@ -268,8 +268,9 @@ def test_int8_for_a_network_without_linear_layers_is_refused_before_loading(offl
     said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
     assert result.returncode == 2
     assert said == [
-        "error: --precision int8 runs the linear layers in 8 bits, and IS-Net (RMBG-1.4) has none "
-        "(it is all convolutions): use --precision auto, bf16 or fp32."
+        "error: --precision int8 on the PyTorch engine runs the linear layers in 8 bits, and IS-Net (RMBG-1.4) "
+        "has none (it is all convolutions): use --engine openvino (NNCF int8; docs/engines.md) or --precision "
+        "auto, bf16 or fp32."
     ]
     assert "torch" not in imported_modules(result.stderr)
     assert not list(tmp_path.glob("photo.*.png")) and not (tmp_path / "photo.png").exists()

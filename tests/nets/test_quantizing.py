@@ -1,4 +1,5 @@
-"""`--precision int8`: fbgemm's int8 linear layers in a float32 CPU network, and where the choice is refused."""
+"""`--precision int8`: fbgemm's int8 linear layers in a float32 CPU network, and where the choice is refused
+(IS-Net's int8 on OpenVINO, on real weights: tests/models/test_real_weights.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from helpers import golden_input
 from torch import nn
 
 from bgremover import bench, synthetic
-from bgremover.engines import load_engine, pick_dtype, precision_for
+from bgremover.engines import check_precision_fits, load_engine, pick_dtype, precision_for
 from bgremover.engines.pytorch import TorchEngine
 from bgremover.engines.quantizing import Int8Linear, quantize_linears
 from bgremover.nets.isnet import ISNet
@@ -49,8 +50,11 @@ def test_quantize_linears_replaces_every_linear_layer() -> None:
 def test_int8_is_refused_where_it_cannot_run() -> None:
     with pytest.raises(ValueError, match="int8 runs on the CPU, not on cuda.*--precision auto"):
         pick_dtype("int8", torch.device("cuda"))
-    with pytest.raises(ValueError, match="runs fp32, bf16 \\(or auto\\), not 'int8'"):
-        precision_for("openvino", "int8", CPU)
+    assert precision_for("openvino", "int8", CPU) == "int8"  # IS-Net's NNCF int8 (test_real_weights.py)
+    with pytest.raises(ValueError, match="int8 on the OpenVINO engine is offered for IS-Net only: run BiRefNet"):
+        check_precision_fits("int8", "birefnet", "openvino")
+    check_precision_fits("int8", "isnet", "openvino")
+    check_precision_fits("int8", "birefnet", "torch")
     with pytest.raises(ValueError, match="int8 runs the linear layers in 8 bits, and ISNet has none.*auto or fp32"):
         TorchEngine(ISNet().eval(), synthetic.synthetic_architecture("RMBG-1.4")[1], int8=True)
     network, info = synthetic.synthetic_network("BiRefNet_lite", CPU, torch.bfloat16)
@@ -58,9 +62,11 @@ def test_int8_is_refused_where_it_cannot_run() -> None:
         TorchEngine(network, info, int8=True)
 
 
-def test_bench_offers_int8_for_models_with_linear_layers_only() -> None:
-    assert ("torch", "int8", False) in bench.engine_choices("birefnet")
-    assert all(precision != "int8" for _, precision, _ in bench.engine_choices("isnet"))
+def test_bench_offers_int8_on_the_engine_that_has_it_for_the_family() -> None:
+    """PyTorch's int8 linear layers for BiRefNet; NNCF's int8 convolutions on OpenVINO for IS-Net."""
+    birefnet, isnet = bench.engine_choices("birefnet"), bench.engine_choices("isnet")
+    assert ("torch", "int8", False) in birefnet and ("openvino", "int8", False) not in birefnet
+    assert ("openvino", "int8", False) in isnet and ("torch", "int8", False) not in isnet
 
 
 def test_int8_engine_through_the_loader_says_what_runs(offline_hub) -> None:
