@@ -123,7 +123,8 @@ def test_fast_paths_on_real_photos_within_budget(engine, precision, real_home, e
 
 def test_int8_on_openvino_keeps_the_mask_within_its_documented_bound(real_home, eager_masks, capfd) -> None:
     """NNCF's int8 (opt-in) on photos it was not calibrated on: docs/engines.md gives its figures
-    (worst IoU of the subject 0.975, mean 0.8/255 against OpenVINO fp32); this holds it near them.
+    against OpenVINO fp32 (worst photo, chelsea: IoU of the subject 0.975, mean 3.0/255); this
+    holds it near them, and every mask still a real cut-out.
     The quantised model is cached: a second engine reads it, not NNCF."""
     engines = real_home.home / "rmbg-engines"
     for earlier in engines.glob("*/isnet-general-use/*/1024x1024-int8.*"):  # a previous run's: quantise anew
@@ -134,7 +135,7 @@ def test_int8_on_openvino_keeps_the_mask_within_its_documented_bound(real_home, 
         mean, _ = alpha_delta(mask, eager_masks[name])
         reference = np.asarray(eager_masks[name]) > 127
         iou = (reference & (mask > 127)).sum() / (reference | (mask > 127)).sum()
-        assert mean <= 1.5 and iou >= 0.96, (name, mean, iou)
+        assert mean <= 3.5 and iou >= 0.965, (name, mean, iou)
         assert_real_cutout(mask)
     assert "quantising to int8 with NNCF" in capfd.readouterr().err
     quantized = list(engines.glob("*/isnet-general-use/*/1024x1024-int8.xml"))
