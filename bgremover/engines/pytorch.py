@@ -14,6 +14,7 @@ from ..nets.folding import fold_batch_norms
 from ..zoo import ModelInfo
 from .cuda_graphs import GraphRunner
 from .devices import device_lock, pick_device, pick_dtype, precision_name
+from .packing import PackedLinear, pack_linears, packing_available
 from .quantizing import quantize_linears
 
 # Compiled variants Dynamo keeps per code object. The Swin blocks of every stage and both
@@ -28,11 +29,14 @@ def prepare_network(network: nn.Module, compiled: bool = False, int8: bool = Fal
     Batch norms are folded into the convolutions before them (a pass over each feature
     map and a kernel launch fewer per pair), then convolution weights go channels-last,
     the layout the networks keep their feature maps in (oneDNN and cuDNN run NHWC
-    convolutions fastest). `int8` then swaps the linear layers for int8 ones (a float32
-    network on a CPU). torch.compile is opt-in: its first call takes minutes.
+    convolutions fastest). A bf16 network on a CPU gets its linear layers' weights packed
+    once for oneDNN (packing.py); `int8` instead swaps them for int8 ones (a float32 network
+    on a CPU). torch.compile is opt-in: its first call takes minutes.
     """
     fold_batch_norms(network)
     network = network.to(memory_format=torch.channels_last)
+    if not compiled and not int8 and packs_linears(network):
+        pack_linears(network)
     if int8 and not quantize_linears(network):
         raise ValueError(
             f"--precision int8 runs the linear layers in 8 bits, and {type(network).__name__} has none "
@@ -43,6 +47,12 @@ def prepare_network(network: nn.Module, compiled: bool = False, int8: bool = Fal
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, _RECOMPILE_LIMIT)
     return torch.compile(network)
+
+
+def packs_linears(network: nn.Module) -> bool:
+    """Whether `prepare_network` packs this network's linear layers: bf16 on a CPU, where measured."""
+    parameter = next(network.parameters())
+    return parameter.dtype == torch.bfloat16 and parameter.device.type == "cpu" and packing_available()
 
 
 def warn_cpu_compile() -> None:
@@ -93,6 +103,7 @@ class TorchEngine:
             raise ValueError(f"int8 runs a float32 network on the CPU, not a {self.dtype} one on {self.device}.")
         self.lock = device_lock(self.device)
         self.network = prepare_network(network, self.compiled, self.precision == "int8") if fast_path else network
+        self.packed = any(isinstance(module, PackedLinear) for module in self.network.modules())
         graphs = settings.cuda_graphs() if graphs is None else graphs
         replay = graphs and fast_path and self.device.type == "cuda"
         self.runner = GraphRunner(self.network) if replay else None
@@ -133,4 +144,5 @@ class TorchEngine:
         """Runtime, precision, device, and which paths the last call took (graph replay, deformable kernel)."""
         path = "" if self.fast_path else ", plain eager"
         kernels = f"{self.mode}, deform {deform_kernel_name(self.device, self.dtype)}"
+        kernels += ", linear packed" if self.packed else ""
         return f"torch {self.precision} on {self.device}{path} ({kernels})"
