@@ -64,6 +64,10 @@ def openvino_precision(precision: str) -> str:
         return "bf16" if native_bf16_cpu() else "fp32"
     if precision not in OPENVINO_PRECISIONS:
         raise ValueError(f"the OpenVINO engine runs {', '.join(OPENVINO_PRECISIONS)} (or auto), not {precision!r}.")
+    if precision == "int8":
+        from .openvino_int8 import check_installed
+
+        check_installed()
     if precision == "bf16" and not native_bf16_cpu():
         raise ValueError(
             "this CPU has no native bfloat16, so bf16 would be emulated and far slower than fp32: "
@@ -129,10 +133,7 @@ class OpenVinoEngine:
         network is built only if an input size has no cached export: once exported, a model
         loads without reading its weights twice or holding two copies of them."""
         _openvino()
-        if openvino_precision(precision) == "int8":
-            from .openvino_int8 import check_installed
-
-            check_installed()
+        openvino_precision(precision)
         found = identify_model(model)
         return cls(None, found.info, found.label, found.path, precision)
 

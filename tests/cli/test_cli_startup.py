@@ -276,6 +276,35 @@ def test_int8_for_a_network_without_linear_layers_is_refused_before_loading(offl
     assert not list(tmp_path.glob("photo.*.png")) and not (tmp_path / "photo.png").exists()
 
 
+def test_int8_on_openvino_without_its_extra_or_for_birefnet_is_refused_in_one_line(offline_hub, tmp_path) -> None:
+    """`--engine openvino --precision int8` needs NNCF (the `int8` extra; here hidden as a missing
+    package is) and is offered for IS-Net only: each refusal is one line before any weights load."""
+    photo = tmp_path / "photo.jpg"
+    sample_image().save(photo)
+    args = ["remove", str(photo), "--engine", "openvino", "--precision", "int8", "--device", "cpu"]
+    without_nncf = "import sys, runpy; sys.modules['nncf'] = None; sys.argv = ['rmbg.py', *sys.argv[1:]]; "
+    without_nncf += "runpy.run_path('rmbg.py', run_name='__main__')"
+    missing = subprocess.run(
+        [sys.executable, "-c", without_nncf, *args, "--model", "RMBG-1.4"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert missing.returncode == 2
+    assert missing.stderr.splitlines() == [
+        "error: --precision int8 on the OpenVINO engine needs nncf: pip install 'bgremover[int8]' "
+        "(or: pip install -r requirements-int8.txt)."
+    ]
+    birefnet = rmbg(*args, "--model", "BiRefNet_lite", text=True)
+    assert birefnet.returncode == 2
+    assert birefnet.stderr.splitlines() == [
+        "error: --precision int8 on the OpenVINO engine is offered for IS-Net only: run BiRefNet (RMBG-2.0, "
+        "BiRefNet*) in int8 with --engine torch, or use --precision auto, bf16 or fp32."
+    ]
+    assert not list(tmp_path.glob("photo*.png"))
+
+
 @pytest.mark.slow
 def test_a_run_on_a_cached_openvino_export_imports_no_pytorch(offline_hub, tmp_path) -> None:
     """PyTorch converts the network once; every later run reads OpenVINO's export and prepares the
