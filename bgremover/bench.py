@@ -15,7 +15,6 @@ loaded through the same `load_engine` as a real checkpoint.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -33,6 +32,7 @@ from . import hub, zoo
 from .bench_cold import ColdStart, cold_start, format_cold_start
 from .engines import Engine, load_engine, native_bf16_cpu, pick_device
 from .engines.openvino import openvino_available
+from .engines.openvino_int8 import missing_packages
 from .engines.pytorch import TorchEngine
 from .errors import ChildFailed, last_line
 from .families import find_family
@@ -266,7 +266,7 @@ def engine_choices(family: str) -> list[tuple[str, str, bool]]:
         rows.append(("torch", "int8", False))
     if openvino_available():
         rows += [("openvino", precision, False) for precision in precisions]
-        if known is not None and known.openvino_int8 and importlib.util.find_spec("nncf") is not None:
+        if known is not None and known.openvino_int8 and not missing_packages():
             rows.append(("openvino", "int8", False))
     return rows
 

@@ -32,10 +32,14 @@ CALIBRATION_PHOTOS = ("rocket", "stereo_motorcycle", "camera", "retina", "hubble
 INSTALL_HINT = "pip install 'bgremover[int8]' (or: pip install -r requirements-int8.txt)"
 
 
+def missing_packages() -> list[str]:
+    """What the `int8` extra brings that is not installed: NNCF, and scikit-image for its photos."""
+    return [name for name in ("nncf", "skimage") if importlib.util.find_spec(name) is None]
+
+
 def check_installed() -> None:
-    """NNCF and scikit-image (its photos) are the `int8` extra: say so before any weights are read."""
-    missing = [name for name in ("nncf", "skimage") if importlib.util.find_spec(name) is None]
-    if missing:
+    """Says what is missing, and the extra to install, before any weights are read."""
+    if missing := missing_packages():
         raise ValueError(f"--precision int8 on the OpenVINO engine needs {' and '.join(missing)}: {INSTALL_HINT}.")
 
 
